@@ -1,0 +1,215 @@
+"""The one forward loop of pairrm-hf: encoded texts → pair schedule → length-bucketed batches → logits.
+
+Every public operation (ranking, comparison, references, bubble, pipelines, TRL adapters, CLI) asks this engine
+for the logits of a set of ordered pairs ``(input, i, j)``; ``C[input][i, j]`` is the logit with candidate ``i``
+in slot 1 and ``j`` in slot 2. The engine
+
+* tokenizes every distinct text once and reuses it in every pair that contains it,
+* sorts the pairs of a call by row length and cuts batches by row count and a token budget, padding each batch
+  only to its own longest row (never to 2048),
+* runs under ``torch.inference_mode`` and returns logits in the order the pairs were asked for, so results do
+  not depend on batch size or input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .modeling_pairrm import DebertaV2PairRM
+from .tokenization_pairrm import PairEncoder
+
+__all__ = ["EncodedExample", "PairwiseEngine", "resolve_device", "resolve_dtype"]
+
+
+def resolve_device(device: str | int | torch.device | None) -> torch.device:
+    """``None`` → the first CUDA device when there is one, else CPU; ints are CUDA ordinals."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, int):
+        return torch.device("cpu") if device < 0 else torch.device("cuda", device)
+    return torch.device(str(device).lower()) if isinstance(device, str) else device
+
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+           "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}  # fmt: skip
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """Accepts ``torch.float32``/``"float32"``/``"fp16"``/``"bf16"``…; ``None`` and ``"auto"`` mean keep as loaded."""
+    if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):
+        return dtype
+    key = str(dtype).lower().replace("torch.", "")
+    if key not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(set(_DTYPES))} or a torch.dtype, got {dtype!r}")
+    return _DTYPES[key]
+
+
+@dataclass
+class EncodedExample:
+    """One prompt with its candidates, tokenized once.
+
+    Attributes:
+        source: the packed source segment ``[CLS]<|source|>…[SEP]``.
+        candidates: each candidate's text ids, already cut to this example's candidate budget.
+        source_key / candidate_keys: ids of the distinct texts of one ``encode`` call; equal keys mean equal rows.
+    """
+
+    source: list[int]
+    candidates: list[list[int]]
+    source_key: int = -1
+    candidate_keys: tuple[int, ...] = ()
+
+
+class PairwiseEngine:
+    """Runs a :class:`DebertaV2PairRM` over ordered candidate pairs in length-bucketed batches.
+
+    Args:
+        model: the PairRM model (moved to ``device``/``dtype`` and put in eval mode).
+        encoder: the pair encoder holding the tokenizer and token budgets.
+        device: where to run; ``None`` picks CUDA when available.
+        dtype: weights dtype (``torch.float32``, ``torch.bfloat16``, ``torch.float16``); ``None`` keeps it.
+        batch_size: most rows per forward pass.
+        max_batch_tokens: most padded tokens (rows × longest row) per forward pass; ``None`` = no limit.
+        autocast_dtype: run the forward under ``torch.autocast`` in this dtype (e.g. bf16 on CPU); logits are fp32.
+        show_progress: show a tqdm bar over batches.
+    """
+
+    def __init__(
+        self,
+        model: DebertaV2PairRM,
+        encoder: PairEncoder,
+        *,
+        device: str | int | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        batch_size: int = 16,
+        max_batch_tokens: int | None = None,
+        autocast_dtype: str | torch.dtype | None = None,
+        show_progress: bool = False,
+    ):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if max_batch_tokens is not None and max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
+        self.device = resolve_device(device)
+        dtype = resolve_dtype(dtype)
+        self.model = model.to(self.device) if dtype in (None, "auto") else model.to(self.device, dtype=dtype)
+        self.model.eval()
+        self.encoder = encoder
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.autocast_dtype = resolve_dtype(autocast_dtype)
+        self.show_progress = show_progress
+        #: counters of the last call: forward passes, rows, real tokens and padded tokens fed to the model.
+        self.last_stats: dict[str, int] = {}
+
+    # ----------------------------------------------------------------------------------------------- encoding
+    def encode(self, sources: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[EncodedExample]:
+        """Tokenize each distinct text once and cut it to its example's budget."""
+        distinct: dict[str, int] = {}
+        for text in sources:
+            distinct.setdefault(text, len(distinct))
+        for cands in candidates:
+            for text in cands:
+                distinct.setdefault(text, len(distinct))
+        ids = self.encoder.tokenize(list(distinct))
+        # Keys name distinct token sequences, so texts that tokenize alike (e.g. two whitespace-only answers)
+        # share one row and tie exactly.
+        row_keys: dict[tuple[int, ...], int] = {}
+        examples = []
+        for source, cands in zip(sources, candidates):
+            segment = self.encoder.source_segment(ids[distinct[source]])
+            budget = self.encoder.candidate_budget(len(segment))
+            bodies = [self.encoder.candidate_body(ids[distinct[c]], budget) for c in cands]
+            source_key = row_keys.setdefault(tuple(segment), len(row_keys))
+            keys = tuple(row_keys.setdefault((-1, *body), len(row_keys)) for body in bodies)
+            examples.append(EncodedExample(segment, bodies, source_key, keys))
+        return examples
+
+    # ------------------------------------------------------------------------------------------------ forward
+    def _row_lengths(self, examples: Sequence[EncodedExample], pairs: np.ndarray) -> np.ndarray:
+        src = np.array([len(e.source) for e in examples], dtype=np.int64)
+        offsets = np.zeros(len(examples) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(e.candidates) for e in examples])
+        cand = np.fromiter((len(b) for e in examples for b in e.candidates), dtype=np.int64, count=int(offsets[-1]))
+        ex, i, j = pairs[:, 0], pairs[:, 1], pairs[:, 2]
+        return src[ex] + cand[offsets[ex] + i] + cand[offsets[ex] + j] + 6
+
+    def _batches(self, lengths: np.ndarray) -> list[np.ndarray]:
+        """Pair indices grouped into batches of similar length, longest first (peak memory shows up at once)."""
+        order = np.argsort(-lengths, kind="stable")
+        batches, start = [], 0
+        while start < len(order):
+            longest = int(lengths[order[start]])
+            rows = self.batch_size
+            if self.max_batch_tokens is not None:
+                rows = max(1, min(rows, self.max_batch_tokens // max(longest, 1)))
+            batches.append(order[start : start + rows])
+            start += rows
+        return batches
+
+    def _assemble(self, examples: Sequence[EncodedExample], pairs: np.ndarray, batch: np.ndarray, width: int):
+        enc = self.encoder
+        input_ids = np.full((len(batch), width), enc.pad_id, dtype=np.int64)
+        attention = np.zeros((len(batch), width), dtype=np.int64)
+        for row, k in enumerate(batch):
+            ex, i, j = pairs[k]
+            e = examples[ex]
+            ids = enc.pack(e.source, e.candidates[i], e.candidates[j])
+            input_ids[row, : len(ids)] = ids
+            attention[row, : len(ids)] = 1
+        return torch.from_numpy(input_ids), torch.from_numpy(attention)
+
+    def pair_logits(self, examples: Sequence[EncodedExample], pairs: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
+        """Logits ``C[ex][i, j]`` (float32, shape ``[len(pairs)]``) for ordered pairs ``(ex, i, j)``."""
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
+        if len(pairs):
+            # Pairs whose texts are identical (duplicate candidates, repeated prompts) share one row.
+            keys = np.array(
+                [(examples[ex].source_key, examples[ex].candidate_keys[i], examples[ex].candidate_keys[j])
+                 for ex, i, j in pairs.tolist()], dtype=np.int64,
+            )  # fmt: skip
+            _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+            return self._unique_pair_logits(examples, pairs[first])[inverse.reshape(-1)]
+        self.last_stats = {"forward_calls": 0, "rows": 0, "real_tokens": 0, "padded_tokens": 0}
+        return np.zeros(0, dtype=np.float32)
+
+    def _unique_pair_logits(self, examples: Sequence[EncodedExample], pairs: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(pairs), dtype=np.float32)
+        stats = {"forward_calls": 0, "rows": 0, "real_tokens": 0, "padded_tokens": 0}
+        if len(pairs):
+            lengths = self._row_lengths(examples, pairs)
+            batches = self._batches(lengths)
+            progress = None
+            if self.show_progress:
+                from tqdm.auto import tqdm
+
+                progress = tqdm(total=len(pairs), desc="PairRM", unit="pair")
+            autocast = (
+                torch.autocast(self.device.type, dtype=self.autocast_dtype)
+                if self.autocast_dtype is not None
+                else nullcontext()
+            )
+            with torch.inference_mode(), autocast:
+                for batch in batches:
+                    width = int(lengths[batch].max())
+                    input_ids, attention = self._assemble(examples, pairs, batch, width)
+                    logits = self.model(
+                        input_ids=input_ids.to(self.device, non_blocking=True),
+                        attention_mask=attention.to(self.device, non_blocking=True),
+                    ).logits
+                    out[batch] = logits.float().cpu().numpy()
+                    stats["forward_calls"] += 1
+                    stats["rows"] += len(batch)
+                    stats["real_tokens"] += int(lengths[batch].sum())
+                    stats["padded_tokens"] += width * len(batch)
+                    if progress is not None:
+                        progress.update(len(batch))
+            if progress is not None:
+                progress.close()
+        self.last_stats = stats
+        return out

@@ -1,0 +1,287 @@
+"""Load every published PairRM layout from a local folder or a Hub id, and convert legacy ones.
+
+Layouts (detected from ``config.json``):
+
+* ``hf`` — ``llm-blender/PairRM-hf``, ``mightbe/Better-PairRM``: a ``DebertaV2Config`` with the PairRM fields,
+  ``model.safetensors``, tokenizer files.
+* ``legacy`` — ``llm-blender/PairRM`` and ``llm-blender/pair-ranker``: upstream's ``RankerConfig`` dump
+  (``ranker_type``, lengths; pair-ranker spells them ``source_max_length``/``candidate_max_length``), weights in
+  ``model.safetensors`` or ``pytorch_model.bin``, tokenizer files with the prefix tokens added. The backbone
+  config is rebuilt from the weight shapes; the head count, which weights cannot show, comes from the
+  DeBERTa-v3 family table for ``model_name`` or from ``backbone_config``. Nothing is downloaded besides the folder.
+
+Weights are read with safetensors, or ``torch.load(weights_only=True)`` for ``.bin`` files; nothing shipped with
+a checkpoint is executed (``training_args.bin`` is never read).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import DebertaV2Config, PreTrainedTokenizerBase
+
+from .modeling_pairrm import PAIRRM_CONFIG_DEFAULTS, DebertaV2PairRM
+from .tokenization_pairrm import PREFIX_TOKENS, PairLengths, load_pairrm_tokenizer
+
+__all__ = ["LoadedPairRM", "resolve_checkpoint", "detect_layout", "load_pairrm", "convert_legacy_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "llm-blender/PairRM-hf"
+
+_CHECKPOINT_FILES = [
+    "config.json", "ranker_config.json", "model.safetensors", "model.safetensors.index.json", "model-*.safetensors",
+    "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json", "spm.model", "added_tokens.json",
+    "special_tokens_map.json",
+]  # fmt: skip
+
+# DeBERTa-v3 shapes (hidden, layers, heads, intermediate); heads cannot be read off the weights.
+_DEBERTA_V3 = {
+    "microsoft/deberta-v3-large": (1024, 24, 16, 4096),
+    "microsoft/deberta-v3-base": (768, 12, 12, 3072),
+    "microsoft/deberta-v3-small": (768, 6, 12, 3072),
+    "microsoft/deberta-v3-xsmall": (384, 12, 6, 1536),
+}
+# Keys a legacy checkpoint may carry that no current module has (non-persistent buffers since transformers 4.31).
+_IGNORABLE_KEYS = re.compile(r"^pretrained_model\.embeddings\.position_ids$")
+
+
+@dataclass
+class LoadedPairRM:
+    """What :func:`load_pairrm` returns: the model, its tokenizer, the row budgets and the detected layout."""
+
+    model: DebertaV2PairRM
+    tokenizer: PreTrainedTokenizerBase
+    lengths: PairLengths
+    layout: str
+    folder: str
+
+
+def resolve_checkpoint(
+    name_or_path: str | os.PathLike, *, revision: str | None = None, token: str | bool | None = None,
+    cache_dir: str | None = None,
+) -> str:  # fmt: skip
+    """A local folder for ``name_or_path``: the folder itself, or a snapshot of the Hub repo's model files."""
+    path = os.fspath(name_or_path)
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path):
+        raise ValueError(f"model path {path!r} is a file; pass the checkpoint folder")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(
+            path, revision=revision, token=token, cache_dir=cache_dir, allow_patterns=_CHECKPOINT_FILES
+        )
+    except Exception as err:  # offline, unknown repo, bad id: one clear message
+        raise OSError(
+            f"could not find {path!r}: not a local folder, and fetching it from the Hugging Face Hub failed "
+            f"({type(err).__name__}: {err})"
+        ) from err
+
+
+def _read_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def detect_layout(folder: str) -> str:
+    """``"hf"`` or ``"legacy"``; ``ValueError`` for a folder that is neither (naming what is missing)."""
+    config_path = os.path.join(folder, "config.json")
+    if not os.path.isfile(config_path):
+        raise ValueError(f"{folder!r} is not a PairRM checkpoint: it has no config.json")
+    config = _read_json(config_path)
+    if "ranker_type" in config:
+        if config["ranker_type"] != "pairranker":
+            raise ValueError(f"{folder!r} holds a {config['ranker_type']!r} ranker; only 'pairranker' is supported")
+        return "legacy"
+    if config.get("model_type") == "deberta-v2":
+        return "hf"
+    raise ValueError(
+        f"{folder!r} is not a PairRM checkpoint: config.json has model_type {config.get('model_type')!r} "
+        "and no 'ranker_type' (expected a deberta-v2 PairRM or an llm-blender ranker config)"
+    )
+
+
+def _weights_file(folder: str) -> str:
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return path
+    raise ValueError(f"{folder!r} has no weights: expected 'model.safetensors' or 'pytorch_model.bin'")
+
+
+def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _backbone_config_dict(backbone_config: Any) -> dict | None:
+    if backbone_config is None:
+        return None
+    if isinstance(backbone_config, DebertaV2Config):
+        return backbone_config.to_dict()
+    if isinstance(backbone_config, dict):
+        return dict(backbone_config)
+    path = os.fspath(backbone_config)
+    if os.path.isdir(path):
+        path = os.path.join(path, "config.json")
+    return _read_json(path)
+
+
+def _legacy_config(state: dict[str, torch.Tensor], ranker: dict, tokenizer, backbone_config: Any) -> DebertaV2Config:
+    """Rebuild the DeBERTa-v2 config of a legacy checkpoint from its weight shapes."""
+    prefix = "pretrained_model."
+    vocab, hidden = state[prefix + "embeddings.word_embeddings.weight"].shape
+    layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"pretrained_model\.encoder\.layer\.(\d+)\.", k)))
+    intermediate = state[prefix + "encoder.layer.0.intermediate.dense.weight"].shape[0]
+    rel = state.get(prefix + "encoder.rel_embeddings.weight")
+    known = _backbone_config_dict(backbone_config)
+    if known is None:
+        shape = _DEBERTA_V3.get(ranker.get("model_name"))
+        if shape is None or shape[0] != hidden or shape[1] != layers:
+            raise ValueError(
+                f"cannot tell the attention head count of this checkpoint (hidden {hidden}, {layers} layers, "
+                f"model_name {ranker.get('model_name')!r}); pass backbone_config= (a DeBERTa config, dict or folder)"
+            )
+        known = {"num_attention_heads": shape[2]}
+    fields = {
+        "vocab_size": vocab, "hidden_size": hidden, "num_hidden_layers": layers, "intermediate_size": intermediate,
+        "num_attention_heads": known.get("num_attention_heads"), "hidden_act": known.get("hidden_act", "gelu"),
+        "layer_norm_eps": known.get("layer_norm_eps", 1e-7), "max_position_embeddings": known.get("max_position_embeddings", 512),
+        "relative_attention": rel is not None, "max_relative_positions": known.get("max_relative_positions", -1),
+        "position_buckets": rel.shape[0] // 2 if rel is not None else -1,
+        "norm_rel_ebd": "layer_norm" if prefix + "encoder.LayerNorm.weight" in state else "none",
+        "share_att_key": not any("pos_key_proj" in k for k in state),
+        "pos_att_type": known.get("pos_att_type", ["p2c", "c2p"]),
+        "position_biased_input": prefix + "embeddings.position_embeddings.weight" in state,
+        "type_vocab_size": 0 if prefix + "embeddings.token_type_embeddings.weight" not in state else
+        state[prefix + "embeddings.token_type_embeddings.weight"].shape[0],
+        "pad_token_id": tokenizer.pad_token_id or 0,
+        "n_tasks": state["head_layer.4.weight"].shape[0], "drop_out": ranker.get("drop_out", 0.05),
+    }  # fmt: skip
+    vocab_ids = tokenizer.get_vocab()
+    for field, token in zip(("source_prefix_id", "cand1_prefix_id", "cand2_prefix_id", "cand_prefix_id"), PREFIX_TOKENS):
+        fields[field] = vocab_ids.get(token, PAIRRM_CONFIG_DEFAULTS[field])
+    config = DebertaV2Config(**fields)
+    config.architectures = ["DebertaV2PairRM"]
+    return config
+
+
+def _legacy_lengths(ranker: dict) -> PairLengths:
+    # pair-ranker's config spells the keys with underscores; upstream's loader silently read them as None.
+    source = ranker.get("source_maxlength") or ranker.get("source_max_length")
+    candidate = ranker.get("candidate_maxlength") or ranker.get("candidate_max_length")
+    if source is None or candidate is None:
+        return PairLengths()
+    return PairLengths(int(source), int(candidate))
+
+
+def _load_legacy(folder: str, backbone_config: Any) -> tuple[DebertaV2PairRM, PreTrainedTokenizerBase, PairLengths]:
+    ranker = _read_json(os.path.join(folder, "config.json"))
+    tokenizer = load_pairrm_tokenizer(folder)
+    state = _read_state_dict(_weights_file(folder))
+    config = _legacy_config(state, ranker, tokenizer, backbone_config)
+    model = DebertaV2PairRM(config)
+    ignored = [k for k in state if _IGNORABLE_KEYS.match(k)]
+    for key in ignored:
+        state.pop(key)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys:
+        raise ValueError(f"checkpoint in {folder!r} lacks weights {result.missing_keys[:5]} (of {len(result.missing_keys)})")
+    if result.unexpected_keys:
+        logger.warning("ignored %d unexpected weights in %s: %s", len(result.unexpected_keys), folder, result.unexpected_keys[:5])
+    model.eval()
+    return model, tokenizer, _legacy_lengths(ranker)
+
+
+def _load_hf(folder: str, dtype: Any) -> tuple[DebertaV2PairRM, PreTrainedTokenizerBase, PairLengths]:
+    config = _read_json(os.path.join(folder, "config.json"))
+    _weights_file(folder) if not os.path.isfile(os.path.join(folder, "model.safetensors.index.json")) else None
+    if "source_prefix_id" not in config:
+        raise ValueError(
+            f"{folder!r} holds a plain DeBERTa-v2 model, not PairRM (config.json has no 'source_prefix_id'); "
+            "to start training from a backbone use pairrm_hf.init_pairrm_from_backbone"
+        )
+    tokenizer = load_pairrm_tokenizer(folder)
+    model, info = DebertaV2PairRM.from_pretrained(
+        folder, dtype=dtype if dtype is not None else torch.float32, output_loading_info=True
+    )
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        raise ValueError(f"checkpoint in {folder!r} lacks weights {missing[:5]} (of {len(missing)})")
+    lengths = PairLengths(
+        int(config.get("source_max_length", PairLengths.source_max_length)),
+        int(config.get("candidate_max_length", PairLengths.candidate_max_length)),
+    )
+    return model, tokenizer, lengths
+
+
+def load_pairrm(
+    name_or_path: str | os.PathLike = DEFAULT_MODEL,
+    *,
+    dtype: str | torch.dtype | None = None,
+    backbone_config: Any = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | None = None,
+) -> LoadedPairRM:
+    """Load a PairRM checkpoint in any published layout, with its tokenizer and row budgets.
+
+    Args:
+        name_or_path: a local folder or a Hub repo id (default ``llm-blender/PairRM-hf``).
+        dtype: weights dtype for the HF-native layout (legacy checkpoints load in fp32); cast later as needed.
+        backbone_config: for legacy checkpoints whose backbone is not a DeBERTa-v3 family member named in
+            ``model_name``: a ``DebertaV2Config``, a dict or a folder with its ``config.json``.
+        revision / token / cache_dir: passed to the Hub download.
+    """
+    folder = resolve_checkpoint(name_or_path, revision=revision, token=token, cache_dir=cache_dir)
+    layout = detect_layout(folder)
+    if layout == "legacy":
+        model, tokenizer, lengths = _load_legacy(folder, backbone_config)
+    else:
+        from .engine import resolve_dtype
+
+        model, tokenizer, lengths = _load_hf(folder, resolve_dtype(dtype))
+    vocab = tokenizer.get_vocab()
+    expected = [vocab[t] for t in PREFIX_TOKENS[:3]]
+    if list(model.prefix_ids) != expected:
+        raise ValueError(
+            f"model prefix ids {list(model.prefix_ids)} disagree with the tokenizer's {expected} in {folder!r}"
+        )
+    return LoadedPairRM(model, tokenizer, lengths, layout, folder)
+
+
+def convert_legacy_checkpoint(
+    source: str | os.PathLike, destination: str | os.PathLike, *, backbone_config: Any = None
+) -> str:
+    """Write a legacy checkpoint (``llm-blender/PairRM``, ``pair-ranker``) in the HF-native layout.
+
+    The destination loads with ``DebertaV2PairRM.from_pretrained`` and :func:`load_pairrm`; its ``config.json``
+    records the row budgets as ``source_max_length``/``candidate_max_length``. Returns the destination path.
+    """
+    folder = resolve_checkpoint(source)
+    if detect_layout(folder) != "legacy":
+        raise ValueError(f"{folder!r} is already in the HF-native layout")
+    model, tokenizer, lengths = _load_legacy(folder, backbone_config)
+    destination = os.fspath(destination)
+    model.config.source_max_length = lengths.source_max_length
+    model.config.candidate_max_length = lengths.candidate_max_length
+    model.save_pretrained(destination)
+    tokenizer.save_pretrained(destination)
+    # Keep the SentencePiece model so the NFKC normalizer can always be rebuilt.
+    spm = os.path.join(folder, "spm.model")
+    if os.path.isfile(spm):
+        import shutil
+
+        shutil.copyfile(spm, os.path.join(destination, "spm.model"))
+    return destination

@@ -1,0 +1,434 @@
+"""`PairRM`: the ranking API. Every method is a schedule of ordered pairs handed to the one engine.
+
+>>> rm = PairRM.from_pretrained("llm-blender/PairRM-hf")           # doctest: +SKIP
+>>> rm.rank("What is the capital of France?", ["Paris.", "Berlin."])  # doctest: +SKIP
+[RankedCandidate(index=0, text='Paris.', score=0.41, rank=1), RankedCandidate(index=1, ...)]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .aggregation import AGGREGATIONS, competition_ranks, scores_from_matrix, topk_indices
+from .conversation import conversation_pair_texts
+from .engine import PairwiseEngine
+from .loading import DEFAULT_MODEL, load_pairrm
+from .modeling_pairrm import DebertaV2PairRM
+from .tokenization_pairrm import PairEncoder, PairLengths
+from .validation import check_candidate_lists, check_same_length, check_texts
+
+__all__ = ["PairRM", "RankedCandidate", "Ranking", "COMPARE_MODES", "REF_MODES"]
+
+#: ``symmetric`` = C[A,B] − C[B,A] (upstream default), ``ab`` = C[A,B], ``ba`` = −C[B,A]; > 0 always means A better.
+COMPARE_MODES = ("symmetric", "ab", "ba")
+#: How ``rank_with_ref`` picks each input's reference among its candidates (``len`` counts characters).
+REF_MODES = ("longest", "shortest", "median_length", "first", "last")
+_RANK_AGGREGATIONS = (*AGGREGATIONS, "bubble")
+
+
+@dataclass(frozen=True)
+class RankedCandidate:
+    """One candidate in a ranking: its position in the input, text, score (higher is better) and rank (1 = best)."""
+
+    index: int
+    text: str
+    score: float
+    rank: int
+
+
+@dataclass
+class Ranking:
+    """The ranking of one input's candidates, in input order.
+
+    Attributes:
+        scores: float32 ``[n]``, higher is better.
+        ranks: int32 ``[n]``, competition ranks, 1 = best.
+        matrix: float32 ``[n, n]`` logits ``C[i, j]`` when the aggregation compared every ordered pair, else None.
+        comparisons: number of ordered pairs the model scored for this input.
+    """
+
+    scores: np.ndarray
+    ranks: np.ndarray
+    matrix: np.ndarray | None = None
+    comparisons: int = 0
+    candidates: list[str] = field(default_factory=list)
+
+    def ranked(self) -> list[RankedCandidate]:
+        """Candidates best first (ties in input order)."""
+        return [
+            RankedCandidate(int(i), self.candidates[i], float(self.scores[i]), int(self.ranks[i]))
+            for i in topk_indices(self.ranks)
+        ]
+
+
+def _sources(prompts: list[str], instructions: Sequence[str] | None) -> list[str]:
+    if instructions is None:
+        return prompts
+    instructions = check_texts("instructions", instructions)
+    check_same_length("prompts", prompts, instructions=instructions)
+    # Upstream concatenates instruction and input with no separator; the checkpoints were trained that way.
+    return [inst + prompt for inst, prompt in zip(instructions, prompts)]
+
+
+class PairRM:
+    """Rank, compare and score LLM answers with a PairRM checkpoint.
+
+    Args:
+        model: a loaded :class:`DebertaV2PairRM`.
+        tokenizer: its PairRM tokenizer (normalizer restored, see ``load_pairrm_tokenizer``).
+        lengths: token budgets of a packed row (default 1224/412).
+        device: ``None`` → CUDA when available, else CPU.
+        dtype: weights dtype (``"float32"``, ``"bfloat16"``, ``"float16"``); ``None`` keeps the loaded one.
+        batch_size: rows (ordered pairs) per forward pass; results do not depend on it.
+        max_batch_tokens: cap on padded tokens per forward pass, for long inputs on small devices.
+        show_progress: tqdm bar over the pairs of each call.
+    """
+
+    def __init__(
+        self,
+        model: DebertaV2PairRM,
+        tokenizer,
+        *,
+        lengths: PairLengths | None = None,
+        device: str | int | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        batch_size: int = 16,
+        max_batch_tokens: int | None = None,
+        autocast_dtype: str | torch.dtype | None = None,
+        show_progress: bool = False,
+    ):
+        self.engine = PairwiseEngine(
+            model, PairEncoder(tokenizer, lengths), device=device, dtype=dtype, batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens, autocast_dtype=autocast_dtype, show_progress=show_progress,
+        )  # fmt: skip
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike = DEFAULT_MODEL,
+        *,
+        device: str | int | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        source_max_length: int | None = None,
+        candidate_max_length: int | None = None,
+        backbone_config: Any = None,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | None = None,
+        **engine_kwargs,
+    ) -> PairRM:
+        """Load any published PairRM layout (local folder or Hub id); see :func:`pairrm_hf.load_pairrm`.
+
+        ``source_max_length``/``candidate_max_length`` override the checkpoint's row budgets.
+        """
+        loaded = load_pairrm(
+            name_or_path, dtype=dtype, backbone_config=backbone_config, revision=revision, token=token,
+            cache_dir=cache_dir,
+        )  # fmt: skip
+        lengths = PairLengths(
+            source_max_length or loaded.lengths.source_max_length,
+            candidate_max_length or loaded.lengths.candidate_max_length,
+        )
+        return cls(loaded.model, loaded.tokenizer, lengths=lengths, device=device, dtype=dtype, **engine_kwargs)
+
+    # ------------------------------------------------------------------------------------------ properties
+    @property
+    def model(self) -> DebertaV2PairRM:
+        """The underlying :class:`DebertaV2PairRM`."""
+        return self.engine.model
+
+    @property
+    def tokenizer(self):
+        """The PairRM tokenizer."""
+        return self.engine.encoder.tokenizer
+
+    @property
+    def lengths(self) -> PairLengths:
+        """Token budgets of a packed row."""
+        return self.engine.encoder.lengths
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs."""
+        return self.engine.device
+
+    # ------------------------------------------------------------------------------------------ comparing
+    def compare(
+        self,
+        prompts: Sequence[str],
+        candidates_a: Sequence[str],
+        candidates_b: Sequence[str],
+        *,
+        mode: str = "symmetric",
+        instructions: Sequence[str] | None = None,
+    ) -> np.ndarray:
+        """float32 ``[N]`` logits, > 0 when ``candidates_a[k]`` is the better answer to ``prompts[k]``.
+
+        ``mode``: ``symmetric`` = C[A,B] − C[B,A] (two passes, position bias cancels; identical texts give
+        exactly 0), ``ab`` = C[A,B], ``ba`` = −C[B,A] (one pass each).
+        """
+        if mode not in COMPARE_MODES:
+            raise ValueError(f"mode must be one of {COMPARE_MODES}, got {mode!r}")
+        prompts = check_texts("prompts", prompts)
+        candidates_a = check_texts("candidates_a", candidates_a)
+        candidates_b = check_texts("candidates_b", candidates_b)
+        check_same_length("prompts", prompts, candidates_a=candidates_a, candidates_b=candidates_b)
+        examples = self.engine.encode(_sources(prompts, instructions), [[a, b] for a, b in zip(candidates_a, candidates_b)])
+        idx = np.arange(len(prompts))
+        ab = np.stack([idx, np.zeros_like(idx), np.ones_like(idx)], axis=1)
+        ba = ab[:, [0, 2, 1]]
+        if mode == "ab":
+            return self.engine.pair_logits(examples, ab)
+        if mode == "ba":
+            return -self.engine.pair_logits(examples, ba)
+        logits = self.engine.pair_logits(examples, np.concatenate([ab, ba]))
+        return logits[: len(idx)] - logits[len(idx) :]
+
+    def compare_proba(
+        self,
+        prompts: Sequence[str],
+        candidates_a: Sequence[str],
+        candidates_b: Sequence[str],
+        *,
+        temperature: float = 1.0,
+        mode: str = "symmetric",
+        instructions: Sequence[str] | None = None,
+    ) -> np.ndarray:
+        """float32 ``[N]`` probability that A is better: ``sigmoid(logit / temperature)``."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        logits = self.compare(prompts, candidates_a, candidates_b, mode=mode, instructions=instructions)
+        return (1.0 / (1.0 + np.exp(-logits.astype(np.float64) / temperature))).astype(np.float32)
+
+    def compare_conversations(
+        self, conversations_a: Sequence[Sequence[Mapping]], conversations_b: Sequence[Sequence[Mapping]], *, mode: str = "symmetric"
+    ) -> np.ndarray:
+        """Compare multi-turn conversations that share their user turns (upstream's template, see ``conversation``)."""
+        sources, cands_a, cands_b = conversation_pair_texts(conversations_a, conversations_b)
+        return self.compare(sources, cands_a, cands_b, mode=mode)
+
+    # ------------------------------------------------------------------------------------------ ranking
+    def comparison_matrices(
+        self, prompts: Sequence[str], candidates: Sequence[Sequence[str]], *, instructions: Sequence[str] | None = None
+    ) -> list[np.ndarray]:
+        """For each input, the float32 ``[n, n]`` matrix ``C[i, j]`` over all ordered pairs (diagonal 0)."""
+        prompts = check_texts("prompts", prompts)
+        candidates = check_candidate_lists("candidates", candidates)
+        check_same_length("prompts", prompts, candidates=candidates)
+        examples = self.engine.encode(_sources(prompts, instructions), candidates)
+        return self._full_matrices(examples, candidates)
+
+    def _full_matrices(self, examples, candidates: list[list[str]]) -> list[np.ndarray]:
+        pairs, owners = [], []
+        for ex, cands in enumerate(candidates):
+            n = len(cands)
+            for i in range(n):
+                for j in range(n):
+                    if i != j:
+                        pairs.append((ex, i, j))
+        logits = self.engine.pair_logits(examples, pairs)
+        matrices = [np.zeros((len(c), len(c)), dtype=np.float32) for c in candidates]
+        for (ex, i, j), value in zip(pairs, logits):
+            matrices[ex][i, j] = value
+        return matrices
+
+    def rank_batch(
+        self,
+        prompts: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        *,
+        aggregation: str = "max_logits",
+        instructions: Sequence[str] | None = None,
+        seed: int = 0,
+    ) -> list[Ranking]:
+        """Rank each input's candidates; candidate counts may differ between inputs.
+
+        ``aggregation``: ``max_logits`` (upstream ``rank``; all n(n−1) ordered pairs, score = mean symmetric logit),
+        ``max_wins`` (same pairs, score = fraction of comparisons won) or ``bubble`` (2(n−1) pairs, one seeded
+        bubble pass; the winner ranks first, the others by how many comparisons they won).
+        """
+        if aggregation not in _RANK_AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {_RANK_AGGREGATIONS}, got {aggregation!r}")
+        prompts = check_texts("prompts", prompts)
+        candidates = check_candidate_lists("candidates", candidates)
+        check_same_length("prompts", prompts, candidates=candidates)
+        examples = self.engine.encode(_sources(prompts, instructions), candidates)
+        if aggregation == "bubble":
+            winners, logs = self._bubble(examples, candidates, seed)
+            rankings = []
+            for c, w, log in zip(candidates, winners, logs):
+                wins = self._wins(len(c), log)
+                wins[w] += 0.5  # the pass's winner ranks first even when another candidate won as often
+                rankings.append(Ranking(wins, competition_ranks(wins), None, 2 * (len(c) - 1), c))
+            return rankings
+        rankings = []
+        for matrix, cands in zip(self._full_matrices(examples, candidates), candidates):
+            scores = scores_from_matrix(matrix, aggregation)
+            n = len(cands)
+            rankings.append(Ranking(scores, competition_ranks(scores), matrix, n * (n - 1), cands))
+        return rankings
+
+    def rank(
+        self,
+        prompt: str,
+        candidates: Sequence[str],
+        *,
+        aggregation: str = "max_logits",
+        top_k: int | None = None,
+        instruction: str | None = None,
+    ) -> list[RankedCandidate]:
+        """Rank the candidates for one prompt, best first; ``top_k`` keeps only the best k."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+        ranking = self.rank_batch(
+            [prompt], [candidates], aggregation=aggregation, instructions=None if instruction is None else [instruction]
+        )[0]
+        ranked = ranking.ranked()
+        return ranked if top_k is None else ranked[:top_k]
+
+    # ------------------------------------------------------------------------------------------ bubble
+    def _bubble(self, examples, candidates: list[list[str]], seed: int, worst: bool = False):
+        """One bubble pass per input: returns (winner index, comparison log [(cur, nxt, moved_up)]) per input.
+
+        Each input starts from ``torch.randperm(n)`` of a generator seeded with ``seed`` (the order upstream got
+        after ``torch.manual_seed(seed)``). At step j, ``cur = perm[j]`` moves on when it beats ``nxt = perm[j+1]``
+        by the symmetric logit (``> 0``; for ``worst``: ``< 0``); a tie lets ``nxt`` move on, as upstream.
+        """
+        perms = [torch.randperm(len(c), generator=torch.Generator().manual_seed(seed)).tolist() for c in candidates]
+        logs: list[list[tuple[int, int, bool]]] = [[] for _ in candidates]
+        for step in range(max((len(c) for c in candidates), default=1) - 1):
+            active = [ex for ex, p in enumerate(perms) if step < len(p) - 1]
+            pairs = []
+            for ex in active:
+                cur, nxt = perms[ex][step], perms[ex][step + 1]
+                pairs += [(ex, cur, nxt), (ex, nxt, cur)]
+            logits = self.engine.pair_logits(examples, pairs).reshape(-1, 2)
+            for ex, (ab, ba) in zip(active, logits):
+                perm = perms[ex]
+                cur, nxt = perm[step], perm[step + 1]
+                d = float(ab - ba)
+                moves = d < 0 if worst else d > 0
+                if moves:
+                    perm[step], perm[step + 1] = nxt, cur
+                logs[ex].append((cur, nxt, moves))
+        return [p[-1] for p in perms], logs
+
+    @staticmethod
+    def _wins(n: int, log: list[tuple[int, int, bool]]) -> np.ndarray:
+        """Comparisons each of ``n`` candidates won in one bubble pass (the pass's winner has the most)."""
+        wins = np.zeros(n, dtype=np.float32)
+        for cur, nxt, moved in log:
+            wins[cur if moved else nxt] += 1
+        return wins
+
+    def _select(self, prompts, candidates, instructions, method, return_all, seed, worst):
+        if method not in ("bubble", "full"):
+            raise ValueError(f"method must be 'bubble' or 'full', got {method!r}")
+        prompts = check_texts("prompts", prompts)
+        candidates = check_candidate_lists("candidates", candidates)
+        check_same_length("prompts", prompts, candidates=candidates)
+        examples = self.engine.encode(_sources(prompts, instructions), candidates)
+        if method == "bubble":
+            winners, logs = self._bubble(examples, candidates, seed, worst=worst)
+            if not return_all:
+                return [c[w] for c, w in zip(candidates, winners)]
+            # Upstream listed the comparison losers in an order that is no ranking; ours sorts by wins in the pass.
+            out = []
+            for c, w, log in zip(candidates, winners, logs):
+                wins = self._wins(len(c), log)
+                wins[w] = np.inf
+                out.append([c[i] for i in np.argsort(-wins, kind="stable")])
+            return out
+        out = []
+        for matrix, cands in zip(self._full_matrices(examples, candidates), candidates):
+            ranks = competition_ranks(scores_from_matrix(matrix))
+            order = topk_indices(-ranks if worst else ranks)
+            out.append([cands[i] for i in order] if return_all else cands[order[0]])
+        return out
+
+    def best_of_n(
+        self,
+        prompts: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        *,
+        method: str = "full",
+        return_all: bool = False,
+        instructions: Sequence[str] | None = None,
+        seed: int = 0,
+    ) -> list:
+        """The best candidate per input: ``full`` ranking (n(n−1) pairs) or one seeded ``bubble`` pass (2(n−1)).
+
+        ``return_all``: for ``full``, all candidates best first; for ``bubble``, the winner then each comparison's
+        loser in comparison order (upstream's list, not a sort).
+        """
+        return self._select(prompts, candidates, instructions, method, return_all, seed, worst=False)
+
+    def worst_of_n(
+        self,
+        prompts: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        *,
+        method: str = "full",
+        return_all: bool = False,
+        instructions: Sequence[str] | None = None,
+        seed: int = 0,
+    ) -> list:
+        """The worst candidate per input; the mirror of :meth:`best_of_n`."""
+        return self._select(prompts, candidates, instructions, method, return_all, seed, worst=True)
+
+    # ------------------------------------------------------------------------------------------ references
+    def rank_with_ref(
+        self,
+        prompts: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        *,
+        ref_mode: str = "longest",
+        references: Sequence[str] | None = None,
+        instructions: Sequence[str] | None = None,
+    ) -> list[np.ndarray]:
+        """Per input, float64 rewards ``C[c, ref] − C[ref, c]`` for each candidate (2n pairs, exactly 0 for the reference).
+
+        The reference is ``references[k]`` when given, else picked from the candidates by ``ref_mode``
+        (one of :data:`REF_MODES`).
+        """
+        prompts = check_texts("prompts", prompts)
+        candidates = check_candidate_lists("candidates", candidates)
+        check_same_length("prompts", prompts, candidates=candidates)
+        if references is None:
+            if ref_mode not in REF_MODES:
+                raise ValueError(f"ref_mode must be one of {REF_MODES}, got {ref_mode!r}")
+            references = [_pick_reference(c, ref_mode) for c in candidates]
+        else:
+            references = check_texts("references", references)
+            check_same_length("prompts", prompts, references=references)
+        extended = [[*c, ref] for c, ref in zip(candidates, references)]
+        examples = self.engine.encode(_sources(prompts, instructions), extended)
+        pairs = []
+        for ex, (cands, ref) in enumerate(zip(candidates, references)):
+            r = len(cands)
+            pairs += [p for i in range(r) for p in ((ex, i, r), (ex, r, i))]
+        logits = self.engine.pair_logits(examples, pairs).reshape(-1, 2).astype(np.float64)
+        rewards, start = [], 0
+        for cands in candidates:
+            block = logits[start : start + len(cands)]
+            rewards.append(block[:, 0] - block[:, 1])
+            start += len(cands)
+        return rewards
+
+
+def _pick_reference(candidates: list[str], mode: str) -> str:
+    if mode == "longest":
+        return max(candidates, key=len)
+    if mode == "shortest":
+        return min(candidates, key=len)
+    if mode == "median_length":
+        return sorted(candidates, key=len)[len(candidates) // 2]
+    return candidates[0] if mode == "first" else candidates[-1]
