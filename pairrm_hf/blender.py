@@ -53,6 +53,7 @@ class Blender:
     def __init__(self, ranker: PairRM | None = None):
         self.ranker = ranker
         self.fuser = None
+        self.fuser_tokenizer = None
 
     def loadranker(self, ranker_path: str = "llm-blender/PairRM", device: str | None = None, **kwargs) -> None:
         """Load a ranker checkpoint in any published layout (see :meth:`PairRM.from_pretrained`)."""
@@ -190,3 +191,73 @@ class Blender:
         return ranker.worst_of_n(
             inputs, candidates, method=pairrm_cmp_type, return_all=return_all, instructions=instructions, seed=seed
         )
+
+    # ------------------------------------------------------------------------------------------ fusion
+    def loadfuser(
+        self, fuser_path: str = "llm-blender/gen_fuser_3b", device: str | None = None, dtype: Any = "bfloat16", **kwargs
+    ) -> None:
+        """Load a fuser: GenFuser / any seq2seq LM, or a causal chat LM (see :func:`pairrm_hf.fusion.load_fuser`).
+
+        ``dtype`` defaults to bfloat16 as upstream (``torch_dtype=`` is accepted as an alias).
+        """
+        from .fusion import load_fuser
+
+        if "torch_dtype" in kwargs:
+            dtype = kwargs.pop("torch_dtype")
+        if kwargs:
+            raise TypeError(f"loadfuser() got unexpected keyword arguments {sorted(kwargs)}")
+        self.fuser, self.fuser_tokenizer = load_fuser(fuser_path, device=device, dtype=dtype)
+
+    def _need_fuser(self):
+        if self.fuser is None:
+            raise RuntimeError("no fuser loaded: call Blender.loadfuser(path_or_id) first")
+        return self.fuser, self.fuser_tokenizer
+
+    def fuse(
+        self,
+        inputs: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        instructions: Sequence[str] | None = None,
+        batch_size: int = 4,
+        **generate_kwargs,
+    ) -> list[str] | list[list[str]]:
+        """Fuse each input's candidates into one answer (upstream ``Blender.fuse``).
+
+        Defaults as upstream: ``num_beams=4``, ``max_new_tokens=candidate_max_length=128``; ``candidate_max_length=``
+        sets both. Unlike upstream the caller's candidate lists are left untouched, and ``num_return_sequences=k``
+        gives one list of k texts per input instead of one flat list.
+        """
+        from .fusion import CANDIDATE_MAXLENGTH, fuse_generate
+
+        model, tokenizer = self._need_fuser()
+        maxlength = generate_kwargs.pop("candidate_max_length", None)
+        if maxlength is not None:
+            generate_kwargs.setdefault("max_new_tokens", maxlength)
+        return fuse_generate(
+            model, tokenizer, inputs, candidates, instructions, batch_size=batch_size,
+            candidate_maxlength=maxlength or CANDIDATE_MAXLENGTH, **generate_kwargs,
+        )  # fmt: skip
+
+    def rank_and_fuse(
+        self,
+        inputs: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        instructions: Sequence[str] | None = None,
+        return_scores: bool = False,
+        batch_size: int = 4,
+        top_k: int = 3,
+        **generate_kwargs,
+    ) -> tuple[list, np.ndarray | list[np.ndarray]]:
+        """Rank, keep each input's best ``top_k`` candidates (best first) and fuse them (upstream ``rank_and_fuse``).
+
+        Returns ``(fused, ranks)``, or ``(fused, scores)`` with ``return_scores``. ``top_k`` larger than an input's
+        candidate count is a ``ValueError`` (upstream silently fused all).
+        """
+        from .fusion import rank_top_k
+
+        ranker = self._with_batch(batch_size)
+        top, rankings = rank_top_k(ranker, inputs, candidates, instructions, top_k=top_k)
+        fused = self.fuse(inputs, top, instructions=instructions, batch_size=batch_size, **generate_kwargs)
+        if return_scores:
+            return fused, _stack([r.scores for r in rankings], np.float32)
+        return fused, _stack([r.ranks for r in rankings], np.int32)

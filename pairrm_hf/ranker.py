@@ -20,6 +20,7 @@ from .conversation import conversation_pair_texts
 from .engine import PairwiseEngine
 from .loading import DEFAULT_MODEL, load_pairrm
 from .modeling_pairrm import DebertaV2PairRM
+from .schedules import merge_sort_rank
 from .tokenization_pairrm import PairEncoder, PairLengths
 from .validation import check_candidate_lists, check_same_length, check_texts
 
@@ -29,7 +30,7 @@ __all__ = ["PairRM", "RankedCandidate", "Ranking", "COMPARE_MODES", "REF_MODES"]
 COMPARE_MODES = ("symmetric", "ab", "ba")
 #: How ``rank_with_ref`` picks each input's reference among its candidates (``len`` counts characters).
 REF_MODES = ("longest", "shortest", "median_length", "first", "last")
-_RANK_AGGREGATIONS = (*AGGREGATIONS, "bubble")
+_RANK_AGGREGATIONS = (*AGGREGATIONS, "bubble", "reference", "sort")
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class PairRM:
         batch_size: rows (ordered pairs) per forward pass; results do not depend on it.
         max_batch_tokens: cap on padded tokens per forward pass, for long inputs on small devices.
         show_progress: tqdm bar over the pairs of each call.
+        compile: run the model through ``torch.compile(dynamic=True)`` (one-off warm-up; see ``PairwiseEngine``).
     """
 
     def __init__(
@@ -102,10 +104,12 @@ class PairRM:
         max_batch_tokens: int | None = None,
         autocast_dtype: str | torch.dtype | None = None,
         show_progress: bool = False,
+        compile: bool = False,  # noqa: A002
     ):
         self.engine = PairwiseEngine(
             model, PairEncoder(tokenizer, lengths), device=device, dtype=dtype, batch_size=batch_size,
             max_batch_tokens=max_batch_tokens, autocast_dtype=autocast_dtype, show_progress=show_progress,
+            compile=compile,
         )  # fmt: skip
 
     @classmethod
@@ -250,15 +254,27 @@ class PairRM:
         """Rank each input's candidates; candidate counts may differ between inputs.
 
         ``aggregation``: ``max_logits`` (upstream ``rank``; all n(n−1) ordered pairs, score = mean symmetric logit),
-        ``max_wins`` (same pairs, score = fraction of comparisons won) or ``bubble`` (2(n−1) pairs, one seeded
-        bubble pass; the winner ranks first, the others by how many comparisons they won).
+        ``max_wins`` (same pairs, score = fraction of comparisons won), ``bubble`` (2(n−1) pairs, one seeded
+        bubble pass; the winner ranks first, the others by how many comparisons they won), ``reference`` (2n pairs,
+        score = :meth:`rank_with_ref` reward against the longest candidate) or ``sort`` (≤ 2·n·⌈log2 n⌉ pairs, merge
+        sort on symmetric logits; score = n − position). See ``benchmarks/RESULTS.md`` for their agreement with
+        ``max_logits``.
         """
         if aggregation not in _RANK_AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {_RANK_AGGREGATIONS}, got {aggregation!r}")
         prompts = check_texts("prompts", prompts)
         candidates = check_candidate_lists("candidates", candidates)
         check_same_length("prompts", prompts, candidates=candidates)
+        if aggregation == "reference":
+            rewards = self.rank_with_ref(prompts, candidates, instructions=instructions)
+            return [
+                Ranking(r.astype(np.float32), competition_ranks(r), None, 2 * len(c), c)
+                for r, c in zip(rewards, candidates)
+            ]
         examples = self.engine.encode(_sources(prompts, instructions), candidates)
+        if aggregation == "sort":
+            results = merge_sort_rank(self.engine, examples, [len(c) for c in candidates])
+            return [Ranking(r.scores, r.ranks, None, r.comparisons, c) for r, c in zip(results, candidates)]
         if aggregation == "bubble":
             winners, logs = self._bubble(examples, candidates, seed)
             rankings = []
@@ -293,6 +309,18 @@ class PairRM:
         )[0]
         ranked = ranking.ranked()
         return ranked if top_k is None else ranked[:top_k]
+
+    def check_precision(
+        self, prompts: Sequence[str], candidates: Sequence[Sequence[str]], *, instructions: Sequence[str] | None = None
+    ):
+        """Run the full ranking of these inputs with the current settings and in fp32 eager; report the differences.
+
+        Returns a :class:`~pairrm_hf.precision.PrecisionReport` (max |Δ logit|, symmetric sign flips, rank and
+        top-1 changes). Use it on a sample of your own data before turning on bf16/fp16 or ``compile``.
+        """
+        from .precision import check_precision
+
+        return check_precision(self, prompts, candidates, instructions=instructions)
 
     # ------------------------------------------------------------------------------------------ bubble
     def _bubble(self, examples, candidates: list[list[str]], seed: int, worst: bool = False):

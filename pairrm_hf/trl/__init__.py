@@ -1,0 +1,27 @@
+"""PairRM adapters for TRL (≥ 1.0, written against 1.16): reward functions, judges, DPO preference labelling.
+
+Importing this package does not import ``trl``: TRL takes rewards and judges as plain callables. Labelling needs
+``datasets``; both come with the ``trl`` extra (``pip install "pairrm-hf[trl]"``).
+
+* :class:`PairRMReward` — ``GRPOTrainer``/``RLOOTrainer`` ``reward_funcs=`` (modes ``reference``/``group``/``baseline``).
+* :class:`PairRMPairwiseReward` — ``trl.experimental.online_dpo.OnlineDPOTrainer`` ``reward_funcs=``.
+* :class:`PairRMJudge`, :class:`PairRMRankJudge` — the classic ``trl.judges`` contract (removed from TRL in 1.1).
+* :func:`label_preferences`, :func:`generate_and_label` — ``prompt``/``chosen``/``rejected`` data for ``DPOTrainer``.
+
+TRL 1.16 has no ``PPOTrainer``; use ``GRPOTrainer``/``RLOOTrainer`` with :class:`PairRMReward`.
+"""
+
+from .judges import PairRMJudge, PairRMRankJudge
+from .labeling import STRATEGIES, generate_and_label, label_preferences
+from .rewards import REWARD_MODES, PairRMPairwiseReward, PairRMReward
+
+__all__ = [
+    "PairRMJudge",
+    "PairRMPairwiseReward",
+    "PairRMRankJudge",
+    "PairRMReward",
+    "REWARD_MODES",
+    "STRATEGIES",
+    "generate_and_label",
+    "label_preferences",
+]

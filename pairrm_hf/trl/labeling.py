@@ -1,0 +1,231 @@
+"""Preference labelling for ``trl.DPOTrainer``: rank N completions per prompt with PairRM, emit chosen/rejected pairs.
+
+Needs ``datasets`` (the ``trl`` extra); it is imported on call, not at module import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..loading import DEFAULT_MODEL
+from ..ranker import PairRM
+from ._common import LazyPairRM, check_list, is_conversational, pair_texts
+
+__all__ = ["label_preferences", "generate_and_label", "STRATEGIES"]
+
+#: Pairing strategies of :func:`label_preferences`.
+STRATEGIES = ("best_vs_worst", "all_pairs", "best_vs_random")
+_COLUMNS = ("prompt", "chosen", "rejected", "score_chosen", "score_rejected", "rank_chosen", "rank_rejected")
+
+
+class _Labeler:
+    """The batched ``map`` function; an object (not a closure) so it pickles as a model path for ``num_proc``."""
+
+    def __init__(self, ranker: LazyPairRM, prompt_column: str, completions_column: str, strategy: str,
+                 min_margin: float | None, ties: str, seed: int):  # fmt: skip
+        self.ranker, self.prompt_column, self.completions_column = ranker, prompt_column, completions_column
+        self.strategy, self.min_margin, self.ties, self.seed = strategy, min_margin, ties, seed
+
+    def __call__(self, batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        prompts, lists = batch[self.prompt_column], batch[self.completions_column]
+        out: dict[str, list] = {c: [] for c in _COLUMNS}
+        rows, sources, texts = [], [], []
+        for row, prompt, cands in zip(indices, prompts, lists):
+            cands = check_list(f"{self.completions_column}[{row}]", cands)
+            if len(cands) < 2:
+                continue  # nothing to pair
+            pairs = [pair_texts(f"{row}][{m}", prompt, c) for m, c in enumerate(cands)]
+            sources.append(pairs[0][0])
+            texts.append([t for _, t in pairs])
+            rows.append((row, prompt, cands))
+        if not rows:
+            return out
+        rankings = self.ranker.rm.rank_batch(sources, texts)
+        for (row, prompt, cands), ranking in zip(rows, rankings):
+            scores = ranking.scores.astype(np.float64)
+            for i, j in self._pairs(row, scores, ranking.ranks):
+                margin = scores[i] - scores[j]
+                if margin == 0 and self.ties == "skip":
+                    continue
+                if self.min_margin is not None and margin < self.min_margin:
+                    continue
+                out["prompt"].append(prompt)
+                out["chosen"].append(_as_completion(prompt, cands[i]))
+                out["rejected"].append(_as_completion(prompt, cands[j]))
+                out["score_chosen"].append(float(scores[i]))
+                out["score_rejected"].append(float(scores[j]))
+                out["rank_chosen"].append(int(ranking.ranks[i]))
+                out["rank_rejected"].append(int(ranking.ranks[j]))
+        return out
+
+    def _pairs(self, row: int, scores: np.ndarray, ranks: np.ndarray) -> list[tuple[int, int]]:
+        order = np.argsort(ranks, kind="stable")  # best first; ties keep input order
+        best, worst = int(order[0]), int(order[-1])
+        if self.strategy == "best_vs_worst":
+            return [(best, worst)]
+        if self.strategy == "best_vs_random":
+            # seeded per row, so the pick does not depend on batch_size or num_proc
+            others = [int(k) for k in order[1:]]
+            return [(best, others[int(np.random.default_rng([self.seed, row]).integers(len(others)))])]
+        return [(int(order[a]), int(order[b])) for a in range(len(order)) for b in range(a + 1, len(order))]
+
+
+def _as_completion(prompt: Any, completion: Any) -> Any:
+    # Conversational prompts need assistant-message completions for DPOTrainer's chat-template path.
+    if is_conversational(prompt) and isinstance(completion, str):
+        return [{"role": "assistant", "content": completion}]
+    return completion
+
+
+def label_preferences(
+    dataset: Any,
+    prompt_column: str = "prompt",
+    completions_column: str = "completions",
+    strategy: str = "best_vs_worst",
+    ranker: str | os.PathLike | PairRM = DEFAULT_MODEL,
+    min_margin: float | None = None,
+    ties: str = "skip",
+    seed: int = 0,
+    batch_size: int = 64,
+    num_proc: int | None = None,
+):
+    """Turn N completions per prompt into a DPO preference dataset, ranked by PairRM.
+
+    Each row's completions are ranked with :meth:`PairRM.rank_batch` (``max_logits``: ``score_i`` = mean over all
+    candidates of the symmetric logit ``C[i,j] − C[j,i]``, divisor n as upstream; ``rank`` 1 = best). Pairs:
+
+    * ``best_vs_worst``: one pair per prompt, rank-first vs rank-last (ties in input order).
+    * ``all_pairs``: every unordered pair, the better-ranked one chosen (n(n−1)/2 rows per prompt).
+    * ``best_vs_random``: the best vs a uniformly drawn other completion (``numpy`` generator seeded with
+      ``[seed, row index]``, so the choice does not depend on ``batch_size``/``num_proc``).
+
+    A pair whose scores are equal is a tie: ``ties="skip"`` drops it, ``"keep"`` keeps it (chosen = earlier in the
+    rank order). ``min_margin`` drops pairs with ``score_chosen − score_rejected < min_margin``. Rows with fewer
+    than two completions produce no pair.
+
+    Args:
+        dataset: a ``datasets.Dataset``, or a list of row dicts.
+        prompt_column: prompts: str (standard) or message lists (conversational; kept as messages).
+        completions_column: per row a list of completions: str, or ``[{"role": "assistant", "content": ...}]``.
+        ranker: PairRM folder / Hub id or a loaded :class:`PairRM` (with ``num_proc`` pass a path: each worker
+            loads its own copy).
+        batch_size: rows per ``datasets.map`` batch (one PairRM call each).
+
+    Returns:
+        a ``datasets.Dataset`` with ``prompt``, ``chosen``, ``rejected``, ``score_chosen``, ``score_rejected``,
+        ``rank_chosen``, ``rank_rejected``. With conversational prompts, ``chosen``/``rejected`` are
+        ``[{"role": "assistant", "content": ...}]``, DPOTrainer's conversational format.
+    """
+    import datasets
+
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if ties not in ("skip", "keep"):
+        raise ValueError(f"ties must be 'skip' or 'keep', got {ties!r}")
+    if min_margin is not None and not isinstance(min_margin, (int, float)):
+        raise TypeError(f"min_margin must be a number or None, got {type(min_margin).__name__}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(dataset, (list, tuple)):
+        dataset = datasets.Dataset.from_list(list(dataset))
+    if not isinstance(dataset, datasets.Dataset):
+        raise TypeError(f"dataset must be a datasets.Dataset or a list of dicts, got {type(dataset).__name__}")
+    for name, column in (("prompt_column", prompt_column), ("completions_column", completions_column)):
+        if column not in dataset.column_names:
+            raise ValueError(f"{name}={column!r} is not a column of the dataset (columns: {dataset.column_names})")
+    if len(dataset) == 0:
+        raise ValueError("dataset is empty")
+    lazy = LazyPairRM(ranker)
+    labeler = _Labeler(lazy, prompt_column, completions_column, strategy, min_margin, ties, seed)
+    # An explicit fingerprint: hashing the function would otherwise hash the whole model's weights.
+    key = repr((dataset._fingerprint, lazy.path, id(lazy._rm), prompt_column, completions_column, strategy,
+                min_margin, ties, seed))  # fmt: skip
+    return dataset.map(
+        labeler, batched=True, batch_size=batch_size, with_indices=True, remove_columns=dataset.column_names,
+        num_proc=num_proc, new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16], desc="PairRM labelling",
+    )  # fmt: skip
+
+
+def generate_and_label(
+    policy_model: Any,
+    tokenizer: Any,
+    prompts: Sequence,
+    n: int = 4,
+    ranker: str | os.PathLike | PairRM = DEFAULT_MODEL,
+    strategy: str = "best_vs_worst",
+    *,
+    batch_size: int = 8,
+    use_chat_template: bool | None = None,
+    seed: int | None = 0,
+    label_kwargs: dict | None = None,
+    **sampling: Any,
+):
+    """Sample ``n`` completions per prompt from a causal LM, then :func:`label_preferences` them.
+
+    Prompts are left-padded and generated in batches of ``batch_size`` prompts; the prompt tokens are stripped and
+    the completion decoded with ``skip_special_tokens``. With ``use_chat_template`` (default: when the tokenizer has
+    a chat template) each prompt is rendered with ``apply_chat_template(add_generation_prompt=True)``; str prompts
+    are then treated as one user message and the result is in the conversational format, so ``DPOTrainer``
+    renders training rows the same way. Sampling defaults: ``do_sample=True, max_new_tokens=64``; override with
+    ``**sampling`` (``temperature``, ``top_p``, ...). ``seed`` seeds torch's RNG for the sampling (the global RNG
+    state is restored afterwards).
+
+    Returns:
+        the labelled ``datasets.Dataset`` (see :func:`label_preferences`).
+    """
+    prompts = check_list("prompts", prompts)
+    if not prompts:
+        raise ValueError("prompts is empty")
+    if not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an int >= 2 (pairs need two completions), got {n!r}")
+    for k, p in enumerate(prompts):
+        if not isinstance(p, str) and not is_conversational(p):
+            raise TypeError(f"prompts[{k}] must be a str or a list of {{'role', 'content'}} messages, got {type(p).__name__}")
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if use_chat_template is None:
+        use_chat_template = has_template
+    if not use_chat_template and any(not isinstance(p, str) for p in prompts):
+        raise ValueError("conversational prompts need a tokenizer with a chat template (use_chat_template=False or none set)")
+    if use_chat_template:
+        prompts = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in prompts]
+        texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+        add_special = False  # the template already holds the special tokens it wants
+    else:
+        texts, add_special = list(prompts), True
+    sampling = {"do_sample": True, "max_new_tokens": 64, **sampling}
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(policy_model.parameters()).device
+    completions: list[list[str]] = []
+    if pad_id is None:
+        raise ValueError("tokenizer has neither a pad token nor an EOS token; set tokenizer.pad_token")
+    old_side, old_pad = tokenizer.padding_side, tokenizer.pad_token
+    tokenizer.padding_side = "left"  # decoder-only generation continues from the right edge
+    if old_pad is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for start in range(0, len(texts), batch_size):
+                chunk = texts[start : start + batch_size]
+                enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=add_special)
+                enc = {k: v.to(device) for k, v in enc.items()}
+                with torch.no_grad():
+                    out = policy_model.generate(**enc, num_return_sequences=n, pad_token_id=pad_id, **sampling)
+                new = out[:, enc["input_ids"].shape[1] :]
+                decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
+                completions += [decoded[k * n : (k + 1) * n] for k in range(len(chunk))]
+    finally:
+        tokenizer.padding_side = old_side
+        if old_pad is None:
+            tokenizer.pad_token = None
+    import datasets
+
+    data = datasets.Dataset.from_dict({"prompt": prompts, "completions": completions})
+    return label_preferences(data, strategy=strategy, ranker=ranker, seed=seed or 0, **(label_kwargs or {}))
