@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     label = sub.add_parser("label", help="DPO preference pairs from ranked candidates",
                            description="Writes one row per pair: input columns + chosen, rejected, chosen_index, "
-                           "rejected_index, chosen_score, rejected_score. Rows whose candidates all tie give no pair.")  # fmt: skip
+                           "rejected_index, score_chosen, score_rejected, rank_chosen, rank_rejected. Rows whose candidates all tie give no pair.")  # fmt: skip
     _add_job_options(label)
     label.add_argument("--candidates-column", default="candidates", help="default: %(default)s")
     label.add_argument("--strategy", default="best_vs_worst", choices=list(LABEL_STRATEGIES))
@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--backbone-config", default=None, help="folder with the backbone's config.json, when "
                          "the legacy config's model_name is not a DeBERTa-v3 size")  # fmt: skip
 
+    # `pairrm eval` has its own parser (pairrm_hf.evaluation.eval_main); listed here for `pairrm --help`.
+    sub.add_parser("eval", help="evaluate a ranker: preference accuracy or the selection trade-off (see eval --help)",
+                   add_help=False)
     info = sub.add_parser("info", help="show a checkpoint's layout, size, device, dtype and token budgets")
     _add_model_options(info)
     info.add_argument("--json", action="store_true")
@@ -252,6 +255,11 @@ _COMMANDS = {"rank": _job, "compare": _job, "score": _job, "label": _job, "merge
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pairrm`` console script; returns the exit code (0 ok, 2 usage or input, 1 failure)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["eval"]:
+        from .evaluation import eval_main
+
+        return eval_main(argv[1:])
     try:
         args = build_parser().parse_args(argv)
     except _Exit as stop:

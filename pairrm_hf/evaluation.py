@@ -215,8 +215,9 @@ def _partial_scores(matrix: np.ndarray, pairs: list[tuple[int, int]], aggregatio
             total[i] += d
             total[j] -= d
         else:  # max_wins: each ordered comparison is one game
-            total[i] += (matrix[i, j] > 0) + (matrix[j, i] < 0)
-            total[j] += (matrix[j, i] > 0) + (matrix[i, j] < 0)
+            # int(): numpy bools add as logical or
+            total[i] += int(matrix[i, j] > 0) + int(matrix[j, i] < 0)
+            total[j] += int(matrix[j, i] > 0) + int(matrix[i, j] < 0)
         degree[i] += 1
         degree[j] += 1
     return total / np.maximum(degree, 1)

@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from .aggregation import PAIR_STRATEGIES, preference_pairs
 from .conversation import conversation_texts
 
-__all__ = ["TASKS", "LABEL_STRATEGIES", "TaskSpec", "RowError", "prepare_row", "run_task", "select_pairs"]
+__all__ = ["TASKS", "LABEL_STRATEGIES", "TaskSpec", "RowError", "prepare_row", "run_task"]
 
 TASKS = ("rank", "compare", "score", "label")
 #: How ``label`` picks (chosen, rejected) among a row's ranked candidates.
-LABEL_STRATEGIES = ("best_vs_worst", "all_pairs", "best_vs_random")
+LABEL_STRATEGIES = PAIR_STRATEGIES
 
 
 class RowError(ValueError):
@@ -171,30 +172,6 @@ def prepare_row(row: Mapping, spec: TaskSpec) -> dict:
     return item
 
 
-def select_pairs(scores: Sequence[float], strategy: str, rng: np.random.Generator | None = None) -> list[tuple[int, int]]:
-    """(chosen, rejected) candidate indices from one row's scores; tied candidates never form a pair.
-
-    ``best_vs_worst``: the best against the worst (first in input order among ties); ``all_pairs``: every pair
-    with different scores, better one first; ``best_vs_random``: the best against one random strictly worse one.
-    """
-    s = np.asarray(scores, dtype=np.float64)
-    if strategy not in LABEL_STRATEGIES:
-        raise ValueError(f"strategy must be one of {LABEL_STRATEGIES}, got {strategy!r}")
-    if len(s) < 2:
-        return []
-    best = int(np.argmax(s))
-    if strategy == "all_pairs":
-        return [(i, j) if s[i] > s[j] else (j, i) for i in range(len(s)) for j in range(i + 1, len(s)) if s[i] != s[j]]
-    if strategy == "best_vs_worst":
-        worst = int(np.argmin(s))
-        return [(best, worst)] if s[best] > s[worst] else []
-    worse = [k for k in range(len(s)) if s[k] < s[best]]
-    if not worse:
-        return []
-    rng = rng if rng is not None else np.random.default_rng(0)
-    return [(best, worse[int(rng.integers(len(worse)))])]
-
-
 def run_task(rm, spec: TaskSpec, items: list[dict], indices: Sequence[int]) -> tuple[list[Any], int]:
     """Run prepared rows through ``rm`` (a :class:`PairRM`). Returns (one output per row, ordered pairs scored).
 
@@ -224,7 +201,8 @@ def run_task(rm, spec: TaskSpec, items: list[dict], indices: Sequence[int]) -> t
         rng = np.random.default_rng([spec.seed, int(index)])
         out.append([
             {"chosen": it["raw"][i], "rejected": it["raw"][j], "chosen_index": i, "rejected_index": j,
-             "chosen_score": float(r.scores[i]), "rejected_score": float(r.scores[j])}
-            for i, j in select_pairs(r.scores, spec.strategy, rng)
+             "score_chosen": float(r.scores[i]), "score_rejected": float(r.scores[j]),
+             "rank_chosen": int(r.ranks[i]), "rank_rejected": int(r.ranks[j])}
+            for i, j in preference_pairs(r.scores, spec.strategy, rng=rng)
         ])  # fmt: skip
     return out, pairs

@@ -15,7 +15,7 @@ import pytest
 
 from pairrm_hf.cli import main
 from pairrm_hf.io import read_table, write_rows
-from pairrm_hf.tasks import select_pairs
+from pairrm_hf.aggregation import preference_pairs as select_pairs
 
 ROWS = [
     {"id": 0, "prompt": "What is the capital of France?", "candidates": ["Paris.", "Berlin is.", "I don't know."],
@@ -112,7 +112,7 @@ def test_label_each_format(fmt, model, tiny_rm, tmp_path):
                 w, l = (i, j) if s[i] > s[j] else (j, i)
                 expected.append((str(row["id"]), row["candidates"][w], row["candidates"][l]))
     assert [(str(g["id"]), g["chosen"], g["rejected"]) for g in got] == expected
-    assert all(g["chosen_score"] > g["rejected_score"] for g in got)
+    assert all(g["score_chosen"] > g["score_rejected"] for g in got)
 
 
 def test_label_best_vs_worst_and_random(model, tiny_rm, tmp_path):
@@ -134,10 +134,12 @@ def test_label_best_vs_worst_and_random(model, tiny_rm, tmp_path):
 
 def test_select_pairs_hand_computed():
     assert select_pairs([0.1, 0.5, -0.2], "best_vs_worst") == [(1, 2)]
-    assert select_pairs([0.1, 0.5, -0.2], "all_pairs") == [(1, 0), (0, 2), (1, 2)]
+    assert select_pairs([0.1, 0.5, -0.2], "all_pairs") == [(1, 0), (1, 2), (0, 2)]
     assert select_pairs([0.3, 0.3], "best_vs_worst") == [] and select_pairs([0.3, 0.3], "all_pairs") == []
     assert select_pairs([1.0], "best_vs_random") == []
-    picks = {select_pairs([2.0, 1.0, 0.0], "best_vs_random", np.random.default_rng(s))[0] for s in range(20)}
+    assert select_pairs([0.3, 0.3], "best_vs_worst", ties="keep") == [(0, 1)]
+    assert select_pairs([0.5, 0.1, 0.45], "all_pairs", min_margin=0.1) == [(0, 1), (2, 1)]
+    picks = {select_pairs([2.0, 1.0, 0.0], "best_vs_random", rng=np.random.default_rng(s))[0] for s in range(20)}
     assert picks == {(0, 1), (0, 2)}
     with pytest.raises(ValueError, match="strategy"):
         select_pairs([1, 2], "nope")

@@ -39,9 +39,9 @@ def test_real_checkpoint_shapes_have_published_parameter_count():
 
 def test_backbone_only_checkpoint_loads_the_backbone(tiny_backbone_dir):
     """base_model_prefix = "pretrained_model" makes from_pretrained fill the backbone (not leave it random)."""
-    model = DebertaV2PairRM.from_pretrained(
-        tiny_backbone_dir, source_prefix_id=4001, cand1_prefix_id=4002, cand2_prefix_id=4003, cand_prefix_id=4004
-    )
+    config = DebertaV2Config.from_pretrained(tiny_backbone_dir)
+    config.update(dict(source_prefix_id=4001, cand1_prefix_id=4002, cand2_prefix_id=4003, cand_prefix_id=4004))
+    model = DebertaV2PairRM.from_pretrained(tiny_backbone_dir, config=config)
     with safe_open(str(tiny_backbone_dir / "model.safetensors"), "pt") as f:
         for key in ("embeddings.word_embeddings.weight", "encoder.layer.1.attention.self.query_proj.weight"):
             assert torch.equal(model.pretrained_model.state_dict()[key], f.get_tensor(key))

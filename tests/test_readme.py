@@ -32,9 +32,16 @@ def _blocks() -> list[tuple[str, str, int]]:
     return out
 
 
-def _swap(code: str) -> str:
+CHAT_LM = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def _swap(code: str, tmp_path: Path) -> str:
     for hub_id, local in SUBSTITUTIONS.items():  # longest ids first: the dict is ordered that way
         code = code.replace(hub_id, local)
+    if CHAT_LM in code:  # a tiny Llama with a chat template stands in for the small chat model
+        from tests.tiny_generators import build_tiny_llama
+
+        code = code.replace(CHAT_LM, str(build_tiny_llama(tmp_path / "chat-lm")))
     return code
 
 
@@ -61,12 +68,12 @@ def test_readme_block_runs(kind, code, line, tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), TOKENIZERS_PARALLELISM="false")
     if kind == "python":
         script = tmp_path / "block.py"
-        script.write_text(_swap(code), encoding="utf-8")
+        script.write_text(_swap(code, tmp_path), encoding="utf-8")
         cmd = [sys.executable, str(script)]
     else:
         shell = _runnable_shell(code)
         if shell is None:
             pytest.skip("the test command")
-        cmd = ["bash", "-euo", "pipefail", "-c", _swap(shell)]
+        cmd = ["bash", "-euo", "pipefail", "-c", _swap(shell, tmp_path)]
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"README.md:{line} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..aggregation import PAIR_STRATEGIES, preference_pairs
 from ..loading import DEFAULT_MODEL
 from ..ranker import PairRM
 from ._common import LazyPairRM, check_list, is_conversational, pair_texts
@@ -20,7 +21,7 @@ from ._common import LazyPairRM, check_list, is_conversational, pair_texts
 __all__ = ["label_preferences", "generate_and_label", "STRATEGIES"]
 
 #: Pairing strategies of :func:`label_preferences`.
-STRATEGIES = ("best_vs_worst", "all_pairs", "best_vs_random")
+STRATEGIES = PAIR_STRATEGIES
 _COLUMNS = ("prompt", "chosen", "rejected", "score_chosen", "score_rejected", "rank_chosen", "rank_rejected")
 
 
@@ -48,32 +49,18 @@ class _Labeler:
             return out
         rankings = self.ranker.rm.rank_batch(sources, texts)
         for (row, prompt, cands), ranking in zip(rows, rankings):
-            scores = ranking.scores.astype(np.float64)
-            for i, j in self._pairs(row, scores, ranking.ranks):
-                margin = scores[i] - scores[j]
-                if margin == 0 and self.ties == "skip":
-                    continue
-                if self.min_margin is not None and margin < self.min_margin:
-                    continue
+            # seeded per row, so best_vs_random does not depend on batch_size or num_proc
+            rng = np.random.default_rng([self.seed, row])
+            pairs = preference_pairs(ranking.scores, self.strategy, rng=rng, ties=self.ties, min_margin=self.min_margin)
+            for i, j in pairs:
                 out["prompt"].append(prompt)
                 out["chosen"].append(_as_completion(prompt, cands[i]))
                 out["rejected"].append(_as_completion(prompt, cands[j]))
-                out["score_chosen"].append(float(scores[i]))
-                out["score_rejected"].append(float(scores[j]))
+                out["score_chosen"].append(float(ranking.scores[i]))
+                out["score_rejected"].append(float(ranking.scores[j]))
                 out["rank_chosen"].append(int(ranking.ranks[i]))
                 out["rank_rejected"].append(int(ranking.ranks[j]))
         return out
-
-    def _pairs(self, row: int, scores: np.ndarray, ranks: np.ndarray) -> list[tuple[int, int]]:
-        order = np.argsort(ranks, kind="stable")  # best first; ties keep input order
-        best, worst = int(order[0]), int(order[-1])
-        if self.strategy == "best_vs_worst":
-            return [(best, worst)]
-        if self.strategy == "best_vs_random":
-            # seeded per row, so the pick does not depend on batch_size or num_proc
-            others = [int(k) for k in order[1:]]
-            return [(best, others[int(np.random.default_rng([self.seed, row]).integers(len(others)))])]
-        return [(int(order[a]), int(order[b])) for a in range(len(order)) for b in range(a + 1, len(order))]
 
 
 def _as_completion(prompt: Any, completion: Any) -> Any:
