@@ -206,7 +206,8 @@ def _load_legacy(folder: str, backbone_config: Any) -> tuple[DebertaV2PairRM, Pr
 
 def _load_hf(folder: str, dtype: Any) -> tuple[DebertaV2PairRM, PreTrainedTokenizerBase, PairLengths]:
     config = _read_json(os.path.join(folder, "config.json"))
-    _weights_file(folder) if not os.path.isfile(os.path.join(folder, "model.safetensors.index.json")) else None
+    if not os.path.isfile(os.path.join(folder, "model.safetensors.index.json")):
+        _weights_file(folder)  # a clear error naming the expected files, before transformers' own
     if "source_prefix_id" not in config:
         raise ValueError(
             f"{folder!r} holds a plain DeBERTa-v2 model, not PairRM (config.json has no 'source_prefix_id'); "

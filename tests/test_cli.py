@@ -44,7 +44,7 @@ def _read_output(path: Path) -> list[dict]:
     rows = read_table(path).rows
     for row in rows:  # CSV cells hold lists and numbers as text
         for key, value in row.items():
-            numeric = key == "id" or key.startswith("pairrm_") or key.endswith(("_score", "_index"))
+            numeric = key == "id" or key.startswith(("pairrm_", "score_", "rank_")) or key.endswith("_index")
             if isinstance(value, str) and (value[:1] == "[" or numeric):
                 row[key] = json.loads(value)
     return rows
@@ -107,10 +107,12 @@ def test_label_each_format(fmt, model, tiny_rm, tmp_path):
     expected = []
     for row, ranking in zip(ROWS, tiny_rm.rank_batch([r["prompt"] for r in ROWS], [r["candidates"] for r in ROWS])):
         s = ranking.scores
-        for i in range(len(s)):
-            for j in range(i + 1, len(s)):
-                w, l = (i, j) if s[i] > s[j] else (j, i)
-                expected.append((str(row["id"]), row["candidates"][w], row["candidates"][l]))
+        order = sorted(range(len(s)), key=lambda k: -s[k])  # best first, ties in input order
+        for a in range(len(order)):
+            for b in range(a + 1, len(order)):
+                w, l = order[a], order[b]
+                if s[w] > s[l]:
+                    expected.append((str(row["id"]), row["candidates"][w], row["candidates"][l]))
     assert [(str(g["id"]), g["chosen"], g["rejected"]) for g in got] == expected
     assert all(g["score_chosen"] > g["score_rejected"] for g in got)
 

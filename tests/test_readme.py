@@ -63,11 +63,18 @@ def test_readme_has_the_two_setup_commands():
     assert test_command in ci, "CI must run the README's test command"
 
 
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """One folder for all blocks, as a reader running them top to bottom would have (files carry over)."""
+    return tmp_path_factory.mktemp("readme")
+
+
 @pytest.mark.parametrize("kind,code,line", BLOCKS, ids=[f"README.md:{line}" for _, _, line in BLOCKS])
-def test_readme_block_runs(kind, code, line, tmp_path):
+def test_readme_block_runs(kind, code, line, workdir):
+    tmp_path = workdir
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), TOKENIZERS_PARALLELISM="false")
     if kind == "python":
-        script = tmp_path / "block.py"
+        script = tmp_path / f"block_{line}.py"
         script.write_text(_swap(code, tmp_path), encoding="utf-8")
         cmd = [sys.executable, str(script)]
     else:
