@@ -91,9 +91,11 @@ class DebertaV2PairRM(DebertaV2PreTrainedModel):
         return int(c.source_prefix_id), int(c.cand1_prefix_id), int(c.cand2_prefix_id)
 
     def get_input_embeddings(self) -> nn.Embedding:
+        """The backbone's word embeddings."""
         return self.pretrained_model.get_input_embeddings()
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
+        """Replace the backbone's word embeddings (used by ``resize_token_embeddings``)."""
         self.pretrained_model.set_input_embeddings(value)
 
     def _prefix_positions(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -98,6 +98,7 @@ class GenerativeFusionPipeline(Pipeline):
         return {"generated": generated.reshape(batch, generated.shape[0] // batch, -1)}
 
     def postprocess(self, model_outputs: dict) -> list[str]:
+        """Decoded generations of one input (one string per returned sequence)."""
         return self.tokenizer.batch_decode(model_outputs["generated"][0], skip_special_tokens=True)
 
     # ----------------------------------------------------------------------------------- calling

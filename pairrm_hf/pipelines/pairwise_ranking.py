@@ -100,9 +100,11 @@ class PairwiseRankingPipeline(Pipeline):
         return {"results": self.rank_items(model_inputs["items"], **params)}
 
     def postprocess(self, model_outputs, **params):
+        """The ranked list of the one input in ``model_outputs``."""
         return model_outputs["results"][0]
 
     def run_single(self, inputs, preprocess_params, forward_params, postprocess_params):
+        """Rank one input in a single engine call (no per-item forward)."""
         return self.rank_items(normalize_inputs(inputs)[0], **postprocess_params)[0]
 
     def __call__(self, inputs: Any, candidates: Any = None, **kwargs) -> list:

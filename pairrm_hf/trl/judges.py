@@ -15,6 +15,7 @@ import numpy as np
 
 from ..loading import DEFAULT_MODEL
 from ..ranker import PairRM
+from ..validation import check_same_length
 from ._common import LazyPairRM, check_list, pair_texts
 
 __all__ = ["PairRMJudge", "PairRMRankJudge"]
@@ -23,8 +24,7 @@ __all__ = ["PairRMJudge", "PairRMRankJudge"]
 def _prompt_texts(prompts: Any, completions: Any, *, pairwise: bool) -> tuple[list[str], list[list[str]]]:
     prompts = check_list("prompts", prompts)
     completions = check_list("completions", completions)
-    if len(prompts) != len(completions):
-        raise ValueError(f"completions has {len(completions)} items but prompts has {len(prompts)}; they must match")
+    check_same_length("prompts", prompts, completions=completions)
     if not prompts:
         raise ValueError("prompts is empty: pass at least one prompt")
     sources, lists = [], []

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..loading import DEFAULT_MODEL
 from ..ranker import PairRM
+from ..validation import check_same_length
 from ._common import LazyPairRM, candidate_text, check_list, pair_texts
 
 __all__ = ["PairRMReward", "PairRMPairwiseReward", "REWARD_MODES"]
@@ -29,8 +30,7 @@ REWARD_MODES = ("reference", "group", "baseline")
 def _texts(prompts: Any, completions: Any) -> tuple[list[str], list[str]]:
     prompts = check_list("prompts", prompts)
     completions = check_list("completions", completions)
-    if len(prompts) != len(completions):
-        raise ValueError(f"completions has {len(completions)} items but prompts has {len(prompts)}; they must match")
+    check_same_length("prompts", prompts, completions=completions)
     if not prompts:
         raise ValueError("prompts is empty: TRL passes one prompt per completion")
     pairs = [pair_texts(str(k), p, c) for k, (p, c) in enumerate(zip(prompts, completions))]
