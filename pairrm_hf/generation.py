@@ -18,7 +18,7 @@ import torch
 
 from .validation import check_same_length, check_texts
 
-__all__ = ["best_of_n_generate", "prompt_texts", "sample_n"]
+__all__ = ["best_of_n_generate", "generate_samples", "prompt_texts", "sample_n"]
 
 
 def prompt_texts(prompts: Sequence[str], instructions: Sequence[str] | None = None) -> list[str]:
@@ -66,22 +66,44 @@ def sample_n(
     if use_chat_template is None:
         use_chat_template = bool(getattr(tokenizer, "chat_template", None))
     texts = _model_inputs(tokenizer, prompt_texts(prompts, instructions), use_chat_template)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"  # decoder-only models continue from the right end of every row
     kwargs = {"do_sample": True, "temperature": 0.7, "top_p": 1.0, "max_new_tokens": 128, **generate_kwargs}
-    kwargs.update(num_return_sequences=n, pad_token_id=kwargs.get("pad_token_id", tokenizer.pad_token_id))
+    # The chat template already holds any BOS, so no special tokens are added again.
+    return generate_samples(model, tokenizer, texts, n=n, batch_size=batch_size,
+                            add_special_tokens=not use_chat_template, **kwargs)  # fmt: skip
+
+
+def generate_samples(
+    model, tokenizer, texts: Sequence[str], *, n: int, batch_size: int, add_special_tokens: bool, **generate_kwargs: Any
+) -> list[list[str]]:
+    """``n`` generations (prompt tokens stripped, special tokens skipped) per already-rendered prompt text.
+
+    Prompts are left-padded in batches of ``batch_size`` (decoder-only models continue from the right end of every
+    row); the tokenizer's padding side and pad token are restored afterwards.
+    """
+    old_side, old_pad = tokenizer.padding_side, tokenizer.pad_token
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise ValueError("tokenizer has neither a pad token nor an EOS token; set tokenizer.pad_token")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    kwargs = {**generate_kwargs, "num_return_sequences": n}
+    kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
     device = next(model.parameters()).device
     samples: list[str] = []
-    for start in range(0, len(texts), batch_size):
-        # The chat template already holds any BOS, so no special tokens are added again.
-        enc = tokenizer(
-            texts[start : start + batch_size], add_special_tokens=not use_chat_template, padding=True, return_tensors="pt",
-        )  # fmt: skip
-        enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-        with torch.inference_mode():
-            out = model.generate(**enc, **kwargs)
-        samples += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    try:
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(
+                list(texts[start : start + batch_size]), add_special_tokens=add_special_tokens, padding=True,
+                return_tensors="pt",
+            )  # fmt: skip
+            enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+            with torch.inference_mode():
+                out = model.generate(**enc, **kwargs)
+            samples += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = old_side
+        if old_pad is None:
+            tokenizer.pad_token = None
     return [samples[k : k + n] for k in range(0, len(samples), n)]
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..aggregation import PAIR_STRATEGIES, preference_pairs
+from ..generation import generate_samples
 from ..loading import DEFAULT_MODEL
 from ..ranker import PairRM
 from ._common import LazyPairRM, check_list, is_conversational, pair_texts
@@ -186,32 +187,13 @@ def generate_and_label(
     else:
         texts, add_special = list(prompts), True
     sampling = {"do_sample": True, "max_new_tokens": 64, **sampling}
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(policy_model.parameters()).device
-    completions: list[list[str]] = []
-    if pad_id is None:
-        raise ValueError("tokenizer has neither a pad token nor an EOS token; set tokenizer.pad_token")
-    old_side, old_pad = tokenizer.padding_side, tokenizer.pad_token
-    tokenizer.padding_side = "left"  # decoder-only generation continues from the right edge
-    if old_pad is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            if seed is not None:
-                torch.manual_seed(seed)
-            for start in range(0, len(texts), batch_size):
-                chunk = texts[start : start + batch_size]
-                enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=add_special)
-                enc = {k: v.to(device) for k, v in enc.items()}
-                with torch.no_grad():
-                    out = policy_model.generate(**enc, num_return_sequences=n, pad_token_id=pad_id, **sampling)
-                new = out[:, enc["input_ids"].shape[1] :]
-                decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
-                completions += [decoded[k * n : (k + 1) * n] for k in range(len(chunk))]
-    finally:
-        tokenizer.padding_side = old_side
-        if old_pad is None:
-            tokenizer.pad_token = None
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        if seed is not None:
+            torch.manual_seed(seed)
+        completions = generate_samples(
+            policy_model, tokenizer, texts, n=n, batch_size=batch_size, add_special_tokens=add_special, **sampling
+        )
     import datasets
 
     data = datasets.Dataset.from_dict({"prompt": prompts, "completions": completions})
