@@ -4,7 +4,8 @@ Upstream ``Blender.rank`` loads ``batch_size`` inputs at a time and, for every o
 runs one forward pass over that batch of inputs, padded to the longest row of the batch, with no sorting.
 This module reproduces exactly that schedule on the rows our :class:`~pairrm_hf.tokenization_pairrm.PairEncoder`
 builds (same rows, same model), so the only difference to :class:`~pairrm_hf.engine.PairwiseEngine` is the
-schedule. Upstream's batch-dependent truncation is not reproduced (rows are identical on both sides).
+schedule. Upstream's batch-dependent truncation is not reproduced (rows are identical on both sides). It runs
+transformers' eager attention, as upstream did.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def baseline_pair_logits(
     out = np.zeros((len(examples), len(schedule)), dtype=np.float32)
     stats = {"forward_calls": 0, "rows": 0, "real_tokens": 0, "padded_tokens": 0, "max_batch_rows": 0}
     device = next(model.parameters()).device
-    with torch.inference_mode():
+    with torch.inference_mode(), model.use_attention("eager"):
         for start in range(0, len(examples), batch_size):
             batch = examples[start : start + batch_size]
             for k, (i, j) in enumerate(schedule):

@@ -29,7 +29,7 @@ from benchmarks.baseline import baseline_pair_logits
 from benchmarks.workloads import SHAPES, WORKLOADS, build_model, build_tokenizer, make_inputs, nonembedding_params
 from pairrm_hf import PairRM
 
-VARIANTS = ("baseline", "engine", "engine+bf16", "engine+compile", "engine+compile+bf16", "engine+fp16")
+VARIANTS = ("baseline", "engine", "engine+eager", "engine+bf16", "engine+compile", "engine+compile+bf16", "engine+fp16")
 OPS = ("rank", "compare", "rank_with_ref")
 
 
@@ -141,7 +141,8 @@ def decision_flips(op: str, out: np.ndarray, ref: np.ndarray) -> int:
 
 
 def make_variant(model, tokenizer, variant: str, device, batch_size: int) -> PairRM:
-    kwargs = {"device": device, "batch_size": batch_size}
+    # "engine+eager" keeps transformers' attention module: it separates the schedule's gain from the attention's.
+    kwargs = {"device": device, "batch_size": batch_size, "attention": "eager" if "eager" in variant else "fused"}
     if "bf16" in variant:
         kwargs["autocast_dtype"] = torch.bfloat16
     if "fp16" in variant:

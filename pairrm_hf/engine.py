@@ -80,6 +80,8 @@ class PairwiseEngine:
         compile: run the model through ``torch.compile(dynamic=True)``. Same logits up to float rounding; the first
             call pays a one-off warm-up (tens of seconds on CPU for a base-size model, once per process) and a new
             batch shape may add a short recompile. Pays off for long jobs, mostly together with bf16 autocast.
+        attention: ``"fused"`` or ``"eager"`` self-attention for this engine's model (see
+            :mod:`pairrm_hf.attention`); ``None`` keeps the model's setting (``"fused"`` unless changed).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class PairwiseEngine:
         autocast_dtype: str | torch.dtype | None = None,
         show_progress: bool = False,
         compile: bool = False,  # noqa: A002 - the name users know from torch.compile
+        attention: str | None = None,
     ):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -103,6 +106,8 @@ class PairwiseEngine:
         dtype = resolve_dtype(dtype)
         self.model = model.to(self.device) if dtype in (None, "auto") else model.to(self.device, dtype=dtype)
         self.model.eval()
+        if attention is not None:
+            self.model.set_attention_implementation(attention)
         self.encoder = encoder
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -209,7 +214,8 @@ class PairwiseEngine:
     def reference_pair_logits(
         self, examples: Sequence[EncodedExample], pairs: np.ndarray | Sequence[Sequence[int]]
     ) -> np.ndarray:
-        """Like :meth:`pair_logits` but in plain fp32 eager mode (no autocast, no compile, fp32 weights).
+        """Like :meth:`pair_logits` but in plain fp32 eager mode (transformers' attention, no autocast, no compile,
+        fp32 weights).
 
         The yardstick for the fast paths; when the weights are not fp32 it runs on a temporary fp32 copy.
         """
@@ -239,7 +245,8 @@ class PairwiseEngine:
                 if self.autocast_dtype is not None and not reference
                 else nullcontext()
             )
-            with torch.inference_mode(), autocast, self._compiled_backbone(reference):
+            attention = model.use_attention("eager" if reference else None)
+            with torch.inference_mode(), autocast, attention, self._compiled_backbone(reference):
                 for batch in batches:
                     width = int(lengths[batch].max())
                     input_ids, attention = self._assemble(examples, pairs, batch, width)

@@ -11,6 +11,8 @@ pairwise logit is the difference, positive when candidate 1 is the better answer
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +20,8 @@ from torch import nn
 from transformers import DebertaV2Config
 from transformers.modeling_outputs import ModelOutput
 from transformers.models.deberta_v2.modeling_deberta_v2 import DebertaV2Model, DebertaV2PreTrainedModel
+
+from .attention import set_attention_implementation
 
 __all__ = ["DebertaV2PairRM", "PairRMOutput", "PAIRRM_CONFIG_DEFAULTS"]
 
@@ -29,6 +33,7 @@ PAIRRM_CONFIG_DEFAULTS = {
     "cand1_prefix_id": 128002,
     "cand2_prefix_id": 128003,
     "cand_prefix_id": 128004,
+    "pairrm_attention": "fused",
 }
 
 
@@ -61,6 +66,8 @@ class DebertaV2PairRM(DebertaV2PreTrainedModel):
         drop_out: dropout probability inside the head.
         source_prefix_id / cand1_prefix_id / cand2_prefix_id: token ids pooled for source and candidates.
         cand_prefix_id: the legacy generic candidate prefix (kept for checkpoint compatibility, not pooled).
+        pairrm_attention: ``"fused"`` (default; a faster eval-mode path for the disentangled attention, same
+            numbers to ~1e-6, see :mod:`pairrm_hf.attention`) or ``"eager"`` (transformers' module everywhere).
     """
 
     # The attribute holding the backbone is `pretrained_model` in the published checkpoints. Naming it the base
@@ -75,6 +82,7 @@ class DebertaV2PairRM(DebertaV2PreTrainedModel):
         hidden = config.hidden_size
         self.n_tasks = int(config.n_tasks)
         self.pretrained_model = DebertaV2Model(config)
+        set_attention_implementation(self.pretrained_model, config.pairrm_attention)
         self.head_layer = nn.Sequential(
             nn.Dropout(config.drop_out),
             nn.Linear(2 * hidden, hidden),
@@ -89,6 +97,28 @@ class DebertaV2PairRM(DebertaV2PreTrainedModel):
         """The (source, candidate1, candidate2) prefix token ids this model pools at."""
         c = self.config
         return int(c.source_prefix_id), int(c.cand1_prefix_id), int(c.cand2_prefix_id)
+
+    @property
+    def attention_implementation(self) -> str:
+        """``"fused"`` or ``"eager"``: the self-attention path used in eval mode (see :mod:`pairrm_hf.attention`)."""
+        return self.config.pairrm_attention
+
+    def set_attention_implementation(self, implementation: str) -> None:
+        """Switch every layer to ``"fused"`` or ``"eager"`` attention; weights are untouched."""
+        set_attention_implementation(self.pretrained_model, implementation)
+        self.config.pairrm_attention = implementation
+
+    @contextmanager
+    def use_attention(self, implementation: str | None) -> Iterator[None]:
+        """Use ``implementation`` inside the block, then restore the previous one (``None``: no change)."""
+        previous = self.attention_implementation
+        if implementation is not None:
+            self.set_attention_implementation(implementation)
+        try:
+            yield
+        finally:
+            if implementation is not None:
+                self.set_attention_implementation(previous)
 
     def get_input_embeddings(self) -> nn.Embedding:
         """The backbone's word embeddings."""

@@ -90,6 +90,8 @@ class PairRM:
         max_batch_tokens: cap on padded tokens per forward pass, for long inputs on small devices.
         show_progress: tqdm bar over the pairs of each call.
         compile: run the model through ``torch.compile(dynamic=True)`` (one-off warm-up; see ``PairwiseEngine``).
+        attention: ``"fused"`` (the model's default: faster attention, same numbers to ~1e-6) or ``"eager"``
+            (transformers' own module); see :mod:`pairrm_hf.attention`.
     """
 
     def __init__(
@@ -105,11 +107,12 @@ class PairRM:
         autocast_dtype: str | torch.dtype | None = None,
         show_progress: bool = False,
         compile: bool = False,  # noqa: A002
+        attention: str | None = None,
     ):
         self.engine = PairwiseEngine(
             model, PairEncoder(tokenizer, lengths), device=device, dtype=dtype, batch_size=batch_size,
             max_batch_tokens=max_batch_tokens, autocast_dtype=autocast_dtype, show_progress=show_progress,
-            compile=compile,
+            compile=compile, attention=attention,
         )  # fmt: skip
 
     @classmethod
