@@ -109,8 +109,9 @@ class PairRMSelfAttention(DisentangledSelfAttention):
                     scores.view(-1, stop - start, lk).baddbmm_(queries, keys_t)
                 else:
                     scores = torch.bmm(queries, keys_t).view(r1 - r0, h, stop - start, lk)
-                if mask is not None:
-                    scores.masked_fill_(mask[r0:r1, :, start:stop], torch.finfo(scores.dtype).min)
+                if mask is not None:  # [R, 1, block or 1, Lk], broadcast over heads (and queries)
+                    rows_mask = mask[r0:r1, :, start:stop] if mask.size(2) > 1 else mask[r0:r1]
+                    scores.masked_fill_(rows_mask, torch.finfo(scores.dtype).min)
                 probs = torch.softmax(scores, dim=-1)
                 context[r0:r1, :, start:stop] = torch.matmul(probs, value[r0:r1])
         return context.transpose(1, 2).reshape(b, lq, h * d), None
