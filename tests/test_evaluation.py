@@ -138,7 +138,7 @@ def test_pairwise_accuracy_uses_symmetric_margins_and_counts_ties(tiny_rm):
                                [r["rejected"] for r in rows[:3]])  # fmt: skip
     conv = tiny_rm.compare_conversations([rows[3]["prompt"] + rows[3]["chosen"]], [rows[3]["prompt"] + rows[3]["rejected"]])
     margins = np.array([*expected, *conv])
-    assert out["margins"] == pytest.approx(margins.tolist(), abs=1e-6)
+    assert out["margins"] == pytest.approx(margins.tolist(), abs=1e-5)  # batches differ between the calls: float rounding only
     assert margins[2] == 0 and out["ties"] >= 1
     assert out["accuracy"] == pytest.approx(float(np.mean(margins > 0)))
     assert set(out["subsets"]) == {"x", "y"} and out["subsets"]["y"]["n"] == 2
