@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..conversation import conversation_texts
+from ..validation import check_texts
 
 __all__ = ["RankItem", "normalize_fuse_inputs", "normalize_inputs"]
 
@@ -72,6 +73,17 @@ def _conversation_item(name: str, conversations: Any, prompt: Any = None) -> Ran
     return RankItem(sources[0], texts, list(conversations), prompt=prompt)
 
 
+def _candidate_list(name: str, candidates: Any) -> list:
+    """The candidates of input ``name`` as a new non-empty list (their items are checked by the caller)."""
+    if candidates is None:
+        raise ValueError(f"{name}: candidates are missing; call pipe(prompt, candidates) or pass a dict")
+    if not _is_seq(candidates):
+        raise TypeError(f"{name} candidates must be a list, got {type(candidates).__name__}")
+    if not candidates:
+        raise ValueError(f"{name} candidates is empty: pass at least one candidate")
+    return list(candidates)
+
+
 def _item(name: str, value: Any, candidates: Any = None) -> RankItem:
     if isinstance(value, Mapping) and not _is_message(value):
         unknown = set(value) - _ITEM_KEYS
@@ -91,17 +103,10 @@ def _item(name: str, value: Any, candidates: Any = None) -> RankItem:
                     raise TypeError(f"{name}['{key}'] must be a str, got {type(value[key]).__name__}")
                 setattr(item, key, value[key])
         return item
-    if candidates is None:
-        raise ValueError(f"{name}: candidates are missing; call pipe(prompt, candidates) or pass a dict")
-    if not _is_seq(candidates):
-        raise TypeError(f"{name} candidates must be a list, got {type(candidates).__name__}")
-    if not candidates:
-        raise ValueError(f"{name} candidates is empty: pass at least one candidate")
+    candidates = _candidate_list(name, candidates)
     if isinstance(value, str):
-        for k, cand in enumerate(candidates):
-            if not isinstance(cand, str):
-                raise TypeError(f"{name} candidates[{k}] must be a str, got {type(cand).__name__}")
-        return RankItem(value, list(candidates), list(candidates), prompt=value)
+        texts = check_texts(f"{name} candidates", candidates)
+        return RankItem(value, texts, list(texts), prompt=value)
     if _is_messages(value):
         convs = [_merge(list(value), _candidate_messages(f"{name} candidates[{k}]", c)) for k, c in enumerate(candidates)]
         item = _conversation_item(f"{name} conversations", convs, prompt=value)
@@ -110,23 +115,24 @@ def _item(name: str, value: Any, candidates: Any = None) -> RankItem:
     raise TypeError(f"{name} prompt must be a str or a list of chat messages, got {type(value).__name__}")
 
 
-def normalize_inputs(inputs: Any, candidates: Any = None) -> tuple[list[RankItem], bool]:
-    """Items and whether the call was a single input (so the pipeline returns one result, not a list).
+def _normalize(
+    inputs: Any, candidates: Any, make_item: Callable, is_single: Callable[[Any], bool], conversations: bool
+) -> tuple[list, bool]:
+    """The input forms both pipelines share: one prompt, a dict, or a list (zipped with ``candidates`` if given).
 
-    Forms: ``(prompt, candidates)``; ``([prompts], [candidate lists])``; a dict; a list of dicts; one list of
-    conversations (each a list of messages) sharing their user turns; a dict ``{"conversations": [...]}``.
+    With ``conversations``, a list whose items are all conversations is one input whose candidates they are.
     """
-    if isinstance(inputs, str) or _is_messages(inputs):
-        return [_item("inputs", inputs, candidates)], True
+    if is_single(inputs):
+        return [make_item("inputs", inputs, candidates)], True
     if isinstance(inputs, Mapping):
         if candidates is not None:
             raise ValueError("pass candidates inside the dict or as the second argument, not both")
-        return [_item("inputs", inputs)], True
+        return [make_item("inputs", inputs)], True
     if not _is_seq(inputs):
         raise TypeError(f"inputs must be a str, a dict or a list, got {type(inputs).__name__}")
     if not inputs:
         raise ValueError("inputs is empty: pass at least one prompt")
-    if all(_is_messages(conv) for conv in inputs):  # one input given as conversations that share user turns
+    if conversations and all(_is_messages(conv) for conv in inputs):
         if candidates is not None:
             raise ValueError("a list of conversations already holds the candidates; do not pass candidates")
         return [_conversation_item("inputs", inputs)], True
@@ -134,8 +140,19 @@ def normalize_inputs(inputs: Any, candidates: Any = None) -> tuple[list[RankItem
         if not _is_seq(candidates) or len(candidates) != len(inputs):
             got = len(candidates) if _is_seq(candidates) else type(candidates).__name__
             raise ValueError(f"with a list of prompts, candidates must be a list of {len(inputs)} lists, got {got}")
-        return [_item(f"inputs[{k}]", p, c) for k, (p, c) in enumerate(zip(inputs, candidates))], False
-    return [_item(f"inputs[{k}]", x) for k, x in enumerate(inputs)], False
+        return [make_item(f"inputs[{k}]", p, c) for k, (p, c) in enumerate(zip(inputs, candidates))], False
+    return [make_item(f"inputs[{k}]", x) for k, x in enumerate(inputs)], False
+
+
+def normalize_inputs(inputs: Any, candidates: Any = None) -> tuple[list[RankItem], bool]:
+    """Items and whether the call was a single input (so the pipeline returns one result, not a list).
+
+    Forms: ``(prompt, candidates)``; ``([prompts], [candidate lists])``; a dict; a list of dicts; one list of
+    conversations (each a list of messages) sharing their user turns; a dict ``{"conversations": [...]}``.
+    """
+    return _normalize(
+        inputs, candidates, _item, lambda x: isinstance(x, str) or _is_messages(x), conversations=True
+    )
 
 
 _FUSE_KEYS = {"prompt", "input", "candidates", "instruction"}
@@ -159,33 +176,10 @@ def _fuse_item(name: str, value: Any, candidates: Any = None) -> dict:
         return item
     if not isinstance(value, str):
         raise TypeError(f"{name} prompt must be a str, got {type(value).__name__}")
-    if candidates is None:
-        raise ValueError(f"{name}: candidates are missing; call pipe(prompt, candidates) or pass a dict")
-    if not _is_seq(candidates):
-        raise TypeError(f"{name} candidates must be a list of str, got {type(candidates).__name__}")
-    if not candidates:
-        raise ValueError(f"{name} candidates is empty: pass at least one candidate")
-    for k, cand in enumerate(candidates):
-        if not isinstance(cand, str):
-            raise TypeError(f"{name} candidates[{k}] must be a str, got {type(cand).__name__}")
-    return {"prompt": value, "candidates": list(candidates), "instruction": None}
+    texts = check_texts(f"{name} candidates", _candidate_list(name, candidates))
+    return {"prompt": value, "candidates": texts, "instruction": None}
 
 
 def normalize_fuse_inputs(inputs: Any, candidates: Any = None) -> tuple[list[dict], bool]:
     """``[{"prompt", "candidates", "instruction"}]`` (new lists, never the caller's) and whether it was one input."""
-    if isinstance(inputs, str):
-        return [_fuse_item("inputs", inputs, candidates)], True
-    if isinstance(inputs, Mapping):
-        if candidates is not None:
-            raise ValueError("pass candidates inside the dict or as the second argument, not both")
-        return [_fuse_item("inputs", inputs)], True
-    if not _is_seq(inputs):
-        raise TypeError(f"inputs must be a str, a dict or a list, got {type(inputs).__name__}")
-    if not inputs:
-        raise ValueError("inputs is empty: pass at least one prompt")
-    if candidates is not None:
-        if not _is_seq(candidates) or len(candidates) != len(inputs):
-            got = len(candidates) if _is_seq(candidates) else type(candidates).__name__
-            raise ValueError(f"with a list of prompts, candidates must be a list of {len(inputs)} lists, got {got}")
-        return [_fuse_item(f"inputs[{k}]", p, c) for k, (p, c) in enumerate(zip(inputs, candidates))], False
-    return [_fuse_item(f"inputs[{k}]", x) for k, x in enumerate(inputs)], False
+    return _normalize(inputs, candidates, _fuse_item, lambda x: isinstance(x, str), conversations=False)
