@@ -22,7 +22,7 @@ import torch
 
 from benchmarks.workloads import SHAPES, WORKLOADS, build_model, build_tokenizer, make_inputs
 from pairrm_hf import PairRM
-from pairrm_hf.schedules import kendall_tau
+from pairrm_hf.evaluation import kendall_tau
 
 SCHEDULES = ("bubble", "reference", "sort")
 

@@ -257,7 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     # bf16 GEMM is measured only when a half-precision variant runs: CPUs without native bf16 take seconds per call.
     half = any("bf16" in v or "fp16" in v for v in args.variants)
-    gemm = {"fp32": gemm_rate(torch.float32, device), "bf16": gemm_rate(torch.bfloat16, device) if half else float("nan")}
+    gemm = {
+        "fp32": gemm_rate(torch.float32, device),
+        "bf16": gemm_rate(torch.bfloat16, device) if half else float("nan"),
+    }
     machine = {
         "platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(device),
@@ -273,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             for op in args.ops:
                 for n in args.n if op != "compare" else [2]:
                     rows += bench_config(model, tokenizer, args, shape, workload, n, op, device, gemm)
-                    print_table(rows[-len(args.variants):])
+                    print_table(rows[-len(args.variants) :])
                     sys.stdout.flush()
     print()
     print_table(rows)

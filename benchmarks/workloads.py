@@ -28,7 +28,7 @@ WORKLOADS = ("short", "mixed", "long")
 
 def build_tokenizer(folder: Path | None = None) -> DebertaV2Tokenizer:
     """A trained tiny SentencePiece tokenizer with the four PairRM prefix tokens."""
-    from tests.tiny_models import train_spm
+    from pairrm_hf.testing import train_spm
 
     folder = Path(folder or tempfile.mkdtemp(prefix="pairrm_bench_tok_"))
     train_spm(folder)

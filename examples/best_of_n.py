@@ -1,6 +1,6 @@
 """Sample n answers from a chat LM and keep the one PairRM ranks best.
 
-    python examples/best_of_n.py --model HuggingFaceTB/SmolLM2-135M-Instruct --ranker llm-blender/PairRM-hf
+python examples/best_of_n.py --model HuggingFaceTB/SmolLM2-135M-Instruct --ranker llm-blender/PairRM-hf
 """
 
 import argparse

@@ -1,6 +1,6 @@
 """Compare two answers per prompt: symmetric logit (> 0: A is better) and the probability that A is better.
 
-    python examples/compare.py [--model PATH_OR_ID] [--device cpu]
+python examples/compare.py [--model PATH_OR_ID] [--device cpu]
 """
 
 import argparse

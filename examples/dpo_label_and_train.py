@@ -46,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     model = AutoModelForCausalLM.from_pretrained(policy)
     if not args.cpu and __import__("torch").cuda.is_available():
         model.to("cuda")
-    prompts = ["What is the capital of France?", "Write a short poem about the sea.", "Name a blue thing.", "Say hello."]
+    prompts = [
+        "What is the capital of France?",
+        "Write a short poem about the sea.",
+        "Name a blue thing.",
+        "Say hello.",
+    ]
     labelled = generate_and_label(
         model, tokenizer, prompts, n=args.n, ranker=ranker, strategy=args.strategy, max_new_tokens=args.max_new_tokens
     )

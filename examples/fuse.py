@@ -1,6 +1,6 @@
 """Rank candidates with PairRM, keep the best ones and fuse them with GenFuser (or a chat LM).
 
-    python examples/fuse.py --model llm-blender/gen_fuser_3b --ranker llm-blender/PairRM-hf
+python examples/fuse.py --model llm-blender/gen_fuser_3b --ranker llm-blender/PairRM-hf
 """
 
 import argparse
@@ -12,7 +12,9 @@ import pairrm_hf  # noqa: F401  (registers the pipeline tasks)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="llm-blender/gen_fuser_3b", help="fuser folder or Hub id (seq2seq or chat LM)")
+    parser.add_argument(
+        "--model", default="llm-blender/gen_fuser_3b", help="fuser folder or Hub id (seq2seq or chat LM)"
+    )
     parser.add_argument("--ranker", default="llm-blender/PairRM-hf", help="PairRM folder or Hub id; '' to fuse all")
     parser.add_argument("--top-k", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=64)

@@ -20,8 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def tiny_models(folder: Path) -> tuple[str, str]:
     """Random tiny policy + PairRM (test builders), for a quick offline run."""
     sys.path.insert(0, str(ROOT))
-    from tests.tiny_models import build_tiny_pairrm
-    from tests.tiny_policy import build_tiny_policy
+    from pairrm_hf.testing import build_tiny_pairrm, build_tiny_policy
 
     return str(build_tiny_policy(folder / "policy")), str(build_tiny_pairrm(folder / "ranker"))
 
@@ -65,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=data, processing_class=tokenizer)
     trainer.train()
-    rewards = [h[f"rewards/{reward.__name__}/mean"] for h in trainer.state.log_history if f"rewards/{reward.__name__}/mean" in h]
+    rewards = [
+        h[f"rewards/{reward.__name__}/mean"]
+        for h in trainer.state.log_history
+        if f"rewards/{reward.__name__}/mean" in h
+    ]
     print(f"mean PairRM reward per step: {rewards}")
     print("done")
     return 0

@@ -1,6 +1,6 @@
 """Rank candidate answers with the `pairwise-ranking` pipeline.
 
-    python examples/pipeline_rank.py --model llm-blender/PairRM-hf
+python examples/pipeline_rank.py --model llm-blender/PairRM-hf
 """
 
 import argparse

@@ -1,7 +1,7 @@
 """Rank candidate answers for prompts with PairRM.
 
-    python examples/rank.py                                   # llm-blender/PairRM-hf from the Hub
-    python examples/rank.py --model path/to/checkpoint --device cpu
+python examples/rank.py                                   # llm-blender/PairRM-hf from the Hub
+python examples/rank.py --model path/to/checkpoint --device cpu
 """
 
 import argparse

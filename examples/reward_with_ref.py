@@ -1,6 +1,6 @@
 """Rewards against a reference answer: C[c, ref] − C[ref, c] (> 0: better than the reference, 0 for the reference).
 
-    python examples/reward_with_ref.py [--model PATH_OR_ID] [--device cpu]
+python examples/reward_with_ref.py [--model PATH_OR_ID] [--device cpu]
 """
 
 import argparse

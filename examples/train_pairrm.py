@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     model = args.model
     if model is None:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from tests.tiny_models import build_tiny_pairrm
+        from pairrm_hf.testing import build_tiny_pairrm
 
         model = str(build_tiny_pairrm(work / "start", hidden=32))
     output = args.output or str(work / "trained")

@@ -1,17 +1,18 @@
 """pairrm-hf: PairRM (LLM-Blender) on transformers 5 — rank, compare and fuse LLM answers, and reward RLHF."""
 
-from .aggregation import competition_ranks, preference_pairs, scores_from_matrix
-from .blender import Blender, get_topk_candidates_from_ranks
-from .loading import LoadedPairRM, convert_legacy_checkpoint, detect_layout, load_pairrm
-from .modeling_pairrm import DebertaV2PairRM, PairRMOutput
-from .ranker import PairRM, RankedCandidate, Ranking
-from .tokenization_pairrm import PairEncoder, PairLengths, load_pairrm_tokenizer
+from .aggregation import competition_ranks, scores_from_matrix
 from .auto import AutoModelForPairwiseRanking
+from .blender import Blender, get_topk_candidates_from_ranks
 from .fusion import fuse_generate, load_fuser
 from .generation import best_of_n_generate, sample_n
+from .loading import LoadedPairRM, convert_legacy_checkpoint, detect_layout, load_pairrm
+from .modeling_pairrm import DebertaV2PairRM, PairRMOutput
 from .pipelines import GenerativeFusionPipeline, PairwiseRankingPipeline  # registers the pipeline tasks
 from .precision import PrecisionReport, check_precision
-from .schedules import kendall_tau, merge_sort_rank
+from .preferences import preference_pairs
+from .ranker import PairRM, RankedCandidate, Ranking
+from .schedules import RANKING_METHODS, merge_sort_rank
+from .tokenization_pairrm import PairEncoder, PairLengths, load_pairrm_tokenizer
 
 __version__ = "0.1.0"
 
@@ -20,8 +21,8 @@ _LAZY = {
     "init_pairrm_from_backbone": "training", "train_pairrm": "training", "PairRMTrainer": "training",
     "PairRMDataCollator": "training", "save_pairrm": "training",
     "pairwise_accuracy": "evaluation", "selection_tradeoff": "evaluation", "gpt_rank": "evaluation",
-    "top_k_percent": "evaluation", "beat_percent": "evaluation", "rank_correlations": "evaluation",
-    "MixInstructExample": "training_data", "Candidate": "training_data", "load_mixinstruct": "training_data",
+    "top_k_percent": "evaluation", "kendall_tau": "evaluation", "beat_percent": "evaluation", "rank_correlations": "evaluation",
+    "MixInstructExample": "data", "Candidate": "data", "load_mixinstruct": "data",
     "generate_candidates": "candidates",
 }  # fmt: skip
 
@@ -32,6 +33,7 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AutoModelForPairwiseRanking",
@@ -60,7 +62,7 @@ __all__ = [
     "preference_pairs",
     "PrecisionReport",
     "check_precision",
-    "kendall_tau",
+    "RANKING_METHODS",
     "merge_sort_rank",
     *_LAZY,
 ]

@@ -25,7 +25,9 @@ def _stack(rows: list[np.ndarray], dtype) -> np.ndarray | list[np.ndarray]:
     return np.stack(rows) if len({len(r) for r in rows}) == 1 else rows
 
 
-def get_topk_candidates_from_ranks(ranks: Any, candidates: Sequence[Sequence[str]], top_k: int | None = None) -> list[list[str]]:
+def get_topk_candidates_from_ranks(
+    ranks: Any, candidates: Sequence[Sequence[str]], top_k: int | None = None
+) -> list[list[str]]:
     """Per input, the ``top_k`` candidates with the best (smallest) ranks, best first; ties keep input order.
 
     For scores, pass ``-scores`` as upstream's ``rank_and_fuse`` does. Returns lists of str (upstream returned a
@@ -113,7 +115,9 @@ class Blender:
         if mode not in _COMPARE_MODES:
             raise ValueError(f"mode must be one of {list(_COMPARE_MODES)}, got {mode!r}")
         ranker = self._with_batch(batch_size, disable_tqdm)
-        logits = ranker.compare(inputs, candidates_A, candidates_B, mode=_COMPARE_MODES[mode], instructions=instructions)
+        logits = ranker.compare(
+            inputs, candidates_A, candidates_B, mode=_COMPARE_MODES[mode], instructions=instructions
+        )
         return logits if return_logits else logits > 0
 
     def compare_conversations(
@@ -125,7 +129,7 @@ class Blender:
         mode: str = "[A,B]+[B,A]",
     ) -> np.ndarray:
         """Compare multi-turn conversations sharing their user turns (upstream's template, typo included)."""
-        from .conversation import conversation_pair_texts
+        from .inputs import conversation_pair_texts
 
         sources, cands_a, cands_b = conversation_pair_texts(conversations_a, conversations_b)
         return self.compare(sources, cands_a, cands_b, batch_size=batch_size, return_logits=return_logits, mode=mode)

@@ -2,7 +2,7 @@
 
 Each model is loaded once and generates for every pending prompt in left-padded batches. Progress is kept in
 ``<output>.parts/<model>.jsonl`` (one ``{"id", "text"}`` line per finished prompt); once every model has answered a
-prompt, its full :class:`~pairrm_hf.training_data.MixInstructExample` is appended to ``output`` as one line
+prompt, its full :class:`~pairrm_hf.data.MixInstructExample` is appended to ``output`` as one line
 (written, flushed and fsynced in one call). A rerun skips ids already in ``output`` and, per model, ids already in
 its part file; a torn last line left by a crash is ignored.
 """
@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .training_data import Candidate, MixInstructExample, read_jsonl
+from .data import Candidate, MixInstructExample, read_jsonl
 
 __all__ = ["generate_candidates"]
 
@@ -66,7 +66,12 @@ def _generate(model_name: str, texts: list[str], batch_size: int, max_new_tokens
     if use_chat_template and getattr(tokenizer, "chat_template", None):
         texts = [tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
                  for t in texts]  # fmt: skip
-    kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, "pad_token_id": tokenizer.pad_token_id, **generation_kwargs}
+    kwargs = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": False,
+        "pad_token_id": tokenizer.pad_token_id,
+        **generation_kwargs,
+    }
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True).to(model.device)
         with torch.inference_mode():

@@ -197,7 +197,9 @@ class PairwiseEngine:
             attention[row, : len(ids)] = 1
         return torch.from_numpy(input_ids), torch.from_numpy(attention)
 
-    def pair_logits(self, examples: Sequence[EncodedExample], pairs: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
+    def pair_logits(
+        self, examples: Sequence[EncodedExample], pairs: np.ndarray | Sequence[Sequence[int]]
+    ) -> np.ndarray:
         """Logits ``C[ex][i, j]`` (float32, shape ``[len(pairs)]``) for ordered pairs ``(ex, i, j)``."""
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
         if len(pairs):

@@ -23,20 +23,18 @@ scores, higher = better). Equal reference scores share a rank (competition ranks
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .aggregation import competition_ranks, scores_from_matrix
-from .training_data import preference_texts
+from .data import preference_texts
 
 __all__ = [
+    "kendall_tau",
     "accuracy_from_margins",
     "pairwise_accuracy",
     "ranks_from_scores",
@@ -46,7 +44,6 @@ __all__ = [
     "rank_correlations",
     "selection_tradeoff",
     "plot_tradeoff",
-    "eval_main",
 ]
 
 
@@ -73,7 +70,11 @@ def accuracy_from_margins(
                            "ties": int((m == 0).sum()), "subsets": {}}  # fmt: skip
     for name in dict.fromkeys(names):
         idx = np.array([k for k, s in enumerate(names) if s == name])
-        out["subsets"][name] = {"accuracy": float(credit[idx].mean()), "n": int(len(idx)), "ties": int((m[idx] == 0).sum())}
+        out["subsets"][name] = {
+            "accuracy": float(credit[idx].mean()),
+            "n": int(len(idx)),
+            "ties": int((m[idx] == 0).sum()),
+        }
     if section_map is not None:
         sections = {}
         for section, members in section_map.items():
@@ -152,7 +153,11 @@ def top_k_percent(selected: Sequence[int], ref_ranks: Sequence[Sequence[float]],
 
 
 def beat_percent(
-    selected: Sequence[int], baseline: int | Sequence[int], ref_ranks: Sequence[Sequence[float]], *, tie_value: float = 0.5
+    selected: Sequence[int],
+    baseline: int | Sequence[int],
+    ref_ranks: Sequence[Sequence[float]],
+    *,
+    tie_value: float = 0.5,
 ) -> float:
     """Beat-X %: win 1, tie ``tie_value`` (equal reference rank, or the baseline itself), loss 0; as a percentage.
 
@@ -177,6 +182,16 @@ def _scipy_stats():
     except ImportError as err:
         raise ImportError("rank correlations need scipy: pip install 'pairrm-hf[eval]' (or pip install scipy)") from err
     return stats
+
+
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's tau-b between two score (or rank) vectors; 1 = same order, −1 = reversed, NaN when undefined."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"a and b must be 1-D of the same length, got shapes {x.shape} and {y.shape}")
+    if len(x) < 2:
+        return float("nan")
+    return float(_scipy_stats().kendalltau(x, y).statistic)
 
 
 def rank_correlations(pred_ranks: Sequence[Sequence[float]], ref_ranks: Sequence[Sequence[float]]) -> dict[str, float]:
@@ -290,7 +305,14 @@ def selection_tradeoff(
                     s = scores_from_matrix(matrix, agg) if budget == 1 else _partial_scores(matrix, pairs, agg)
                     selected.append(int(np.argmax(s)))
                 comps = float(np.mean([2 * len(p) for p in chosen_pairs]))
-                rows.append({"aggregation": agg, "budget": float(budget), "comparisons": comps, **_summary(selected, ranks, scores)})
+                rows.append(
+                    {
+                        "aggregation": agg,
+                        "budget": float(budget),
+                        "comparisons": comps,
+                        **_summary(selected, ranks, scores),
+                    }
+                )
     if "bubble" in aggregations:
         rankings = rm.rank_batch(prompts, candidates, aggregation="bubble", instructions=instructions, seed=seed)
         selected = [int(np.argmin(r.ranks)) for r in rankings]
@@ -312,7 +334,9 @@ def plot_tradeoff(table: Sequence[Mapping[str, Any]], path: str | os.PathLike, *
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:
-        raise ImportError("plotting needs matplotlib: pip install 'pairrm-hf[eval]' (or pip install matplotlib)") from err
+        raise ImportError(
+            "plotting needs matplotlib: pip install 'pairrm-hf[eval]' (or pip install matplotlib)"
+        ) from err
     if not table or any(metric not in row for row in table):
         raise ValueError(f"every table row must have {metric!r}")
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -330,71 +354,3 @@ def plot_tradeoff(table: Sequence[Mapping[str, Any]], path: str | os.PathLike, *
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-def _load_rows(data: str, split: str) -> list[dict]:
-    from .training_data import read_jsonl
-
-    if os.path.isfile(data):
-        return read_jsonl(data)
-    import datasets
-
-    return list(datasets.load_dataset(data, split=split))
-
-
-def eval_main(argv: Sequence[str] | None = None) -> int:
-    """``pairrm eval``: preference accuracy (``--task preference``) or the selection trade-off on MixInstruct-style
-    candidate sets (``--task ranking``). Prints a JSON result; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="pairrm eval", description=eval_main.__doc__)
-    parser.add_argument("--model", default="llm-blender/PairRM-hf", help="PairRM folder or Hub id")
-    parser.add_argument("--data", required=True, help=".jsonl/.json file or Hub dataset id")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--task", choices=("preference", "ranking"), default="preference")
-    parser.add_argument("--subset-key", default="subset")
-    parser.add_argument("--section-map", help="JSON file {section: [subsets]} for RewardBench section scores")
-    parser.add_argument("--tie-value", type=float, default=0.0, help="credit of an exact tie (preference task)")
-    parser.add_argument("--metric", action="append", help="candidate score metric(s) to rank by (ranking task)")
-    parser.add_argument("--budgets", type=float, nargs="+", default=[0.25, 0.5, 1.0])
-    parser.add_argument("--plot", help="write the trade-off plot to this PNG (ranking task; needs matplotlib)")
-    parser.add_argument("--limit", type=int)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device")
-    parser.add_argument("--output", "-o", help="also write the JSON result here")
-    args = parser.parse_args(argv)
-    from .ranker import PairRM
-    from .training_data import MixInstructExample, _weighted_score
-
-    try:
-        rows = _load_rows(args.data, args.split)[: args.limit]
-        rm = PairRM.from_pretrained(args.model, device=args.device, batch_size=args.batch_size)
-        if args.task == "preference":
-            section_map = None
-            if args.section_map:
-                with open(args.section_map, encoding="utf-8") as f:
-                    section_map = json.load(f)
-            result: Any = pairwise_accuracy(rm, rows, subset_key=args.subset_key, section_map=section_map, tie_value=args.tie_value)
-            result.pop("margins")
-        else:
-            examples = [MixInstructExample.from_dict(r, k) for k, r in enumerate(rows)]
-            ref = []
-            for ex in examples:
-                vals = [_weighted_score(c.scores, args.metric) for c in ex.candidates]
-                if any(v is None for v in vals):
-                    raise ValueError(f"example {ex.id!r} has a candidate without the metric(s) {args.metric}")
-                ref.append(vals)
-            result = selection_tradeoff(
-                rm, [ex.source for ex in examples], [[c.text for c in ex.candidates] for ex in examples],
-                ref_scores=ref, budgets=args.budgets,
-            )  # fmt: skip
-            if args.plot:
-                plot_tradeoff(result, args.plot)
-    except (ValueError, TypeError, OSError, ImportError) as err:
-        print(f"pairrm eval: error: {err}", file=sys.stderr)
-        return 2
-    text = json.dumps(result, indent=2, default=float)
-    print(text)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-    return 0

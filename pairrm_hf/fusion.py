@@ -61,7 +61,9 @@ def is_seq2seq(model: Any) -> bool:
     return bool(getattr(model.config, "is_encoder_decoder", False))
 
 
-def truncate_candidates(tokenizer, candidates: Sequence[str], max_tokens: int | None = CANDIDATE_MAXLENGTH) -> list[str]:
+def truncate_candidates(
+    tokenizer, candidates: Sequence[str], max_tokens: int | None = CANDIDATE_MAXLENGTH
+) -> list[str]:
     """A new list: each candidate longer than ``max_tokens`` tokens cut to them, decoded, with ``"..."`` appended."""
     if max_tokens is None:
         return list(candidates)
@@ -221,7 +223,9 @@ def as_pairrm(ranker: Any, device: str | int | torch.device | None = None):
         return ranker.ranker
     if isinstance(ranker, (str, os.PathLike)):
         return PairRM.from_pretrained(ranker, device=device)
-    raise TypeError(f"ranker must be a PairRM, a pairwise-ranking pipeline or a checkpoint path, got {type(ranker).__name__}")
+    raise TypeError(
+        f"ranker must be a PairRM, a pairwise-ranking pipeline or a checkpoint path, got {type(ranker).__name__}"
+    )
 
 
 def rank_top_k(

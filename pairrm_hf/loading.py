@@ -170,7 +170,9 @@ def _legacy_config(state: dict[str, torch.Tensor], ranker: dict, tokenizer, back
         "n_tasks": state["head_layer.4.weight"].shape[0], "drop_out": ranker.get("drop_out", 0.05),
     }  # fmt: skip
     vocab_ids = tokenizer.get_vocab()
-    for field, token in zip(("source_prefix_id", "cand1_prefix_id", "cand2_prefix_id", "cand_prefix_id"), PREFIX_TOKENS):
+    for field, token in zip(
+        ("source_prefix_id", "cand1_prefix_id", "cand2_prefix_id", "cand_prefix_id"), PREFIX_TOKENS
+    ):
         fields[field] = vocab_ids.get(token, PAIRRM_CONFIG_DEFAULTS[field])
     config = DebertaV2Config(**fields)
     config.architectures = ["DebertaV2PairRM"]
@@ -197,9 +199,13 @@ def _load_legacy(folder: str, backbone_config: Any) -> tuple[DebertaV2PairRM, Pr
         state.pop(key)
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys:
-        raise ValueError(f"checkpoint in {folder!r} lacks weights {result.missing_keys[:5]} (of {len(result.missing_keys)})")
+        raise ValueError(
+            f"checkpoint in {folder!r} lacks weights {result.missing_keys[:5]} (of {len(result.missing_keys)})"
+        )
     if result.unexpected_keys:
-        logger.warning("ignored %d unexpected weights in %s: %s", len(result.unexpected_keys), folder, result.unexpected_keys[:5])
+        logger.warning(
+            "ignored %d unexpected weights in %s: %s", len(result.unexpected_keys), folder, result.unexpected_keys[:5]
+        )
     model.eval()
     return model, tokenizer, _legacy_lengths(ranker)
 

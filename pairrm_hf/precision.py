@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .aggregation import competition_ranks, scores_from_matrix
+from .inputs import source_texts
 from .validation import check_candidate_lists, check_same_length, check_texts
 
 if TYPE_CHECKING:
@@ -42,16 +43,18 @@ class PrecisionReport:
 
 
 def check_precision(
-    rm: PairRM, prompts: Sequence[str], candidates: Sequence[Sequence[str]], *, instructions: Sequence[str] | None = None
+    rm: PairRM,
+    prompts: Sequence[str],
+    candidates: Sequence[Sequence[str]],
+    *,
+    instructions: Sequence[str] | None = None,
 ) -> PrecisionReport:
     """See :meth:`PairRM.check_precision`."""
-    from .ranker import _sources
-
     prompts = check_texts("prompts", prompts)
     candidates = check_candidate_lists("candidates", candidates)
     check_same_length("prompts", prompts, candidates=candidates)
     engine = rm.engine
-    examples = engine.encode(_sources(prompts, instructions), candidates)
+    examples = engine.encode(source_texts(prompts, instructions), candidates)
     pairs = np.array(
         [(ex, i, j) for ex, c in enumerate(candidates) for i in range(len(c)) for j in range(len(c)) if i != j],
         dtype=np.int64,

@@ -15,22 +15,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from .aggregation import AGGREGATIONS, competition_ranks, scores_from_matrix, topk_indices
-from .conversation import conversation_pair_texts
+from .aggregation import (
+    competition_ranks,
+    scores_from_matrix,
+    topk_indices,
+)
 from .engine import PairwiseEngine
+from .inputs import conversation_pair_texts, source_texts
 from .loading import DEFAULT_MODEL, load_pairrm
 from .modeling_pairrm import DebertaV2PairRM
-from .schedules import merge_sort_rank
+from .schedules import RANKING_METHODS, bubble_pass, bubble_wins, merge_sort_rank
 from .tokenization_pairrm import PairEncoder, PairLengths
 from .validation import check_candidate_lists, check_same_length, check_texts
 
-__all__ = ["PairRM", "RankedCandidate", "Ranking", "COMPARE_MODES", "REF_MODES"]
+__all__ = ["PairRM", "RankedCandidate", "Ranking", "COMPARE_MODES", "REF_MODES", "shared_pairrm", "device_for_rank"]
 
 #: ``symmetric`` = C[A,B] − C[B,A] (upstream default), ``ab`` = C[A,B], ``ba`` = −C[B,A]; > 0 always means A better.
 COMPARE_MODES = ("symmetric", "ab", "ba")
 #: How ``rank_with_ref`` picks each input's reference among its candidates (``len`` counts characters).
 REF_MODES = ("longest", "shortest", "median_length", "first", "last")
-_RANK_AGGREGATIONS = (*AGGREGATIONS, "bubble", "reference", "sort")
 
 
 @dataclass(frozen=True)
@@ -66,15 +69,6 @@ class Ranking:
             RankedCandidate(int(i), self.candidates[i], float(self.scores[i]), int(self.ranks[i]))
             for i in topk_indices(self.ranks)
         ]
-
-
-def _sources(prompts: list[str], instructions: Sequence[str] | None) -> list[str]:
-    if instructions is None:
-        return prompts
-    instructions = check_texts("instructions", instructions)
-    check_same_length("prompts", prompts, instructions=instructions)
-    # Upstream concatenates instruction and input with no separator; the checkpoints were trained that way.
-    return [inst + prompt for inst, prompt in zip(instructions, prompts)]
 
 
 class PairRM:
@@ -186,7 +180,9 @@ class PairRM:
         candidates_a = check_texts("candidates_a", candidates_a)
         candidates_b = check_texts("candidates_b", candidates_b)
         check_same_length("prompts", prompts, candidates_a=candidates_a, candidates_b=candidates_b)
-        examples = self.engine.encode(_sources(prompts, instructions), [[a, b] for a, b in zip(candidates_a, candidates_b)])
+        examples = self.engine.encode(
+            source_texts(prompts, instructions), [[a, b] for a, b in zip(candidates_a, candidates_b)]
+        )
         idx = np.arange(len(prompts))
         ab = np.stack([idx, np.zeros_like(idx), np.ones_like(idx)], axis=1)
         ba = ab[:, [0, 2, 1]]
@@ -214,7 +210,11 @@ class PairRM:
         return (1.0 / (1.0 + np.exp(-logits.astype(np.float64) / temperature))).astype(np.float32)
 
     def compare_conversations(
-        self, conversations_a: Sequence[Sequence[Mapping]], conversations_b: Sequence[Sequence[Mapping]], *, mode: str = "symmetric"
+        self,
+        conversations_a: Sequence[Sequence[Mapping]],
+        conversations_b: Sequence[Sequence[Mapping]],
+        *,
+        mode: str = "symmetric",
     ) -> np.ndarray:
         """Compare multi-turn conversations that share their user turns (upstream's template, see ``conversation``)."""
         sources, cands_a, cands_b = conversation_pair_texts(conversations_a, conversations_b)
@@ -228,11 +228,11 @@ class PairRM:
         prompts = check_texts("prompts", prompts)
         candidates = check_candidate_lists("candidates", candidates)
         check_same_length("prompts", prompts, candidates=candidates)
-        examples = self.engine.encode(_sources(prompts, instructions), candidates)
+        examples = self.engine.encode(source_texts(prompts, instructions), candidates)
         return self._full_matrices(examples, candidates)
 
     def _full_matrices(self, examples, candidates: list[list[str]]) -> list[np.ndarray]:
-        pairs, owners = [], []
+        pairs = []
         for ex, cands in enumerate(candidates):
             n = len(cands)
             for i in range(n):
@@ -263,8 +263,8 @@ class PairRM:
         sort on symmetric logits; score = n − position). See ``benchmarks/RESULTS.md`` for their agreement with
         ``max_logits``.
         """
-        if aggregation not in _RANK_AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {_RANK_AGGREGATIONS}, got {aggregation!r}")
+        if aggregation not in RANKING_METHODS:
+            raise ValueError(f"aggregation must be one of {RANKING_METHODS}, got {aggregation!r}")
         prompts = check_texts("prompts", prompts)
         candidates = check_candidate_lists("candidates", candidates)
         check_same_length("prompts", prompts, candidates=candidates)
@@ -274,15 +274,15 @@ class PairRM:
                 Ranking(r.astype(np.float32), competition_ranks(r), None, 2 * len(c), c)
                 for r, c in zip(rewards, candidates)
             ]
-        examples = self.engine.encode(_sources(prompts, instructions), candidates)
+        examples = self.engine.encode(source_texts(prompts, instructions), candidates)
         if aggregation == "sort":
             results = merge_sort_rank(self.engine, examples, [len(c) for c in candidates])
             return [Ranking(r.scores, r.ranks, None, r.comparisons, c) for r, c in zip(results, candidates)]
         if aggregation == "bubble":
-            winners, logs = self._bubble(examples, candidates, seed)
+            winners, logs = bubble_pass(self.engine, examples, [len(c) for c in candidates], seed)
             rankings = []
             for c, w, log in zip(candidates, winners, logs):
-                wins = self._wins(len(c), log)
+                wins = bubble_wins(len(c), log)
                 wins[w] += 0.5  # the pass's winner ranks first even when another candidate won as often
                 rankings.append(Ranking(wins, competition_ranks(wins), None, 2 * (len(c) - 1), c))
             return rankings
@@ -325,56 +325,21 @@ class PairRM:
 
         return check_precision(self, prompts, candidates, instructions=instructions)
 
-    # ------------------------------------------------------------------------------------------ bubble
-    def _bubble(self, examples, candidates: list[list[str]], seed: int, worst: bool = False):
-        """One bubble pass per input: returns (winner index, comparison log [(cur, nxt, moved_up)]) per input.
-
-        Each input starts from ``torch.randperm(n)`` of a generator seeded with ``seed`` (the order upstream got
-        after ``torch.manual_seed(seed)``). At step j, ``cur = perm[j]`` moves on when it beats ``nxt = perm[j+1]``
-        by the symmetric logit (``> 0``; for ``worst``: ``< 0``); a tie lets ``nxt`` move on, as upstream.
-        """
-        perms = [torch.randperm(len(c), generator=torch.Generator().manual_seed(seed)).tolist() for c in candidates]
-        logs: list[list[tuple[int, int, bool]]] = [[] for _ in candidates]
-        for step in range(max((len(c) for c in candidates), default=1) - 1):
-            active = [ex for ex, p in enumerate(perms) if step < len(p) - 1]
-            pairs = []
-            for ex in active:
-                cur, nxt = perms[ex][step], perms[ex][step + 1]
-                pairs += [(ex, cur, nxt), (ex, nxt, cur)]
-            logits = self.engine.pair_logits(examples, pairs).reshape(-1, 2)
-            for ex, (ab, ba) in zip(active, logits):
-                perm = perms[ex]
-                cur, nxt = perm[step], perm[step + 1]
-                d = float(ab - ba)
-                moves = d < 0 if worst else d > 0
-                if moves:
-                    perm[step], perm[step + 1] = nxt, cur
-                logs[ex].append((cur, nxt, moves))
-        return [p[-1] for p in perms], logs
-
-    @staticmethod
-    def _wins(n: int, log: list[tuple[int, int, bool]]) -> np.ndarray:
-        """Comparisons each of ``n`` candidates won in one bubble pass (the pass's winner has the most)."""
-        wins = np.zeros(n, dtype=np.float32)
-        for cur, nxt, moved in log:
-            wins[cur if moved else nxt] += 1
-        return wins
-
     def _select(self, prompts, candidates, instructions, method, return_all, seed, worst):
         if method not in ("bubble", "full"):
             raise ValueError(f"method must be 'bubble' or 'full', got {method!r}")
         prompts = check_texts("prompts", prompts)
         candidates = check_candidate_lists("candidates", candidates)
         check_same_length("prompts", prompts, candidates=candidates)
-        examples = self.engine.encode(_sources(prompts, instructions), candidates)
+        examples = self.engine.encode(source_texts(prompts, instructions), candidates)
         if method == "bubble":
-            winners, logs = self._bubble(examples, candidates, seed, worst=worst)
+            winners, logs = bubble_pass(self.engine, examples, [len(c) for c in candidates], seed, worst=worst)
             if not return_all:
                 return [c[w] for c, w in zip(candidates, winners)]
             # Upstream listed the comparison losers in an order that is no ranking; ours sorts by wins in the pass.
             out = []
             for c, w, log in zip(candidates, winners, logs):
-                wins = self._wins(len(c), log)
+                wins = bubble_wins(len(c), log)
                 wins[w] = np.inf
                 out.append([c[i] for i in np.argsort(-wins, kind="stable")])
             return out
@@ -441,9 +406,9 @@ class PairRM:
             references = check_texts("references", references)
             check_same_length("prompts", prompts, references=references)
         extended = [[*c, ref] for c, ref in zip(candidates, references)]
-        examples = self.engine.encode(_sources(prompts, instructions), extended)
+        examples = self.engine.encode(source_texts(prompts, instructions), extended)
         pairs = []
-        for ex, (cands, ref) in enumerate(zip(candidates, references)):
+        for ex, cands in enumerate(candidates):
             r = len(cands)
             pairs += [p for i in range(r) for p in ((ex, i, r), (ex, r, i))]
         logits = self.engine.pair_logits(examples, pairs).reshape(-1, 2).astype(np.float64)
@@ -463,3 +428,38 @@ def _pick_reference(candidates: list[str], mode: str) -> str:
     if mode == "median_length":
         return sorted(candidates, key=len)[len(candidates) // 2]
     return candidates[0] if mode == "first" else candidates[-1]
+
+
+_SHARED: dict[tuple, PairRM] = {}
+
+
+def device_for_rank(device: str | None, rank: int | None) -> str:
+    """``device`` when given, else ``cuda:<rank % GPUs>`` (the process's GPU in a multi-process job), else ``"cpu"``."""
+    if device is not None:
+        return device
+    if torch.cuda.is_available():
+        return f"cuda:{(rank or 0) % torch.cuda.device_count()}"
+    return "cpu"
+
+
+def shared_pairrm(
+    model: str | os.PathLike,
+    device: str | None = None,
+    dtype: str | None = None,
+    batch_size: int = 16,
+    backbone_config: str | None = None,
+) -> PairRM:
+    """A :class:`PairRM` loaded once per process for these settings and reused by every later call (jobs, ``datasets.map``
+    workers, Ray actors, ``label_preferences``); do not change the settings of the returned object."""
+    key = (
+        os.path.abspath(model) if os.path.isdir(model) else os.fspath(model),
+        device,
+        dtype,
+        batch_size,
+        backbone_config,
+    )
+    if key not in _SHARED:
+        _SHARED[key] = PairRM.from_pretrained(
+            model, device=device, dtype=dtype, batch_size=batch_size, backbone_config=backbone_config
+        )
+    return _SHARED[key]

@@ -20,10 +20,54 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from .engine import EncodedExample, PairwiseEngine
 
-__all__ = ["SortResult", "merge_sort_rank", "max_sort_comparisons", "kendall_tau"]
+__all__ = ["RANKING_METHODS", "SortResult", "merge_sort_rank", "max_sort_comparisons", "bubble_pass", "bubble_wins"]
+
+
+#: Every ranking method, in one list that the API, pipelines, CLI and evaluation read: ``max_logits`` and
+#: ``max_wins`` aggregate the full comparison matrix; ``bubble``, ``reference`` and ``sort`` are budgeted schedules.
+RANKING_METHODS = ("max_logits", "max_wins", "bubble", "reference", "sort")
+
+
+def bubble_pass(
+    engine: PairwiseEngine, examples: Sequence[EncodedExample], sizes: Sequence[int], seed: int = 0, worst: bool = False
+) -> tuple[list[int], list[list[tuple[int, int, bool]]]]:
+    """One bubble pass per input; returns (winner index, comparison log ``[(cur, nxt, moved_on)]``) per input.
+
+    Each input starts from ``torch.randperm(n)`` of a generator seeded with ``seed`` (the order the original got
+    after ``torch.manual_seed(seed)``). At step j, ``cur = perm[j]`` moves on when it beats ``nxt = perm[j+1]``
+    by the symmetric logit (``> 0``; for ``worst``: ``< 0``); a tie lets ``nxt`` move on, as the original did.
+    Every step of every input is one engine call.
+    """
+    perms = [torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist() for n in sizes]
+    logs: list[list[tuple[int, int, bool]]] = [[] for _ in sizes]
+    for step in range(max(sizes, default=1) - 1):
+        active = [ex for ex, p in enumerate(perms) if step < len(p) - 1]
+        pairs = []
+        for ex in active:
+            cur, nxt = perms[ex][step], perms[ex][step + 1]
+            pairs += [(ex, cur, nxt), (ex, nxt, cur)]
+        logits = engine.pair_logits(examples, pairs).reshape(-1, 2)
+        for ex, (ab, ba) in zip(active, logits):
+            perm = perms[ex]
+            cur, nxt = perm[step], perm[step + 1]
+            d = float(ab - ba)
+            moves = d < 0 if worst else d > 0
+            if moves:
+                perm[step], perm[step + 1] = nxt, cur
+            logs[ex].append((cur, nxt, moves))
+    return [p[-1] for p in perms], logs
+
+
+def bubble_wins(n: int, log: list[tuple[int, int, bool]]) -> np.ndarray:
+    """float32 ``[n]``: comparisons each candidate won in one bubble pass (the pass's winner has the most)."""
+    wins = np.zeros(n, dtype=np.float32)
+    for cur, nxt, moved in log:
+        wins[cur if moved else nxt] += 1
+    return wins
 
 
 class SortResult:
@@ -77,7 +121,9 @@ class _Merge:
         return self.out + self.left[self.i :] + self.right[self.j :]
 
 
-def merge_sort_rank(engine: PairwiseEngine, examples: Sequence[EncodedExample], sizes: Sequence[int]) -> list[SortResult]:
+def merge_sort_rank(
+    engine: PairwiseEngine, examples: Sequence[EncodedExample], sizes: Sequence[int]
+) -> list[SortResult]:
     """Rank each input's candidates with a bottom-up merge sort on symmetric logits ``C[a,b] − C[b,a]``.
 
     ``a`` goes before ``b`` when the symmetric logit is ``> 0``; on an exact tie the earlier run (lower input
@@ -113,15 +159,3 @@ def merge_sort_rank(engine: PairwiseEngine, examples: Sequence[EncodedExample], 
             merged[ex].append(m.result())
         runs = [m + c if len(r) > 1 else r for m, c, r in zip(merged, carried, runs)]
     return [SortResult(r[0] if r else [], c, s) for r, c, s in zip(runs, counts, seen)]
-
-
-def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
-    """Kendall's tau-b between two score (or rank) vectors; 1 = same order, −1 = reversed, NaN when undefined."""
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"a and b must be 1-D of the same length, got shapes {x.shape} and {y.shape}")
-    iu = np.triu_indices(len(x), k=1)
-    dx = np.sign(x[:, None] - x[None, :])[iu]
-    dy = np.sign(y[:, None] - y[None, :])[iu]
-    denom = math.sqrt(float((dx != 0).sum()) * float((dy != 0).sum()))
-    return float((dx * dy).sum() / denom) if denom else float("nan")

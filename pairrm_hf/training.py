@@ -24,10 +24,10 @@ import torch
 from transformers import DebertaV2Config, DebertaV2Tokenizer, PreTrainedTokenizerBase, Trainer, TrainingArguments
 from transformers.models.deberta_v2.modeling_deberta_v2 import DebertaV2Model
 
+from .data import is_mixinstruct_row, mixinstruct_to_pairs, preference_texts
 from .loading import detect_layout, load_pairrm, resolve_checkpoint
 from .modeling_pairrm import DebertaV2PairRM
 from .tokenization_pairrm import PREFIX_TOKENS, PairEncoder, PairLengths, restore_sentencepiece_normalizer
-from .training_data import is_mixinstruct_row, mixinstruct_to_pairs, preference_texts
 
 __all__ = [
     "init_pairrm_from_backbone",
@@ -91,7 +91,9 @@ class PairRMDataCollator:
     ``(chosen, rejected)`` with label +1 and, when ``both_orders`` (default), ``(rejected, chosen)`` with label −1.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, lengths: PairLengths | None = None, *, both_orders: bool = True):
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, lengths: PairLengths | None = None, *, both_orders: bool = True
+    ):
         self.encoder = PairEncoder(tokenizer, lengths)
         self.both_orders = both_orders
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -250,7 +252,7 @@ def train_pairrm(
             (see :func:`init_pairrm_from_backbone`; ``tokenizer`` may then name a tokenizer folder), a
             :class:`~pairrm_hf.PairRM`, a ``DebertaV2PairRM`` (with ``tokenizer=``) or a ``(model, tokenizer)`` tuple.
         train_dataset / eval_dataset: TRL preference rows (``datasets.Dataset`` or a list of dicts) or MixInstruct
-            rows (expanded with :func:`~pairrm_hf.training_data.mixinstruct_to_pairs` using ``metrics`` and
+            rows (expanded with :func:`~pairrm_hf.data.mixinstruct_to_pairs` using ``metrics`` and
             ``pairs_per_example``).
         lengths: row budgets (default: the checkpoint's, else 1224/412).
         **training_args: ``transformers.TrainingArguments`` fields (``learning_rate``, ``per_device_train_batch_size``,
@@ -275,4 +277,3 @@ def train_pairrm(
         trainer.save_model(os.fspath(output_dir))
     model.eval()
     return trainer
-

@@ -17,6 +17,8 @@ import torch  # noqa: E402
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 ORACLE = Path(__file__).parent / "fixtures" / "oracle"
+#: The oracle's tiny GenFuser (a T5 with the original fuser's tokenizer); tiny generators are built on its tokenizer.
+ORACLE_FUSER = ORACLE / "fuser_tiny"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -81,7 +83,7 @@ def tiny_rm(tiny_hf_dir):
 def make_tiny_pairrm(tmp_path):
     """Builds a fresh tiny PairRM folder from scratch: a trained SentencePiece model, the DeBERTa-v2 tokenizer
     with the prefix tokens, a random tiny config, ``save_pretrained``. Returns the folder."""
-    from tests.tiny_models import build_tiny_pairrm
+    from pairrm_hf.testing import build_tiny_pairrm
 
     def make(name: str = "pairrm", **kwargs) -> Path:
         return build_tiny_pairrm(tmp_path / name, **kwargs)

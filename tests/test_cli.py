@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from pairrm_hf.cli import main
-from pairrm_hf.io import read_table, write_rows
-from pairrm_hf.aggregation import preference_pairs as select_pairs
+from pairrm_hf.cli.io import read_table, write_rows
+from pairrm_hf.preferences import preference_pairs as select_pairs
 
 ROWS = [
     {"id": 0, "prompt": "What is the capital of France?", "candidates": ["Paris.", "Berlin is.", "I don't know."],
@@ -69,7 +69,9 @@ def test_rank_each_format_matches_api(fmt, model, tiny_rm, tmp_path):
     assert _run("rank", _write_input(tmp_path, fmt), "-o", out, "--model", model, "--chunk-size", 2) == 0
     got = _read_output(out)
     want = tiny_rm.rank_batch([r["prompt"] for r in ROWS], [r["candidates"] for r in ROWS])
-    assert [int(g["id"]) for g in got] == [0, 1, 2] and [g["candidates"] for g in got] == [r["candidates"] for r in ROWS]
+    assert [int(g["id"]) for g in got] == [0, 1, 2] and [g["candidates"] for g in got] == [
+        r["candidates"] for r in ROWS
+    ]
     for g, w in zip(got, want):
         np.testing.assert_allclose(g["pairrm_scores"], w.scores, atol=ATOL)
         assert g["pairrm_ranks"] == w.ranks.tolist()
@@ -79,7 +81,9 @@ def test_rank_each_format_matches_api(fmt, model, tiny_rm, tmp_path):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_compare_each_format_matches_api(fmt, model, tiny_rm, tmp_path):
     out = tmp_path / f"out.{fmt}"
-    assert _run("compare", _write_input(tmp_path, fmt), "-o", out, "--model", model, "--instruction-column", "inst") == 0
+    assert (
+        _run("compare", _write_input(tmp_path, fmt), "-o", out, "--model", model, "--instruction-column", "inst") == 0
+    )
     got = _read_output(out)
     want = tiny_rm.compare([r["prompt"] for r in ROWS], [r["a"] for r in ROWS], [r["b"] for r in ROWS],
                            instructions=[r["inst"] for r in ROWS])  # fmt: skip
@@ -110,9 +114,9 @@ def test_label_each_format(fmt, model, tiny_rm, tmp_path):
         order = sorted(range(len(s)), key=lambda k: -s[k])  # best first, ties in input order
         for a in range(len(order)):
             for b in range(a + 1, len(order)):
-                w, l = order[a], order[b]
-                if s[w] > s[l]:
-                    expected.append((str(row["id"]), row["candidates"][w], row["candidates"][l]))
+                w, lose = order[a], order[b]
+                if s[w] > s[lose]:
+                    expected.append((str(row["id"]), row["candidates"][w], row["candidates"][lose]))
     assert [(str(g["id"]), g["chosen"], g["rejected"]) for g in got] == expected
     assert all(g["score_chosen"] > g["score_rejected"] for g in got)
 
@@ -125,10 +129,40 @@ def test_label_best_vs_worst_and_random(model, tiny_rm, tmp_path):
     assert [(g["chosen_index"], g["rejected_index"]) for g in got] == [
         (int(np.argmax(r.scores)), int(np.argmin(r.scores))) for r in rankings
     ]
-    assert _run("label", src, "-o", tmp_path / "r.jsonl", "--model", model, "--strategy", "best_vs_random", "--chunk-size", 1) == 0
-    assert _run("label", src, "-o", tmp_path / "r2.jsonl", "--model", model, "--strategy", "best_vs_random", "--chunk-size", 3) == 0
+    assert (
+        _run(
+            "label",
+            src,
+            "-o",
+            tmp_path / "r.jsonl",
+            "--model",
+            model,
+            "--strategy",
+            "best_vs_random",
+            "--chunk-size",
+            1,
+        )
+        == 0
+    )
+    assert (
+        _run(
+            "label",
+            src,
+            "-o",
+            tmp_path / "r2.jsonl",
+            "--model",
+            model,
+            "--strategy",
+            "best_vs_random",
+            "--chunk-size",
+            3,
+        )
+        == 0
+    )
     # The random choice is seeded per row: chunking does not change it.
-    picks = [[(g["chosen_index"], g["rejected_index"]) for g in _read_output(tmp_path / f)] for f in ("r.jsonl", "r2.jsonl")]
+    picks = [
+        [(g["chosen_index"], g["rejected_index"]) for g in _read_output(tmp_path / f)] for f in ("r.jsonl", "r2.jsonl")
+    ]
     assert picks[0] == picks[1]
     for g, r in zip(_read_output(tmp_path / "r.jsonl"), rankings):
         assert g["chosen_index"] == int(np.argmax(r.scores)) and r.scores[g["rejected_index"]] < r.scores.max()
@@ -165,7 +199,9 @@ def test_dataset_folder_and_conversations(model, tiny_rm, tmp_path):
 
 
 def test_limit(model, tmp_path):
-    assert _run("rank", _write_input(tmp_path, "jsonl"), "-o", tmp_path / "o.jsonl", "--model", model, "--limit", 2) == 0
+    assert (
+        _run("rank", _write_input(tmp_path, "jsonl"), "-o", tmp_path / "o.jsonl", "--model", model, "--limit", 2) == 0
+    )
     assert [r["id"] for r in _read_output(tmp_path / "o.jsonl")] == [0, 1]
 
 
@@ -321,7 +357,9 @@ def test_convert_and_info(tiny_legacy_dir, tiny_backbone_dir, tiny_rm, tmp_path,
     assert main(["info", "--model", str(dst), "--json", "--device", "cpu"]) == 0
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert info["layout"] == "hf" and info["device"] == "cpu" and info["source_max_length"] == 1224
-    assert info["candidate_max_length"] == 412 and info["parameters"] == sum(p.numel() for p in tiny_rm.model.parameters())
+    assert info["candidate_max_length"] == 412 and info["parameters"] == sum(
+        p.numel() for p in tiny_rm.model.parameters()
+    )
     assert main(["convert", str(tiny_legacy_dir), str(dst)]) == 2  # not empty
 
 
@@ -329,7 +367,7 @@ def test_convert_and_info(tiny_legacy_dir, tiny_backbone_dir, tiny_rm, tmp_path,
 def test_rank_batch_fn_with_datasets_map(model, tiny_rm):
     import datasets
 
-    from pairrm_hf.jobs import rank_batch_fn
+    from pairrm_hf.map_functions import rank_batch_fn
 
     ds = datasets.Dataset.from_list([{"prompt": r["prompt"], "candidates": r["candidates"]} for r in ROWS])
     out = ds.map(rank_batch_fn(model=model, device="cpu"), batched=True, batch_size=2, with_rank=True)
@@ -339,7 +377,7 @@ def test_rank_batch_fn_with_datasets_map(model, tiny_rm):
 
 
 def test_ray_predictor_on_plain_batches(model, tiny_rm):
-    from pairrm_hf.jobs import PairRMPredictor
+    from pairrm_hf.map_functions import PairRMPredictor
 
     predictor = PairRMPredictor(model=model, task="compare", device="cpu")
     batch = {"prompt": [r["prompt"] for r in ROWS], "a": [r["a"] for r in ROWS], "b": [r["b"] for r in ROWS]}

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from pairrm_hf.aggregation import scores_from_matrix
+from pairrm_hf.cli.eval_command import eval_main
 from pairrm_hf.evaluation import (
     _partial_scores,
     accuracy_from_margins,
     beat_percent,
-    eval_main,
     gpt_rank,
     pairwise_accuracy,
     plot_tradeoff,
@@ -109,7 +109,9 @@ def test_partial_scores_with_every_pair_rank_like_full_matrix():
     np.fill_diagonal(c, 0)
     pairs = [(i, j) for i in range(5) for j in range(i + 1, 5)]
     # every candidate met 4 others: max_logits differs by the constant n/(n-1), max_wins counts 4 games not 8
-    assert _partial_scores(c, pairs, "max_logits") == pytest.approx(scores_from_matrix(c, "max_logits") * 5 / 4, abs=1e-5)
+    assert _partial_scores(c, pairs, "max_logits") == pytest.approx(
+        scores_from_matrix(c, "max_logits") * 5 / 4, abs=1e-5
+    )
     assert _partial_scores(c, pairs, "max_wins") == pytest.approx(scores_from_matrix(c, "max_wins") * 2, abs=1e-6)
     # one observed pair: only those two candidates move, by ±(C[0,1] − C[1,0])
     one = _partial_scores(c, [(0, 1)], "max_logits")
@@ -130,15 +132,23 @@ def test_pairwise_accuracy_uses_symmetric_margins_and_counts_ties(tiny_rm):
         {"prompt": PROMPTS[0], "chosen": CANDS[0][0], "rejected": CANDS[0][1], "subset": "x"},
         {"prompt": PROMPTS[1], "chosen": CANDS[1][0], "rejected": CANDS[1][1], "subset": "y"},
         {"prompt": PROMPTS[1], "chosen": "Same.", "rejected": "Same.", "subset": "y"},  # identical: exact tie
-        {"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "hello!"}],
-         "rejected": [{"role": "assistant", "content": "go away"}], "subset": "x"},  # fmt: skip
+        {
+            "prompt": [{"role": "user", "content": "hi"}],
+            "chosen": [{"role": "assistant", "content": "hello!"}],
+            "rejected": [{"role": "assistant", "content": "go away"}],
+            "subset": "x",
+        },  # fmt: skip
     ]
     out = pairwise_accuracy(tiny_rm, rows, section_map={"all": ["x", "y"]})
     expected = tiny_rm.compare([r["prompt"] for r in rows[:3]], [r["chosen"] for r in rows[:3]],
                                [r["rejected"] for r in rows[:3]])  # fmt: skip
-    conv = tiny_rm.compare_conversations([rows[3]["prompt"] + rows[3]["chosen"]], [rows[3]["prompt"] + rows[3]["rejected"]])
+    conv = tiny_rm.compare_conversations(
+        [rows[3]["prompt"] + rows[3]["chosen"]], [rows[3]["prompt"] + rows[3]["rejected"]]
+    )
     margins = np.array([*expected, *conv])
-    assert out["margins"] == pytest.approx(margins.tolist(), abs=1e-5)  # batches differ between the calls: float rounding only
+    assert out["margins"] == pytest.approx(
+        margins.tolist(), abs=1e-5
+    )  # batches differ between the calls: float rounding only
     assert margins[2] == 0 and out["ties"] >= 1
     assert out["accuracy"] == pytest.approx(float(np.mean(margins > 0)))
     assert set(out["subsets"]) == {"x", "y"} and out["subsets"]["y"]["n"] == 2
@@ -151,13 +161,19 @@ def test_selection_tradeoff_rows_and_invariants(tiny_rm):
     ranks = [ranks_from_scores(s) for s in SCORES]
     assert by[("random", 0.0)]["gpt_rank"] == pytest.approx(np.mean([r.mean() for r in ranks]))
     oracle = next(r for r in table if r["aggregation"] == "oracle")
-    assert oracle["gpt_rank"] == 1.0 and oracle["top1_percent"] == 100.0 and oracle["mean_ref_score"] == pytest.approx(0.95)
+    assert (
+        oracle["gpt_rank"] == 1.0
+        and oracle["top1_percent"] == 100.0
+        and oracle["mean_ref_score"] == pytest.approx(0.95)
+    )
     full = by[("max_logits", 1.0)]
     assert full["comparisons"] == pytest.approx((12 + 6) / 2)
     rankings = tiny_rm.rank_batch(PROMPTS, CANDS, aggregation="max_logits")
     selected = [int(np.argmin(r.ranks)) for r in rankings]
     assert full["gpt_rank"] == pytest.approx(gpt_rank(selected, ranks))
-    assert by[("max_logits", 0.5)]["comparisons"] == pytest.approx((2 * 3 + 2 * 2) / 2)  # round(0.5*6)=3, round(0.5*3)=2
+    assert by[("max_logits", 0.5)]["comparisons"] == pytest.approx(
+        (2 * 3 + 2 * 2) / 2
+    )  # round(0.5*6)=3, round(0.5*3)=2
     bubble = next(r for r in table if r["aggregation"] == "bubble")
     assert bubble["comparisons"] == pytest.approx((6 + 4) / 2)
     with pytest.raises(ValueError, match="exactly one of ref_scores"):

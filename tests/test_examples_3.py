@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny_generators import ORACLE_FUSER, build_tiny_llama
+from pairrm_hf.testing import build_tiny_llama
+from tests.conftest import ORACLE_FUSER
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +28,8 @@ def test_examples_run(tiny_hf_dir, tmp_path):
     assert out.count("rank ") == 3 and "P(first answer is better)" in out
     out = _run("examples/fuse.py", "--model", str(ORACLE_FUSER), "--ranker", str(tiny_hf_dir), "--max-new-tokens", "4")
     assert "fused text:" in out and "fused from:" in out
-    llama = build_tiny_llama(tmp_path / "llama")
-    out = _run("examples/best_of_n.py", "--model", str(llama), "--ranker", str(tiny_hf_dir), "-n", "2", "--max-new-tokens", "4")
+    llama = build_tiny_llama(tmp_path / "llama", ORACLE_FUSER)
+    out = _run(
+        "examples/best_of_n.py", "--model", str(llama), "--ranker", str(tiny_hf_dir), "-n", "2", "--max-new-tokens", "4"
+    )
     assert out.startswith("best of 2 :")

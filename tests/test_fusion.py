@@ -13,7 +13,8 @@ import pairrm_hf  # noqa: F401  (registers the pipeline tasks)
 from pairrm_hf import fusion
 from pairrm_hf.blender import Blender
 from pairrm_hf.generation import best_of_n_generate, sample_n
-from tests.tiny_generators import ORACLE_FUSER, build_tiny_llama, build_tiny_t5
+from pairrm_hf.testing import build_tiny_llama, build_tiny_t5
+from tests.conftest import ORACLE_FUSER
 
 ORACLE_GEN = {"max_new_tokens": 24}  # the oracle's fuse(...) call; beams stay at the upstream default 4
 
@@ -39,7 +40,7 @@ def blender(tiny_rm):
 
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory):
-    return build_tiny_llama(tmp_path_factory.mktemp("llama"))
+    return build_tiny_llama(tmp_path_factory.mktemp("llama"), ORACLE_FUSER)
 
 
 def test_fuser_inputs_match_oracle_exactly(expected_hf, oracle_cases, fuser_tokenizer):
@@ -127,7 +128,7 @@ def test_num_return_sequences_not_flattened(blender):
 
 
 def test_fresh_tiny_t5_seq2seq_pipeline(tmp_path):
-    folder = build_tiny_t5(tmp_path / "t5")
+    folder = build_tiny_t5(tmp_path / "t5", ORACLE_FUSER)
     pipe = pipeline("generative-fusion", model=str(folder), device="cpu")
     single = [pipe(f"Question {k}?", ["yes", "no", "maybe"], max_new_tokens=5)["fused_text"] for k in range(3)]
     batched = pipe([f"Question {k}?" for k in range(3)], [["yes", "no", "maybe"]] * 3, max_new_tokens=5, batch_size=3)
@@ -158,7 +159,11 @@ def test_causal_fusion_left_pads_and_strips_prompt(llama_dir):
         (lambda b: b.fuse("a", [["x"]]), TypeError, "inputs must be a list"),
         (lambda b: b.fuse(["a"], [["x", 1]]), TypeError, r"candidates\[0\]\[1\]"),
         (lambda b: b.fuse(["a"], [["x"]], instructions=["i", "j"]), ValueError, "instructions has 2"),
-        (lambda b: b.rank_and_fuse(["a"], [["x", "y"]], top_k=3), ValueError, "top_k=3 but candidates\\[0\\] has only 2"),
+        (
+            lambda b: b.rank_and_fuse(["a"], [["x", "y"]], top_k=3),
+            ValueError,
+            "top_k=3 but candidates\\[0\\] has only 2",
+        ),
         (lambda b: b.rank_and_fuse(["a"], [["x", "y"]], top_k=0), ValueError, "top_k"),
         (lambda b: Blender().fuse(["a"], [["x"]]), RuntimeError, "loadfuser"),
     ],

@@ -52,7 +52,9 @@ def test_automodel_on_pairrm_checkpoint_is_not_pairrm(tiny_hf_dir):
     model = AutoModel.from_pretrained(tiny_hf_dir)
     assert type(model).__name__ == "DebertaV2Model"
     ours = DebertaV2PairRM.from_pretrained(tiny_hf_dir)
-    assert not torch.equal(model.embeddings.word_embeddings.weight, ours.pretrained_model.embeddings.word_embeddings.weight)
+    assert not torch.equal(
+        model.embeddings.word_embeddings.weight, ours.pretrained_model.embeddings.word_embeddings.weight
+    )
 
 
 def _rows(rm: PairRM, pairs):
@@ -97,7 +99,9 @@ def test_loss_matches_formula(tiny_rm):
     labels = torch.tensor([1.0, -1.0, 0.0])
     out = model(input_ids=ids, attention_mask=mask, labels=labels)
     d = (out.candidate1_scores - out.candidate2_scores).squeeze(-1)
-    want = -torch.stack([torch.log(torch.sigmoid(d[0])), torch.log(torch.sigmoid(-d[1])), torch.log(torch.tensor(0.5))]).mean()
+    want = -torch.stack(
+        [torch.log(torch.sigmoid(d[0])), torch.log(torch.sigmoid(-d[1])), torch.log(torch.tensor(0.5))]
+    ).mean()
     torch.testing.assert_close(out.loss, want, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="labels"):
         model(input_ids=ids, attention_mask=mask, labels=torch.ones(3, 2))

@@ -57,7 +57,9 @@ def matrices(layout, oracle_inputs):
 @pytest.fixture(scope="module")
 def hf_pair_logits(expected_hf):
     """The model-card path's logit per (input, a, b) — the HF-native encoding we follow."""
-    return {(p["input"], p["a"], p["b"]): p["logit"] for p in expected_hf["hf_model"]["pair_logits_bs1"] if "logit" in p}
+    return {
+        (p["input"], p["a"], p["b"]): p["logit"] for p in expected_hf["hf_model"]["pair_logits_bs1"] if "logit" in p
+    }
 
 
 def test_tokenization_matches_original(tiny_rm, expected_hf, oracle_inputs):
@@ -127,7 +129,10 @@ def test_rank_scores_ranks_and_matrices_match(layout, matrices, hf_pair_logits):
         np.testing.assert_allclose(scores, rec["scores"][0], atol=ATOL)
         assert competition_ranks(scores).tolist() == rec["ranks"][0]
         # max_wins: the original's ranks (its scores mixed a sum and a mean: we return the fraction of wins)
-        assert competition_ranks(scores_from_matrix(matrix, "max_wins")).tolist() == rec["get_ranks_from_cmps[max_wins]"][0]
+        assert (
+            competition_ranks(scores_from_matrix(matrix, "max_wins")).tolist()
+            == rec["get_ranks_from_cmps[max_wins]"][0]
+        )
 
 
 def test_rank_api_batch_invariant_and_dtypes(layout, oracle_inputs):
@@ -173,7 +178,12 @@ def test_compare_modes(layout, oracle_inputs, hf_pair_logits):
     ids = [sec["inputs"][k] for k in rows]
     srcs = [oracle_inputs[i]["source"] for i in ids]
     a = [oracle_inputs[i]["candidates"][0] for i in ids]
-    b = [oracle_inputs[i]["candidates"][1] if len(oracle_inputs[i]["candidates"]) > 1 else oracle_inputs[i]["candidates"][0] for i in ids]
+    b = [
+        oracle_inputs[i]["candidates"][1]
+        if len(oracle_inputs[i]["candidates"]) > 1
+        else oracle_inputs[i]["candidates"][0]
+        for i in ids
+    ]
     skip = {ids.index(SEP_AS_TEXT)}
     keep = [k for k in range(len(ids)) if k not in skip]
     for mode, sign in [("[A,B]", 1), ("[B,A]", -1), ("[A,B]+[B,A]", 1)]:
@@ -257,12 +267,19 @@ def test_best_and_worst_of_n(layout, oracle_inputs):
         import torch
 
         n = len(cands[0])
-        assert torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist() == sec["bubble_initial_permutation(seed)"]
+        assert (
+            torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()
+            == sec["bubble_initial_permutation(seed)"]
+        )
         for fn in ("get_best_of_n", "get_worst_of_n"):
             for method in ("bubble", "full"):
                 every = getattr(blender, fn)(srcs, cands, pairrm_cmp_type=method, return_all=True)
                 # `full` shares its pairs with return_all; bubble's single answer is its own call (cheap)
-                single = [e[0] for e in every] if method == "full" else getattr(blender, fn)(srcs, cands, pairrm_cmp_type=method)
+                single = (
+                    [e[0] for e in every]
+                    if method == "full"
+                    else getattr(blender, fn)(srcs, cands, pairrm_cmp_type=method)
+                )
                 want_single = [sec[f"{fn}|{method}|return_all=False"]["result"][r] for r in rows]
                 want_all = [sec[f"{fn}|{method}|return_all=True"]["result"][r] for r in rows]
                 for k, inp in enumerate(ids):
@@ -292,7 +309,9 @@ def test_conversations_match_model_card_helper(layout, expected_hf):
     name, blender, expected = layout
     conv = expected["compare_conversations"]
     if name == "hf":  # all 13, long ones included, against the per-example model-card helper
-        got_ab = blender.compare_conversations(conv["conversations_a"], conv["conversations_b"], return_logits=True, mode="[A,B]")
+        got_ab = blender.compare_conversations(
+            conv["conversations_a"], conv["conversations_b"], return_logits=True, mode="[A,B]"
+        )
         np.testing.assert_allclose(got_ab, expected_hf["hf_model"]["tokenize_conv_pair_logits"]["logits"], atol=ATOL)
     keep = [k for k in range(len(conv["conversations_a"])) if k not in (2, 3, 7)]  # LONG and SEP_AS_TEXT inputs
     conv_a = [conv["conversations_a"][k] for k in keep]
@@ -311,7 +330,12 @@ def test_prefix_strings_are_text(tiny_rm, oracle_inputs, expected_hf):
     ids = rec["inputs"]
     srcs = [oracle_inputs[i]["source"] for i in ids]
     a = [oracle_inputs[i]["candidates"][0] for i in ids]
-    b = [oracle_inputs[i]["candidates"][1] if len(oracle_inputs[i]["candidates"]) > 1 else oracle_inputs[i]["candidates"][0] for i in ids]
+    b = [
+        oracle_inputs[i]["candidates"][1]
+        if len(oracle_inputs[i]["candidates"]) > 1
+        else oracle_inputs[i]["candidates"][0]
+        for i in ids
+    ]
     got = tiny_rm.compare(srcs, a, b, mode="ab")
     assert got.shape == (13,)
     row = tiny_rm.engine.encoder.encode_pair(d["source"], d["candidates"][0], d["candidates"][1])
@@ -340,9 +364,10 @@ def test_parity_small_second_checkpoint(oracle_dir):
                 np.testing.assert_allclose(ranking.scores, scores, atol=ATOL)
                 assert ranking.ranks.tolist() == ranks
         for r in rec["rank_with_ref"]:
-            got = rm.rank_with_ref([srcs[i] for i in r["idx"]], [inputs[i]["candidates"] for i in r["idx"]], ref_mode=r["mode"])
+            got = rm.rank_with_ref(
+                [srcs[i] for i in r["idx"]], [inputs[i]["candidates"] for i in r["idx"]], ref_mode=r["mode"]
+            )
             for g, want in zip(got, r["scores"]):
                 np.testing.assert_allclose(g, want, atol=ATOL)
         conv = rec["conversations"]  # recorded with the default, symmetric mode
         np.testing.assert_allclose(rm.compare_conversations(conv["a"], conv["b"]), conv["logits"], atol=ATOL)
-

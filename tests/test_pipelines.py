@@ -161,7 +161,11 @@ def test_dtype_and_device(tiny_hf_dir, rank_pipe):
         (lambda p: p(PROMPT, CANDS, top_k=0), ValueError, "top_k"),
         (lambda p: p(PROMPT, ["a", 3]), TypeError, r"candidates\[1\] must be a str"),
         (lambda p: p(3, CANDS), TypeError, "inputs must be"),
-        (lambda p: p([{"prompt": PROMPT, "candidates": CANDS}, {"prompt": 1, "candidates": CANDS}]), TypeError, r"inputs\[1\]"),
+        (
+            lambda p: p([{"prompt": PROMPT, "candidates": CANDS}, {"prompt": 1, "candidates": CANDS}]),
+            TypeError,
+            r"inputs\[1\]",
+        ),
         (lambda p: p(PROMPT, CANDS, aggregation="vote"), ValueError, "aggregation"),
         (lambda p: p(PROMPT, CANDS, reference="biggest"), ValueError, "reference"),
         (lambda p: p(PROMPT, CANDS, temperature=2), TypeError, "unexpected parameters"),
@@ -181,12 +185,19 @@ def test_auto_class_does_not_touch_auto_model(tiny_hf_dir):
 
     model = AutoModelForPairwiseRanking.from_pretrained(str(tiny_hf_dir))
     assert type(model) is DebertaV2PairRM
-    cfg = DebertaV2Config(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    cfg = DebertaV2Config(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
     assert type(AutoModel.from_config(cfg)) is DebertaV2Model
     assert type(AutoModelForSequenceClassification.from_config(cfg)) is DebertaV2ForSequenceClassification
     assert type(AutoModelForPairwiseRanking.from_config(cfg)) is DebertaV2PairRM
 
 
 def test_exports():
-    for name in ("AutoModelForPairwiseRanking", "PairwiseRankingPipeline", "GenerativeFusionPipeline", "best_of_n_generate"):
+    for name in (
+        "AutoModelForPairwiseRanking",
+        "PairwiseRankingPipeline",
+        "GenerativeFusionPipeline",
+        "best_of_n_generate",
+    ):
         assert name in pairrm_hf.__all__ and hasattr(pairrm_hf, name)

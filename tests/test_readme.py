@@ -39,9 +39,10 @@ def _swap(code: str, tmp_path: Path) -> str:
     for hub_id, local in SUBSTITUTIONS.items():  # longest ids first: the dict is ordered that way
         code = code.replace(hub_id, local)
     if CHAT_LM in code:  # a tiny Llama with a chat template stands in for the small chat model
-        from tests.tiny_generators import build_tiny_llama
+        from pairrm_hf.testing import build_tiny_llama
+        from tests.conftest import ORACLE_FUSER
 
-        code = code.replace(CHAT_LM, str(build_tiny_llama(tmp_path / "chat-lm")))
+        code = code.replace(CHAT_LM, str(build_tiny_llama(tmp_path / "chat-lm", ORACLE_FUSER)))
     return code
 
 

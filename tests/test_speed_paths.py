@@ -8,14 +8,18 @@ import numpy as np
 import pytest
 
 from pairrm_hf import PairRM
-from pairrm_hf.schedules import kendall_tau, max_sort_comparisons, merge_sort_rank
+from pairrm_hf.evaluation import kendall_tau
+from pairrm_hf.schedules import max_sort_comparisons, merge_sort_rank
 
 PROMPTS = ["What is the capital of France?", "Write a poem about the sea."]
 CANDS = [
     ["Paris.", "Berlin is the capital", "the capital city of france is paris", "no", "maybe one two"],
     ["The sea is blue", "water water sea", "hello", "I like the sun and the moon", "red green blue sky", "yes"],
 ]
-BIG = [f"answer {w} {k}" for k, w in enumerate("one two three four five six seven eight nine ten red blue green sky sun moon".split())]
+BIG = [
+    f"answer {w} {k}"
+    for k, w in enumerate("one two three four five six seven eight nine ten red blue green sky sun moon".split())
+]
 
 
 def _is_transitive_order(sym: np.ndarray, order: list[int]) -> bool:
@@ -100,7 +104,10 @@ def test_reference_logits_use_fp32_even_for_bf16_weights(tiny_hf_dir):
     fp32 = PairRM.from_pretrained(tiny_hf_dir, device="cpu")
     exact = fp32.engine.pair_logits(fp32.engine.encode(PROMPTS, CANDS), [(0, 0, 1), (1, 2, 3)])
     np.testing.assert_allclose(ref, exact, atol=1e-2)  # weights were rounded to bf16 once; the run is fp32
-    assert next(rm.model.parameters()).dtype.is_floating_point and str(next(rm.model.parameters()).dtype) == "torch.bfloat16"
+    assert (
+        next(rm.model.parameters()).dtype.is_floating_point
+        and str(next(rm.model.parameters()).dtype) == "torch.bfloat16"
+    )
 
 
 def test_kendall_tau_hand_values():

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import sentencepiece as spm
 import pytest
+import sentencepiece as spm
 from transformers import DebertaV2Tokenizer
 
 from pairrm_hf import PairEncoder, PairLengths, load_pairrm_tokenizer

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pairrm_hf import PairRM
+from pairrm_hf.data import MixInstructExample, load_mixinstruct, mixinstruct_to_pairs, preference_texts
 from pairrm_hf.tokenization_pairrm import PREFIX_TOKENS, PairEncoder, PairLengths
 from pairrm_hf.training import PairRMDataCollator, init_pairrm_from_backbone, save_pairrm, train_pairrm
-from pairrm_hf.training_data import MixInstructExample, load_mixinstruct, mixinstruct_to_pairs, preference_texts
 
 # ------------------------------------------------------------------------------------------------ backbone init
 
@@ -120,7 +120,11 @@ def test_collator_uses_core_encoding_both_orders(tiny_hf_dir):
             {"prompt": "Hi", "chosen": "Hello", "rejected": "Go"}]  # fmt: skip
     batch = PairRMDataCollator(tok, lengths)(rows)
     enc = PairEncoder(tok, lengths)
-    expected = [enc.encode_pair(r["prompt"], a, b) for r in rows for a, b in ((r["chosen"], r["rejected"]), (r["rejected"], r["chosen"]))]
+    expected = [
+        enc.encode_pair(r["prompt"], a, b)
+        for r in rows
+        for a, b in ((r["chosen"], r["rejected"]), (r["rejected"], r["chosen"]))
+    ]
     assert batch["labels"].tolist() == [1.0, -1.0, 1.0, -1.0]
     for k, row in enumerate(expected):
         n = int(batch["attention_mask"][k].sum())
@@ -142,8 +146,11 @@ def _synthetic(n: int, seed: int) -> list[dict]:
         return " ".join(rng.choice(FILL) for _ in range(k))
 
     return [
-        {"prompt": filler(4) + "?", "chosen": f"{filler(rng.randint(0, 3))} {rng.choice(GOOD)} {filler(rng.randint(0, 3))}",
-         "rejected": f"{filler(rng.randint(0, 3))} {rng.choice(BAD)} {filler(rng.randint(0, 3))}"}  # fmt: skip
+        {
+            "prompt": filler(4) + "?",
+            "chosen": f"{filler(rng.randint(0, 3))} {rng.choice(GOOD)} {filler(rng.randint(0, 3))}",
+            "rejected": f"{filler(rng.randint(0, 3))} {rng.choice(BAD)} {filler(rng.randint(0, 3))}",
+        }  # fmt: skip
         for _ in range(n)
     ]
 
@@ -198,7 +205,9 @@ def _tiny_causal_lm(folder, tokenizer_dir, seed):
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     torch.manual_seed(seed)
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=128)).save_pretrained(folder)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=128)).save_pretrained(
+        folder
+    )
     tok.save_pretrained(folder)
     shutil.copyfile(tokenizer_dir / "spm.model", folder / "spm.model")
     return str(folder)
@@ -214,7 +223,9 @@ def test_generate_candidates_batched_left_padding_and_resume(tiny_hf_dir, tmp_pa
     prompts = ["Hi", "What is the capital of France and why?", {"id": "x", "instruction": "Say ", "input": "yes"}]
     out = tmp_path / "cands.jsonl"
     batched = generate_candidates(prompts, [lm_a, lm_b], out, batch_size=3, max_new_tokens=4, device="cpu")
-    single = generate_candidates(prompts, [lm_a, lm_b], tmp_path / "single.jsonl", batch_size=1, max_new_tokens=4, device="cpu")
+    single = generate_candidates(
+        prompts, [lm_a, lm_b], tmp_path / "single.jsonl", batch_size=1, max_new_tokens=4, device="cpu"
+    )
     assert [ex.id for ex in batched] == ["0", "1", "x"]
     assert [[c.model for c in ex.candidates] for ex in batched] == [[lm_a, lm_b]] * 3
     # left padding: a prompt's answer does not depend on its batch neighbours

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pairrm_hf import PairRM
-from pairrm_hf.conversation import conversation_texts
+from pairrm_hf.inputs import conversation_texts
 from pairrm_hf.trl import PairRMJudge, PairRMPairwiseReward, PairRMRankJudge, PairRMReward, label_preferences
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,7 +184,9 @@ def test_rank_judge_orders_best_first(tiny_rm):
     for order, ranking in zip(got, tiny_rm.rank_batch(PROMPTS, ANSWERS)):
         assert sorted(order) == list(range(4))
         np.testing.assert_array_equal(np.diff(ranking.scores[order]) <= 1e-6, True)
-    assert judge.judge(PROMPTS, ANSWERS, shuffle_order=False) == [[r.index for r in k.ranked()] for k in tiny_rm.rank_batch(PROMPTS, ANSWERS)]
+    assert judge.judge(PROMPTS, ANSWERS, shuffle_order=False) == [
+        [r.index for r in k.ranked()] for k in tiny_rm.rank_batch(PROMPTS, ANSWERS)
+    ]
 
 
 def test_judges_bad_inputs_and_lazy_load(tiny_rm, tiny_hf_dir):
@@ -210,11 +212,21 @@ def _scores(rm, prompts, lists):
 def test_label_best_vs_worst_picks_the_models_extremes(tiny_rm):
     data = [{"prompt": p, "completions": c} for p, c in zip(PROMPTS, ANSWERS)]
     out = label_preferences(data, ranker=tiny_rm)
-    assert out.column_names == ["prompt", "chosen", "rejected", "score_chosen", "score_rejected", "rank_chosen", "rank_rejected"]
+    assert out.column_names == [
+        "prompt",
+        "chosen",
+        "rejected",
+        "score_chosen",
+        "score_rejected",
+        "rank_chosen",
+        "rank_rejected",
+    ]
     for row, prompt, cands, scores in zip(out, PROMPTS, ANSWERS, _scores(tiny_rm, PROMPTS, ANSWERS)):
         assert row["prompt"] == prompt
         assert row["chosen"] == cands[int(np.argmax(scores))] and row["rejected"] == cands[int(np.argmin(scores))]
-        assert row["score_chosen"] == pytest.approx(scores.max()) and row["rank_chosen"] == 1 and row["rank_rejected"] == 4
+        assert (
+            row["score_chosen"] == pytest.approx(scores.max()) and row["rank_chosen"] == 1 and row["rank_rejected"] == 4
+        )
 
 
 def test_label_all_pairs_ties_margin_and_random(tiny_rm):
@@ -263,7 +275,7 @@ def test_label_bad_inputs(tiny_rm):
 # ----------------------------------------------------------------------------------------------- trainers
 @pytest.fixture(scope="module")
 def policy_dir(tmp_path_factory):
-    from tests.tiny_policy import build_tiny_policy
+    from pairrm_hf.testing import build_tiny_policy
 
     return build_tiny_policy(tmp_path_factory.mktemp("policy"))
 
@@ -285,14 +297,18 @@ def test_grpo_step_with_reference_reward_conversational(tiny_rm, policy_dir, tmp
     from trl import GRPOConfig, GRPOTrainer
 
     model, tok = _load(policy_dir)
-    ds = datasets.Dataset.from_dict({"prompt": [user(p) for p in PROMPTS * 2], "reference": [a[0] for a in ANSWERS] * 2})
+    ds = datasets.Dataset.from_dict(
+        {"prompt": [user(p) for p in PROMPTS * 2], "reference": [a[0] for a in ANSWERS] * 2}
+    )
     rec = Recording(PairRMReward(tiny_rm))
     args = GRPOConfig(**_cpu_args(tmp_path, per_device_train_batch_size=4, num_generations=2, max_completion_length=8))
     trainer = GRPOTrainer(model=model, reward_funcs=rec, args=args, train_dataset=ds, processing_class=tok)
     trainer.train()
     prompts, completions, kwargs, out = rec.calls[0]
     assert isinstance(prompts[0], list) and completions[0][0]["role"] == "assistant" and len(out) == len(completions)
-    expected = tiny_rm.compare([p[-1]["content"] for p in prompts], [c[0]["content"] for c in completions], kwargs["reference"])
+    expected = tiny_rm.compare(
+        [p[-1]["content"] for p in prompts], [c[0]["content"] for c in completions], kwargs["reference"]
+    )
     np.testing.assert_allclose(out, expected, atol=1e-5)
     assert any("rewards/pairrm_reference/mean" in h for h in trainer.state.log_history)
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..conversation import conversation_texts
+from ..inputs import conversation_texts
 from ..validation import check_texts
 
 __all__ = ["RankItem", "normalize_fuse_inputs", "normalize_inputs"]
@@ -69,7 +69,9 @@ def _conversation_item(name: str, conversations: Any, prompt: Any = None) -> Ran
         texts.append(text)
     for k, source in enumerate(sources[1:], start=1):
         if source != sources[0]:
-            raise ValueError(f"{name}[{k}] has different user turns from {name}[0]; candidates must answer the same prompt")
+            raise ValueError(
+                f"{name}[{k}] has different user turns from {name}[0]; candidates must answer the same prompt"
+            )
     return RankItem(sources[0], texts, list(conversations), prompt=prompt)
 
 
@@ -95,7 +97,9 @@ def _item(name: str, value: Any, candidates: Any = None) -> RankItem:
             if "prompt" not in value:
                 raise ValueError(f"{name} is missing 'prompt' (expected {{'prompt': str, 'candidates': [str, ...]}})")
             if "candidates" not in value:
-                raise ValueError(f"{name} is missing 'candidates' (expected {{'prompt': str, 'candidates': [str, ...]}})")
+                raise ValueError(
+                    f"{name} is missing 'candidates' (expected {{'prompt': str, 'candidates': [str, ...]}})"
+                )
             item = _item(name, value["prompt"], value["candidates"])
         for key in ("instruction", "reference"):
             if value.get(key) is not None:
@@ -108,7 +112,9 @@ def _item(name: str, value: Any, candidates: Any = None) -> RankItem:
         texts = check_texts(f"{name} candidates", candidates)
         return RankItem(value, texts, list(texts), prompt=value)
     if _is_messages(value):
-        convs = [_merge(list(value), _candidate_messages(f"{name} candidates[{k}]", c)) for k, c in enumerate(candidates)]
+        convs = [
+            _merge(list(value), _candidate_messages(f"{name} candidates[{k}]", c)) for k, c in enumerate(candidates)
+        ]
         item = _conversation_item(f"{name} conversations", convs, prompt=value)
         item.originals = list(candidates)
         return item
@@ -150,9 +156,7 @@ def normalize_inputs(inputs: Any, candidates: Any = None) -> tuple[list[RankItem
     Forms: ``(prompt, candidates)``; ``([prompts], [candidate lists])``; a dict; a list of dicts; one list of
     conversations (each a list of messages) sharing their user turns; a dict ``{"conversations": [...]}``.
     """
-    return _normalize(
-        inputs, candidates, _item, lambda x: isinstance(x, str) or _is_messages(x), conversations=True
-    )
+    return _normalize(inputs, candidates, _item, lambda x: isinstance(x, str) or _is_messages(x), conversations=True)
 
 
 _FUSE_KEYS = {"prompt", "input", "candidates", "instruction"}

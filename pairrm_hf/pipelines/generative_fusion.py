@@ -49,7 +49,9 @@ class GenerativeFusionPipeline(Pipeline):
     _load_feature_extractor = False
     _pipeline_calls_generate = True
     _non_generation_params = ("top_k",)
-    _default_generation_config = GenerationConfig(num_beams=fusion.DEFAULT_NUM_BEAMS, max_new_tokens=fusion.CANDIDATE_MAXLENGTH)
+    _default_generation_config = GenerationConfig(
+        num_beams=fusion.DEFAULT_NUM_BEAMS, max_new_tokens=fusion.CANDIDATE_MAXLENGTH
+    )
 
     def __init__(self, *args, **kwargs):
         self._ranker = None
@@ -64,7 +66,9 @@ class GenerativeFusionPipeline(Pipeline):
             self._generation_defaults["pad_token_id"] = self.tokenizer.pad_token_id
 
     # ----------------------------------------------------------------------------------- Pipeline contract
-    def _sanitize_parameters(self, ranker=None, top_k=None, candidate_maxlength=None, max_length=None, **generate_kwargs):
+    def _sanitize_parameters(
+        self, ranker=None, top_k=None, candidate_maxlength=None, max_length=None, **generate_kwargs
+    ):
         if ranker is not None:
             self._ranker_source = ranker
             self._ranker = None
@@ -72,20 +76,29 @@ class GenerativeFusionPipeline(Pipeline):
             if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
                 raise ValueError(f"top_k must be a positive int, got {top_k!r}")
             self._top_k = top_k
-        pre = {k: v for k, v in (("candidate_maxlength", candidate_maxlength), ("max_length", max_length)) if v is not None}
+        pre = {
+            k: v for k, v in (("candidate_maxlength", candidate_maxlength), ("max_length", max_length)) if v is not None
+        }
         if candidate_maxlength is not None and "max_new_tokens" not in generate_kwargs:
             generate_kwargs["max_new_tokens"] = candidate_maxlength  # upstream: one knob sets both
         forward = {"generate_kwargs": generate_kwargs} if generate_kwargs else {}
         return pre, forward, {}
 
-    def preprocess(self, item: dict, candidate_maxlength: int | None = fusion.CANDIDATE_MAXLENGTH, max_length: int = fusion.MAX_LENGTH) -> dict:
+    def preprocess(
+        self,
+        item: dict,
+        candidate_maxlength: int | None = fusion.CANDIDATE_MAXLENGTH,
+        max_length: int = fusion.MAX_LENGTH,
+    ) -> dict:
         """Tokenize one ``{"prompt", "candidates", "instruction"}`` item into the fuser's prompt ids."""
         text = fusion.fuser_texts(
             self.tokenizer, [item["prompt"]], [item["candidates"]],
             None if item.get("instruction") is None else [item["instruction"]],
             seq2seq=self.seq2seq, candidate_maxlength=candidate_maxlength,
         )[0]  # fmt: skip
-        enc = self.tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_length, return_tensors="pt")
+        enc = self.tokenizer(
+            text, add_special_tokens=False, truncation=True, max_length=max_length, return_tensors="pt"
+        )
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     def _forward(self, model_inputs: dict, generate_kwargs: dict | None = None) -> dict:
@@ -141,5 +154,7 @@ class GenerativeFusionPipeline(Pipeline):
         out = []
         for item, best, ranking in zip(items, top, rankings):
             item["candidates"] = best
-            out.append([{"index": r.index, "candidate": r.text, "score": r.score, "rank": r.rank} for r in ranking.ranked()])
+            out.append(
+                [{"index": r.index, "candidate": r.text, "score": r.score, "rank": r.rank} for r in ranking.ranked()]
+            )
         return out

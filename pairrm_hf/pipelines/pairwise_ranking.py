@@ -82,7 +82,9 @@ class PairwiseRankingPipeline(Pipeline):
             int(getattr(config, "source_max_length", None) or PairLengths.source_max_length),
             int(getattr(config, "candidate_max_length", None) or PairLengths.candidate_max_length),
         )
-        self.ranker = PairRM(self.model, self.tokenizer, lengths=lengths, device=self.device, batch_size=self._batch_size or 16)
+        self.ranker = PairRM(
+            self.model, self.tokenizer, lengths=lengths, device=self.device, batch_size=self._batch_size or 16
+        )
 
     # ----------------------------------------------------------------------------------- Pipeline contract
     def _sanitize_parameters(self, **kwargs):
@@ -188,7 +190,9 @@ class PairwiseRankingPipeline(Pipeline):
                 for k, reward in zip(group, rewards):
                     scores[k] = reward
         else:
-            rankings = self.ranker.rank_batch(prompts, cands, aggregation=aggregation, instructions=instructions, seed=seed)
+            rankings = self.ranker.rank_batch(
+                prompts, cands, aggregation=aggregation, instructions=instructions, seed=seed
+            )
             for k, ranking in enumerate(rankings):
                 scores[k] = ranking.scores
                 if ranking.matrix is not None and len(cands[k]) == 2:

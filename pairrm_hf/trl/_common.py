@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..conversation import conversation_texts
+from ..inputs import conversation_texts
 from ..loading import DEFAULT_MODEL
 from ..ranker import PairRM
 
@@ -39,13 +39,22 @@ class LazyPairRM:
     ``model.name_or_path`` with ``batch_size`` kept and ``device`` reset to automatic.
     """
 
-    def __init__(self, ranker: str | os.PathLike | PairRM | LazyPairRM = DEFAULT_MODEL, *, device: Any = None, **load_kwargs):
+    def __init__(
+        self, ranker: str | os.PathLike | PairRM | LazyPairRM = DEFAULT_MODEL, *, device: Any = None, **load_kwargs
+    ):
         if isinstance(ranker, LazyPairRM):
-            self.path, self.device, self.load_kwargs, self._rm = ranker.path, ranker.device, dict(ranker.load_kwargs), ranker._rm
+            self.path, self.device, self.load_kwargs, self._rm = (
+                ranker.path,
+                ranker.device,
+                dict(ranker.load_kwargs),
+                ranker._rm,
+            )
             return
         if isinstance(ranker, PairRM):
             if device is not None or load_kwargs:
-                raise ValueError("device/load arguments only apply when ranker is a path; this PairRM is already loaded")
+                raise ValueError(
+                    "device/load arguments only apply when ranker is a path; this PairRM is already loaded"
+                )
             self._rm = ranker
             self.path = str(getattr(ranker.model, "name_or_path", "") or "") or None
             self.device = None
@@ -103,7 +112,9 @@ def _content(name: str, message: Any) -> str:
         raise TypeError(f"{name} must be a mapping with 'role' and 'content'")
     content = message["content"]
     if not isinstance(content, str):
-        raise TypeError(f"{name}['content'] must be a str, got {type(content).__name__} (multimodal content is not supported)")
+        raise TypeError(
+            f"{name}['content'] must be a str, got {type(content).__name__} (multimodal content is not supported)"
+        )
     return content
 
 

@@ -31,7 +31,9 @@ def _prompt_texts(prompts: Any, completions: Any, *, pairwise: bool) -> tuple[li
     for k, (prompt, cands) in enumerate(zip(prompts, completions)):
         cands = check_list(f"completions[{k}]", cands)
         if pairwise and len(cands) != 2:
-            raise ValueError(f"completions[{k}] has {len(cands)} completions; PairRMJudge compares exactly 2 per prompt")
+            raise ValueError(
+                f"completions[{k}] has {len(cands)} completions; PairRMJudge compares exactly 2 per prompt"
+            )
         if not cands:
             raise ValueError(f"completions[{k}] is empty: each prompt needs at least one completion")
         texts = []
@@ -80,7 +82,14 @@ class PairRMJudge(_Judge):
         device, **load_kwargs: where / how to load a path (see :meth:`PairRM.from_pretrained`).
     """
 
-    def __init__(self, ranker: str | os.PathLike | PairRM = DEFAULT_MODEL, *, seed: int | None = 0, device: Any = None, **load_kwargs: Any):
+    def __init__(
+        self,
+        ranker: str | os.PathLike | PairRM = DEFAULT_MODEL,
+        *,
+        seed: int | None = 0,
+        device: Any = None,
+        **load_kwargs: Any,
+    ):
         super().__init__(ranker, seed, device, load_kwargs)
 
     def judge(
@@ -127,7 +136,9 @@ class PairRMRankJudge(_Judge):
         super().__init__(ranker, seed, device, load_kwargs)
         self.aggregation = aggregation
 
-    def judge(self, prompts: Sequence, completions: Sequence[Sequence[str]], shuffle_order: bool = True) -> list[list[int]]:
+    def judge(
+        self, prompts: Sequence, completions: Sequence[Sequence[str]], shuffle_order: bool = True
+    ) -> list[list[int]]:
         """Per prompt, the indices of its completions best first."""
         sources, lists = _prompt_texts(prompts, completions, pairwise=False)
         perms = [self.rng.permutation(len(c)) if shuffle_order else np.arange(len(c)) for c in lists]

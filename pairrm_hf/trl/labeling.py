@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..aggregation import PAIR_STRATEGIES, preference_pairs
 from ..generation import generate_samples
 from ..loading import DEFAULT_MODEL
+from ..preferences import PAIR_STRATEGIES, preference_pairs
 from ..ranker import PairRM
 from ._common import LazyPairRM, check_list, is_conversational, pair_texts
 
@@ -174,12 +174,16 @@ def generate_and_label(
         raise ValueError(f"n must be an int >= 2 (pairs need two completions), got {n!r}")
     for k, p in enumerate(prompts):
         if not isinstance(p, str) and not is_conversational(p):
-            raise TypeError(f"prompts[{k}] must be a str or a list of {{'role', 'content'}} messages, got {type(p).__name__}")
+            raise TypeError(
+                f"prompts[{k}] must be a str or a list of {{'role', 'content'}} messages, got {type(p).__name__}"
+            )
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if use_chat_template is None:
         use_chat_template = has_template
     if not use_chat_template and any(not isinstance(p, str) for p in prompts):
-        raise ValueError("conversational prompts need a tokenizer with a chat template (use_chat_template=False or none set)")
+        raise ValueError(
+            "conversational prompts need a tokenizer with a chat template (use_chat_template=False or none set)"
+        )
     if use_chat_template:
         prompts = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in prompts]
         texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]

@@ -136,7 +136,9 @@ class PairRMReward:
         if todo:
             answers = check_list("baseline_fn(prompts)", self.baseline_fn(list(todo.values())))
             if len(answers) != len(todo):
-                raise ValueError(f"baseline_fn returned {len(answers)} answers for {len(todo)} prompts; they must match")
+                raise ValueError(
+                    f"baseline_fn returned {len(answers)} answers for {len(todo)} prompts; they must match"
+                )
             for k, (s, a) in enumerate(zip(todo, answers)):
                 candidate_text(f"baseline_fn(prompts)[{k}]", a)  # type check now, with the right name
                 self._baseline_cache[s] = a

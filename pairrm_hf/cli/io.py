@@ -23,7 +23,14 @@ __all__ = [
 ]  # fmt: skip
 
 #: File formats by extension; anything else that is a folder is read with ``datasets.load_from_disk``.
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 
 
 class InputError(ValueError):
@@ -68,7 +75,7 @@ def _decode_lines(path: str) -> Iterable[tuple[int, str | None, str | None]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                yield number, None, f"not valid UTF-8 (byte {err.start}: {raw[err.start:err.start + 1]!r})"
+                yield number, None, f"not valid UTF-8 (byte {err.start}: {raw[err.start : err.start + 1]!r})"
                 continue
             if text.strip():
                 yield number, text, None

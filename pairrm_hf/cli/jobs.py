@@ -19,17 +19,22 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from .io import InputError, RowProblem, atomic_write_text, input_fingerprint, read_table, write_rows
-from .loading import DEFAULT_MODEL
+from ..loading import DEFAULT_MODEL
+from ..ranker import shared_pairrm
+from .io import (
+    InputError,
+    RowProblem,
+    atomic_write_text,
+    input_fingerprint,
+    read_table,
+    write_rows,
+)
 from .tasks import RowError, TaskSpec, prepare_row, run_task
 
-__all__ = ["JobConfig", "run_job", "merge_job", "parts_dir", "BatchFn", "rank_batch_fn", "batch_fn", "PairRMPredictor"]
+__all__ = ["JobConfig", "run_job", "merge_job", "parts_dir"]
 
 MANIFEST_VERSION = 1
 
@@ -96,7 +101,11 @@ def _check_rows(cfg: JobConfig):
     problems = [problems[i] for i in sorted(problems)]
     if problems and cfg.on_error == "raise":
         first = problems[0]
-        more = f" ({len(problems) - 1} more bad rows; --on-error skip writes them to a rejects file)" if len(problems) > 1 else ""
+        more = (
+            f" ({len(problems) - 1} more bad rows; --on-error skip writes them to a rejects file)"
+            if len(problems) > 1
+            else ""
+        )
         raise InputError(f"{table.name}: {first.location}: {first.reason}{more}")
     return table, items, problems
 
@@ -159,7 +168,7 @@ def _load_model(cfg: JobConfig, state):
     device = cfg.device
     if device is None and state is not None:
         device = str(state.device)  # accelerate picks cuda:<local rank> (or cpu with --cpu)
-    return _cached_model(cfg.model, device, cfg.dtype, cfg.batch_size, cfg.backbone_config)
+    return shared_pairrm(cfg.model, device, cfg.dtype, cfg.batch_size, cfg.backbone_config)
 
 
 def _write_rejects(cfg: JobConfig, problems: list[RowProblem]) -> str | None:
@@ -169,7 +178,13 @@ def _write_rejects(cfg: JobConfig, problems: list[RowProblem]) -> str | None:
     lines = []
     for p in problems:
         raw = p.raw if isinstance(p.raw, (dict, list, str, int, float, bool)) or p.raw is None else repr(p.raw)
-        lines.append(json.dumps({"index": p.index, "location": p.location, "reason": p.reason, "row": raw}, ensure_ascii=False, default=repr))
+        lines.append(
+            json.dumps(
+                {"index": p.index, "location": p.location, "reason": p.reason, "row": raw},
+                ensure_ascii=False,
+                default=repr,
+            )
+        )
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
@@ -267,111 +282,3 @@ def merge_job(output: str | os.PathLike, *, keep_parts: bool = False) -> dict:
         split=m["split"], limit=m["limit"], chunk_size=m["chunk_size"], on_error=m["on_error"], keep_parts=keep_parts,
     )  # fmt: skip
     return run_job(cfg, merge_only=True)
-
-
-# ------------------------------------------------------------------------------------------------ library hooks
-_MODELS: dict[tuple, Any] = {}
-
-
-def _device_for_rank(device: str | None, rank: int | None) -> str:
-    import torch
-
-    if device is not None:
-        return device
-    if torch.cuda.is_available():
-        return f"cuda:{(rank or 0) % torch.cuda.device_count()}"
-    return "cpu"
-
-
-def _cached_model(model: str, device: str | None, dtype: str | None, batch_size: int, backbone_config: str | None = None):
-    # One model per process and device: datasets' num_proc workers, Ray actors and repeated jobs load it once.
-    key = (os.path.abspath(model) if os.path.isdir(model) else os.fspath(model), device, dtype, batch_size, backbone_config)
-    if key not in _MODELS:
-        from .ranker import PairRM
-
-        _MODELS[key] = PairRM.from_pretrained(
-            model, device=device, dtype=dtype, batch_size=batch_size, backbone_config=backbone_config
-        )
-    return _MODELS[key]
-
-
-def _columns_out(outputs: list[dict], n: int) -> dict[str, list]:
-    keys = list(outputs[0]) if outputs else []
-    return {key: [o[key] for o in outputs] for key in keys}
-
-
-class BatchFn:
-    """``(batch, rank=None) -> new columns`` for ``Dataset.map(batched=True, with_rank=True)``; picklable.
-
-    The model loads lazily, once per process, on ``device`` or else ``cuda:<rank % GPUs>`` (CPU without CUDA).
-    Tasks ``rank``, ``compare`` and ``score`` (one output row per input row); a bad row raises ValueError naming
-    its position in the batch and the field.
-    """
-
-    def __init__(self, spec: TaskSpec, model: str = DEFAULT_MODEL, *, device: str | None = None,
-                 dtype: str | None = None, batch_size: int = 16):  # fmt: skip
-        if spec.task == "label":
-            raise ValueError("label changes the number of rows; use the pairrm label command or label_preferences")
-        self.spec, self.model, self.device, self.dtype, self.batch_size = spec, os.fspath(model), device, dtype, batch_size
-
-    def __call__(self, batch: Mapping[str, Sequence], rank: int | None = None) -> dict[str, list]:
-        """New columns for a column-oriented batch."""
-        columns = list(batch)
-        n = len(batch[columns[0]]) if columns else 0
-        items = []
-        for k in range(n):
-            try:
-                items.append(prepare_row({c: batch[c][k] for c in columns}, self.spec))
-            except RowError as err:
-                raise ValueError(f"batch row {k}: {err}") from None
-        rm = _cached_model(self.model, _device_for_rank(self.device, rank), self.dtype, self.batch_size)
-        outputs, _ = run_task(rm, self.spec, items, list(range(n)))
-        return _columns_out(outputs, n)
-
-
-def batch_fn(task: str = "rank", model: str = DEFAULT_MODEL, *, device: str | None = None, dtype: str | None = None,
-             batch_size: int = 16, **spec_kwargs) -> BatchFn:  # fmt: skip
-    """A :class:`BatchFn` for ``task`` with :class:`TaskSpec` options (columns, aggregation, …)."""
-    return BatchFn(TaskSpec(task=task, **spec_kwargs), model, device=device, dtype=dtype, batch_size=batch_size)
-
-
-def rank_batch_fn(model: str = DEFAULT_MODEL, *, device: str | None = None, dtype: str | None = None,
-                  batch_size: int = 16, **spec_kwargs) -> BatchFn:  # fmt: skip
-    """Ranking for ``datasets.map``: adds ``pairrm_scores`` and ``pairrm_ranks``.
-
-    >>> ds = ds.map(rank_batch_fn(model="llm-blender/PairRM-hf"), batched=True, with_rank=True, num_proc=2)  # doctest: +SKIP
-    """
-    return batch_fn("rank", model, device=device, dtype=dtype, batch_size=batch_size, **spec_kwargs)
-
-
-def _object_column(values: list) -> np.ndarray:
-    arr = np.empty(len(values), dtype=object)
-    for k, v in enumerate(values):
-        arr[k] = v  # element by element: equal-length lists must stay lists, not become a 2-D array
-    return arr
-
-
-class PairRMPredictor:
-    """A callable class for Ray Data's ``map_batches`` (Ray is not imported here).
-
-    ``ds.map_batches(PairRMPredictor, fn_constructor_kwargs={"model": ...}, concurrency=4, num_gpus=1,
-    batch_size=256)``: each actor loads the model once; each call returns the batch with the new columns added.
-    Works on numpy batches (Ray's default, list columns as object arrays) and on plain dicts of lists.
-    """
-
-    def __init__(self, model: str = DEFAULT_MODEL, task: str = "rank", *, device: str | None = None,
-                 dtype: str | None = None, batch_size: int = 16, **spec_kwargs):  # fmt: skip
-        self.fn = batch_fn(task, model, device=device, dtype=dtype, batch_size=batch_size, **spec_kwargs)
-        # Ray pins each actor to its GPU(s) through CUDA_VISIBLE_DEVICES, so rank 0 is the right device.
-        _cached_model(self.fn.model, _device_for_rank(device, 0), dtype, batch_size)
-
-    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """The batch with the task's columns added."""
-        new = self.fn(batch, 0)
-        numpy_batch = any(isinstance(v, np.ndarray) for v in batch.values())
-        out = dict(batch)
-        for key, values in new.items():
-            out[key] = _object_column(values) if numpy_batch and values and isinstance(values[0], list) else (
-                np.asarray(values) if numpy_batch else values
-            )
-        return out

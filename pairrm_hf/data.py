@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .conversation import conversation_texts
+from .inputs import conversation_texts
 
 __all__ = [
     "METRIC_WEIGHTS",
@@ -92,7 +92,11 @@ class MixInstructExample:
 
 
 def _is_messages(value: Any) -> bool:
-    return isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and all(isinstance(m, Mapping) for m in value)
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, (str, bytes))
+        and all(isinstance(m, Mapping) for m in value)
+    )
 
 
 def preference_texts(row: Mapping[str, Any], index: int = 0) -> tuple[str, str, str]:

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .aggregation import PAIR_STRATEGIES, preference_pairs
-from .conversation import conversation_texts
+from ..inputs import conversation_texts
+from ..preferences import PAIR_STRATEGIES, preference_pairs
 
 __all__ = ["TASKS", "LABEL_STRATEGIES", "TaskSpec", "RowError", "prepare_row", "run_task"]
 
@@ -52,10 +52,11 @@ class TaskSpec:
     seed: int = 0
 
     def __post_init__(self):
-        from .ranker import COMPARE_MODES, REF_MODES, _RANK_AGGREGATIONS
+        from ..ranker import COMPARE_MODES, REF_MODES
+        from ..schedules import RANKING_METHODS
 
         for name, value, allowed in [
-            ("task", self.task, TASKS), ("aggregation", self.aggregation, _RANK_AGGREGATIONS),
+            ("task", self.task, TASKS), ("aggregation", self.aggregation, RANKING_METHODS),
             ("compare_mode", self.compare_mode, COMPARE_MODES), ("ref_mode", self.ref_mode, REF_MODES),
             ("strategy", self.strategy, LABEL_STRATEGIES),
         ]:  # fmt: skip
@@ -103,9 +104,15 @@ def _text(row: Mapping, column: str) -> str:
     value = _maybe_json(_get(row, column))
     if _is_messages(value):
         # A prompt given as chat messages: a single user turn is its text.
-        if len(value) == 1 and str(value[0].get("role", "")).lower() == "user" and isinstance(value[0].get("content"), str):
+        if (
+            len(value) == 1
+            and str(value[0].get("role", "")).lower() == "user"
+            and isinstance(value[0].get("content"), str)
+        ):
             return value[0]["content"]
-        raise RowError(column, "as chat messages the prompt must be one user message; put whole conversations in the candidates")
+        raise RowError(
+            column, "as chat messages the prompt must be one user message; put whole conversations in the candidates"
+        )
     if not isinstance(value, str):
         raise RowError(column, f"expected a str, got {type(value).__name__}")
     return value
@@ -158,7 +165,10 @@ def prepare_row(row: Mapping, spec: TaskSpec) -> dict:
         src_a, a = _answer(_maybe_json(a_value), spec.a_column)
         src_b, b = _answer(_maybe_json(b_value), spec.b_column)
         if src_a != src_b:
-            raise RowError(spec.b_column, f"must have the same user turns as {spec.a_column!r} (both plain text or both conversations)")
+            raise RowError(
+                spec.b_column,
+                f"must have the same user turns as {spec.a_column!r} (both plain text or both conversations)",
+            )
         return {"source": _source(row, spec, src_a), "a": a, "b": b}
     conv_source, texts, raw = _candidates(row, spec.candidates_column)
     item = {"source": _source(row, spec, conv_source), "candidates": texts, "raw": raw}
@@ -186,7 +196,7 @@ def run_task(rm, spec: TaskSpec, items: list[dict], indices: Sequence[int]) -> t
         logits = rm.compare(sources, [it["a"] for it in items], [it["b"] for it in items], mode=spec.compare_mode)
         prob = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
         pairs = len(items) * (2 if spec.compare_mode == "symmetric" else 1)
-        return [{"pairrm_logit": float(l), "pairrm_prob_a": float(np.float32(p))} for l, p in zip(logits, prob)], pairs
+        return [{"pairrm_logit": float(x), "pairrm_prob_a": float(np.float32(p))} for x, p in zip(logits, prob)], pairs
     cands = [it["candidates"] for it in items]
     if spec.task == "score":
         refs = [it["reference"] for it in items] if spec.reference_column is not None else None
@@ -195,7 +205,9 @@ def run_task(rm, spec: TaskSpec, items: list[dict], indices: Sequence[int]) -> t
     rankings = rm.rank_batch(sources, cands, aggregation=spec.aggregation, seed=spec.seed)
     pairs = sum(r.comparisons for r in rankings)
     if spec.task == "rank":
-        return [{"pairrm_scores": [float(x) for x in r.scores], "pairrm_ranks": [int(x) for x in r.ranks]} for r in rankings], pairs
+        return [
+            {"pairrm_scores": [float(x) for x in r.scores], "pairrm_ranks": [int(x) for x in r.ranks]} for r in rankings
+        ], pairs
     out = []
     for it, index, r in zip(items, indices, rankings):
         rng = np.random.default_rng([spec.seed, int(index)])

@@ -2,7 +2,7 @@
 
 ``pairrm rank --prompt P --candidates A B C`` ranks answers to one prompt; ``pairrm rank data.jsonl -o out.jsonl``
 ranks every row of a file (JSONL, JSON, CSV, Parquet, a ``datasets`` folder or a Hub dataset id). File jobs are
-chunked and resumable (see :mod:`pairrm_hf.jobs`). Exit codes: 0 success, 2 usage or input errors, 1 other failures.
+chunked and resumable (see :mod:`pairrm_hf.cli.jobs`). Exit codes: 0 success, 2 usage or input errors, 1 other failures.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import json
 import os
 import sys
 
+from ..loading import DEFAULT_MODEL
+from ..schedules import RANKING_METHODS
 from .io import InputError
-from .loading import DEFAULT_MODEL
 from .tasks import LABEL_STRATEGIES, TaskSpec
 
 __all__ = ["main", "build_parser"]
@@ -38,7 +39,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available; "
                         "under accelerate launch: the process's device)")  # fmt: skip
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: as loaded)")
-    parser.add_argument("--batch-size", type=_positive, default=16, help="pairs per forward pass (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=_positive, default=16, help="pairs per forward pass (default: %(default)s)"
+    )
     parser.add_argument("--backbone-config", default=None,
                         help="legacy checkpoints with an unknown backbone: folder with the backbone's config.json")  # fmt: skip
 
@@ -97,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--candidates", nargs="+", help="candidate answers for --prompt")
     rank.add_argument("--json", action="store_true", help="with --prompt: print JSON instead of a table")
     rank.add_argument("--candidates-column", default="candidates", help="default: %(default)s")
-    rank.add_argument("--aggregation", default="max_logits", choices=["max_logits", "max_wins", "bubble"])
+    rank.add_argument("--aggregation", default="max_logits", choices=RANKING_METHODS)
     rank.add_argument("--seed", type=int, default=0, help="seed of the bubble aggregation")
 
     compare = sub.add_parser("compare", help="compare two answer columns",
@@ -112,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_options(score)
     score.add_argument("--candidates-column", default="candidates", help="default: %(default)s")
     score.add_argument("--reference-column", default=None, help="reference answers (default: pick by --ref-mode)")
-    score.add_argument("--ref-mode", default="longest", choices=["longest", "shortest", "median_length", "first", "last"])
+    score.add_argument(
+        "--ref-mode", default="longest", choices=["longest", "shortest", "median_length", "first", "last"]
+    )
 
     label = sub.add_parser("label", help="DPO preference pairs from ranked candidates",
                            description="Writes one row per pair: input columns + chosen, rejected, chosen_index, "
@@ -120,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_options(label)
     label.add_argument("--candidates-column", default="candidates", help="default: %(default)s")
     label.add_argument("--strategy", default="best_vs_worst", choices=list(LABEL_STRATEGIES))
-    label.add_argument("--aggregation", default="max_logits", choices=["max_logits", "max_wins", "bubble"])
+    label.add_argument("--aggregation", default="max_logits", choices=RANKING_METHODS)
     label.add_argument("--seed", type=int, default=0, help="seed of best_vs_random and bubble")
 
     merge = sub.add_parser("merge", help="assemble OUTPUT from the chunks written by --shard jobs",
@@ -135,8 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "the legacy config's model_name is not a DeBERTa-v3 size")  # fmt: skip
 
     # `pairrm eval` has its own parser (pairrm_hf.evaluation.eval_main); listed here for `pairrm --help`.
-    sub.add_parser("eval", help="evaluate a ranker: preference accuracy or the selection trade-off (see eval --help)",
-                   add_help=False)
+    sub.add_parser(
+        "eval",
+        help="evaluate a ranker: preference accuracy or the selection trade-off (see eval --help)",
+        add_help=False,
+    )
     info = sub.add_parser("info", help="show a checkpoint's layout, size, device, dtype and token budgets")
     _add_model_options(info)
     info.add_argument("--json", action="store_true")
@@ -144,12 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _rank_one(args: argparse.Namespace) -> int:
-    from .ranker import PairRM
+    from ..ranker import PairRM
 
     if not args.candidates:
         raise InputError("--prompt needs --candidates")
     rm = PairRM.from_pretrained(
-        args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size, backbone_config=args.backbone_config
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        backbone_config=args.backbone_config,
     )
     ranked = rm.rank(args.prompt, args.candidates, aggregation=args.aggregation)
     if args.json:
@@ -162,7 +174,16 @@ def _rank_one(args: argparse.Namespace) -> int:
 
 def _spec(args: argparse.Namespace) -> TaskSpec:
     kwargs = {"task": args.command, "prompt_column": args.prompt_column, "instruction_column": args.instruction_column}
-    for name in ("candidates_column", "a_column", "b_column", "reference_column", "aggregation", "ref_mode", "strategy", "seed"):
+    for name in (
+        "candidates_column",
+        "a_column",
+        "b_column",
+        "reference_column",
+        "aggregation",
+        "ref_mode",
+        "strategy",
+        "seed",
+    ):
         if hasattr(args, name):
             kwargs[name] = getattr(args, name)
     if hasattr(args, "mode"):
@@ -219,7 +240,7 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .loading import convert_legacy_checkpoint
+    from ..loading import convert_legacy_checkpoint
 
     if os.path.exists(args.destination) and os.listdir(args.destination):
         raise InputError(f"{args.destination}: exists and is not empty")
@@ -228,8 +249,8 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .engine import resolve_device
-    from .loading import load_pairrm
+    from ..engine import resolve_device
+    from ..loading import load_pairrm
 
     loaded = load_pairrm(args.model, dtype=args.dtype, backbone_config=args.backbone_config)
     device = resolve_device(args.device)
@@ -250,14 +271,22 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"rank": _job, "compare": _job, "score": _job, "label": _job, "merge": _merge, "convert": _convert, "info": _info}
+_COMMANDS = {
+    "rank": _job,
+    "compare": _job,
+    "score": _job,
+    "label": _job,
+    "merge": _merge,
+    "convert": _convert,
+    "info": _info,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pairrm`` console script; returns the exit code (0 ok, 2 usage or input, 1 failure)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["eval"]:
-        from .evaluation import eval_main
+        from .eval_command import eval_main
 
         return eval_main(argv[1:])
     try:
@@ -275,7 +304,3 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # anything else is a failure, not a usage error
         print(f"pairrm {args.command}: failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,83 @@
+"""``pairrm eval``: preference accuracy and the selection/comparison-budget trade-off, from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ..evaluation import pairwise_accuracy, plot_tradeoff, selection_tradeoff
+
+__all__ = ["eval_main"]
+
+
+def _load_rows(data: str, split: str) -> list[dict]:
+    from ..data import read_jsonl
+
+    if os.path.isfile(data):
+        return read_jsonl(data)
+    import datasets
+
+    return list(datasets.load_dataset(data, split=split))
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    """``pairrm eval``: preference accuracy (``--task preference``) or the selection trade-off on MixInstruct-style
+    candidate sets (``--task ranking``). Prints a JSON result; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="pairrm eval", description=eval_main.__doc__)
+    parser.add_argument("--model", default="llm-blender/PairRM-hf", help="PairRM folder or Hub id")
+    parser.add_argument("--data", required=True, help=".jsonl/.json file or Hub dataset id")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--task", choices=("preference", "ranking"), default="preference")
+    parser.add_argument("--subset-key", default="subset")
+    parser.add_argument("--section-map", help="JSON file {section: [subsets]} for RewardBench section scores")
+    parser.add_argument("--tie-value", type=float, default=0.0, help="credit of an exact tie (preference task)")
+    parser.add_argument("--metric", action="append", help="candidate score metric(s) to rank by (ranking task)")
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.25, 0.5, 1.0])
+    parser.add_argument("--plot", help="write the trade-off plot to this PNG (ranking task; needs matplotlib)")
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device")
+    parser.add_argument("--output", "-o", help="also write the JSON result here")
+    args = parser.parse_args(argv)
+    from ..data import MixInstructExample, _weighted_score
+    from ..ranker import PairRM
+
+    try:
+        rows = _load_rows(args.data, args.split)[: args.limit]
+        rm = PairRM.from_pretrained(args.model, device=args.device, batch_size=args.batch_size)
+        if args.task == "preference":
+            section_map = None
+            if args.section_map:
+                with open(args.section_map, encoding="utf-8") as f:
+                    section_map = json.load(f)
+            result: Any = pairwise_accuracy(
+                rm, rows, subset_key=args.subset_key, section_map=section_map, tie_value=args.tie_value
+            )
+            result.pop("margins")
+        else:
+            examples = [MixInstructExample.from_dict(r, k) for k, r in enumerate(rows)]
+            ref = []
+            for ex in examples:
+                vals = [_weighted_score(c.scores, args.metric) for c in ex.candidates]
+                if any(v is None for v in vals):
+                    raise ValueError(f"example {ex.id!r} has a candidate without the metric(s) {args.metric}")
+                ref.append(vals)
+            result = selection_tradeoff(
+                rm, [ex.source for ex in examples], [[c.text for c in ex.candidates] for ex in examples],
+                ref_scores=ref, budgets=args.budgets,
+            )  # fmt: skip
+            if args.plot:
+                plot_tradeoff(result, args.plot)
+    except (ValueError, TypeError, OSError, ImportError) as err:
+        print(f"pairrm eval: error: {err}", file=sys.stderr)
+        return 2
+    text = json.dumps(result, indent=2, default=float)
+    print(text)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    return 0
