@@ -88,7 +88,7 @@ def test_two_candidates_carry_comparison(rank_pipe, tiny_rm):
     assert next(r for r in bubble if r["index"] == 0)["logit"] == pytest.approx(logit, abs=1e-6)
 
 
-@pytest.mark.parametrize("aggregation", ["max_wins", "bubble"])
+@pytest.mark.parametrize("aggregation", ["max_wins", "bubble", "sort", "reference"])
 def test_aggregations(rank_pipe, tiny_rm, aggregation):
     rows = rank_pipe(PROMPT, CANDS, aggregation=aggregation)
     ranking = tiny_rm.rank_batch([PROMPT], [CANDS], aggregation=aggregation)[0]
