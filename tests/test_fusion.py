@@ -129,7 +129,7 @@ def test_fusion_pipeline_top_k_without_ranker_raises():
     with pytest.raises(ValueError, match="top_k=2 keeps the best candidates by rank, but no ranker is set"):
         pipe("q", ["a", "b", "c"], top_k=2, max_new_tokens=2)
     with pytest.raises(ValueError, match="no ranker is set"):
-        pipeline("generative-fusion", model=str(ORACLE_FUSER), device="cpu", top_k=2)("q", ["a", "b"])
+        pipeline("generative-fusion", model=str(ORACLE_FUSER), device="cpu", top_k=2)  # checked at construction
 
 
 def test_fusion_pipeline_state_is_not_changed_by_calls(tiny_rm):

@@ -249,6 +249,12 @@ def test_generator_keydataset_and_dataset_stream_in_order(rank_pipe):
     stream = rank_pipe((row for row in STREAM), batch_size=2)
     assert not isinstance(stream, list)  # lazy, as transformers' text-classification
     _assert_same_results(list(stream), want)
+    # lazy: the first result needs only the first batch of inputs
+    pulled = []
+    source = (pulled.append(k) or row for k, row in enumerate(STREAM))
+    first = next(iter(rank_pipe(source, batch_size=2)))
+    _assert_same_results([first], want[:1])
+    assert pulled == [0, 1]
     rows = datasets.Dataset.from_dict({"row": STREAM})
     _assert_same_results(list(rank_pipe(KeyDataset(rows, "row"), batch_size=3)), want)
     table = datasets.Dataset.from_list(STREAM)

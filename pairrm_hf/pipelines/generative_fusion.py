@@ -65,6 +65,7 @@ class GenerativeFusionPipeline(InputBatchPipeline):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self._check_call(self._preprocess_params, self._forward_params, self._postprocess_params)
         self.seq2seq = fusion.is_seq2seq(self.model)
         fusion.prepare_fuser_tokenizer(self.tokenizer, self.model)
         if not self.seq2seq:  # beam search is GenFuser's upstream default, not a chat LM's
