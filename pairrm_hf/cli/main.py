@@ -12,6 +12,7 @@ import json
 import os
 import sys
 
+from ..inputs import INPUT_FORMATS
 from ..loading import DEFAULT_MODEL
 from ..schedules import RANKING_METHODS
 from .io import InputError
@@ -66,6 +67,12 @@ def _positive(value: str) -> int:
     return number
 
 
+def _add_input_format(parser) -> None:
+    parser.add_argument("--input-format", default="auto", choices=INPUT_FORMATS,
+                        help="auto: plain strings stay plain, chat messages use the original's conversation template; "
+                        "conversation: the template for plain strings too, as RewardBench (default: %(default)s)")  # fmt: skip
+
+
 def _add_job_options(parser: argparse.ArgumentParser, required_input: bool = True) -> None:
     g = parser.add_argument_group("input and output")
     g.add_argument("input", nargs=None if required_input else "?",
@@ -75,6 +82,7 @@ def _add_job_options(parser: argparse.ArgumentParser, required_input: bool = Tru
     g.add_argument("--limit", type=_positive, default=None, help="only the first N rows")
     g.add_argument("--prompt-column", default="prompt", help="default: %(default)s")
     g.add_argument("--instruction-column", default=None, help="text put before each prompt (upstream's instruction)")
+    _add_input_format(g)
     j = parser.add_argument_group("job")
     j.add_argument("--chunk-size", type=_positive, default=1000, help="rows per resumable chunk (default: %(default)s)")
     j.add_argument("--shard", type=_shard, default=(0, 1), metavar="INDEX/COUNT",
@@ -163,7 +171,7 @@ def _rank_one(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         backbone_config=args.backbone_config,
     )
-    ranked = rm.rank(args.prompt, args.candidates, aggregation=args.aggregation)
+    ranked = rm.rank(args.prompt, args.candidates, aggregation=args.aggregation, input_format=args.input_format)
     if args.json:
         print(json.dumps([r.__dict__ for r in ranked], ensure_ascii=False))
     else:
@@ -173,7 +181,8 @@ def _rank_one(args: argparse.Namespace) -> int:
 
 
 def _spec(args: argparse.Namespace) -> TaskSpec:
-    kwargs = {"task": args.command, "prompt_column": args.prompt_column, "instruction_column": args.instruction_column}
+    kwargs = {"task": args.command, "prompt_column": args.prompt_column, "instruction_column": args.instruction_column,
+              "input_format": args.input_format}  # fmt: skip
     for name in (
         "candidates_column",
         "a_column",

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from ..generation import generate_samples
+from ..inputs import answer_set_texts, check_input_format, is_messages
 from ..loading import DEFAULT_MODEL
 from ..preferences import PAIR_STRATEGIES, preference_pairs
 from ..ranker import PairRM
-from ._common import LazyPairRM, check_list, is_conversational, pair_texts
+from ._common import LazyPairRM, check_list
 
 __all__ = ["label_preferences", "generate_and_label", "STRATEGIES"]
 
@@ -30,9 +31,10 @@ class _Labeler:
     """The batched ``map`` function; an object (not a closure) so it pickles as a model path for ``num_proc``."""
 
     def __init__(self, ranker: LazyPairRM, prompt_column: str, completions_column: str, strategy: str,
-                 min_margin: float | None, ties: str, seed: int):  # fmt: skip
+                 min_margin: float | None, ties: str, seed: int, input_format: str = "auto"):  # fmt: skip
         self.ranker, self.prompt_column, self.completions_column = ranker, prompt_column, completions_column
         self.strategy, self.min_margin, self.ties, self.seed = strategy, min_margin, ties, seed
+        self.input_format = input_format
 
     def __call__(self, batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         prompts, lists = batch[self.prompt_column], batch[self.completions_column]
@@ -42,9 +44,12 @@ class _Labeler:
             cands = check_list(f"{self.completions_column}[{row}]", cands)
             if len(cands) < 2:
                 continue  # nothing to pair
-            pairs = [pair_texts(f"{row}][{m}", prompt, c) for m, c in enumerate(cands)]
-            sources.append(pairs[0][0])
-            texts.append([t for _, t in pairs])
+            source, cand_texts = answer_set_texts(
+                prompt, cands, input_format=self.input_format, prompt_name=f"{self.prompt_column}[{row}]",
+                answers_name=f"{self.completions_column}[{row}]",
+            )  # fmt: skip
+            sources.append(source)
+            texts.append(cand_texts)
             rows.append((row, prompt, cands))
         if not rows:
             return out
@@ -66,7 +71,7 @@ class _Labeler:
 
 def _as_completion(prompt: Any, completion: Any) -> Any:
     # Conversational prompts need assistant-message completions for DPOTrainer's chat-template path.
-    if is_conversational(prompt) and isinstance(completion, str):
+    if is_messages(prompt) and isinstance(completion, str):
         return [{"role": "assistant", "content": completion}]
     return completion
 
@@ -82,6 +87,7 @@ def label_preferences(
     seed: int = 0,
     batch_size: int = 64,
     num_proc: int | None = None,
+    input_format: str = "auto",
 ):
     """Turn N completions per prompt into a DPO preference dataset, ranked by PairRM.
 
@@ -104,6 +110,8 @@ def label_preferences(
         ranker: PairRM folder / Hub id or a loaded :class:`PairRM` (with ``num_proc`` pass a path: each worker
             loads its own copy).
         batch_size: rows per ``datasets.map`` batch (one PairRM call each).
+        input_format: ``"auto"`` (str prompts/completions stay plain, chat messages use the original's
+            conversation template) or ``"conversation"`` (the template for all); see :mod:`pairrm_hf.inputs`.
 
     Returns:
         a ``datasets.Dataset`` with ``prompt``, ``chosen``, ``rejected``, ``score_chosen``, ``score_rejected``,
@@ -120,6 +128,7 @@ def label_preferences(
         raise TypeError(f"min_margin must be a number or None, got {type(min_margin).__name__}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_input_format(input_format)
     if isinstance(dataset, (list, tuple)):
         dataset = datasets.Dataset.from_list(list(dataset))
     if not isinstance(dataset, datasets.Dataset):
@@ -130,10 +139,10 @@ def label_preferences(
     if len(dataset) == 0:
         raise ValueError("dataset is empty")
     lazy = LazyPairRM(ranker)
-    labeler = _Labeler(lazy, prompt_column, completions_column, strategy, min_margin, ties, seed)
+    labeler = _Labeler(lazy, prompt_column, completions_column, strategy, min_margin, ties, seed, input_format)
     # An explicit fingerprint: hashing the function would otherwise hash the whole model's weights.
     key = repr((dataset._fingerprint, lazy.path, id(lazy._rm), prompt_column, completions_column, strategy,
-                min_margin, ties, seed))  # fmt: skip
+                min_margin, ties, seed, input_format))  # fmt: skip
     return dataset.map(
         labeler, batched=True, batch_size=batch_size, with_indices=True, remove_columns=dataset.column_names,
         num_proc=num_proc, new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16], desc="PairRM labelling",
@@ -152,6 +161,7 @@ def generate_and_label(
     use_chat_template: bool | None = None,
     seed: int | None = 0,
     label_kwargs: dict | None = None,
+    input_format: str = "auto",
     **sampling: Any,
 ):
     """Sample ``n`` completions per prompt from a causal LM, then :func:`label_preferences` them.
@@ -160,7 +170,8 @@ def generate_and_label(
     the completion decoded with ``skip_special_tokens``. With ``use_chat_template`` (default: when the tokenizer has
     a chat template) each prompt is rendered with ``apply_chat_template(add_generation_prompt=True)``; str prompts
     are then treated as one user message and the result is in the conversational format, so ``DPOTrainer``
-    renders training rows the same way. Sampling defaults: ``do_sample=True, max_new_tokens=64``; override with
+    renders training rows the same way; PairRM then scores them, as every chat, through the original's conversation
+    template (``input_format``, see :func:`label_preferences`). Sampling defaults: ``do_sample=True, max_new_tokens=64``; override with
     ``**sampling`` (``temperature``, ``top_p``, ...). ``seed`` seeds torch's RNG for the sampling (the global RNG
     state is restored afterwards).
 
@@ -172,8 +183,9 @@ def generate_and_label(
         raise ValueError("prompts is empty")
     if not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an int >= 2 (pairs need two completions), got {n!r}")
+    check_input_format(input_format)
     for k, p in enumerate(prompts):
-        if not isinstance(p, str) and not is_conversational(p):
+        if not isinstance(p, str) and not is_messages(p):
             raise TypeError(
                 f"prompts[{k}] must be a str or a list of {{'role', 'content'}} messages, got {type(p).__name__}"
             )
@@ -201,4 +213,5 @@ def generate_and_label(
     import datasets
 
     data = datasets.Dataset.from_dict({"prompt": prompts, "completions": completions})
-    return label_preferences(data, strategy=strategy, ranker=ranker, seed=seed or 0, **(label_kwargs or {}))
+    label_kwargs = {"input_format": input_format, **(label_kwargs or {})}
+    return label_preferences(data, strategy=strategy, ranker=ranker, seed=seed or 0, **label_kwargs)
