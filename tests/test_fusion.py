@@ -118,8 +118,44 @@ def test_pipeline_with_ranker_fuses_the_ranked_top_k(tiny_hf_dir, tiny_rm):
         assert [r["candidate"] for r in out["ranking"][:2]] == want_top
         assert out["fused_text"] == fuse_pipe(prompt, want_top, max_new_tokens=4)["fused_text"]
     assert fuse_pipe.ranker is None  # per-call ranker does not stick
-    with pytest.raises(ValueError, match="top_k=5 but candidates\\[0\\] has only 4"):
+    with pytest.raises(ValueError, match="top_k=5 but inputs has only 4 candidates"):
         fuse_pipe(prompt, cands, ranker=tiny_rm, top_k=5)
+    with pytest.raises(ValueError, match="top_k must be a positive int, got True"):
+        fuse_pipe(prompt, cands, ranker=tiny_rm, top_k=True)  # not a count
+
+
+def test_fusion_pipeline_top_k_without_ranker_raises():
+    pipe = pipeline("generative-fusion", model=str(ORACLE_FUSER), device="cpu", dtype="float32")
+    with pytest.raises(ValueError, match="top_k=2 keeps the best candidates by rank, but no ranker is set"):
+        pipe("q", ["a", "b", "c"], top_k=2, max_new_tokens=2)
+    with pytest.raises(ValueError, match="no ranker is set"):
+        pipeline("generative-fusion", model=str(ORACLE_FUSER), device="cpu", top_k=2)("q", ["a", "b"])
+
+
+def test_fusion_pipeline_state_is_not_changed_by_calls(tiny_rm):
+    pipe = pipeline(
+        "generative-fusion", model=str(ORACLE_FUSER), device="cpu", dtype="float32", ranker=tiny_rm, top_k=2
+    )
+    state = (dict(pipe._preprocess_params), dict(pipe._forward_params), dict(pipe._postprocess_params))
+    prompt, cands = "What is the capital of France?", ["Paris.", "Berlin.", "I don't know.", "Lyon, maybe."]
+    first = pipe(prompt, cands, max_new_tokens=3)
+    assert len(first["candidates"]) == 2 and pipe.ranker is tiny_rm
+    one = pipe(prompt, cands, top_k=1, max_new_tokens=3, candidate_maxlength=16, input_format="conversation")
+    assert len(one["candidates"]) == 1
+    assert (pipe._preprocess_params, pipe._forward_params, pipe._postprocess_params) == state
+    assert pipe(prompt, cands, max_new_tokens=3) == first  # the construction values are back in force
+
+
+def test_fusion_pipeline_streams_in_order(tiny_rm):
+    pipe = pipeline("generative-fusion", model=str(ORACLE_FUSER), device="cpu", dtype="float32")
+    rows = [{"prompt": f"Question {k}?", "candidates": ["yes", "no", "maybe"][: 2 + k % 2]} for k in range(3)]
+    want = pipe(rows, max_new_tokens=3, batch_size=2, ranker=tiny_rm, top_k=2)
+    stream = pipe((r for r in rows), max_new_tokens=3, batch_size=2, ranker=tiny_rm, top_k=2)
+    assert not isinstance(stream, list)
+    assert list(stream) == want
+    assert [o["candidates"] for o in want] == [
+        [c.text for c in tiny_rm.rank(r["prompt"], r["candidates"])[:2]] for r in rows
+    ]
 
 
 def test_num_return_sequences_not_flattened(blender):

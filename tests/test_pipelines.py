@@ -63,12 +63,12 @@ def test_every_input_form_agrees(rank_pipe):
 
 def test_batch_equals_one_by_one(rank_pipe):
     one_by_one = [rank_pipe(x) for x in BATCH]
-    for bs in (1, 3, 64):
-        batched = rank_pipe(BATCH, batch_size=bs)
+    for bs, pair_bs in ((1, 1), (2, 3), (64, 64)):
+        batched = rank_pipe(BATCH, batch_size=bs, pair_batch_size=pair_bs)
         for a, b in zip(batched, one_by_one):
             assert [r["index"] for r in a] == [r["index"] for r in b]
-            assert np.allclose([r["score"] for r in a], [r["score"] for r in b], atol=1e-6)
-    assert rank_pipe.ranker.engine.batch_size == 16  # a per-call batch_size does not stick
+            assert np.allclose([r["score"] for r in a], [r["score"] for r in b], atol=1e-5)
+    assert rank_pipe.ranker.engine.batch_size == 16  # a per-call pair_batch_size does not stick
 
 
 def test_two_candidates_carry_comparison(rank_pipe, tiny_rm):
@@ -88,7 +88,7 @@ def test_two_candidates_carry_comparison(rank_pipe, tiny_rm):
     assert next(r for r in bubble if r["index"] == 0)["logit"] == pytest.approx(logit, abs=1e-6)
 
 
-@pytest.mark.parametrize("aggregation", ["max_wins", "bubble"])
+@pytest.mark.parametrize("aggregation", ["max_wins", "bubble", "sort", "reference"])
 def test_aggregations(rank_pipe, tiny_rm, aggregation):
     rows = rank_pipe(PROMPT, CANDS, aggregation=aggregation)
     ranking = tiny_rm.rank_batch([PROMPT], [CANDS], aggregation=aggregation)[0]
@@ -129,16 +129,22 @@ def test_chat_inputs(rank_pipe, tiny_rm):
     ]
     convs = [[m for pair in zip(user, a) for m in pair] for a in answers]
     logit = float(tiny_rm.compare_conversations([convs[0]], [convs[1]])[0])
-    for out in (
-        rank_pipe({"prompt": user, "candidates": answers}),
-        rank_pipe(convs),
-        rank_pipe({"conversations": convs}),
-    ):
+    for out in (rank_pipe(convs), rank_pipe({"conversations": convs})):
         first = next(r for r in out if r["index"] == 0)
-        assert first["logit"] == pytest.approx(logit, abs=1e-6)
-    # a single-turn prompt with plain-text answers
-    out = rank_pipe({"prompt": user[:1], "candidates": ["hello", "go away"]})
-    assert out[0]["candidate"] in ("hello", "go away")
+        assert first["logit"] == pytest.approx(logit, abs=1e-5)
+    # a single-turn prompt with plain-text answers: the original's conversation template (pairrm_hf.inputs)
+    one_turn = [[user[0], {"role": "assistant", "content": a}] for a in ("hello", "go away")]
+    want = float(tiny_rm.compare_conversations([one_turn[0]], [one_turn[1]])[0])
+    for candidates in (["hello", "go away"], [conv[1:] for conv in one_turn]):
+        out = rank_pipe({"prompt": user[:1], "candidates": candidates})
+        assert next(r for r in out if r["index"] == 0)["logit"] == pytest.approx(want, abs=1e-5)
+        assert [r["candidate"] for r in sorted(out, key=lambda r: r["index"])] == candidates
+    # the same chat given as a string prompt with input_format="conversation"
+    as_text = rank_pipe("hi", ["hello", "go away"], input_format="conversation")
+    assert next(r for r in as_text if r["index"] == 0)["logit"] == pytest.approx(want, abs=1e-5)
+    plain = rank_pipe("hi", ["hello", "go away"])
+    want_plain = float(tiny_rm.compare(["hi"], ["hello"], ["go away"])[0])
+    assert next(r for r in plain if r["index"] == 0)["logit"] == pytest.approx(want_plain, abs=1e-5)
 
 
 def test_dtype_and_device(tiny_hf_dir, rank_pipe):
@@ -157,9 +163,25 @@ def test_dtype_and_device(tiny_hf_dir, rank_pipe):
         (lambda p: p({"prompt": PROMPT}), ValueError, "missing 'candidates'"),
         (lambda p: p(PROMPT, []), ValueError, "empty"),
         (lambda p: p(PROMPT), ValueError, "candidates are missing"),
-        (lambda p: p(PROMPT, CANDS, top_k=5), ValueError, "top_k=5 but input 0 has only 4"),
-        (lambda p: p(PROMPT, CANDS, top_k=0), ValueError, "top_k"),
-        (lambda p: p(PROMPT, ["a", 3]), TypeError, r"candidates\[1\] must be a str"),
+        (lambda p: p(PROMPT, CANDS, top_k=5), ValueError, "top_k=5 but inputs has only 4 candidates"),
+        (lambda p: p(BATCH, top_k=3), ValueError, r"top_k=3 but inputs\[1\] has only 2 candidates"),
+        (lambda p: p(PROMPT, CANDS, top_k=0), ValueError, "top_k must be a positive int"),
+        (lambda p: p(PROMPT, CANDS, top_k=True), ValueError, "top_k must be a positive int or None, got True"),
+        (lambda p: p(PROMPT, CANDS, top_k=2.0), ValueError, "top_k must be a positive int"),
+        (lambda p: p(PROMPT, ["a", 3]), TypeError, r"candidates\[1\].* got int"),
+        (lambda p: p(PROMPT, CANDS, batch_size=0), ValueError, "batch_size must be a positive int"),
+        (lambda p: p(PROMPT, CANDS, pair_batch_size=True), ValueError, "pair_batch_size must be a positive int"),
+        (lambda p: p(PROMPT, CANDS, input_format="chat"), ValueError, "input_format must be one of"),
+        (
+            lambda p: p(
+                {
+                    "prompt": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+                    "candidates": ["x", "y"],
+                }
+            ),
+            ValueError,
+            "must hold user/assistant turns in pairs",
+        ),  # fmt: skip
         (lambda p: p(3, CANDS), TypeError, "inputs must be"),
         (
             lambda p: p([{"prompt": PROMPT, "candidates": CANDS}, {"prompt": 1, "candidates": CANDS}]),
@@ -201,3 +223,138 @@ def test_exports():
         "best_of_n_generate",
     ):
         assert name in pairrm_hf.__all__ and hasattr(pairrm_hf, name)
+
+
+# ----------------------------------------------------------------------------------------- streaming and batching
+STREAM = BATCH + [
+    {"prompt": "Name a colour.", "candidates": ["Blue.", "Seven.", "Red, or blue."]},
+    {"prompt": "2 + 2?", "candidates": ["4", "5"]},
+]
+
+
+def _assert_same_results(got, want):
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert [r["index"] for r in a] == [r["index"] for r in b]
+        assert [r["candidate"] for r in a] == [r["candidate"] for r in b]
+        assert np.allclose([r["score"] for r in a], [r["score"] for r in b], atol=1e-5)
+
+
+def test_generator_keydataset_and_dataset_stream_in_order(rank_pipe):
+    import datasets
+    from transformers.pipelines.pt_utils import KeyDataset
+
+    want = rank_pipe(STREAM, batch_size=2)
+    assert isinstance(want, list) and len(want) == len(STREAM)
+    stream = rank_pipe((row for row in STREAM), batch_size=2)
+    assert not isinstance(stream, list)  # lazy, as transformers' text-classification
+    _assert_same_results(list(stream), want)
+    rows = datasets.Dataset.from_dict({"row": STREAM})
+    _assert_same_results(list(rank_pipe(KeyDataset(rows, "row"), batch_size=3)), want)
+    table = datasets.Dataset.from_list(STREAM)
+    _assert_same_results(list(rank_pipe(table, batch_size=4)), want)
+    _assert_same_results(list(rank_pipe(table, batch_size=2, num_workers=2)), want)  # preprocess in workers
+    # prompts and candidates as two parallel streams
+    zipped = rank_pipe((r["prompt"] for r in STREAM), [r["candidates"] for r in STREAM], batch_size=3)
+    _assert_same_results(list(zipped), want)
+
+
+def test_stream_errors_name_the_input(rank_pipe):
+    bad = iter([STREAM[0], {"prompt": PROMPT, "candidates": "Paris."}])
+    with pytest.raises(TypeError, match=r"inputs\[1\] candidates must be a list"):
+        list(rank_pipe(bad, batch_size=1))
+    with pytest.raises(ValueError, match="candidates ran out at inputs\\[1\\]"):
+        list(rank_pipe(iter([PROMPT, PROMPT]), [CANDS]))
+
+
+@pytest.fixture
+def engine_calls(rank_pipe, monkeypatch):
+    """Counts the engine's pair_logits calls (the real engine runs; only calls are counted)."""
+    engine = rank_pipe.ranker.engine
+    calls = []
+    real = engine.pair_logits
+
+    def counting(examples, pairs):
+        calls.append(len(examples))
+        return real(examples, pairs)
+
+    monkeypatch.setattr(engine, "pair_logits", counting)
+    return calls
+
+
+def test_one_engine_call_per_batch_of_inputs(rank_pipe, engine_calls):
+    pairs = sum(len(r["candidates"]) * (len(r["candidates"]) - 1) for r in STREAM)  # 28, no duplicates
+    rank_pipe(STREAM, batch_size=len(STREAM))
+    assert engine_calls == [len(STREAM)]  # every input of the batch in one engine call
+    stats = rank_pipe.ranker.engine.last_stats
+    # the pairs of all inputs share forward passes of pair_batch_size (16) rows: 2 passes for 5 inputs
+    assert stats["rows"] == pairs and stats["forward_calls"] == -(-pairs // 16)
+    engine_calls.clear()
+    list(rank_pipe((row for row in STREAM), batch_size=2))
+    assert engine_calls == [2, 2, 1]
+    engine_calls.clear()
+    rank_pipe(STREAM[0])  # one input: one call
+    assert engine_calls == [1]
+
+
+def test_top_k_checked_before_any_compute(rank_pipe, engine_calls):
+    with pytest.raises(ValueError, match=r"top_k=3 but inputs\[1\] has only 2 candidates"):
+        rank_pipe(STREAM, top_k=3, batch_size=len(STREAM))
+    assert engine_calls == []
+    assert [len(rows) for rows in rank_pipe(STREAM, top_k=2)] == [2] * len(STREAM)
+
+
+# ----------------------------------------------------------------------------------------- saving and layouts
+NFKC_CANDS = ["Ｐａｒｉｓ is the capital.", "The ﬁrst city is Lyon.", "Berlin."]  # NFKC changes these
+
+
+def test_save_pretrained_round_trip(rank_pipe, tiny_rm, tmp_path):
+    from transformers import DebertaV2Config
+
+    rank_pipe.save_pretrained(tmp_path / "saved")
+    assert not hasattr(rank_pipe.model.config, "custom_pipelines")  # the in-memory config stays clean
+    saved_config = DebertaV2Config.from_pretrained(tmp_path / "saved")
+    assert not getattr(saved_config, "custom_pipelines", None)
+    assert not list((tmp_path / "saved").glob("*.py"))  # no code is written next to the weights
+    reloaded = pipeline("pairwise-ranking", model=str(tmp_path / "saved"), device="cpu")
+    assert "Precompiled" in str(reloaded.tokenizer.backend_tokenizer.normalizer)
+    # the NFKC normalizer came back: same ids as the original tokenizer, so same scores
+    encoder = tiny_rm.engine.encoder
+    assert reloaded.ranker.engine.encoder.tokenize(NFKC_CANDS) == encoder.tokenize(NFKC_CANDS)
+    got, want = reloaded(PROMPT, NFKC_CANDS), rank_pipe(PROMPT, NFKC_CANDS)
+    assert _scores(got) == pytest.approx(_scores(want), abs=1e-5)
+    # a plain model save after the pipeline save still loads as PairRM
+    rank_pipe.model.save_pretrained(tmp_path / "plain")
+    again = DebertaV2PairRM.from_pretrained(tmp_path / "plain")
+    assert not getattr(again.config, "custom_pipelines", None)
+
+
+def test_legacy_layout_loads_in_the_pipeline(tiny_legacy_dir, tiny_backbone_dir, rank_pipe, tmp_path):
+    legacy = pipeline(
+        "pairwise-ranking", model=str(tiny_legacy_dir), device="cpu",
+        model_kwargs={"backbone_config": str(tiny_backbone_dir)},
+    )  # fmt: skip
+    assert type(legacy.model) is DebertaV2PairRM
+    assert legacy.ranker.lengths == rank_pipe.ranker.lengths
+    for prompt, cands in ((PROMPT, CANDS), (PROMPT, NFKC_CANDS)):
+        assert _scores(legacy(prompt, cands)) == pytest.approx(_scores(rank_pipe(prompt, cands)), abs=1e-5)
+    # saved from a legacy folder, it reloads in the HF-native layout with the same scores
+    legacy.save_pretrained(tmp_path / "converted")
+    converted = pipeline("pairwise-ranking", model=str(tmp_path / "converted"), device="cpu")
+    assert _scores(converted(PROMPT, NFKC_CANDS)) == pytest.approx(_scores(rank_pipe(PROMPT, NFKC_CANDS)), abs=1e-5)
+
+
+def test_pair_ranker_lengths_reach_the_pipeline(tiny_legacy_dir, tiny_backbone_dir, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "pair-ranker"
+    shutil.copytree(tiny_legacy_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    del config["source_maxlength"], config["candidate_maxlength"]
+    config.update(source_max_length=128, candidate_max_length=128)  # pair-ranker's spelling
+    (folder / "config.json").write_text(json.dumps(config))
+    pipe = pipeline(
+        "pairwise-ranking", model=str(folder), device="cpu", model_kwargs={"backbone_config": str(tiny_backbone_dir)}
+    )
+    assert (pipe.ranker.lengths.source_max_length, pipe.ranker.lengths.candidate_max_length) == (128, 128)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from ..auto import AutoModelForPairwiseRanking
 from ..loading import DEFAULT_MODEL
-from ..modeling_pairrm import DebertaV2PairRM
 from .generative_fusion import GenerativeFusionPipeline
 from .pairwise_ranking import PairwiseRankingPipeline
 
@@ -23,8 +23,9 @@ DEFAULT_FUSER = "llm-blender/gen_fuser_3b"
 def register_pipelines() -> None:
     """Register both tasks with transformers' ``PIPELINE_REGISTRY`` (idempotent)."""
     # v5 reads defaults as {"model": (repo, revision)} (the v4 {"pt": ...} form breaks pipeline(task)).
+    # The auto class loads the HF-native and the legacy layouts (as PairRM.from_pretrained does).
     PIPELINE_REGISTRY.register_pipeline(
-        "pairwise-ranking", pipeline_class=PairwiseRankingPipeline, pt_model=DebertaV2PairRM,
+        "pairwise-ranking", pipeline_class=PairwiseRankingPipeline, pt_model=AutoModelForPairwiseRanking,
         default={"model": (DEFAULT_MODEL, "main")}, type="text",
     )  # fmt: skip
     PIPELINE_REGISTRY.register_pipeline(

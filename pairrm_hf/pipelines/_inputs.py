@@ -1,84 +1,190 @@
-"""Turn the input forms the pipelines accept into ``RankItem`` s (source text, candidate texts, extras)."""
+"""How the pipelines read their arguments: the call form (one input, a list, a stream) and each input's fields.
+
+Texts are made only by :mod:`pairrm_hf.inputs` (the one input rule); this module only finds the prompt, the
+candidates and the optional fields of each input, and names the input in errors (``inputs[3]``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+import types
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..inputs import conversation_texts
+from ..inputs import answer_set_texts, is_messages
 from ..validation import check_texts
 
-__all__ = ["RankItem", "normalize_fuse_inputs", "normalize_inputs"]
+__all__ = [
+    "NamedInput",
+    "RankItem",
+    "FuseItem",
+    "CallForm",
+    "call_form",
+    "rank_item",
+    "fuse_item",
+]
 
-_ITEM_KEYS = {"prompt", "candidates", "instruction", "reference", "conversations"}
+_RANK_KEYS = {"prompt", "candidates", "instruction", "reference", "conversations"}
+_FUSE_KEYS = {"prompt", "input", "candidates", "instruction"}
+
+
+@dataclass(frozen=True)
+class NamedInput:
+    """One input of a list or a stream with the name errors use for it (``inputs[3]``)."""
+
+    name: str
+    value: Any
 
 
 @dataclass
 class RankItem:
-    """One input: PairRM texts plus the caller's original candidates (returned in the output)."""
+    """One ranking input as PairRM texts, plus the caller's candidates (returned in the output).
+
+    ``reference`` is the PairRM text of an explicit reference answer (a ``"reference"`` key), made by the same rule.
+    """
 
     source: str
     texts: list[str]
     originals: list[Any]
-    instruction: str | None = None
     reference: str | None = None
-    prompt: Any = None
+    name: str = "inputs"
+
+
+@dataclass
+class FuseItem:
+    """One fusion input: the fuser's prompt and candidates (plain str) and PairRM's texts for ranking them."""
+
+    prompt: str
+    candidates: list[str]
+    instruction: str | None
+    source: str
+    texts: list[str] = field(default_factory=list)
+    name: str = "inputs"
 
 
 def _is_seq(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
 
 
-def _is_message(value: Any) -> bool:
-    return isinstance(value, Mapping) and "role" in value and "content" in value
+def _is_stream(value: Any) -> bool:
+    """Generators, iterators and datasets (``datasets.Dataset``, torch datasets such as ``KeyDataset``) stream."""
+    if isinstance(value, (types.GeneratorType, Iterator)):
+        return True
+    try:
+        from torch.utils.data import Dataset as TorchDataset
+
+        if isinstance(value, TorchDataset):
+            return True
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    try:
+        import datasets
+
+        return isinstance(value, (datasets.Dataset, datasets.IterableDataset))
+    except ImportError:
+        return False
 
 
-def _is_messages(value: Any) -> bool:
-    return _is_seq(value) and len(value) > 0 and all(_is_message(m) for m in value)
+class _NamedSequence(Sequence):
+    """A sized, indexable view that names each item (``datasets.Dataset`` and ``KeyDataset`` stay random access)."""
+
+    def __init__(self, data: Any):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, k):
+        return NamedInput(f"inputs[{k}]", self.data[k])
 
 
-def _candidate_messages(name: str, cand: Any) -> list[Mapping]:
-    if isinstance(cand, str):
-        return [{"role": "assistant", "content": cand}]
-    if _is_message(cand):
-        return [cand]
-    if _is_messages(cand):
-        return list(cand)
-    raise TypeError(f"{name} must be a str, an assistant message or a list of messages, got {type(cand).__name__}")
+def _named_stream(values: Iterable, candidates: Iterable | None) -> Iterator[NamedInput]:
+    if candidates is None:
+        for k, value in enumerate(values):
+            yield NamedInput(f"inputs[{k}]", value)
+        return
+    cands = iter(candidates)
+    k = -1
+    for k, value in enumerate(values):
+        try:
+            cand = next(cands)
+        except StopIteration:
+            raise ValueError(f"candidates ran out at inputs[{k}]: pass one candidate list per prompt") from None
+        yield NamedInput(f"inputs[{k}]", {"prompt": value, "candidates": cand})
+    if next(cands, _END) is not _END:
+        raise ValueError(f"candidates has more items than the {k + 1} prompts; pass one candidate list per prompt")
 
 
-def _merge(prompt: list[Mapping], answer: list[Mapping]) -> list[Mapping]:
-    """One conversation from the prompt messages and one candidate's assistant messages.
+_END = object()
 
-    ``[user1, user2]`` + ``[a1, a2]`` interleave (the candidate answered every turn); otherwise the candidate's
-    messages follow the prompt (``[user1, a1, user2]`` + ``[a2]``).
+
+@dataclass(frozen=True)
+class CallForm:
+    """What a call passed: ``kind`` is ``"single"`` (return one result), ``"list"`` (return a list) or ``"stream"``
+    (return an iterator); ``data`` is the input, or a sequence/iterable of :class:`NamedInput`."""
+
+    kind: str
+    data: Any
+
+
+def call_form(inputs: Any, candidates: Any, *, single: Any, conversations: bool) -> CallForm:
+    """Sort a call's arguments into one input, a list or a stream.
+
+    Args:
+        inputs, candidates: the call's first two arguments (``pipe(inputs, candidates)``).
+        single: a predicate for a prompt that takes the ``candidates`` argument (one input).
+        conversations: a list whose items are all chats is one input (its candidates are the chats).
     """
-    if len(prompt) > 1 and len(prompt) == len(answer) and all(str(m["role"]).lower() == "user" for m in prompt):
-        return [m for pair in zip(prompt, answer) for m in pair]
-    return [*prompt, *answer]
+    if single(inputs):
+        return CallForm("single", {"prompt": inputs, "candidates": _candidates_arg(candidates)})
+    if isinstance(inputs, Mapping):
+        if candidates is not None:
+            raise ValueError("pass candidates inside the dict or as the second argument, not both")
+        return CallForm("single", inputs)
+    if _is_stream(inputs):
+        if candidates is None and hasattr(inputs, "__getitem__"):
+            try:  # datasets.Dataset, KeyDataset: sized and indexable, so DataLoader workers can share them
+                len(inputs)
+                return CallForm("stream", _NamedSequence(inputs))
+            except TypeError:  # an iterable dataset without a length
+                pass
+        return CallForm("stream", _named_stream(inputs, candidates))
+    if not _is_seq(inputs):
+        raise TypeError(
+            "inputs must be a prompt (str or chat messages), a dict, a list of them, a generator or a dataset, "
+            f"got {type(inputs).__name__}"
+        )
+    if not inputs:
+        raise ValueError("inputs is empty: pass at least one prompt")
+    if conversations and all(is_messages(conv) for conv in inputs):
+        if candidates is not None:
+            raise ValueError("a list of conversations already holds the candidates; do not pass candidates")
+        return CallForm("single", {"conversations": list(inputs)})
+    if candidates is not None:
+        if not _is_seq(candidates) or len(candidates) != len(inputs):
+            got = len(candidates) if _is_seq(candidates) else type(candidates).__name__
+            raise ValueError(f"with a list of prompts, candidates must be a list of {len(inputs)} lists, got {got}")
+        return CallForm(
+            "list",
+            [
+                NamedInput(f"inputs[{k}]", {"prompt": p, "candidates": c})
+                for k, (p, c) in enumerate(zip(inputs, candidates))
+            ],
+        )
+    return CallForm("list", _NamedSequence(list(inputs)))
 
 
-def _conversation_item(name: str, conversations: Any, prompt: Any = None) -> RankItem:
-    if not _is_seq(conversations) or not conversations:
-        raise ValueError(f"{name} must be a non-empty list of conversations (lists of role/content messages)")
-    sources, texts = [], []
-    for k, conv in enumerate(conversations):
-        source, text = conversation_texts(conv, f"{name}[{k}]")
-        sources.append(source)
-        texts.append(text)
-    for k, source in enumerate(sources[1:], start=1):
-        if source != sources[0]:
-            raise ValueError(
-                f"{name}[{k}] has different user turns from {name}[0]; candidates must answer the same prompt"
-            )
-    return RankItem(sources[0], texts, list(conversations), prompt=prompt)
+def _candidates_arg(candidates: Any) -> Any:
+    if candidates is None:
+        raise ValueError("inputs: candidates are missing; call pipe(prompt, candidates) or pass a dict")
+    return candidates
+
+
+def _unpack(input_: Any) -> tuple[str, Any]:
+    return (input_.name, input_.value) if isinstance(input_, NamedInput) else ("inputs", input_)
 
 
 def _candidate_list(name: str, candidates: Any) -> list:
-    """The candidates of input ``name`` as a new non-empty list (their items are checked by the caller)."""
-    if candidates is None:
-        raise ValueError(f"{name}: candidates are missing; call pipe(prompt, candidates) or pass a dict")
     if not _is_seq(candidates):
         raise TypeError(f"{name} candidates must be a list, got {type(candidates).__name__}")
     if not candidates:
@@ -86,104 +192,71 @@ def _candidate_list(name: str, candidates: Any) -> list:
     return list(candidates)
 
 
-def _item(name: str, value: Any, candidates: Any = None) -> RankItem:
-    if isinstance(value, Mapping) and not _is_message(value):
-        unknown = set(value) - _ITEM_KEYS
-        if unknown:
-            raise ValueError(f"{name} has unknown keys {sorted(unknown)}; expected some of {sorted(_ITEM_KEYS)}")
-        if "conversations" in value:
-            item = _conversation_item(f"{name}['conversations']", value["conversations"])
-        else:
-            if "prompt" not in value:
-                raise ValueError(f"{name} is missing 'prompt' (expected {{'prompt': str, 'candidates': [str, ...]}})")
-            if "candidates" not in value:
-                raise ValueError(
-                    f"{name} is missing 'candidates' (expected {{'prompt': str, 'candidates': [str, ...]}})"
-                )
-            item = _item(name, value["prompt"], value["candidates"])
-        for key in ("instruction", "reference"):
-            if value.get(key) is not None:
-                if not isinstance(value[key], str):
-                    raise TypeError(f"{name}['{key}'] must be a str, got {type(value[key]).__name__}")
-                setattr(item, key, value[key])
-        return item
-    candidates = _candidate_list(name, candidates)
-    if isinstance(value, str):
-        texts = check_texts(f"{name} candidates", candidates)
-        return RankItem(value, texts, list(texts), prompt=value)
-    if _is_messages(value):
-        convs = [
-            _merge(list(value), _candidate_messages(f"{name} candidates[{k}]", c)) for k, c in enumerate(candidates)
-        ]
-        item = _conversation_item(f"{name} conversations", convs, prompt=value)
-        item.originals = list(candidates)
-        return item
-    raise TypeError(f"{name} prompt must be a str or a list of chat messages, got {type(value).__name__}")
+def _optional_str(name: str, row: Mapping, key: str) -> str | None:
+    value = row.get(key)
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name}['{key}'] must be a str, got {type(value).__name__}")
+    return value
 
 
-def _normalize(
-    inputs: Any, candidates: Any, make_item: Callable, is_single: Callable[[Any], bool], conversations: bool
-) -> tuple[list, bool]:
-    """The input forms both pipelines share: one prompt, a dict, or a list (zipped with ``candidates`` if given).
-
-    With ``conversations``, a list whose items are all conversations is one input whose candidates they are.
-    """
-    if is_single(inputs):
-        return [make_item("inputs", inputs, candidates)], True
-    if isinstance(inputs, Mapping):
-        if candidates is not None:
-            raise ValueError("pass candidates inside the dict or as the second argument, not both")
-        return [make_item("inputs", inputs)], True
-    if not _is_seq(inputs):
-        raise TypeError(f"inputs must be a str, a dict or a list, got {type(inputs).__name__}")
-    if not inputs:
-        raise ValueError("inputs is empty: pass at least one prompt")
-    if conversations and all(_is_messages(conv) for conv in inputs):
-        if candidates is not None:
-            raise ValueError("a list of conversations already holds the candidates; do not pass candidates")
-        return [_conversation_item("inputs", inputs)], True
-    if candidates is not None:
-        if not _is_seq(candidates) or len(candidates) != len(inputs):
-            got = len(candidates) if _is_seq(candidates) else type(candidates).__name__
-            raise ValueError(f"with a list of prompts, candidates must be a list of {len(inputs)} lists, got {got}")
-        return [make_item(f"inputs[{k}]", p, c) for k, (p, c) in enumerate(zip(inputs, candidates))], False
-    return [make_item(f"inputs[{k}]", x) for k, x in enumerate(inputs)], False
-
-
-def normalize_inputs(inputs: Any, candidates: Any = None) -> tuple[list[RankItem], bool]:
-    """Items and whether the call was a single input (so the pipeline returns one result, not a list).
-
-    Forms: ``(prompt, candidates)``; ``([prompts], [candidate lists])``; a dict; a list of dicts; one list of
-    conversations (each a list of messages) sharing their user turns; a dict ``{"conversations": [...]}``.
-    """
-    return _normalize(inputs, candidates, _item, lambda x: isinstance(x, str) or _is_messages(x), conversations=True)
+def _fields(name: str, value: Any, keys: set[str], prompt_keys: tuple[str, ...]) -> tuple[Any, list, Mapping]:
+    """``(prompt, candidates, row)`` of one input given as a dict, or a list of conversations (prompt None)."""
+    if _is_seq(value) and value and all(is_messages(c) for c in value):
+        return None, list(value), {}
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"{name} must be a dict {{'prompt': ..., 'candidates': [...]}} or a list of conversations, "
+            f"got {type(value).__name__}"
+        )
+    unknown = set(value) - keys
+    if unknown:
+        raise ValueError(
+            f"{name} has unknown keys {sorted(unknown)}; expected some of {sorted(keys)} "
+            "(for a dataset with more columns use ds.select_columns([...]))"
+        )
+    if "conversations" in keys and "conversations" in value:
+        convs = value["conversations"]
+        if not _is_seq(convs) or not convs:
+            raise ValueError(f"{name}['conversations'] must be a non-empty list of conversations")
+        return None, list(convs), value
+    prompt = next((value[k] for k in prompt_keys if value.get(k) is not None), None)
+    if prompt is None:
+        raise ValueError(f"{name} is missing 'prompt' (expected {{'prompt': str, 'candidates': [str, ...]}})")
+    if value.get("candidates") is None:
+        raise ValueError(f"{name} is missing 'candidates' (expected {{'prompt': str, 'candidates': [str, ...]}})")
+    return prompt, _candidate_list(name, value["candidates"]), value
 
 
-_FUSE_KEYS = {"prompt", "input", "candidates", "instruction"}
+def _check_prompt(name: str, prompt: Any) -> None:
+    if prompt is not None and not isinstance(prompt, str) and not is_messages(prompt):
+        raise TypeError(f"{name} prompt must be a str or a list of chat messages, got {type(prompt).__name__}")
 
 
-def _fuse_item(name: str, value: Any, candidates: Any = None) -> dict:
-    if isinstance(value, Mapping):
-        unknown = set(value) - _FUSE_KEYS
-        if unknown:
-            raise ValueError(f"{name} has unknown keys {sorted(unknown)}; expected some of {sorted(_FUSE_KEYS)}")
-        prompt = value.get("prompt", value.get("input"))
-        if prompt is None:
-            raise ValueError(f"{name} is missing 'prompt' (expected {{'prompt': str, 'candidates': [str, ...]}})")
-        if "candidates" not in value:
-            raise ValueError(f"{name} is missing 'candidates' (expected {{'prompt': str, 'candidates': [str, ...]}})")
-        item = _fuse_item(name, prompt, value["candidates"])
-        if value.get("instruction") is not None:
-            if not isinstance(value["instruction"], str):
-                raise TypeError(f"{name}['instruction'] must be a str, got {type(value['instruction']).__name__}")
-            item["instruction"] = value["instruction"]
-        return item
-    if not isinstance(value, str):
-        raise TypeError(f"{name} prompt must be a str, got {type(value).__name__}")
-    texts = check_texts(f"{name} candidates", _candidate_list(name, candidates))
-    return {"prompt": value, "candidates": texts, "instruction": None}
+def rank_item(input_: Any, input_format: str = "auto") -> RankItem:
+    """One ranking input (a dict, a list of conversations or a :class:`NamedInput`) as PairRM texts."""
+    name, value = _unpack(input_)
+    prompt, candidates, row = _fields(name, value, _RANK_KEYS, ("prompt",))
+    _check_prompt(name, prompt)
+    instruction = _optional_str(name, row, "instruction")
+    reference = _optional_str(name, row, "reference")
+    answers = candidates if reference is None else [*candidates, reference]
+    source, texts = answer_set_texts(
+        prompt, answers, instruction=instruction, input_format=input_format, name=f"{name} candidates"
+    )
+    if reference is None:
+        return RankItem(source, texts, candidates, name=name)
+    return RankItem(source, texts[:-1], candidates, texts[-1], name=name)
 
 
-def normalize_fuse_inputs(inputs: Any, candidates: Any = None) -> tuple[list[dict], bool]:
-    """``[{"prompt", "candidates", "instruction"}]`` (new lists, never the caller's) and whether it was one input."""
-    return _normalize(inputs, candidates, _fuse_item, lambda x: isinstance(x, str), conversations=False)
+def fuse_item(input_: Any, input_format: str = "auto") -> FuseItem:
+    """One fusion input (a dict or a :class:`NamedInput`): plain-text prompt and candidates, and PairRM's texts."""
+    name, value = _unpack(input_)
+    prompt, candidates, row = _fields(name, value, _FUSE_KEYS, ("prompt", "input"))
+    if not isinstance(prompt, str):
+        raise TypeError(f"{name} prompt must be a str, got {type(prompt).__name__}")
+    candidates = check_texts(f"{name} candidates", candidates)
+    instruction = _optional_str(name, row, "instruction")
+    source, texts = answer_set_texts(
+        prompt, candidates, instruction=instruction, input_format=input_format, name=f"{name} candidates"
+    )
+    return FuseItem(prompt, candidates, instruction, source, texts, name)

@@ -10,29 +10,40 @@ or the caller's messages), ``score`` (higher is better; left out with ``return_s
 (1 = best, ties share a rank). With exactly two candidates each dict also has ``logit``, the symmetric logit
 ``C[this, other] − C[other, this]`` (> 0: this one is better), and ``probability`` = ``sigmoid(logit)``; the
 entry with ``index == 0`` thus holds the probability that the first candidate is better. A single input returns
-that list; a batch returns a list of them.
+that list, a list of inputs a list of them, a generator or dataset an iterator over them (in input order).
 
-All model work goes through one :class:`pairrm_hf.PairRM` (its engine batches and deduplicates pairs).
+The pipeline follows transformers' flow: ``preprocess`` makes one input's PairRM texts (:mod:`pairrm_hf.inputs`),
+the DataLoader gathers ``batch_size`` inputs, ``_forward`` ranks them in one call to the engine of a
+:class:`pairrm_hf.PairRM` (which batches and deduplicates the pairs of all those inputs together), and
+``postprocess`` formats each input's ranking.
 """
 
 from __future__ import annotations
 
+import copy
 import os
+import shutil
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from transformers import Pipeline
 
 from ..aggregation import competition_ranks
+from ..inputs import check_input_format, is_messages
 from ..ranker import REF_MODES, PairRM
+from ..schedules import RANKING_METHODS
 from ..tokenization_pairrm import PairLengths, restore_sentencepiece_normalizer
-from ._inputs import RankItem, normalize_inputs
+from ._batching import InputBatchPipeline, check_positive_int
+from ._inputs import CallForm, RankItem, call_form, rank_item
 
 __all__ = ["PairwiseRankingPipeline", "AGGREGATIONS"]
 
-AGGREGATIONS = ("max_logits", "max_wins", "bubble")
-_PARAMS = ("aggregation", "top_k", "return_scores", "reference", "seed")
+#: The ranking methods the pipeline accepts: the package's one list.
+AGGREGATIONS = RANKING_METHODS
+_PRE = ("input_format",)
+_FORWARD = ("aggregation", "reference", "seed", "pair_batch_size")
+_POST = ("top_k", "return_scores")
+_PARAMS = (*_PRE, *_FORWARD, *_POST)
 
 
 def _model_folder(model) -> str | None:
@@ -50,20 +61,34 @@ def _model_folder(model) -> str | None:
         return None
 
 
-class PairwiseRankingPipeline(Pipeline):
+def _check_top_k(top_k: Any) -> None:
+    """One rule with ``PairRM.rank``: None or a positive int (``True`` is not a count)."""
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+
+
+class PairwiseRankingPipeline(InputBatchPipeline):
     """Ranks candidate answers to a prompt with a PairRM checkpoint (task ``"pairwise-ranking"``).
 
     Call forms: ``pipe(prompt, candidates)``, ``pipe({"prompt": …, "candidates": […]})``, ``pipe([dict, …])``
-    (a batch), ``pipe([prompts], [candidate lists])``, chat messages (``{"prompt": [messages], "candidates":
-    [[assistant messages], …]}``), a list of conversations sharing their user turns, or
-    ``{"conversations": [...]}``. Dicts may carry ``"instruction"`` (prepended to the prompt, as upstream) and
-    ``"reference"`` (a reference answer to score against).
+    (a list), ``pipe([prompts], [candidate lists])``, chat messages (``{"prompt": [messages], "candidates":
+    [str or [assistant messages], …]}``), a list of conversations sharing their user turns, or
+    ``{"conversations": [...]}``; and, streaming, a generator, ``KeyDataset(ds, "col")`` or a ``datasets.Dataset``
+    whose items are such dicts (or lists of conversations). Dicts may carry ``"instruction"`` (prepended to a
+    plain prompt, as upstream) and ``"reference"`` (a reference answer to score against).
 
-    Parameters (at construction or per call): ``aggregation`` (``max_logits`` | ``max_wins`` | ``bubble``),
-    ``top_k`` (keep the best k), ``return_scores`` (default True), ``reference`` (``True`` or a mode of
-    :data:`pairrm_hf.ranker.REF_MODES`: score each candidate against a reference picked from the candidates,
-    score = ``C[c, ref] − C[ref, c]``; inputs with a ``"reference"`` key use that text), ``seed`` (bubble order),
-    ``batch_size`` (pairs per forward pass).
+    Parameters (at construction or per call):
+
+    * ``aggregation``: one of :data:`pairrm_hf.schedules.RANKING_METHODS` (default ``max_logits``);
+    * ``top_k``: keep the best k (a positive int, at most the input's candidate count, else ``ValueError``);
+    * ``return_scores`` (default True);
+    * ``reference``: ``True`` or a mode of :data:`pairrm_hf.ranker.REF_MODES`: score each candidate against a
+      reference picked from the candidates, score = ``C[c, ref] − C[ref, c]``; inputs with a ``"reference"`` key
+      use that answer;
+    * ``seed`` (bubble order); ``input_format``: ``"auto"`` or ``"conversation"`` (see :mod:`pairrm_hf.inputs`);
+    * ``batch_size``: inputs per engine call (default 16; transformers' meaning), ``num_workers``: DataLoader
+      workers for ``preprocess`` (default 0), ``pair_batch_size``: rows (ordered pairs) per forward pass (default
+      16; results do not depend on it).
     """
 
     _load_tokenizer = True
@@ -71,19 +96,25 @@ class PairwiseRankingPipeline(Pipeline):
     _load_image_processor = False
     _load_feature_extractor = False
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, pair_batch_size: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        folder = _model_folder(self.model)
-        if folder is not None:
+        # pipeline() hands model_kwargs to the tokenizer too; a legacy load's backbone_config is no tokenizer setting.
+        getattr(self.tokenizer, "init_kwargs", {}).pop("backbone_config", None)
+        self._folder = _model_folder(self.model)
+        if self._folder is not None:
             # v5's DeBERTa tokenizer drops SentencePiece's NFKC normalizer; PairRM was trained with it.
-            restore_sentencepiece_normalizer(self.tokenizer, folder)
+            restore_sentencepiece_normalizer(self.tokenizer, self._folder)
         config = self.model.config
         lengths = PairLengths(
             int(getattr(config, "source_max_length", None) or PairLengths.source_max_length),
             int(getattr(config, "candidate_max_length", None) or PairLengths.candidate_max_length),
         )
         self.ranker = PairRM(
-            self.model, self.tokenizer, lengths=lengths, device=self.device, batch_size=self._batch_size or 16
+            self.model,
+            self.tokenizer,
+            lengths=lengths,
+            device=self.device,
+            batch_size=check_positive_int("pair_batch_size", pair_batch_size) if pair_batch_size is not None else 16,
         )
 
     # ----------------------------------------------------------------------------------- Pipeline contract
@@ -91,123 +122,93 @@ class PairwiseRankingPipeline(Pipeline):
         unknown = set(kwargs) - set(_PARAMS)
         if unknown:
             raise TypeError(f"pairwise-ranking got unexpected parameters {sorted(unknown)}; expected some of {_PARAMS}")
-        return {}, {}, {k: v for k, v in kwargs.items() if v is not None}
+        given = {k: v for k, v in kwargs.items() if v is not None}
+        if "aggregation" in given and given["aggregation"] not in RANKING_METHODS:
+            raise ValueError(f"aggregation must be one of {RANKING_METHODS}, got {given['aggregation']!r}")
+        reference = given.get("reference")
+        if reference not in (None, True, False) and reference not in REF_MODES:
+            raise ValueError(f"reference must be True or one of {REF_MODES}, got {reference!r}")
+        _check_top_k(given.get("top_k"))
+        if "pair_batch_size" in given:
+            check_positive_int("pair_batch_size", given["pair_batch_size"])
+        if "input_format" in given:
+            check_input_format(given["input_format"])
+        pre = {k: given[k] for k in _PRE if k in given}
+        if "top_k" in given:
+            pre["top_k"] = given["top_k"]  # checked against each input's candidate count before any compute
+        return pre, {k: given[k] for k in _FORWARD if k in given}, {k: given[k] for k in _POST if k in given}
 
-    def preprocess(self, inputs, candidates=None) -> dict:
-        """Normalize one input into a :class:`RankItem` (no tensors: the engine tokenizes and batches)."""
-        items, _ = normalize_inputs(inputs, candidates)
-        return {"items": items}
+    def _call_form(self, inputs: Any, candidates: Any) -> CallForm:
+        return call_form(inputs, candidates, single=lambda x: isinstance(x, str) or is_messages(x), conversations=True)
 
-    def _forward(self, model_inputs, **params):
-        return {"results": self.rank_items(model_inputs["items"], **params)}
+    def preprocess(self, inputs: Any, input_format: str = "auto", top_k: int | None = None) -> RankItem:
+        """One input's PairRM texts (no tensors: the engine tokenizes each distinct text once per batch)."""
+        item = rank_item(inputs, input_format)
+        if top_k is not None and top_k > len(item.texts):
+            raise ValueError(f"top_k={top_k} but {item.name} has only {len(item.texts)} candidates")
+        return item
 
-    def postprocess(self, model_outputs, **params):
-        """The ranked list of the one input in ``model_outputs``."""
-        return model_outputs["results"][0]
-
-    def run_single(self, inputs, preprocess_params, forward_params, postprocess_params):
-        """Rank one input in a single engine call (no per-item forward)."""
-        return self.rank_items(normalize_inputs(inputs)[0], **postprocess_params)[0]
-
-    def __call__(self, inputs: Any, candidates: Any = None, **kwargs) -> list:
-        """Rank one input (returns its ranked list) or a batch (returns one ranked list per input)."""
-        batch_size = kwargs.pop("batch_size", None)
-        kwargs.pop("num_workers", None)
-        _, _, params = self._sanitize_parameters(**kwargs)
-        params = {**self._postprocess_params, **params}
-        items, single = normalize_inputs(inputs, candidates)
-        results = self.rank_items(items, batch_size=batch_size, **params)
-        return results[0] if single else results
-
-    # ----------------------------------------------------------------------------------- ranking
-    def rank_items(
+    def _forward(
         self,
-        items: Sequence[RankItem],
-        *,
+        model_inputs: list[RankItem],
         aggregation: str = "max_logits",
-        top_k: int | None = None,
-        return_scores: bool = True,
         reference: bool | str | None = None,
         seed: int = 0,
-        batch_size: int | None = None,
-    ) -> list[list[dict]]:
-        """Rank normalized items in one engine pass per kind of work; see the module doc for the output."""
-        if aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        pair_batch_size: int | None = None,
+    ) -> list[dict]:
+        """Rank a batch of inputs with one engine call (per kind of work) and return one result per input."""
         if reference is True:
             reference = "longest"
-        if reference not in (None, False) and reference not in REF_MODES:
-            raise ValueError(f"reference must be True or one of {REF_MODES}, got {reference!r}")
-        if top_k is not None:
-            if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-                raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
-            for k, item in enumerate(items):
-                if top_k > len(item.texts):
-                    raise ValueError(f"top_k={top_k} but input {k} has only {len(item.texts)} candidates")
-        engine = self.ranker.engine
-        saved = engine.batch_size
-        if batch_size is not None:
-            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-                raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-            engine.batch_size = batch_size
-        try:
-            scores, ranks, logits = self._score(items, aggregation, reference or None, seed)
-        finally:
-            engine.batch_size = saved
-        out = []
-        for item, s, r, logit in zip(items, scores, ranks, logits):
-            rows = []
-            for i in np.argsort(r, kind="stable")[:top_k]:
-                row: dict[str, Any] = {"index": int(i), "candidate": item.originals[i]}
-                if return_scores:
-                    row["score"] = float(s[i])
-                row["rank"] = int(r[i])
-                if logit is not None:
-                    value = logit if i == 0 else -logit
-                    row["logit"] = float(value)
-                    row["probability"] = float(1.0 / (1.0 + np.exp(-value)))
-                rows.append(row)
-            out.append(rows)
-        return out
+        ranker = self._ranker_for(pair_batch_size)
+        scores, logits = _score(ranker, model_inputs, aggregation, reference or None, seed)
+        return [{"item": item, "scores": s, "logit": logit} for item, s, logit in zip(model_inputs, scores, logits)]
 
-    def _score(self, items, aggregation, ref_mode, seed):
-        prompts = [it.source for it in items]
-        cands = [it.texts for it in items]
-        instructions = [it.instruction or "" for it in items] if any(it.instruction for it in items) else None
-        n = len(items)
-        scores: list[Any] = [None] * n
-        logits: list[float | None] = [None] * n
-        if ref_mode is not None or any(it.reference is not None for it in items):
-            explicit = [k for k, it in enumerate(items) if it.reference is not None]
-            picked = [k for k, it in enumerate(items) if it.reference is None]
-            for group, refs in ((explicit, [items[k].reference for k in explicit]), (picked, None)):
-                if not group:
-                    continue
-                rewards = self.ranker.rank_with_ref(
-                    [prompts[k] for k in group], [cands[k] for k in group], ref_mode=ref_mode or "longest",
-                    references=refs, instructions=None if instructions is None else [instructions[k] for k in group],
-                )  # fmt: skip
-                for k, reward in zip(group, rewards):
-                    scores[k] = reward
-        else:
-            rankings = self.ranker.rank_batch(
-                prompts, cands, aggregation=aggregation, instructions=instructions, seed=seed
-            )
-            for k, ranking in enumerate(rankings):
-                scores[k] = ranking.scores
-                if ranking.matrix is not None and len(cands[k]) == 2:
-                    logits[k] = float(ranking.matrix[0, 1] - ranking.matrix[1, 0])
-        # Pairs without a full matrix (bubble, references) get their comparison from one extra symmetric call.
-        missing = [k for k in range(n) if len(cands[k]) == 2 and logits[k] is None]
-        if missing:
-            values = self.ranker.compare(
-                [prompts[k] for k in missing], [cands[k][0] for k in missing], [cands[k][1] for k in missing],
-                instructions=None if instructions is None else [instructions[k] for k in missing],
-            )  # fmt: skip
-            for k, value in zip(missing, values):
-                logits[k] = float(value)
-        ranks = [competition_ranks(np.asarray(s)) for s in scores]
-        return scores, ranks, logits
+    def postprocess(self, model_outputs: dict, top_k: int | None = None, return_scores: bool = True) -> list[dict]:
+        """The ranked list of one input, best first (see the module doc)."""
+        item, scores, logit = model_outputs["item"], model_outputs["scores"], model_outputs["logit"]
+        ranks = competition_ranks(np.asarray(scores))
+        rows = []
+        for i in np.argsort(ranks, kind="stable")[:top_k]:
+            row: dict[str, Any] = {"index": int(i), "candidate": item.originals[i]}
+            if return_scores:
+                row["score"] = float(scores[i])
+            row["rank"] = int(ranks[i])
+            if logit is not None:
+                value = logit if i == 0 else -logit
+                row["logit"] = float(value)
+                row["probability"] = float(1.0 / (1.0 + np.exp(-value)))
+            rows.append(row)
+        return rows
+
+    def _ranker_for(self, pair_batch_size: int | None) -> PairRM:
+        """``self.ranker``, or a view of it with another pair batch (same model and encoder; nothing is changed)."""
+        if pair_batch_size is None or pair_batch_size == self.ranker.engine.batch_size:
+            return self.ranker
+        view = copy.copy(self.ranker)
+        view.engine = copy.copy(self.ranker.engine)
+        view.engine.batch_size = pair_batch_size
+        return view
+
+    # ----------------------------------------------------------------------------------- saving
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+        """Write the model and its tokenizer as a PairRM checkpoint (HF-native layout).
+
+        ``pipeline("pairwise-ranking", model=save_directory)`` and ``PairRM.from_pretrained(save_directory)`` load
+        it back with the same scores; the tokenizer keeps its NFKC normalizer. Unlike transformers' default, no
+        pipeline code is copied and the model's config gets no ``custom_pipelines`` entry: the task is registered
+        by ``import pairrm_hf`` (never by remote code). ``kwargs`` go to the model's ``save_pretrained``.
+        """
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_directory {os.fspath(save_directory)!r} is a file; pass a folder")
+        os.makedirs(save_directory, exist_ok=True)
+        self.model.save_pretrained(save_directory, **kwargs)
+        self.tokenizer.save_pretrained(save_directory)
+        # The SentencePiece model lets the NFKC normalizer be rebuilt even by tools that rewrite tokenizer.json.
+        if self._folder is not None:
+            spm = os.path.join(self._folder, "spm.model")
+            target = os.path.join(save_directory, "spm.model")
+            if os.path.isfile(spm) and not os.path.exists(target):
+                shutil.copyfile(spm, target)
 
     # ----------------------------------------------------------------------------------- helpers
     def best_of_n_generate(self, model, tokenizer, prompts: Sequence[str], **kwargs) -> list:
@@ -218,3 +219,39 @@ class PairwiseRankingPipeline(Pipeline):
         from ..generation import best_of_n_generate
 
         return best_of_n_generate(model, tokenizer, prompts, ranker=self.ranker, **kwargs)
+
+
+def _score(ranker: PairRM, items: Sequence[RankItem], aggregation: str, ref_mode: str | None, seed: int):
+    """Scores (and the two-candidate logit) of each item: one ``rank_batch`` call for the whole batch, or one
+    ``rank_with_ref`` call per kind of reference, plus one ``compare`` for two-candidate inputs without a matrix."""
+    sources = [it.source for it in items]
+    cands = [it.texts for it in items]
+    n = len(items)
+    scores: list[Any] = [None] * n
+    logits: list[float | None] = [None] * n
+    if ref_mode is not None or any(it.reference is not None for it in items):
+        explicit = [k for k, it in enumerate(items) if it.reference is not None]
+        picked = [k for k, it in enumerate(items) if it.reference is None]
+        for group, refs in ((explicit, [items[k].reference for k in explicit]), (picked, None)):
+            if not group:
+                continue
+            rewards = ranker.rank_with_ref(
+                [sources[k] for k in group], [cands[k] for k in group], ref_mode=ref_mode or "longest", references=refs
+            )
+            for k, reward in zip(group, rewards):
+                scores[k] = reward
+    else:
+        rankings = ranker.rank_batch(sources, cands, aggregation=aggregation, seed=seed)
+        for k, ranking in enumerate(rankings):
+            scores[k] = ranking.scores
+            if ranking.matrix is not None and len(cands[k]) == 2:
+                logits[k] = float(ranking.matrix[0, 1] - ranking.matrix[1, 0])
+    # Pairs without a full matrix (bubble, sort, references) get their comparison from one extra symmetric call.
+    missing = [k for k in range(n) if len(cands[k]) == 2 and logits[k] is None]
+    if missing:
+        values = ranker.compare(
+            [sources[k] for k in missing], [cands[k][0] for k in missing], [cands[k][1] for k in missing]
+        )
+        for k, value in zip(missing, values):
+            logits[k] = float(value)
+    return scores, logits
