@@ -168,9 +168,13 @@ def test_pairwise_judge_semantics(tiny_rm):
     prompts = [*PROMPTS, PROMPTS[0]]
     s = tiny_rm.compare(prompts, [p[0] for p in pairs], [p[1] for p in pairs])
     wins = judge.judge(prompts, pairs)
-    assert wins == [0 if x > 0 else 1 for x in s[:2]] + [-1]  # exact tie → -1
+    # an exact tie answers 0 (the first completion), as the original judge's "rank of the first − 1" did
+    assert wins == [0 if x > 0 else 1 for x in s[:2]] + [0]
     swapped = judge.judge(prompts, [p[::-1] for p in pairs])
-    assert swapped[:2] == [1 - w for w in wins[:2]] and swapped[2] == -1
+    assert swapped[:2] == [1 - w for w in wins[:2]] and swapped[2] == 0
+    assert PairRMJudge(tiny_rm, on_tie=-1).judge(prompts, pairs)[2] == -1
+    with pytest.raises(ValueError, match="on_tie must be"):
+        PairRMJudge(tiny_rm, on_tie=2)
     p_ab = judge.judge(prompts, pairs, return_scores=True, temperature=0.5)
     p_ba = judge.judge(prompts, [q[::-1] for q in pairs], return_scores=True, temperature=0.5, shuffle_order=False)
     np.testing.assert_allclose(np.add(p_ab, p_ba), 1.0, atol=1e-6)
