@@ -208,6 +208,26 @@ def test_judges_bad_inputs_and_lazy_load(tiny_rm, tiny_hf_dir):
     assert lazy.judge(PROMPTS[:1], [["a", "b"]]) in ([0], [1], [-1]) and lazy.ranker.rm.device.type == "cpu"
 
 
+def test_label_preferences_loads_a_path_once_per_process(tiny_hf_dir, monkeypatch):
+    from pairrm_hf import ranker as ranker_module
+
+    loads = []
+    real = PairRM.from_pretrained.__func__
+
+    def counting(cls, *args, **kwargs):  # the real loader, counted
+        loads.append(args)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(PairRM, "from_pretrained", classmethod(counting))
+    monkeypatch.setattr(ranker_module, "_SHARED", {})  # start from an empty process cache
+    rows = [{"prompt": PROMPTS[0], "completions": ANSWERS[0]}]
+    first = label_preferences(rows, ranker=str(tiny_hf_dir))
+    models = list(ranker_module._SHARED.values())
+    second = label_preferences(rows + rows, ranker=str(tiny_hf_dir), strategy="all_pairs")
+    assert len(loads) == 1 and list(ranker_module._SHARED.values()) == models and len(models) == 1
+    assert len(first) == 1 and len(second) == 12
+
+
 # ----------------------------------------------------------------------------------------------- labelling
 def _scores(rm, prompts, lists):
     return [r.scores.astype(np.float64) for r in rm.rank_batch(prompts, lists)]
