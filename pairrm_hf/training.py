@@ -256,7 +256,7 @@ def train_pairrm(
             ``pairs_per_example``).
         lengths: row budgets (default: the checkpoint's, else 1224/412).
         **training_args: ``transformers.TrainingArguments`` fields (``learning_rate``, ``per_device_train_batch_size``,
-            ``bf16``, ``gradient_checkpointing``, ``deepspeed``...). ``report_to`` defaults to ``"none"``.
+            ``bf16``, ``activation_checkpointing``, ``deepspeed``...). ``report_to`` defaults to ``"none"``.
     """
     seed = int(training_args.get("seed", 42))
     model, tok, loaded_lengths = _resolve_model(model_or_path, tokenizer)

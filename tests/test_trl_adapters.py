@@ -305,7 +305,7 @@ def policy_dir(tmp_path_factory):
 
 
 def _cpu_args(tmp_path, **kwargs):
-    return dict(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", gradient_checkpointing=False,
+    return dict(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", activation_checkpointing=False,
                 save_strategy="no", max_steps=1, logging_steps=1, learning_rate=1e-3, **kwargs)  # fmt: skip
 
 
