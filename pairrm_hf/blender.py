@@ -210,6 +210,61 @@ class Blender:
             input_format=input_format,
         )  # fmt: skip
 
+    # ------------------------------------------------------------------------------------------ generation
+    def n_generate(
+        self,
+        model,
+        model_tokenizer,
+        inputs: Sequence[str],
+        instructions: Sequence[str] | None = None,
+        n: int = 5,
+        sampling_mode: str | None = "top_p_sampling",
+        batch_size: int = 4,
+        use_chat_template: bool | str = "auto",
+        **generate_kwargs,
+    ) -> list[list[str]]:
+        """``n`` sampled completions per input from a causal LM (upstream ``n_generate``; see :func:`sample_n`).
+
+        ``use_chat_template="auto"`` wraps each prompt in the tokenizer's chat template unless it already carries it
+        (upstream never applied one, so prompts were usually rendered by the caller); ``max_new_tokens`` defaults
+        to 128 (upstream: ``model_max_length``).
+        """
+        from .generation import sample_n
+
+        return sample_n(
+            model, model_tokenizer, inputs, n=n, instructions=instructions, batch_size=batch_size,
+            use_chat_template=use_chat_template, sampling_mode=sampling_mode, **generate_kwargs,
+        )  # fmt: skip
+
+    def best_of_n_generate(
+        self,
+        model,
+        model_tokenizer,
+        inputs: Sequence[str],
+        instructions: Sequence[str] | None = None,
+        n: int = 5,
+        sampling_mode: str | None = "top_p_sampling",
+        batch_size: int = 4,
+        pairrm_cmp_type: str = "bubble",
+        return_all: bool = False,
+        use_chat_template: bool | str = "auto",
+        seed: int = 0,
+        **generate_kwargs,
+    ) -> list[str] | list[list[str]]:
+        """Sample ``n`` completions per input and keep the one the ranker likes best (upstream ``best_of_n_generate``).
+
+        Generation as :meth:`n_generate`, selection as :meth:`get_best_of_n` (ranking batch ``min(batch_size, 32)``
+        as upstream). See :func:`pairrm_hf.generation.best_of_n_generate`.
+        """
+        from .generation import best_of_n_generate
+
+        ranker = self._with_batch(min(batch_size, 32))
+        return best_of_n_generate(
+            model, model_tokenizer, inputs, n=n, ranker=ranker, method=pairrm_cmp_type, instructions=instructions,
+            return_all=return_all, batch_size=batch_size, seed=seed, use_chat_template=use_chat_template,
+            sampling_mode=sampling_mode, **generate_kwargs,
+        )  # fmt: skip
+
     # ------------------------------------------------------------------------------------------ fusion
     def loadfuser(
         self, fuser_path: str = "llm-blender/gen_fuser_3b", device: str | None = None, dtype: Any = "bfloat16", **kwargs

@@ -269,7 +269,7 @@ def train_pairrm(
         input_format: ``"auto"`` (plain rows stay plain, chat rows use the original's conversation template) or
             ``"conversation"`` (the template for all rows); see :mod:`pairrm_hf.inputs`.
         **training_args: ``transformers.TrainingArguments`` fields (``learning_rate``, ``per_device_train_batch_size``,
-            ``bf16``, ``gradient_checkpointing``, ``deepspeed``...). ``report_to`` defaults to ``"none"``.
+            ``bf16``, ``activation_checkpointing``, ``deepspeed``...). ``report_to`` defaults to ``"none"``.
     """
     seed = int(training_args.get("seed", 42))
     check_input_format(input_format)

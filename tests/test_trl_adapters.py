@@ -183,9 +183,13 @@ def test_pairwise_judge_semantics(tiny_rm):
     prompts = [*PROMPTS, PROMPTS[0]]
     s = tiny_rm.compare(prompts, [p[0] for p in pairs], [p[1] for p in pairs])
     wins = judge.judge(prompts, pairs)
-    assert wins == [0 if x > 0 else 1 for x in s[:2]] + [-1]  # exact tie → -1
+    # an exact tie answers 0 (the first completion), as the original judge's "rank of the first − 1" did
+    assert wins == [0 if x > 0 else 1 for x in s[:2]] + [0]
     swapped = judge.judge(prompts, [p[::-1] for p in pairs])
-    assert swapped[:2] == [1 - w for w in wins[:2]] and swapped[2] == -1
+    assert swapped[:2] == [1 - w for w in wins[:2]] and swapped[2] == 0
+    assert PairRMJudge(tiny_rm, on_tie=-1).judge(prompts, pairs)[2] == -1
+    with pytest.raises(ValueError, match="on_tie must be"):
+        PairRMJudge(tiny_rm, on_tie=2)
     p_ab = judge.judge(prompts, pairs, return_scores=True, temperature=0.5)
     p_ba = judge.judge(prompts, [q[::-1] for q in pairs], return_scores=True, temperature=0.5, shuffle_order=False)
     np.testing.assert_allclose(np.add(p_ab, p_ba), 1.0, atol=1e-6)
@@ -217,6 +221,26 @@ def test_judges_bad_inputs_and_lazy_load(tiny_rm, tiny_hf_dir):
     lazy = PairRMJudge(str(tiny_hf_dir))
     assert not lazy.ranker.loaded  # nothing is loaded (and no Accelerator built) before the first call
     assert lazy.judge(PROMPTS[:1], [["a", "b"]]) in ([0], [1], [-1]) and lazy.ranker.rm.device.type == "cpu"
+
+
+def test_label_preferences_loads_a_path_once_per_process(tiny_hf_dir, monkeypatch):
+    from pairrm_hf import ranker as ranker_module
+
+    loads = []
+    real = PairRM.from_pretrained.__func__
+
+    def counting(cls, *args, **kwargs):  # the real loader, counted
+        loads.append(args)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(PairRM, "from_pretrained", classmethod(counting))
+    monkeypatch.setattr(ranker_module, "_SHARED", {})  # start from an empty process cache
+    rows = [{"prompt": PROMPTS[0], "completions": ANSWERS[0]}]
+    first = label_preferences(rows, ranker=str(tiny_hf_dir))
+    models = list(ranker_module._SHARED.values())
+    second = label_preferences(rows + rows, ranker=str(tiny_hf_dir), strategy="all_pairs")
+    assert len(loads) == 1 and list(ranker_module._SHARED.values()) == models and len(models) == 1
+    assert len(first) == 1 and len(second) == 12
 
 
 # ----------------------------------------------------------------------------------------------- labelling
@@ -298,7 +322,7 @@ def policy_dir(tmp_path_factory):
 
 
 def _cpu_args(tmp_path, **kwargs):
-    return dict(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", gradient_checkpointing=False,
+    return dict(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", activation_checkpointing=False,
                 save_strategy="no", max_steps=1, logging_steps=1, learning_rate=1e-3, **kwargs)  # fmt: skip
 
 

@@ -32,6 +32,9 @@ class LazyPairRM:
     Args:
         ranker: a local folder / Hub id, or an already loaded :class:`~pairrm_hf.PairRM`.
         device: where to load it; ``None`` = the current CUDA device when there is one, else CPU, decided at load.
+        shared: load through :func:`pairrm_hf.ranker.shared_pairrm`, so every handle of this path and these
+            settings in the process uses one model (``load_kwargs`` then limited to ``dtype``, ``batch_size``,
+            ``backbone_config``).
         **load_kwargs: passed to :meth:`PairRM.from_pretrained` (``dtype``, ``batch_size``, ...).
 
     Pickling keeps the path and the load arguments and drops the model, which the unpickled copy reloads on first
@@ -40,8 +43,14 @@ class LazyPairRM:
     """
 
     def __init__(
-        self, ranker: str | os.PathLike | PairRM | LazyPairRM = DEFAULT_MODEL, *, device: Any = None, **load_kwargs
+        self,
+        ranker: str | os.PathLike | PairRM | LazyPairRM = DEFAULT_MODEL,
+        *,
+        device: Any = None,
+        shared: bool = False,
+        **load_kwargs,
     ):
+        self.shared = shared or getattr(ranker, "shared", False)
         if isinstance(ranker, LazyPairRM):
             self.path, self.device, self.load_kwargs, self._rm = (
                 ranker.path,
@@ -72,7 +81,12 @@ class LazyPairRM:
         """The loaded :class:`PairRM` (loads it on first access)."""
         if self._rm is None:
             device = self.device if self.device is not None else _default_device()
-            self._rm = PairRM.from_pretrained(self.path, device=device, **self.load_kwargs)
+            if getattr(self, "shared", False):
+                from ..ranker import shared_pairrm
+
+                self._rm = shared_pairrm(self.path, device=str(device), **self.load_kwargs)
+            else:
+                self._rm = PairRM.from_pretrained(self.path, device=device, **self.load_kwargs)
         return self._rm
 
     @property

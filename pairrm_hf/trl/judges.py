@@ -66,9 +66,10 @@ class PairRMJudge(_Judge):
 
     ``judge(prompts, completions)`` with ``completions[k] = [first, second]`` returns per prompt the index (0/1) of
     the better completion, decided by the symmetric logit ``s = C[first, second] − C[second, first]``:
-    ``0`` when ``s > 0``, ``1`` when ``s < 0``, and ``-1`` when the judge cannot decide — an exact tie ``s == 0``
-    (identical texts, or texts that tokenize alike) or a non-finite logit. Old TRL trainers read ``-1`` as "second
-    completion"; handle it if ties matter to you.
+    ``0`` when ``s > 0``, ``1`` when ``s < 0``, ``on_tie`` (default ``0``, the first completion) on an exact tie
+    ``s == 0`` (identical texts, or texts that tokenize alike), and ``-1`` only when the judge fails (a non-finite
+    logit): TRL's judge contract reserves ``-1`` for failures. The original judge returned the first completion's
+    0-based rank, which is ``0`` on a tie (both completions share rank 1); ``on_tie=0`` keeps that.
 
     With ``return_scores=True`` it returns ``P(first is better) = sigmoid(s / temperature)`` instead (0.5 on a
     tie), so ``p(A, B) = 1 − p(B, A)``.
@@ -84,6 +85,7 @@ class PairRMJudge(_Judge):
         seed: seed of the shuffling generator.
         input_format: ``"auto"`` (str prompts and completions stay plain, chat messages use the conversation
             template) or ``"conversation"`` (the template for all); see :mod:`pairrm_hf.inputs`.
+        on_tie: the answer for an exact tie: ``0`` (default, as the original), ``1``, or ``-1`` to mark ties.
         device, **load_kwargs: where / how to load a path (see :meth:`PairRM.from_pretrained`).
     """
 
@@ -92,11 +94,15 @@ class PairRMJudge(_Judge):
         ranker: str | os.PathLike | PairRM = DEFAULT_MODEL,
         *,
         seed: int | None = 0,
+        on_tie: int = 0,
         input_format: str = "auto",
         device: Any = None,
         **load_kwargs: Any,
     ):
+        if on_tie not in (0, 1, -1) or isinstance(on_tie, bool):
+            raise ValueError(f"on_tie must be 0, 1 or -1, got {on_tie!r}")
         super().__init__(ranker, seed, device, input_format, load_kwargs)
+        self.on_tie = on_tie
 
     def judge(
         self,
@@ -106,7 +112,7 @@ class PairRMJudge(_Judge):
         return_scores: bool = False,
         temperature: float = 1.0,
     ) -> list[int] | list[float]:
-        """Winner index per prompt (0/1, -1 = tie/failure), or ``P(first better)`` with ``return_scores``."""
+        """Winner index per prompt (0/1, ``on_tie`` on a tie, -1 on failure), or ``P(first better)`` (scores)."""
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         sources, lists = _prompt_texts(prompts, completions, pairwise=True, input_format=self.input_format)
@@ -118,7 +124,7 @@ class PairRMJudge(_Judge):
         s = np.where(flip, -s, s)
         if return_scores:
             return [float(x) for x in 1.0 / (1.0 + np.exp(-s / temperature))]
-        return [0 if x > 0 else 1 if x < 0 else -1 for x in s]  # NaN compares False both ways → -1
+        return [0 if x > 0 else 1 if x < 0 else self.on_tie if x == 0 else -1 for x in s]  # NaN: -1
 
 
 class PairRMRankJudge(_Judge):

@@ -107,8 +107,9 @@ def label_preferences(
         dataset: a ``datasets.Dataset``, or a list of row dicts.
         prompt_column: prompts: str (standard) or message lists (conversational; kept as messages).
         completions_column: per row a list of completions: str, or ``[{"role": "assistant", "content": ...}]``.
-        ranker: PairRM folder / Hub id or a loaded :class:`PairRM` (with ``num_proc`` pass a path: each worker
-            loads its own copy).
+        ranker: PairRM folder / Hub id or a loaded :class:`PairRM`. A path is loaded once per process
+            (:func:`pairrm_hf.ranker.shared_pairrm`) and reused by later calls; with ``num_proc`` each worker loads
+            its own copy.
         batch_size: rows per ``datasets.map`` batch (one PairRM call each).
         input_format: ``"auto"`` (str prompts/completions stay plain, chat messages use the original's
             conversation template) or ``"conversation"`` (the template for all); see :mod:`pairrm_hf.inputs`.
@@ -138,7 +139,7 @@ def label_preferences(
             raise ValueError(f"{name}={column!r} is not a column of the dataset (columns: {dataset.column_names})")
     if len(dataset) == 0:
         raise ValueError("dataset is empty")
-    lazy = LazyPairRM(ranker)
+    lazy = LazyPairRM(ranker, shared=True)  # a path loads once per process, reused by later calls and batches
     labeler = _Labeler(lazy, prompt_column, completions_column, strategy, min_margin, ties, seed, input_format)
     # An explicit fingerprint: hashing the function would otherwise hash the whole model's weights.
     key = repr((dataset._fingerprint, lazy.path, id(lazy._rm), prompt_column, completions_column, strategy,
