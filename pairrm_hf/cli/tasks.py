@@ -9,7 +9,6 @@ candidates and for the A/B columns (see :mod:`pairrm_hf.conversation`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -77,16 +76,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _maybe_json(value: Any) -> Any:
-    # CSV cells hold lists as JSON text; a plain string that is not a JSON list/object stays a string.
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
-
-
 def _is_messages(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(m, Mapping) for m in value)
 
@@ -101,7 +90,7 @@ def _get(row: Mapping, column: str) -> Any:
 
 
 def _text(row: Mapping, column: str) -> str:
-    value = _maybe_json(_get(row, column))
+    value = _get(row, column)
     if _is_messages(value):
         # A prompt given as chat messages: a single user turn is its text.
         if (
@@ -141,7 +130,7 @@ def _source(row: Mapping, spec: TaskSpec, conv_source: str | None) -> str:
 
 
 def _candidates(row: Mapping, column: str) -> tuple[str | None, list[str], list[Any]]:
-    value = _maybe_json(_get(row, column))
+    value = _get(row, column)
     if not isinstance(value, list):
         raise RowError(column, f"expected a list of candidates, got {type(value).__name__}")
     if not value:
@@ -162,8 +151,8 @@ def prepare_row(row: Mapping, spec: TaskSpec) -> dict:
         raise RowError("<row>", f"expected an object, got {type(row).__name__}")
     if spec.task == "compare":
         a_value, b_value = _get(row, spec.a_column), _get(row, spec.b_column)
-        src_a, a = _answer(_maybe_json(a_value), spec.a_column)
-        src_b, b = _answer(_maybe_json(b_value), spec.b_column)
+        src_a, a = _answer(a_value, spec.a_column)
+        src_b, b = _answer(b_value, spec.b_column)
         if src_a != src_b:
             raise RowError(
                 spec.b_column,
@@ -173,7 +162,7 @@ def prepare_row(row: Mapping, spec: TaskSpec) -> dict:
     conv_source, texts, raw = _candidates(row, spec.candidates_column)
     item = {"source": _source(row, spec, conv_source), "candidates": texts, "raw": raw}
     if spec.task == "score" and spec.reference_column is not None:
-        src_ref, ref = _answer(_maybe_json(_get(row, spec.reference_column)), spec.reference_column)
+        src_ref, ref = _answer(_get(row, spec.reference_column), spec.reference_column)
         if src_ref is not None and src_ref != item["source"]:
             raise RowError(spec.reference_column, "conversation has different user turns from the candidates")
         item["reference"] = ref
