@@ -9,11 +9,16 @@ in slot 1 and ``j`` in slot 2. The engine
   only to its own longest row (never to 2048),
 * runs under ``torch.inference_mode`` and returns logits in the order the pairs were asked for, so results do
   not depend on batch size or input order.
+
+Non-finite logits (NaN/inf, e.g. fp16 overflow) never leave the engine. The one policy, inherited by every
+surface: the affected pairs are computed again in fp32 eager mode (a warning says how many); if a logit is still
+not finite, :class:`NonFiniteLogitsError` names the input, the candidates and the start of their texts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -23,16 +28,45 @@ import torch
 from .modeling_pairrm import DebertaV2PairRM
 from .tokenization_pairrm import PairEncoder
 
-__all__ = ["EncodedExample", "PairwiseEngine", "resolve_device", "resolve_dtype"]
+__all__ = ["EncodedExample", "NonFiniteLogitsError", "PairwiseEngine", "resolve_device", "resolve_dtype"]
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLogitsError(FloatingPointError):
+    """PairRM gave NaN or infinite logits even in fp32 (see the engine's non-finite policy)."""
 
 
 def resolve_device(device: str | int | torch.device | None) -> torch.device:
-    """``None`` → the first CUDA device when there is one, else CPU; ints are CUDA ordinals."""
+    """``None`` → the first CUDA device when there is one, else CPU; ints are CUDA ordinals.
+
+    A CUDA device on a machine without CUDA (or an ordinal past the last GPU) raises ``ValueError`` saying so and
+    how to choose the CPU, instead of torch's assertion deep inside the first ``.to()``.
+    """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if isinstance(device, int):
-        return torch.device("cpu") if device < 0 else torch.device("cuda", device)
-    return torch.device(str(device).lower()) if isinstance(device, str) else device
+        resolved = torch.device("cpu") if device < 0 else torch.device("cuda", device)
+    elif isinstance(device, str):
+        try:
+            resolved = torch.device(device.lower())
+        except RuntimeError as err:
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or another torch device, got {device!r}") from err
+    else:
+        resolved = device
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {str(device)!r} asks for CUDA, but no CUDA device is available on this machine "
+                "(torch.cuda.is_available() is False); use device='cpu' (CLI: --device cpu), or leave the device "
+                "unset to use the GPU when there is one and the CPU otherwise"
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                f"(cuda:0 … cuda:{torch.cuda.device_count() - 1}); pick one of them or device='cpu'"
+            )
+    return resolved
 
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -115,6 +149,9 @@ class PairwiseEngine:
         self.show_progress = show_progress
         self.compile = bool(compile)
         self._compiled = None
+        #: called after every forward batch with the number of requested ordered pairs it answered (pairs
+        #: that share one row count once each); the ``pairrm`` command moves its progress bar with it.
+        self.progress_callback: Callable[[int], None] | None = None
         #: counters of the last call: forward passes, rows, real tokens, padded tokens fed to the model and the
         #: most rows assembled at once (memory grows with the batch, never with the number of pairs).
         self.last_stats: dict[str, int] = {}
@@ -209,7 +246,10 @@ class PairwiseEngine:
                  for ex, i, j in pairs.tolist()], dtype=np.int64,
             )  # fmt: skip
             _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-            return self._unique_pair_logits(examples, pairs[first])[inverse.reshape(-1)]
+            inverse = inverse.reshape(-1)
+            weights = np.bincount(inverse, minlength=len(first))
+            logits = self._unique_pair_logits(examples, pairs[first], weights=weights)
+            return self._finite(examples, pairs[first], logits)[inverse]
         self.last_stats = {"forward_calls": 0, "rows": 0, "real_tokens": 0, "padded_tokens": 0, "max_batch_rows": 0}
         return np.zeros(0, dtype=np.float32)
 
@@ -222,10 +262,54 @@ class PairwiseEngine:
         The yardstick for the fast paths; when the weights are not fp32 it runs on a temporary fp32 copy.
         """
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
-        return self._unique_pair_logits(examples, pairs, reference=True)
+        logits = self._unique_pair_logits(examples, pairs, reference=True)
+        bad = ~np.isfinite(logits)
+        if bad.any():
+            self._raise_non_finite(examples, pairs[bad], logits[bad])
+        return logits
+
+    def _finite(self, examples: Sequence[EncodedExample], pairs: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """The non-finite policy: recompute NaN/inf logits in fp32 eager mode, raise if they stay non-finite."""
+        bad = ~np.isfinite(logits)
+        if not bad.any():
+            return logits
+        stats = self.last_stats
+        logger.warning(
+            "PairRM: %d of %d pairs gave non-finite logits (%s weights%s); computing them again in float32",
+            int(bad.sum()), len(logits), str(next(self.model.parameters()).dtype).replace("torch.", ""),
+            f", {self.autocast_dtype} autocast" if self.autocast_dtype is not None else "",
+        )  # fmt: skip
+        again = self._unique_pair_logits(examples, pairs[bad], reference=True)
+        self.last_stats = {**stats, "recomputed_fp32": int(bad.sum())}
+        still = ~np.isfinite(again)
+        if still.any():
+            self._raise_non_finite(examples, pairs[bad][still], again[still])
+        logits = logits.copy()
+        logits[bad] = again
+        return logits
+
+    def _raise_non_finite(self, examples: Sequence[EncodedExample], pairs: np.ndarray, values: np.ndarray):
+        decode = self.encoder.tokenizer.decode
+
+        def snippet(ids: list[int]) -> str:
+            text = decode(ids[:40], skip_special_tokens=True)
+            return repr(text[:60] + ("…" if len(text) > 60 else ""))
+
+        ex, i, j = (int(x) for x in pairs[0])
+        e = examples[ex]
+        raise NonFiniteLogitsError(
+            f"PairRM gave a non-finite logit ({values[0]}) even in float32 for input {ex} (source {snippet(e.source)}), "
+            f"candidates {i} ({snippet(e.candidates[i])}) and {j} ({snippet(e.candidates[j])})"
+            + (f", and {len(pairs) - 1} more pairs" if len(pairs) > 1 else "")
+            + "; the model's weights are probably damaged (check them for NaN/inf, or reload the checkpoint)"
+        )
 
     def _unique_pair_logits(
-        self, examples: Sequence[EncodedExample], pairs: np.ndarray, reference: bool = False
+        self,
+        examples: Sequence[EncodedExample],
+        pairs: np.ndarray,
+        reference: bool = False,
+        weights: np.ndarray | None = None,
     ) -> np.ndarray:
         out = np.zeros(len(pairs), dtype=np.float32)
         stats = {"forward_calls": 0, "rows": 0, "real_tokens": 0, "padded_tokens": 0, "max_batch_rows": 0}
@@ -239,7 +323,7 @@ class PairwiseEngine:
             batches = self._batches(lengths)
             progress = None
             if self.show_progress:
-                from tqdm.auto import tqdm
+                from huggingface_hub.utils import tqdm  # honours the Hugging Face progress-bar switches
 
                 progress = tqdm(total=len(pairs), desc="PairRM", unit="pair")
             autocast = (
@@ -264,6 +348,8 @@ class PairwiseEngine:
                     stats["max_batch_rows"] = max(stats["max_batch_rows"], len(batch))
                     if progress is not None:
                         progress.update(len(batch))
+                    if self.progress_callback is not None and not reference:
+                        self.progress_callback(int(weights[batch].sum()) if weights is not None else len(batch))
             if progress is not None:
                 progress.close()
         self.last_stats = stats

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -88,9 +89,20 @@ def resolve_checkpoint(
         ) from err
 
 
+_REDOWNLOAD = "download the checkpoint again (for a Hub id: delete it from the Hugging Face cache first)"
+
+
 def _read_json(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); the file is damaged or "
+            f"was edited by hand: fix it, or {_REDOWNLOAD}"
+        ) from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}), so not a JSON config; {_REDOWNLOAD}") from None
 
 
 def detect_layout(folder: str) -> str:
@@ -119,12 +131,48 @@ def _weights_file(folder: str) -> str:
     raise ValueError(f"{folder!r} has no weights: expected 'model.safetensors' or 'pytorch_model.bin'")
 
 
+def _check_safetensors(path: str) -> None:
+    """Read a safetensors file's header (cheap; no tensor data) and name the file when it is damaged."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            f.keys()
+    except Exception as err:  # SafetensorError, OSError: a truncated or overwritten download
+        raise ValueError(
+            f"{path}: not a valid safetensors file ({err}); it is probably an incomplete or damaged download: "
+            f"{_REDOWNLOAD}"
+        ) from None
+
+
 def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
+        _check_safetensors(path)
         return load_file(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message suggests weights_only=False (or allow-listing globals), which would run the code a
+        # checkpoint may carry: never pass that on. Keep only its one-line reason.
+        text = str(err).split("WeightsUnpickler error:", 1)[-1]
+        reason = next((ln.strip() for ln in text.splitlines() if ln.strip()), "bad pickle data")
+        if "global" in reason.lower():
+            raise ValueError(
+                f"{path}: holds Python objects besides tensors ({reason.split(' was not')[0]}); they are not loaded, "
+                "for safety (nothing in the file was run). Use a safetensors copy of this checkpoint "
+                "(model.safetensors), or re-save its weights as plain tensors from a trusted environment"
+            ) from None
+        raise ValueError(
+            f"{path}: not a readable PyTorch weights file ({reason}); it is probably damaged: {_REDOWNLOAD}"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(
+            f"{path}: not a readable PyTorch weights file ({first.split('. ')[0]}); it is probably an incomplete or "
+            f"damaged download: {_REDOWNLOAD}"
+        ) from None
 
 
 def _backbone_config_dict(backbone_config: Any) -> dict | None:
@@ -286,7 +334,9 @@ def _load_legacy(
 def _load_hf(folder: str, dtype: Any) -> tuple[DebertaV2PairRM, PreTrainedTokenizerBase, PairLengths]:
     config = _read_json(os.path.join(folder, "config.json"))
     if not os.path.isfile(os.path.join(folder, "model.safetensors.index.json")):
-        _weights_file(folder)  # a clear error naming the expected files, before transformers' own
+        weights = _weights_file(folder)  # a clear error naming the expected files, before transformers' own
+        if weights.endswith(".safetensors"):
+            _check_safetensors(weights)
     if "source_prefix_id" not in config:
         raise ValueError(
             f"{folder!r} holds a plain DeBERTa-v2 model, not PairRM (config.json has no 'source_prefix_id'); "

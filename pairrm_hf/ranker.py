@@ -26,7 +26,7 @@ from .loading import DEFAULT_MODEL, load_pairrm
 from .modeling_pairrm import DebertaV2PairRM
 from .schedules import RANKING_METHODS, bubble_pass, bubble_wins, merge_sort_rank
 from .tokenization_pairrm import PairEncoder, PairLengths
-from .validation import check_same_length
+from .validation import check_same_length, check_top_k
 
 __all__ = ["PairRM", "RankedCandidate", "Ranking", "COMPARE_MODES", "REF_MODES", "shared_pairrm", "device_for_rank"]
 
@@ -38,7 +38,10 @@ Answer = Any
 #: ``symmetric`` = C[A,B] − C[B,A] (upstream default), ``ab`` = C[A,B], ``ba`` = −C[B,A]; > 0 always means A better.
 COMPARE_MODES = ("symmetric", "ab", "ba")
 #: How ``rank_with_ref`` picks each input's reference among its candidates (``len`` counts characters).
-REF_MODES = ("longest", "shortest", "median_length", "first", "last")
+#: ``longest`` is upstream's rule, kept for parity: among equally long candidates the first in input order wins,
+#: so shuffling the candidates can change the rewards. ``longest_lexical`` picks the same length, ties broken by
+#: the smallest text (code-point order): the same reference, and so the same rewards, in any input order.
+REF_MODES = ("longest", "longest_lexical", "shortest", "median_length", "first", "last")
 
 
 @dataclass(frozen=True)
@@ -325,13 +328,16 @@ class PairRM:
         """Rank the candidates for one prompt, best first; ``top_k`` keeps only the best k.
 
         ``prompt`` is a str or chat messages (``None`` when the candidates are whole conversations).
+        ``top_k``: ``None`` or a positive int (not a bool) up to the number of candidates; more is a ``ValueError``
+        (the same rule as the pipelines and fusion, see :func:`~pairrm_hf.validation.check_top_k`).
         """
         if prompt is not None and not isinstance(prompt, str) and not is_messages(prompt):
             raise TypeError(
                 f"prompt must be a str or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}"
             )
-        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+        check_top_k(top_k)
+        if isinstance(candidates, Sequence) and not isinstance(candidates, str):
+            check_top_k(top_k, len(candidates))
         ranking = self.rank_batch(
             [prompt],
             [candidates],
@@ -425,6 +431,8 @@ class PairRM:
 
         The reference is ``references[k]`` when given (rendered like an answer to the same prompt), else picked
         from the candidates by ``ref_mode`` (one of :data:`REF_MODES`; lengths are of the PairRM candidate texts).
+        ``longest`` (the default, upstream's rule) breaks length ties by input order; ``longest_lexical`` breaks them
+        by text, so the rewards do not depend on the candidates' order.
         """
         if references is None and ref_mode not in REF_MODES:
             raise ValueError(f"ref_mode must be one of {REF_MODES}, got {ref_mode!r}")
@@ -465,6 +473,9 @@ class PairRM:
 def _pick_reference(candidates: list[str], mode: str) -> str:
     if mode == "longest":
         return max(candidates, key=len)
+    if mode == "longest_lexical":
+        longest = max(map(len, candidates))
+        return min(c for c in candidates if len(c) == longest)
     if mode == "shortest":
         return min(candidates, key=len)
     if mode == "median_length":

@@ -14,12 +14,21 @@ from ..inputs import INPUT_FORMATS
 
 __all__ = ["eval_main"]
 
+_FILE_TYPES = (".jsonl", ".json", ".ndjson", ".csv", ".parquet", ".pq", ".txt")
+
 
 def _load_rows(data: str, split: str) -> list[dict]:
     from ..data import read_jsonl
 
     if os.path.isfile(data):
         return read_jsonl(data)
+    if not os.path.isdir(data) and (
+        os.path.splitext(data)[1].lower() in _FILE_TYPES or data.startswith((".", os.sep, "~"))
+    ):
+        # A file path, not a Hub dataset id: say so instead of "couldn't reach the Hub".
+        raise FileNotFoundError(
+            f"--data {data}: no such file (the file does not exist; a Hub dataset id looks like 'org/name')"
+        )
     import datasets
 
     return list(datasets.load_dataset(data, split=split))

@@ -12,8 +12,10 @@ import json
 import os
 import sys
 
+from .. import __version__
 from ..inputs import INPUT_FORMATS
 from ..loading import DEFAULT_MODEL
+from ..ranker import REF_MODES
 from ..schedules import RANKING_METHODS
 from .io import InputError
 from .tasks import LABEL_STRATEGIES, TaskSpec
@@ -98,6 +100,7 @@ def _add_job_options(parser: argparse.ArgumentParser, required_input: bool = Tru
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``pairrm`` command."""
     parser = _Parser(prog="pairrm", description="Rank, compare, score and label LLM answers with PairRM.")
+    parser.add_argument("--version", action="version", version=f"pairrm-hf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     rank = sub.add_parser("rank", help="rank candidates: one prompt (--prompt/--candidates) or every row of a file",
@@ -123,9 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_options(score)
     score.add_argument("--candidates-column", default="candidates", help="default: %(default)s")
     score.add_argument("--reference-column", default=None, help="reference answers (default: pick by --ref-mode)")
-    score.add_argument(
-        "--ref-mode", default="longest", choices=["longest", "shortest", "median_length", "first", "last"]
-    )
+    score.add_argument("--ref-mode", default="longest", choices=REF_MODES,
+                       help="reference pick without --reference-column (longest_lexical: ties by text, not input order)")  # fmt: skip
 
     label = sub.add_parser("label", help="DPO preference pairs from ranked candidates",
                            description="Writes one row per pair: input columns + chosen, rejected, chosen_index, "
@@ -203,9 +205,10 @@ def _spec(args: argparse.Namespace) -> TaskSpec:
 def _print_summary(s: dict) -> None:
     rate = s["pairs"] / s["seconds"] if s["seconds"] > 0 else 0.0
     rows_rate = s["rows_computed"] / s["seconds"] if s["seconds"] > 0 else 0.0
+    by_others = f", {s['chunks_by_others']} finished by another process" if s.get("chunks_by_others") else ""
     lines = [
         f"rows: {s['rows']} in {s['chunks']} chunks; computed now: {s['chunks_computed']} chunks / {s['rows_computed']} rows"
-        f" ({s['chunks_done_before']} chunks were already done); rejected: {s['rejected']}",
+        f" ({s['chunks_done_before']} chunks were already done){by_others}; rejected: {s['rejected']}",
         f"time: {s['seconds']:.1f} s, {rows_rate:.1f} rows/s; ordered pairs scored: {s['pairs']} ({rate:.1f} pairs/s; "
         f"{s['forward_rows']} model rows after de-duplication)",
     ]  # fmt: skip

@@ -11,7 +11,6 @@ not read).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -80,16 +79,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _maybe_json(value: Any) -> Any:
-    # CSV cells hold lists as JSON text; a plain string that is not a JSON list/object stays a string.
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
-
-
 def _get(row: Mapping, column: str) -> Any:
     if column not in row:
         raise RowError(column, f"missing column (row has {sorted(row)})")
@@ -100,7 +89,7 @@ def _get(row: Mapping, column: str) -> Any:
 
 
 def _text(row: Mapping, column: str) -> str:
-    value = _maybe_json(_get(row, column))
+    value = _get(row, column)
     if not isinstance(value, str):
         raise RowError(column, f"expected a str, got {type(value).__name__}")
     return value
@@ -110,7 +99,7 @@ def _prompt(row: Mapping, spec: TaskSpec, answers: list) -> tuple[Any, str | Non
     """``(prompt, instruction)`` for these answers; whole conversations carry their own prompt (column not read)."""
     if answers and all(is_whole_conversation(a) for a in answers):
         return None, None
-    prompt = _maybe_json(_get(row, spec.prompt_column))
+    prompt = _get(row, spec.prompt_column)
     instruction = _text(row, spec.instruction_column) if spec.instruction_column is not None else None
     return prompt, instruction
 
@@ -145,11 +134,11 @@ def prepare_row(row: Mapping, spec: TaskSpec) -> dict:
     if not isinstance(row, Mapping):
         raise RowError("<row>", f"expected an object, got {type(row).__name__}")
     if spec.task == "compare":
-        a = _maybe_json(_get(row, spec.a_column))
-        b = _maybe_json(_get(row, spec.b_column))
+        a = _get(row, spec.a_column)
+        b = _get(row, spec.b_column)
         source, (text_a, text_b) = _texts(row, spec, [a, b], [spec.a_column, spec.b_column])
         return {"source": source, "a": text_a, "b": text_b}
-    raw = _maybe_json(_get(row, spec.candidates_column))
+    raw = _get(row, spec.candidates_column)
     if not isinstance(raw, list):
         raise RowError(spec.candidates_column, f"expected a list of candidates, got {type(raw).__name__}")
     if not raw:
@@ -158,7 +147,7 @@ def prepare_row(row: Mapping, spec: TaskSpec) -> dict:
     with_ref = spec.task == "score" and spec.reference_column is not None
     if with_ref:
         # the reference is rendered like one more answer to the same prompt
-        answers.append(_maybe_json(_get(row, spec.reference_column)))
+        answers.append(_get(row, spec.reference_column))
         columns.append(spec.reference_column)
     source, texts = _texts(row, spec, answers, columns)
     item = {"source": source, "candidates": texts[: len(raw)], "raw": raw}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,6 +89,7 @@ def label_preferences(
     batch_size: int = 64,
     num_proc: int | None = None,
     input_format: str = "auto",
+    on_error: str = "raise",
 ):
     """Turn N completions per prompt into a DPO preference dataset, ranked by PairRM.
 
@@ -100,8 +102,12 @@ def label_preferences(
       ``[seed, row index]``, so the choice does not depend on ``batch_size``/``num_proc``).
 
     A pair whose scores are equal is a tie: ``ties="skip"`` drops it, ``"keep"`` keeps it (chosen = earlier in the
-    rank order). ``min_margin`` drops pairs with ``score_chosen − score_rejected < min_margin``. Rows with fewer
-    than two completions produce no pair.
+    rank order). ``min_margin`` drops pairs with ``score_chosen − score_rejected < min_margin``.
+
+    Rows with fewer than two completions cannot give a pair. As with ``pairrm label`` (and its ``--on-error``),
+    ``on_error="raise"`` (default) stops before any compute with a ``ValueError`` naming the first such row and the
+    count; ``on_error="skip"`` drops them and warns with the count. The result always has the columns below, also
+    when no pair is left (0 rows), so a trainer never meets a dataset without ``chosen``/``rejected``.
 
     Args:
         dataset: a ``datasets.Dataset``, or a list of row dicts.
@@ -113,6 +119,7 @@ def label_preferences(
         batch_size: rows per ``datasets.map`` batch (one PairRM call each).
         input_format: ``"auto"`` (str prompts/completions stay plain, chat messages use the original's
             conversation template) or ``"conversation"`` (the template for all); see :mod:`pairrm_hf.inputs`.
+        on_error: rows with fewer than two completions: ``"raise"`` or ``"skip"`` (with a warning).
 
     Returns:
         a ``datasets.Dataset`` with ``prompt``, ``chosen``, ``rejected``, ``score_chosen``, ``score_rejected``,
@@ -139,15 +146,66 @@ def label_preferences(
             raise ValueError(f"{name}={column!r} is not a column of the dataset (columns: {dataset.column_names})")
     if len(dataset) == 0:
         raise ValueError("dataset is empty")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    _check_short_rows(dataset, completions_column, on_error)
     lazy = LazyPairRM(ranker, shared=True)  # a path loads once per process, reused by later calls and batches
     labeler = _Labeler(lazy, prompt_column, completions_column, strategy, min_margin, ties, seed, input_format)
     # An explicit fingerprint: hashing the function would otherwise hash the whole model's weights.
     key = repr((dataset._fingerprint, lazy.path, id(lazy._rm), prompt_column, completions_column, strategy,
                 min_margin, ties, seed, input_format))  # fmt: skip
-    return dataset.map(
+    out = dataset.map(
         labeler, batched=True, batch_size=batch_size, with_indices=True, remove_columns=dataset.column_names,
         num_proc=num_proc, new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16], desc="PairRM labelling",
     )  # fmt: skip
+    if len(out) == 0 and out.column_names != list(_COLUMNS):
+        # datasets keeps the input's columns when every batch returned nothing; give the documented schema.
+        out = datasets.Dataset.from_dict(
+            {c: [] for c in _COLUMNS}, features=_empty_features(dataset, prompt_column, completions_column)
+        )
+    return out
+
+
+def _check_short_rows(dataset, completions_column: str, on_error: str) -> None:
+    """Count rows with fewer than two completions before any compute; raise or warn (see ``on_error``)."""
+    short, first = 0, None
+    for start in range(0, len(dataset), 1000):
+        column = dataset[start : start + 1000][completions_column]
+        for k, value in enumerate(column):
+            if value is not None and not isinstance(value, (str, bytes)) and len(value) >= 2:
+                continue
+            if isinstance(value, (str, bytes)) or value is None:
+                continue  # a wrong type is reported, naming the row, where the row is read
+            short += 1
+            first = start + k if first is None else first
+    if not short:
+        return
+    what = f"{short} of {len(dataset)} rows with fewer than 2 completions (first: {completions_column}[{first}])"
+    if on_error == "raise":
+        raise ValueError(f"{what}; a preference pair needs at least 2. Pass on_error='skip' to drop such rows")
+    warnings.warn(f"label_preferences: skipped {what}; a preference pair needs at least 2", stacklevel=3)
+
+
+def _empty_features(dataset, prompt_column: str, completions_column: str):
+    """The features a labelled dataset would have: prompt as given, chosen/rejected as one completion (messages
+    when the prompt is conversational)."""
+    import datasets
+
+    def inner(feature):  # the item type of a list column, whichever way this datasets version spells lists
+        if isinstance(feature, list):
+            return feature[0]
+        return getattr(feature, "feature", None)
+
+    prompt = dataset.features[prompt_column]
+    text = datasets.Value("string")
+    conversational = inner(prompt) is not None
+    completion = inner(dataset.features[completions_column]) or text
+    answer = [{"role": text, "content": text}] if conversational and completion == text else completion
+    if isinstance(answer, list) and hasattr(datasets, "List"):
+        answer = datasets.List(answer[0])
+    number, rank = datasets.Value("float64"), datasets.Value("int64")
+    return datasets.Features({"prompt": prompt, "chosen": answer, "rejected": answer, "score_chosen": number,
+                              "score_rejected": number, "rank_chosen": rank, "rank_rejected": rank})  # fmt: skip
 
 
 def generate_and_label(
