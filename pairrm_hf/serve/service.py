@@ -107,6 +107,7 @@ class PairRMService:
             "batch_size": self.rm.engine.batch_size,
             "batching": self.batcher.batching,
             "version": __version__,
+            "pid": os.getpid(),  # tells replicas apart behind a load balancer (Ray Serve)
         }
 
     def metrics(self) -> dict:
