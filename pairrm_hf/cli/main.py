@@ -18,6 +18,7 @@ from ..loading import DEFAULT_MODEL
 from ..ranker import REF_MODES
 from ..schedules import RANKING_METHODS
 from .io import InputError
+from .serve_command import add_serve_parsers, demo_command, serve_command  # servers import lazily
 from .tasks import LABEL_STRATEGIES, TaskSpec
 
 __all__ = ["main", "build_parser"]
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="show a checkpoint's layout, size, device, dtype and token budgets")
     _add_model_options(info)
     info.add_argument("--json", action="store_true")
+    add_serve_parsers(sub, _add_model_options, _positive)
     return parser
 
 
@@ -291,6 +293,8 @@ _COMMANDS = {
     "merge": _merge,
     "convert": _convert,
     "info": _info,
+    "serve": serve_command,
+    "demo": demo_command,
 }
 
 
