@@ -86,6 +86,8 @@ class PairRM:
         compile: run the model through ``torch.compile(dynamic=True)`` (one-off warm-up; see ``PairwiseEngine``).
         attention: ``"fused"`` (the model's default: faster attention, same numbers to ~1e-6) or ``"eager"``
             (transformers' own module); see :mod:`pairrm_hf.attention`.
+        quantize: ``"int8"``: dynamically quantized int8 linear layers on CPU (opt-in; faster, logits move by
+            ~1e-2, so check decisions with :meth:`check_precision`); see :mod:`pairrm_hf.quantization`.
     """
 
     def __init__(
@@ -102,11 +104,12 @@ class PairRM:
         show_progress: bool = False,
         compile: bool = False,  # noqa: A002
         attention: str | None = None,
+        quantize: str | None = None,
     ):
         self.engine = PairwiseEngine(
             model, PairEncoder(tokenizer, lengths), device=device, dtype=dtype, batch_size=batch_size,
             max_batch_tokens=max_batch_tokens, autocast_dtype=autocast_dtype, show_progress=show_progress,
-            compile=compile, attention=attention,
+            compile=compile, attention=attention, quantize=quantize,
         )  # fmt: skip
 
     @classmethod
