@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .modeling_pairrm import DebertaV2PairRM
+from .quantization import check_quantize, quantize_int8
 from .tokenization_pairrm import PairEncoder
 
 __all__ = ["EncodedExample", "NonFiniteLogitsError", "PairwiseEngine", "resolve_device", "resolve_dtype"]
@@ -116,6 +117,8 @@ class PairwiseEngine:
             batch shape may add a short recompile. Pays off for long jobs, mostly together with bf16 autocast.
         attention: ``"fused"`` or ``"eager"`` self-attention for this engine's model (see
             :mod:`pairrm_hf.attention`); ``None`` keeps the model's setting (``"fused"`` unless changed).
+        quantize: ``"int8"`` runs the linear layers as dynamically quantized int8 on CPU (see
+            :mod:`pairrm_hf.quantization`); the fp32 model is kept as ``reference_model`` for reference runs.
     """
 
     def __init__(
@@ -131,17 +134,24 @@ class PairwiseEngine:
         show_progress: bool = False,
         compile: bool = False,  # noqa: A002 - the name users know from torch.compile
         attention: str | None = None,
+        quantize: str | None = None,
     ):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if max_batch_tokens is not None and max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
-        self.device = resolve_device(device)
+        # int8 runs on CPU only: with no device named, pick the CPU even when a GPU is present
+        self.device = resolve_device("cpu" if device is None and quantize is not None else device)
+        check_quantize(quantize, self.device)
         dtype = resolve_dtype(dtype)
         self.model = model.to(self.device) if dtype in (None, "auto") else model.to(self.device, dtype=dtype)
         self.model.eval()
         if attention is not None:
             self.model.set_attention_implementation(attention)
+        #: the fp32 model that :meth:`reference_pair_logits` runs when ``self.model`` is quantized, else None.
+        self.reference_model: DebertaV2PairRM | None = None
+        if quantize == "int8":
+            self.reference_model, self.model = self.model, quantize_int8(self.model)
         self.encoder = encoder
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -313,11 +323,11 @@ class PairwiseEngine:
     ) -> np.ndarray:
         out = np.zeros(len(pairs), dtype=np.float32)
         stats = {"forward_calls": 0, "rows": 0, "real_tokens": 0, "padded_tokens": 0, "max_batch_rows": 0}
-        model = self.model
-        if reference and any(p.dtype != torch.float32 for p in self.model.parameters()):
+        model = self.reference_model if reference and self.reference_model is not None else self.model
+        if reference and any(p.dtype != torch.float32 for p in model.parameters()):
             import copy
 
-            model = copy.deepcopy(self.model).float()
+            model = copy.deepcopy(model).float()
         if len(pairs):
             lengths = self._row_lengths(examples, pairs)
             batches = self._batches(lengths)

@@ -24,7 +24,7 @@ from .engine import PairwiseEngine
 from .inputs import batch_texts, compare_texts, conversation_pair_texts, is_messages
 from .loading import DEFAULT_MODEL, load_pairrm
 from .modeling_pairrm import DebertaV2PairRM
-from .schedules import RANKING_METHODS, bubble_pass, bubble_wins, merge_sort_rank
+from .schedules import RANKING_METHODS, bubble_pass, bubble_wins, knockout_rank, merge_sort_rank
 from .tokenization_pairrm import PairEncoder, PairLengths
 from .validation import check_same_length, check_top_k
 
@@ -100,6 +100,8 @@ class PairRM:
         compile: run the model through ``torch.compile(dynamic=True)`` (one-off warm-up; see ``PairwiseEngine``).
         attention: ``"fused"`` (the model's default: faster attention, same numbers to ~1e-6) or ``"eager"``
             (transformers' own module); see :mod:`pairrm_hf.attention`.
+        quantize: ``"int8"``: dynamically quantized int8 linear layers on CPU (opt-in; faster, logits move by
+            ~1e-2, so check decisions with :meth:`check_precision`); see :mod:`pairrm_hf.quantization`.
     """
 
     def __init__(
@@ -116,11 +118,12 @@ class PairRM:
         show_progress: bool = False,
         compile: bool = False,  # noqa: A002
         attention: str | None = None,
+        quantize: str | None = None,
     ):
         self.engine = PairwiseEngine(
             model, PairEncoder(tokenizer, lengths), device=device, dtype=dtype, batch_size=batch_size,
             max_batch_tokens=max_batch_tokens, autocast_dtype=autocast_dtype, show_progress=show_progress,
-            compile=compile, attention=attention,
+            compile=compile, attention=attention, quantize=quantize,
         )  # fmt: skip
 
     @classmethod
@@ -283,8 +286,9 @@ class PairRM:
         ``max_wins`` (same pairs, score = fraction of comparisons won), ``bubble`` (2(n−1) pairs, one seeded
         bubble pass; the winner ranks first, the others by how many comparisons they won), ``reference`` (2n pairs,
         score = :meth:`rank_with_ref` reward against the longest candidate) or ``sort`` (≤ 2·n·⌈log2 n⌉ pairs, merge
-        sort on symmetric logits; score = n − position). See ``benchmarks/RESULTS.md`` for their agreement with
-        ``max_logits``.
+        sort on symmetric logits; score = n − position) or ``knockout`` (2(n−4) + 12 pairs: single elimination down
+        to 4 finalists, then a round robin among them; score = n − position, the winner is exact when the model's
+        preferences are transitive). See ``benchmarks/RESULTS.md`` for their agreement with ``max_logits``.
         """
         if aggregation not in RANKING_METHODS:
             raise ValueError(f"aggregation must be one of {RANKING_METHODS}, got {aggregation!r}")
@@ -297,8 +301,9 @@ class PairRM:
                 for r, c in zip(rewards, candidates)
             ]
         examples = self.engine.encode(sources, texts)
-        if aggregation == "sort":
-            results = merge_sort_rank(self.engine, examples, [len(c) for c in candidates])
+        if aggregation in ("sort", "knockout"):
+            schedule = merge_sort_rank if aggregation == "sort" else knockout_rank
+            results = schedule(self.engine, examples, [len(c) for c in candidates])
             return [Ranking(r.scores, r.ranks, None, r.comparisons, c) for r, c in zip(results, candidates)]
         if aggregation == "bubble":
             winners, logs = bubble_pass(self.engine, examples, [len(c) for c in candidates], seed)
