@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     config = GRPOConfig(
         output_dir=str(work / "out"), max_steps=args.max_steps, per_device_train_batch_size=args.num_generations * 2,
         num_generations=args.num_generations, max_completion_length=args.max_completion_length, logging_steps=1,
-        report_to="none", save_strategy="no", use_cpu=args.cpu, bf16=not args.cpu, gradient_checkpointing=False,
+        report_to="none", save_strategy="no", use_cpu=args.cpu, bf16=not args.cpu, activation_checkpointing=False,
     )  # fmt: skip
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=data, processing_class=tokenizer)
     trainer.train()

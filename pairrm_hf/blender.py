@@ -2,6 +2,9 @@
 
 Method names, arguments and return types follow the original (int32 ranks, float32 scores, float64 rewards).
 Where the original had a bug, this facade fixes it; each difference is listed in the README's migration section.
+Inputs follow the one input rule (:mod:`pairrm_hf.inputs`): plain strings stay plain, as the original; prompts and
+candidates may also be chat messages (the original's conversation template), and ``input_format="conversation"``
+puts plain strings through that template too.
 """
 
 from __future__ import annotations
@@ -84,13 +87,16 @@ class Blender:
         batch_size: int = 8,
         disable_tqdm: bool = False,
         aggregation: str = "max_logits",
+        input_format: str = "auto",
     ) -> np.ndarray | list[np.ndarray]:
         """int32 ranks ``[N, n]`` (1 = best), or float32 max_logits scores with ``return_scores``.
 
         Inputs may have different candidate counts; the result is then a list of 1-D arrays.
         """
         ranker = self._with_batch(batch_size, disable_tqdm)
-        rankings = ranker.rank_batch(inputs, candidates, instructions=instructions, aggregation=aggregation)
+        rankings = ranker.rank_batch(
+            inputs, candidates, instructions=instructions, aggregation=aggregation, input_format=input_format
+        )
         if return_scores:
             return _stack([r.scores for r in rankings], np.float32)
         return _stack([r.ranks for r in rankings], np.int32)
@@ -105,6 +111,7 @@ class Blender:
         return_logits: bool = False,
         mode: str = "[A,B]+[B,A]",
         disable_tqdm: bool = False,
+        input_format: str = "auto",
     ) -> np.ndarray:
         """float32 logits (> 0: A better) with ``return_logits``, else a bool array ``logits > 0``.
 
@@ -116,8 +123,9 @@ class Blender:
             raise ValueError(f"mode must be one of {list(_COMPARE_MODES)}, got {mode!r}")
         ranker = self._with_batch(batch_size, disable_tqdm)
         logits = ranker.compare(
-            inputs, candidates_A, candidates_B, mode=_COMPARE_MODES[mode], instructions=instructions
-        )
+            inputs, candidates_A, candidates_B, mode=_COMPARE_MODES[mode], instructions=instructions,
+            input_format=input_format,
+        )  # fmt: skip
         return logits if return_logits else logits > 0
 
     def compare_conversations(
@@ -144,6 +152,7 @@ class Blender:
         ref_mode: str = "longest",
         ref_candidates: Sequence[str] | None = None,
         disable_tqdm: bool = False,
+        input_format: str = "auto",
         **kwargs,
     ) -> np.ndarray | list[np.ndarray]:
         """float64 rewards ``C[c,ref] − C[ref,c]`` with ``return_scores``, else their int32 ranks.
@@ -156,8 +165,9 @@ class Blender:
             raise TypeError(f"rank_with_ref() got unexpected keyword arguments {sorted(kwargs)}")
         ranker = self._with_batch(batch_size, disable_tqdm)
         rewards = ranker.rank_with_ref(
-            inputs, candidates, ref_mode=ref_mode, references=ref_candidates, instructions=instructions
-        )
+            inputs, candidates, ref_mode=ref_mode, references=ref_candidates, instructions=instructions,
+            input_format=input_format,
+        )  # fmt: skip
         if return_scores:
             return _stack(rewards, np.float64)
         from .aggregation import competition_ranks
@@ -173,12 +183,14 @@ class Blender:
         return_all: bool = False,
         batch_size: int = 8,
         seed: int = 0,
+        input_format: str = "auto",
     ) -> list:
         """Best candidate per input by one seeded ``bubble`` pass or a ``full`` ranking (see :meth:`PairRM.best_of_n`)."""
         ranker = self._with_batch(batch_size)
         return ranker.best_of_n(
-            inputs, candidates, method=pairrm_cmp_type, return_all=return_all, instructions=instructions, seed=seed
-        )
+            inputs, candidates, method=pairrm_cmp_type, return_all=return_all, instructions=instructions, seed=seed,
+            input_format=input_format,
+        )  # fmt: skip
 
     def get_worst_of_n(
         self,
@@ -189,12 +201,69 @@ class Blender:
         return_all: bool = False,
         batch_size: int = 8,
         seed: int = 0,
+        input_format: str = "auto",
     ) -> list:
         """Worst candidate per input; the mirror of :meth:`get_best_of_n`."""
         ranker = self._with_batch(batch_size)
         return ranker.worst_of_n(
-            inputs, candidates, method=pairrm_cmp_type, return_all=return_all, instructions=instructions, seed=seed
-        )
+            inputs, candidates, method=pairrm_cmp_type, return_all=return_all, instructions=instructions, seed=seed,
+            input_format=input_format,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------ generation
+    def n_generate(
+        self,
+        model,
+        model_tokenizer,
+        inputs: Sequence[str],
+        instructions: Sequence[str] | None = None,
+        n: int = 5,
+        sampling_mode: str | None = "top_p_sampling",
+        batch_size: int = 4,
+        use_chat_template: bool | str = "auto",
+        **generate_kwargs,
+    ) -> list[list[str]]:
+        """``n`` sampled completions per input from a causal LM (upstream ``n_generate``; see :func:`sample_n`).
+
+        ``use_chat_template="auto"`` wraps each prompt in the tokenizer's chat template unless it already carries it
+        (upstream never applied one, so prompts were usually rendered by the caller); ``max_new_tokens`` defaults
+        to 128 (upstream: ``model_max_length``).
+        """
+        from .generation import sample_n
+
+        return sample_n(
+            model, model_tokenizer, inputs, n=n, instructions=instructions, batch_size=batch_size,
+            use_chat_template=use_chat_template, sampling_mode=sampling_mode, **generate_kwargs,
+        )  # fmt: skip
+
+    def best_of_n_generate(
+        self,
+        model,
+        model_tokenizer,
+        inputs: Sequence[str],
+        instructions: Sequence[str] | None = None,
+        n: int = 5,
+        sampling_mode: str | None = "top_p_sampling",
+        batch_size: int = 4,
+        pairrm_cmp_type: str = "bubble",
+        return_all: bool = False,
+        use_chat_template: bool | str = "auto",
+        seed: int = 0,
+        **generate_kwargs,
+    ) -> list[str] | list[list[str]]:
+        """Sample ``n`` completions per input and keep the one the ranker likes best (upstream ``best_of_n_generate``).
+
+        Generation as :meth:`n_generate`, selection as :meth:`get_best_of_n` (ranking batch ``min(batch_size, 32)``
+        as upstream). See :func:`pairrm_hf.generation.best_of_n_generate`.
+        """
+        from .generation import best_of_n_generate
+
+        ranker = self._with_batch(min(batch_size, 32))
+        return best_of_n_generate(
+            model, model_tokenizer, inputs, n=n, ranker=ranker, method=pairrm_cmp_type, instructions=instructions,
+            return_all=return_all, batch_size=batch_size, seed=seed, use_chat_template=use_chat_template,
+            sampling_mode=sampling_mode, **generate_kwargs,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------------------------------ fusion
     def loadfuser(

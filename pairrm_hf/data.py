@@ -2,10 +2,9 @@
 
 Two row formats are understood:
 
-* **TRL preference rows** (``prompt``/``chosen``/``rejected``). *Standard*: three strings. *Conversational*: lists of
-  ``{"role", "content"}`` messages; the prompt's user turns plus each answer's assistant turns become PairRM texts
-  through :mod:`pairrm_hf.conversation` (as ``compare_conversations`` builds them). An implicit prompt (no
-  ``prompt`` key, full conversations in ``chosen``/``rejected``) is accepted for conversational rows.
+* **TRL preference rows** (``prompt``/``chosen``/``rejected``), standard (strings) or conversational (messages,
+  implicit prompt included): they become PairRM texts by the one input rule,
+  :func:`pairrm_hf.inputs.preference_texts`.
 * **MixInstruct rows** (:class:`MixInstructExample`): an instruction, an input and candidates with metric scores.
   :func:`mixinstruct_to_pairs` draws preference pairs from them by the sign of the score difference.
 """
@@ -19,13 +18,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .inputs import conversation_texts
+from .inputs import source_text
 
 __all__ = [
     "METRIC_WEIGHTS",
     "Candidate",
     "MixInstructExample",
-    "preference_texts",
     "is_mixinstruct_row",
     "mixinstruct_to_pairs",
     "load_mixinstruct",
@@ -63,7 +61,7 @@ class MixInstructExample:
     @property
     def source(self) -> str:
         """The PairRM source text."""
-        return self.instruction + self.input
+        return source_text(self.input, self.instruction)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict in the MixInstruct layout."""
@@ -89,44 +87,6 @@ class MixInstructExample:
             id=str(row.get("id", index)), instruction=str(row.get("instruction") or ""),
             input=str(row.get("input") or ""), output=str(row.get("output") or ""), candidates=cands,
         )  # fmt: skip
-
-
-def _is_messages(value: Any) -> bool:
-    return (
-        isinstance(value, Sequence)
-        and not isinstance(value, (str, bytes))
-        and all(isinstance(m, Mapping) for m in value)
-    )
-
-
-def preference_texts(row: Mapping[str, Any], index: int = 0) -> tuple[str, str, str]:
-    """``(source, chosen, rejected)`` PairRM texts of one TRL preference row (standard or conversational)."""
-    if not isinstance(row, Mapping):
-        raise TypeError(f"row {index} must be a mapping with 'chosen' and 'rejected', got {type(row).__name__}")
-    for key in ("chosen", "rejected"):
-        if key not in row:
-            raise ValueError(f"row {index} has no {key!r} (preference rows need 'prompt', 'chosen', 'rejected')")
-    prompt, chosen, rejected = row.get("prompt"), row["chosen"], row["rejected"]
-    if isinstance(chosen, str) and isinstance(rejected, str):
-        if not isinstance(prompt, str):
-            raise ValueError(
-                f"row {index}: standard (string) rows need a str 'prompt'; got {type(prompt).__name__} "
-                "(implicit prompts are only supported for conversational rows)"
-            )
-        return prompt, chosen, rejected
-    if _is_messages(chosen) and _is_messages(rejected):
-        head = list(prompt) if _is_messages(prompt) else []
-        if prompt is not None and not _is_messages(prompt):
-            raise TypeError(f"row {index}: conversational rows need 'prompt' as a list of messages")
-        src_c, cand_c = conversation_texts(head + list(chosen), f"row {index} prompt+chosen")
-        src_r, cand_r = conversation_texts(head + list(rejected), f"row {index} prompt+rejected")
-        if src_c != src_r:
-            raise ValueError(f"row {index}: 'chosen' and 'rejected' must share the same user turns")
-        return src_c, cand_c, cand_r
-    raise TypeError(
-        f"row {index}: 'chosen' and 'rejected' must both be str or both lists of messages, got "
-        f"{type(chosen).__name__} and {type(rejected).__name__}"
-    )
 
 
 def is_mixinstruct_row(row: Any) -> bool:

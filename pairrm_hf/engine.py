@@ -9,11 +9,16 @@ in slot 1 and ``j`` in slot 2. The engine
   only to its own longest row (never to 2048),
 * runs under ``torch.inference_mode`` and returns logits in the order the pairs were asked for, so results do
   not depend on batch size or input order.
+
+Non-finite logits (NaN/inf, e.g. fp16 overflow) never leave the engine. The one policy, inherited by every
+surface: the affected pairs are computed again in fp32 eager mode (a warning says how many); if a logit is still
+not finite, :class:`NonFiniteLogitsError` names the input, the candidates and the start of their texts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -21,18 +26,48 @@ import numpy as np
 import torch
 
 from .modeling_pairrm import DebertaV2PairRM
+from .quantization import check_quantize, quantize_int8
 from .tokenization_pairrm import PairEncoder
 
-__all__ = ["EncodedExample", "PairwiseEngine", "resolve_device", "resolve_dtype"]
+__all__ = ["EncodedExample", "NonFiniteLogitsError", "PairwiseEngine", "resolve_device", "resolve_dtype"]
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLogitsError(FloatingPointError):
+    """PairRM gave NaN or infinite logits even in fp32 (see the engine's non-finite policy)."""
 
 
 def resolve_device(device: str | int | torch.device | None) -> torch.device:
-    """``None`` → the first CUDA device when there is one, else CPU; ints are CUDA ordinals."""
+    """``None`` → the first CUDA device when there is one, else CPU; ints are CUDA ordinals.
+
+    A CUDA device on a machine without CUDA (or an ordinal past the last GPU) raises ``ValueError`` saying so and
+    how to choose the CPU, instead of torch's assertion deep inside the first ``.to()``.
+    """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if isinstance(device, int):
-        return torch.device("cpu") if device < 0 else torch.device("cuda", device)
-    return torch.device(str(device).lower()) if isinstance(device, str) else device
+        resolved = torch.device("cpu") if device < 0 else torch.device("cuda", device)
+    elif isinstance(device, str):
+        try:
+            resolved = torch.device(device.lower())
+        except RuntimeError as err:
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or another torch device, got {device!r}") from err
+    else:
+        resolved = device
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {str(device)!r} asks for CUDA, but no CUDA device is available on this machine "
+                "(torch.cuda.is_available() is False); use device='cpu' (CLI: --device cpu), or leave the device "
+                "unset to use the GPU when there is one and the CPU otherwise"
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                f"(cuda:0 … cuda:{torch.cuda.device_count() - 1}); pick one of them or device='cpu'"
+            )
+    return resolved
 
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -82,6 +117,8 @@ class PairwiseEngine:
             batch shape may add a short recompile. Pays off for long jobs, mostly together with bf16 autocast.
         attention: ``"fused"`` or ``"eager"`` self-attention for this engine's model (see
             :mod:`pairrm_hf.attention`); ``None`` keeps the model's setting (``"fused"`` unless changed).
+        quantize: ``"int8"`` runs the linear layers as dynamically quantized int8 on CPU (see
+            :mod:`pairrm_hf.quantization`); the fp32 model is kept as ``reference_model`` for reference runs.
     """
 
     def __init__(
@@ -97,17 +134,24 @@ class PairwiseEngine:
         show_progress: bool = False,
         compile: bool = False,  # noqa: A002 - the name users know from torch.compile
         attention: str | None = None,
+        quantize: str | None = None,
     ):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if max_batch_tokens is not None and max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
-        self.device = resolve_device(device)
+        # int8 runs on CPU only: with no device named, pick the CPU even when a GPU is present
+        self.device = resolve_device("cpu" if device is None and quantize is not None else device)
+        check_quantize(quantize, self.device)
         dtype = resolve_dtype(dtype)
         self.model = model.to(self.device) if dtype in (None, "auto") else model.to(self.device, dtype=dtype)
         self.model.eval()
         if attention is not None:
             self.model.set_attention_implementation(attention)
+        #: the fp32 model that :meth:`reference_pair_logits` runs when ``self.model`` is quantized, else None.
+        self.reference_model: DebertaV2PairRM | None = None
+        if quantize == "int8":
+            self.reference_model, self.model = self.model, quantize_int8(self.model)
         self.encoder = encoder
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -115,6 +159,9 @@ class PairwiseEngine:
         self.show_progress = show_progress
         self.compile = bool(compile)
         self._compiled = None
+        #: called after every forward batch with the number of requested ordered pairs it answered (pairs
+        #: that share one row count once each); the ``pairrm`` command moves its progress bar with it.
+        self.progress_callback: Callable[[int], None] | None = None
         #: counters of the last call: forward passes, rows, real tokens, padded tokens fed to the model and the
         #: most rows assembled at once (memory grows with the batch, never with the number of pairs).
         self.last_stats: dict[str, int] = {}
@@ -209,7 +256,10 @@ class PairwiseEngine:
                  for ex, i, j in pairs.tolist()], dtype=np.int64,
             )  # fmt: skip
             _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-            return self._unique_pair_logits(examples, pairs[first])[inverse.reshape(-1)]
+            inverse = inverse.reshape(-1)
+            weights = np.bincount(inverse, minlength=len(first))
+            logits = self._unique_pair_logits(examples, pairs[first], weights=weights)
+            return self._finite(examples, pairs[first], logits)[inverse]
         self.last_stats = {"forward_calls": 0, "rows": 0, "real_tokens": 0, "padded_tokens": 0, "max_batch_rows": 0}
         return np.zeros(0, dtype=np.float32)
 
@@ -222,24 +272,68 @@ class PairwiseEngine:
         The yardstick for the fast paths; when the weights are not fp32 it runs on a temporary fp32 copy.
         """
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
-        return self._unique_pair_logits(examples, pairs, reference=True)
+        logits = self._unique_pair_logits(examples, pairs, reference=True)
+        bad = ~np.isfinite(logits)
+        if bad.any():
+            self._raise_non_finite(examples, pairs[bad], logits[bad])
+        return logits
+
+    def _finite(self, examples: Sequence[EncodedExample], pairs: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """The non-finite policy: recompute NaN/inf logits in fp32 eager mode, raise if they stay non-finite."""
+        bad = ~np.isfinite(logits)
+        if not bad.any():
+            return logits
+        stats = self.last_stats
+        logger.warning(
+            "PairRM: %d of %d pairs gave non-finite logits (%s weights%s); computing them again in float32",
+            int(bad.sum()), len(logits), str(next(self.model.parameters()).dtype).replace("torch.", ""),
+            f", {self.autocast_dtype} autocast" if self.autocast_dtype is not None else "",
+        )  # fmt: skip
+        again = self._unique_pair_logits(examples, pairs[bad], reference=True)
+        self.last_stats = {**stats, "recomputed_fp32": int(bad.sum())}
+        still = ~np.isfinite(again)
+        if still.any():
+            self._raise_non_finite(examples, pairs[bad][still], again[still])
+        logits = logits.copy()
+        logits[bad] = again
+        return logits
+
+    def _raise_non_finite(self, examples: Sequence[EncodedExample], pairs: np.ndarray, values: np.ndarray):
+        decode = self.encoder.tokenizer.decode
+
+        def snippet(ids: list[int]) -> str:
+            text = decode(ids[:40], skip_special_tokens=True)
+            return repr(text[:60] + ("…" if len(text) > 60 else ""))
+
+        ex, i, j = (int(x) for x in pairs[0])
+        e = examples[ex]
+        raise NonFiniteLogitsError(
+            f"PairRM gave a non-finite logit ({values[0]}) even in float32 for input {ex} (source {snippet(e.source)}), "
+            f"candidates {i} ({snippet(e.candidates[i])}) and {j} ({snippet(e.candidates[j])})"
+            + (f", and {len(pairs) - 1} more pairs" if len(pairs) > 1 else "")
+            + "; the model's weights are probably damaged (check them for NaN/inf, or reload the checkpoint)"
+        )
 
     def _unique_pair_logits(
-        self, examples: Sequence[EncodedExample], pairs: np.ndarray, reference: bool = False
+        self,
+        examples: Sequence[EncodedExample],
+        pairs: np.ndarray,
+        reference: bool = False,
+        weights: np.ndarray | None = None,
     ) -> np.ndarray:
         out = np.zeros(len(pairs), dtype=np.float32)
         stats = {"forward_calls": 0, "rows": 0, "real_tokens": 0, "padded_tokens": 0, "max_batch_rows": 0}
-        model = self.model
-        if reference and any(p.dtype != torch.float32 for p in self.model.parameters()):
+        model = self.reference_model if reference and self.reference_model is not None else self.model
+        if reference and any(p.dtype != torch.float32 for p in model.parameters()):
             import copy
 
-            model = copy.deepcopy(self.model).float()
+            model = copy.deepcopy(model).float()
         if len(pairs):
             lengths = self._row_lengths(examples, pairs)
             batches = self._batches(lengths)
             progress = None
             if self.show_progress:
-                from tqdm.auto import tqdm
+                from huggingface_hub.utils import tqdm  # honours the Hugging Face progress-bar switches
 
                 progress = tqdm(total=len(pairs), desc="PairRM", unit="pair")
             autocast = (
@@ -264,6 +358,8 @@ class PairwiseEngine:
                     stats["max_batch_rows"] = max(stats["max_batch_rows"], len(batch))
                     if progress is not None:
                         progress.update(len(batch))
+                    if self.progress_callback is not None and not reference:
+                        self.progress_callback(int(weights[batch].sum()) if weights is not None else len(batch))
             if progress is not None:
                 progress.close()
         self.last_stats = stats

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .aggregation import competition_ranks, scores_from_matrix
-from .data import preference_texts
+from .inputs import preference_texts
 
 __all__ = [
     "kendall_tau",
@@ -89,15 +89,21 @@ def accuracy_from_margins(
 
 def pairwise_accuracy(
     rm, dataset: Sequence[Mapping[str, Any]], *, subset_key: str | None = "subset",
-    section_map: Mapping[str, Sequence[str]] | None = None, tie_value: float = 0.0,
+    section_map: Mapping[str, Sequence[str]] | None = None, tie_value: float = 0.0, input_format: str = "auto",
 ) -> dict[str, Any]:  # fmt: skip
     """RewardBench-style accuracy of a :class:`~pairrm_hf.PairRM` on preference rows (TRL standard or
     conversational ``prompt``/``chosen``/``rejected``); rows are grouped by ``row[subset_key]`` when present.
-    See :func:`accuracy_from_margins` for the result; it also holds ``"margins"`` (one float per row)."""
+    See :func:`accuracy_from_margins` for the result; it also holds ``"margins"`` (one float per row).
+
+    Rows become PairRM texts by the one input rule (:mod:`pairrm_hf.inputs`). ``input_format="conversation"``
+    is RewardBench's PairRM scoring: every row, plain strings included, goes through the original's
+    conversation template (``[user: prompt, assistant: answer]``), and a row is won iff
+    ``C[chosen, rejected] − C[rejected, chosen] > 0`` (ties lose, ``tie_value=0``). The default ``"auto"`` keeps
+    plain rows plain (the original's ``compare``)."""
     rows = list(dataset)
     if not rows:
         raise ValueError("dataset is empty")
-    texts = [preference_texts(row, k) for k, row in enumerate(rows)]
+    texts = [preference_texts(row, k, input_format=input_format) for k, row in enumerate(rows)]
     margins = rm.compare([t[0] for t in texts], [t[1] for t in texts], [t[2] for t in texts], mode="symmetric")
     subsets = None
     if subset_key is not None and all(isinstance(r, Mapping) and subset_key in r for r in rows):
@@ -256,6 +262,7 @@ def selection_tradeoff(
     budgets: Sequence[float] = (0.25, 0.5, 1.0),
     instructions: Sequence[str] | None = None,
     seed: int = 0,
+    input_format: str = "auto",
 ) -> list[dict[str, Any]]:
     """Quality of the selected candidate vs the number of comparisons (the paper's trade-off), as table rows.
 
@@ -289,7 +296,7 @@ def selection_tradeoff(
     rows.append(rand)
     full = [a for a in aggregations if a != "bubble"]
     if full:
-        matrices = rm.comparison_matrices(prompts, candidates, instructions=instructions)
+        matrices = rm.comparison_matrices(prompts, candidates, instructions=instructions, input_format=input_format)
         rng = np.random.default_rng(seed)
         for budget in budgets:
             chosen_pairs = []
@@ -314,7 +321,9 @@ def selection_tradeoff(
                     }
                 )
     if "bubble" in aggregations:
-        rankings = rm.rank_batch(prompts, candidates, aggregation="bubble", instructions=instructions, seed=seed)
+        rankings = rm.rank_batch(
+            prompts, candidates, aggregation="bubble", instructions=instructions, seed=seed, input_format=input_format
+        )
         selected = [int(np.argmin(r.ranks)) for r in rankings]
         comps = float(np.mean([r.comparisons for r in rankings]))
         full_comps = float(np.mean([len(c) * (len(c) - 1) for c in candidates]))

@@ -7,8 +7,10 @@ Layouts (detected from ``config.json``):
 * ``legacy`` — ``llm-blender/PairRM`` and ``llm-blender/pair-ranker``: upstream's ``RankerConfig`` dump
   (``ranker_type``, lengths; pair-ranker spells them ``source_max_length``/``candidate_max_length``), weights in
   ``model.safetensors`` or ``pytorch_model.bin``, tokenizer files with the prefix tokens added. The backbone
-  config is rebuilt from the weight shapes; the head count, which weights cannot show, comes from the
-  DeBERTa-v3 family table for ``model_name`` or from ``backbone_config``. Nothing is downloaded besides the folder.
+  config is rebuilt from the weight shapes; the head count, which weights cannot show, comes from
+  ``backbone_config`` or else from the ``config.json`` of the backbone named by ``model_name`` (as upstream
+  resolved it): a local folder, the Hugging Face cache, the DeBERTa-v3 family table, or the Hub. Only that small
+  config file is ever fetched, never the backbone's weights.
 
 Weights are read with safetensors, or ``torch.load(weights_only=True)`` for ``.bin`` files; nothing shipped with
 a checkpoint is executed (``training_args.bin`` is never read).
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -86,9 +89,20 @@ def resolve_checkpoint(
         ) from err
 
 
+_REDOWNLOAD = "download the checkpoint again (for a Hub id: delete it from the Hugging Face cache first)"
+
+
 def _read_json(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); the file is damaged or "
+            f"was edited by hand: fix it, or {_REDOWNLOAD}"
+        ) from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}), so not a JSON config; {_REDOWNLOAD}") from None
 
 
 def detect_layout(folder: str) -> str:
@@ -117,12 +131,48 @@ def _weights_file(folder: str) -> str:
     raise ValueError(f"{folder!r} has no weights: expected 'model.safetensors' or 'pytorch_model.bin'")
 
 
+def _check_safetensors(path: str) -> None:
+    """Read a safetensors file's header (cheap; no tensor data) and name the file when it is damaged."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            f.keys()
+    except Exception as err:  # SafetensorError, OSError: a truncated or overwritten download
+        raise ValueError(
+            f"{path}: not a valid safetensors file ({err}); it is probably an incomplete or damaged download: "
+            f"{_REDOWNLOAD}"
+        ) from None
+
+
 def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
+        _check_safetensors(path)
         return load_file(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message suggests weights_only=False (or allow-listing globals), which would run the code a
+        # checkpoint may carry: never pass that on. Keep only its one-line reason.
+        text = str(err).split("WeightsUnpickler error:", 1)[-1]
+        reason = next((ln.strip() for ln in text.splitlines() if ln.strip()), "bad pickle data")
+        if "global" in reason.lower():
+            raise ValueError(
+                f"{path}: holds Python objects besides tensors ({reason.split(' was not')[0]}); they are not loaded, "
+                "for safety (nothing in the file was run). Use a safetensors copy of this checkpoint "
+                "(model.safetensors), or re-save its weights as plain tensors from a trusted environment"
+            ) from None
+        raise ValueError(
+            f"{path}: not a readable PyTorch weights file ({reason}); it is probably damaged: {_REDOWNLOAD}"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(
+            f"{path}: not a readable PyTorch weights file ({first.split('. ')[0]}); it is probably an incomplete or "
+            f"damaged download: {_REDOWNLOAD}"
+        ) from None
 
 
 def _backbone_config_dict(backbone_config: Any) -> dict | None:
@@ -138,7 +188,82 @@ def _backbone_config_dict(backbone_config: Any) -> dict | None:
     return _read_json(path)
 
 
-def _legacy_config(state: dict[str, torch.Tensor], ranker: dict, tokenizer, backbone_config: Any) -> DebertaV2Config:
+def _fits(config: dict, hidden: int, layers: int) -> bool:
+    return config.get("hidden_size") == hidden and config.get("num_hidden_layers") == layers
+
+
+def _shape_of(config: dict) -> str:
+    return f"hidden {config.get('hidden_size')}, {config.get('num_hidden_layers')} layers"
+
+
+def _cached_config(name: str, cache_dirs: list[str | None]) -> str | None:
+    """The path of ``name``'s ``config.json`` in a local Hugging Face cache, or None (never goes online)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for cache_dir in cache_dirs:
+        try:
+            path = try_to_load_from_cache(name, "config.json", cache_dir=cache_dir)
+        except Exception:  # not a valid repo id: it cannot be in a cache
+            return None
+        if isinstance(path, str) and os.path.isfile(path):
+            return path
+    return None
+
+
+def _model_name_config(ranker: dict, hidden: int, layers: int, token: str | bool | None) -> dict:
+    """The backbone config named by a legacy ranker config's ``model_name``, checked against the weight shapes.
+
+    Tried in order: ``model_name`` as a local folder; its ``config.json`` in the Hugging Face cache (the default
+    cache, then the ranker config's ``cache_dir``); the DeBERTa-v3 table (the same values the Hub serves for those
+    ids, so no request is made for them); the Hub. A config whose hidden size or depth disagrees with the weights
+    is skipped. ``ValueError`` naming each attempt when none fits.
+    """
+    name = ranker.get("model_name")
+    tried: list[str] = []
+    if isinstance(name, str) and name:
+        found: list[tuple[str, str]] = []
+        if os.path.isdir(name) and os.path.isfile(os.path.join(name, "config.json")):
+            found.append(("local folder", os.path.join(name, "config.json")))
+        cache_dirs = [None] + ([ranker["cache_dir"]] if isinstance(ranker.get("cache_dir"), str) else [])
+        if not found and (path := _cached_config(name, cache_dirs)) is not None:
+            found.append(("Hugging Face cache", path))
+        for where, path in found:
+            config = _read_json(path)
+            if _fits(config, hidden, layers):
+                return config
+            tried.append(f"{where} {path} ({_shape_of(config)})")
+        shape = _DEBERTA_V3.get(name)
+        if shape is not None:
+            if shape[0] == hidden and shape[1] == layers:
+                return {"num_attention_heads": shape[2]}
+            tried.append(f"the DeBERTa-v3 table (hidden {shape[0]}, {shape[1]} layers)")
+        elif not found:
+            config = _hub_config(name, token, tried)
+            if config is not None and _fits(config, hidden, layers):
+                return config
+            if config is not None:
+                tried.append(f"the Hub ({_shape_of(config)})")
+    raise ValueError(
+        f"cannot tell the attention head count of this checkpoint (hidden {hidden}, {layers} layers) from its "
+        f"model_name {name!r} (tried: {'; '.join(tried) or 'nothing'}); pass backbone_config= "
+        "(a DeBERTa config, dict or folder)"
+    )
+
+
+def _hub_config(name: str, token: str | bool | None, tried: list[str]) -> dict | None:
+    """``name``'s ``config.json`` from the Hub, or None (offline, unknown repo: noted in ``tried``)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return _read_json(hf_hub_download(name, "config.json", token=token))
+    except Exception as err:  # offline, not a repo id, no such repo: fall through to the clear error
+        tried.append(f"the Hub ({type(err).__name__})")
+        return None
+
+
+def _legacy_config(
+    state: dict[str, torch.Tensor], ranker: dict, tokenizer, backbone_config: Any, hub_token: str | bool | None = None
+) -> DebertaV2Config:
     """Rebuild the DeBERTa-v2 config of a legacy checkpoint from its weight shapes."""
     prefix = "pretrained_model."
     vocab, hidden = state[prefix + "embeddings.word_embeddings.weight"].shape
@@ -147,13 +272,7 @@ def _legacy_config(state: dict[str, torch.Tensor], ranker: dict, tokenizer, back
     rel = state.get(prefix + "encoder.rel_embeddings.weight")
     known = _backbone_config_dict(backbone_config)
     if known is None:
-        shape = _DEBERTA_V3.get(ranker.get("model_name"))
-        if shape is None or shape[0] != hidden or shape[1] != layers:
-            raise ValueError(
-                f"cannot tell the attention head count of this checkpoint (hidden {hidden}, {layers} layers, "
-                f"model_name {ranker.get('model_name')!r}); pass backbone_config= (a DeBERTa config, dict or folder)"
-            )
-        known = {"num_attention_heads": shape[2]}
+        known = _model_name_config(ranker, hidden, layers, hub_token)
     fields = {
         "vocab_size": vocab, "hidden_size": hidden, "num_hidden_layers": layers, "intermediate_size": intermediate,
         "num_attention_heads": known.get("num_attention_heads"), "hidden_act": known.get("hidden_act", "gelu"),
@@ -188,11 +307,13 @@ def _legacy_lengths(ranker: dict) -> PairLengths:
     return PairLengths(int(source), int(candidate))
 
 
-def _load_legacy(folder: str, backbone_config: Any) -> tuple[DebertaV2PairRM, PreTrainedTokenizerBase, PairLengths]:
+def _load_legacy(
+    folder: str, backbone_config: Any, token: str | bool | None = None
+) -> tuple[DebertaV2PairRM, PreTrainedTokenizerBase, PairLengths]:
     ranker = _read_json(os.path.join(folder, "config.json"))
     tokenizer = load_pairrm_tokenizer(folder)
     state = _read_state_dict(_weights_file(folder))
-    config = _legacy_config(state, ranker, tokenizer, backbone_config)
+    config = _legacy_config(state, ranker, tokenizer, backbone_config, token)
     model = DebertaV2PairRM(config)
     ignored = [k for k in state if _IGNORABLE_KEYS.match(k)]
     for key in ignored:
@@ -213,7 +334,9 @@ def _load_legacy(folder: str, backbone_config: Any) -> tuple[DebertaV2PairRM, Pr
 def _load_hf(folder: str, dtype: Any) -> tuple[DebertaV2PairRM, PreTrainedTokenizerBase, PairLengths]:
     config = _read_json(os.path.join(folder, "config.json"))
     if not os.path.isfile(os.path.join(folder, "model.safetensors.index.json")):
-        _weights_file(folder)  # a clear error naming the expected files, before transformers' own
+        weights = _weights_file(folder)  # a clear error naming the expected files, before transformers' own
+        if weights.endswith(".safetensors"):
+            _check_safetensors(weights)
     if "source_prefix_id" not in config:
         raise ValueError(
             f"{folder!r} holds a plain DeBERTa-v2 model, not PairRM (config.json has no 'source_prefix_id'); "
@@ -247,14 +370,15 @@ def load_pairrm(
     Args:
         name_or_path: a local folder or a Hub repo id (default ``llm-blender/PairRM-hf``).
         dtype: weights dtype for the HF-native layout (legacy checkpoints load in fp32); cast later as needed.
-        backbone_config: for legacy checkpoints whose backbone is not a DeBERTa-v3 family member named in
-            ``model_name``: a ``DebertaV2Config``, a dict or a folder with its ``config.json``.
+        backbone_config: for legacy checkpoints, the backbone's config (a ``DebertaV2Config``, a dict or a folder
+            with its ``config.json``); by default it is read from the folder, cache or Hub repo that the checkpoint's
+            ``model_name`` names (see the module docstring).
         revision / token / cache_dir: passed to the Hub download.
     """
     folder = resolve_checkpoint(name_or_path, revision=revision, token=token, cache_dir=cache_dir)
     layout = detect_layout(folder)
     if layout == "legacy":
-        model, tokenizer, lengths = _load_legacy(folder, backbone_config)
+        model, tokenizer, lengths = _load_legacy(folder, backbone_config, token)
     else:
         from .engine import resolve_dtype
 

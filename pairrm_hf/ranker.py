@@ -21,27 +21,36 @@ from .aggregation import (
     topk_indices,
 )
 from .engine import PairwiseEngine
-from .inputs import conversation_pair_texts, source_texts
+from .inputs import batch_texts, compare_texts, conversation_pair_texts, is_messages
 from .loading import DEFAULT_MODEL, load_pairrm
 from .modeling_pairrm import DebertaV2PairRM
-from .schedules import RANKING_METHODS, bubble_pass, bubble_wins, merge_sort_rank
+from .schedules import RANKING_METHODS, bubble_pass, bubble_wins, knockout_rank, merge_sort_rank
 from .tokenization_pairrm import PairEncoder, PairLengths
-from .validation import check_candidate_lists, check_same_length, check_texts
+from .validation import check_same_length, check_top_k
 
 __all__ = ["PairRM", "RankedCandidate", "Ranking", "COMPARE_MODES", "REF_MODES", "shared_pairrm", "device_for_rank"]
+
+#: A prompt: a str, chat messages, or None when the answers are whole conversations (see :mod:`pairrm_hf.inputs`).
+Prompt = Any
+#: An answer: a str, or chat messages (assistant turns, or a whole conversation).
+Answer = Any
 
 #: ``symmetric`` = C[A,B] − C[B,A] (upstream default), ``ab`` = C[A,B], ``ba`` = −C[B,A]; > 0 always means A better.
 COMPARE_MODES = ("symmetric", "ab", "ba")
 #: How ``rank_with_ref`` picks each input's reference among its candidates (``len`` counts characters).
-REF_MODES = ("longest", "shortest", "median_length", "first", "last")
+#: ``longest`` is upstream's rule, kept for parity: among equally long candidates the first in input order wins,
+#: so shuffling the candidates can change the rewards. ``longest_lexical`` picks the same length, ties broken by
+#: the smallest text (code-point order): the same reference, and so the same rewards, in any input order.
+REF_MODES = ("longest", "longest_lexical", "shortest", "median_length", "first", "last")
 
 
 @dataclass(frozen=True)
 class RankedCandidate:
-    """One candidate in a ranking: its position in the input, text, score (higher is better) and rank (1 = best)."""
+    """One candidate in a ranking: its position in the input, the candidate as given (``text``: a str, or the
+    caller's chat messages), score (higher is better) and rank (1 = best)."""
 
     index: int
-    text: str
+    text: Answer
     score: float
     rank: int
 
@@ -55,13 +64,14 @@ class Ranking:
         ranks: int32 ``[n]``, competition ranks, 1 = best.
         matrix: float32 ``[n, n]`` logits ``C[i, j]`` when the aggregation compared every ordered pair, else None.
         comparisons: number of ordered pairs the model scored for this input.
+        candidates: the candidates as given (str, or the caller's chat messages).
     """
 
     scores: np.ndarray
     ranks: np.ndarray
     matrix: np.ndarray | None = None
     comparisons: int = 0
-    candidates: list[str] = field(default_factory=list)
+    candidates: list[Answer] = field(default_factory=list)
 
     def ranked(self) -> list[RankedCandidate]:
         """Candidates best first (ties in input order)."""
@@ -73,6 +83,10 @@ class Ranking:
 
 class PairRM:
     """Rank, compare and score LLM answers with a PairRM checkpoint.
+
+    Every method takes prompts as str or chat messages and answers as str or chat messages, turned into PairRM
+    texts by the one input rule (:mod:`pairrm_hf.inputs`): plain strings stay plain, message lists use the
+    original's conversation template; ``input_format="conversation"`` formats plain strings through the template too.
 
     Args:
         model: a loaded :class:`DebertaV2PairRM`.
@@ -86,6 +100,8 @@ class PairRM:
         compile: run the model through ``torch.compile(dynamic=True)`` (one-off warm-up; see ``PairwiseEngine``).
         attention: ``"fused"`` (the model's default: faster attention, same numbers to ~1e-6) or ``"eager"``
             (transformers' own module); see :mod:`pairrm_hf.attention`.
+        quantize: ``"int8"``: dynamically quantized int8 linear layers on CPU (opt-in; faster, logits move by
+            ~1e-2, so check decisions with :meth:`check_precision`); see :mod:`pairrm_hf.quantization`.
     """
 
     def __init__(
@@ -102,11 +118,12 @@ class PairRM:
         show_progress: bool = False,
         compile: bool = False,  # noqa: A002
         attention: str | None = None,
+        quantize: str | None = None,
     ):
         self.engine = PairwiseEngine(
             model, PairEncoder(tokenizer, lengths), device=device, dtype=dtype, batch_size=batch_size,
             max_batch_tokens=max_batch_tokens, autocast_dtype=autocast_dtype, show_progress=show_progress,
-            compile=compile, attention=attention,
+            compile=compile, attention=attention, quantize=quantize,
         )  # fmt: skip
 
     @classmethod
@@ -162,28 +179,30 @@ class PairRM:
     # ------------------------------------------------------------------------------------------ comparing
     def compare(
         self,
-        prompts: Sequence[str],
-        candidates_a: Sequence[str],
-        candidates_b: Sequence[str],
+        prompts: Sequence[Prompt] | None,
+        candidates_a: Sequence[Answer],
+        candidates_b: Sequence[Answer],
         *,
         mode: str = "symmetric",
         instructions: Sequence[str] | None = None,
+        input_format: str = "auto",
     ) -> np.ndarray:
         """float32 ``[N]`` logits, > 0 when ``candidates_a[k]`` is the better answer to ``prompts[k]``.
 
         ``mode``: ``symmetric`` = C[A,B] − C[B,A] (two passes, position bias cancels; identical texts give
-        exactly 0), ``ab`` = C[A,B], ``ba`` = −C[B,A] (one pass each).
+        exactly 0), ``ab`` = C[A,B], ``ba`` = −C[B,A] (one pass each). ``prompts=None``: each pair is two whole
+        conversations sharing their user turns.
         """
         if mode not in COMPARE_MODES:
             raise ValueError(f"mode must be one of {COMPARE_MODES}, got {mode!r}")
-        prompts = check_texts("prompts", prompts)
-        candidates_a = check_texts("candidates_a", candidates_a)
-        candidates_b = check_texts("candidates_b", candidates_b)
-        check_same_length("prompts", prompts, candidates_a=candidates_a, candidates_b=candidates_b)
-        examples = self.engine.encode(
-            source_texts(prompts, instructions), [[a, b] for a, b in zip(candidates_a, candidates_b)]
+        sources, texts_a, texts_b = compare_texts(
+            prompts, candidates_a, candidates_b, instructions=instructions, input_format=input_format
         )
-        idx = np.arange(len(prompts))
+        return self._compare_texts(sources, texts_a, texts_b, mode)
+
+    def _compare_texts(self, sources: list[str], texts_a: list[str], texts_b: list[str], mode: str) -> np.ndarray:
+        examples = self.engine.encode(sources, [[a, b] for a, b in zip(texts_a, texts_b)])
+        idx = np.arange(len(sources))
         ab = np.stack([idx, np.zeros_like(idx), np.ones_like(idx)], axis=1)
         ba = ab[:, [0, 2, 1]]
         if mode == "ab":
@@ -195,18 +214,21 @@ class PairRM:
 
     def compare_proba(
         self,
-        prompts: Sequence[str],
-        candidates_a: Sequence[str],
-        candidates_b: Sequence[str],
+        prompts: Sequence[Prompt] | None,
+        candidates_a: Sequence[Answer],
+        candidates_b: Sequence[Answer],
         *,
         temperature: float = 1.0,
         mode: str = "symmetric",
         instructions: Sequence[str] | None = None,
+        input_format: str = "auto",
     ) -> np.ndarray:
         """float32 ``[N]`` probability that A is better: ``sigmoid(logit / temperature)``."""
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        logits = self.compare(prompts, candidates_a, candidates_b, mode=mode, instructions=instructions)
+        logits = self.compare(
+            prompts, candidates_a, candidates_b, mode=mode, instructions=instructions, input_format=input_format
+        )
         return (1.0 / (1.0 + np.exp(-logits.astype(np.float64) / temperature))).astype(np.float32)
 
     def compare_conversations(
@@ -217,21 +239,24 @@ class PairRM:
         mode: str = "symmetric",
     ) -> np.ndarray:
         """Compare multi-turn conversations that share their user turns (upstream's template, see ``conversation``)."""
-        sources, cands_a, cands_b = conversation_pair_texts(conversations_a, conversations_b)
-        return self.compare(sources, cands_a, cands_b, mode=mode)
+        if mode not in COMPARE_MODES:
+            raise ValueError(f"mode must be one of {COMPARE_MODES}, got {mode!r}")
+        return self._compare_texts(*conversation_pair_texts(conversations_a, conversations_b), mode)
 
     # ------------------------------------------------------------------------------------------ ranking
     def comparison_matrices(
-        self, prompts: Sequence[str], candidates: Sequence[Sequence[str]], *, instructions: Sequence[str] | None = None
+        self,
+        prompts: Sequence[Prompt],
+        candidates: Sequence[Sequence[Answer]],
+        *,
+        instructions: Sequence[str] | None = None,
+        input_format: str = "auto",
     ) -> list[np.ndarray]:
         """For each input, the float32 ``[n, n]`` matrix ``C[i, j]`` over all ordered pairs (diagonal 0)."""
-        prompts = check_texts("prompts", prompts)
-        candidates = check_candidate_lists("candidates", candidates)
-        check_same_length("prompts", prompts, candidates=candidates)
-        examples = self.engine.encode(source_texts(prompts, instructions), candidates)
-        return self._full_matrices(examples, candidates)
+        sources, texts = batch_texts(prompts, candidates, instructions=instructions, input_format=input_format)
+        return self._full_matrices(self.engine.encode(sources, texts), texts)
 
-    def _full_matrices(self, examples, candidates: list[list[str]]) -> list[np.ndarray]:
+    def _full_matrices(self, examples, candidates: list[list]) -> list[np.ndarray]:
         pairs = []
         for ex, cands in enumerate(candidates):
             n = len(cands)
@@ -247,12 +272,13 @@ class PairRM:
 
     def rank_batch(
         self,
-        prompts: Sequence[str],
-        candidates: Sequence[Sequence[str]],
+        prompts: Sequence[Prompt],
+        candidates: Sequence[Sequence[Answer]],
         *,
         aggregation: str = "max_logits",
         instructions: Sequence[str] | None = None,
         seed: int = 0,
+        input_format: str = "auto",
     ) -> list[Ranking]:
         """Rank each input's candidates; candidate counts may differ between inputs.
 
@@ -260,23 +286,24 @@ class PairRM:
         ``max_wins`` (same pairs, score = fraction of comparisons won), ``bubble`` (2(n−1) pairs, one seeded
         bubble pass; the winner ranks first, the others by how many comparisons they won), ``reference`` (2n pairs,
         score = :meth:`rank_with_ref` reward against the longest candidate) or ``sort`` (≤ 2·n·⌈log2 n⌉ pairs, merge
-        sort on symmetric logits; score = n − position). See ``benchmarks/RESULTS.md`` for their agreement with
-        ``max_logits``.
+        sort on symmetric logits; score = n − position) or ``knockout`` (2(n−4) + 12 pairs: single elimination down
+        to 4 finalists, then a round robin among them; score = n − position, the winner is exact when the model's
+        preferences are transitive). See ``benchmarks/RESULTS.md`` for their agreement with ``max_logits``.
         """
         if aggregation not in RANKING_METHODS:
             raise ValueError(f"aggregation must be one of {RANKING_METHODS}, got {aggregation!r}")
-        prompts = check_texts("prompts", prompts)
-        candidates = check_candidate_lists("candidates", candidates)
-        check_same_length("prompts", prompts, candidates=candidates)
+        sources, texts = batch_texts(prompts, candidates, instructions=instructions, input_format=input_format)
+        candidates = [list(c) for c in candidates]  # the caller's candidates, returned in the rankings
         if aggregation == "reference":
-            rewards = self.rank_with_ref(prompts, candidates, instructions=instructions)
+            rewards = self._rewards_vs_ref(sources, texts, [_pick_reference(t, "longest") for t in texts])
             return [
                 Ranking(r.astype(np.float32), competition_ranks(r), None, 2 * len(c), c)
                 for r, c in zip(rewards, candidates)
             ]
-        examples = self.engine.encode(source_texts(prompts, instructions), candidates)
-        if aggregation == "sort":
-            results = merge_sort_rank(self.engine, examples, [len(c) for c in candidates])
+        examples = self.engine.encode(sources, texts)
+        if aggregation in ("sort", "knockout"):
+            schedule = merge_sort_rank if aggregation == "sort" else knockout_rank
+            results = schedule(self.engine, examples, [len(c) for c in candidates])
             return [Ranking(r.scores, r.ranks, None, r.comparisons, c) for r, c in zip(results, candidates)]
         if aggregation == "bubble":
             winners, logs = bubble_pass(self.engine, examples, [len(c) for c in candidates], seed)
@@ -287,7 +314,7 @@ class PairRM:
                 rankings.append(Ranking(wins, competition_ranks(wins), None, 2 * (len(c) - 1), c))
             return rankings
         rankings = []
-        for matrix, cands in zip(self._full_matrices(examples, candidates), candidates):
+        for matrix, cands in zip(self._full_matrices(examples, texts), candidates):
             scores = scores_from_matrix(matrix, aggregation)
             n = len(cands)
             rankings.append(Ranking(scores, competition_ranks(scores), matrix, n * (n - 1), cands))
@@ -295,20 +322,33 @@ class PairRM:
 
     def rank(
         self,
-        prompt: str,
-        candidates: Sequence[str],
+        prompt: Prompt,
+        candidates: Sequence[Answer],
         *,
         aggregation: str = "max_logits",
         top_k: int | None = None,
         instruction: str | None = None,
+        input_format: str = "auto",
     ) -> list[RankedCandidate]:
-        """Rank the candidates for one prompt, best first; ``top_k`` keeps only the best k."""
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+        """Rank the candidates for one prompt, best first; ``top_k`` keeps only the best k.
+
+        ``prompt`` is a str or chat messages (``None`` when the candidates are whole conversations).
+        ``top_k``: ``None`` or a positive int (not a bool) up to the number of candidates; more is a ``ValueError``
+        (the same rule as the pipelines and fusion, see :func:`~pairrm_hf.validation.check_top_k`).
+        """
+        if prompt is not None and not isinstance(prompt, str) and not is_messages(prompt):
+            raise TypeError(
+                f"prompt must be a str or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}"
+            )
+        check_top_k(top_k)
+        if isinstance(candidates, Sequence) and not isinstance(candidates, str):
+            check_top_k(top_k, len(candidates))
         ranking = self.rank_batch(
-            [prompt], [candidates], aggregation=aggregation, instructions=None if instruction is None else [instruction]
+            [prompt],
+            [candidates],
+            aggregation=aggregation,
+            instructions=None if instruction is None else [instruction],
+            input_format=input_format,
         )[0]
         ranked = ranking.ranked()
         return ranked if top_k is None else ranked[:top_k]
@@ -325,13 +365,12 @@ class PairRM:
 
         return check_precision(self, prompts, candidates, instructions=instructions)
 
-    def _select(self, prompts, candidates, instructions, method, return_all, seed, worst):
+    def _select(self, prompts, candidates, instructions, method, return_all, seed, worst, input_format):
         if method not in ("bubble", "full"):
             raise ValueError(f"method must be 'bubble' or 'full', got {method!r}")
-        prompts = check_texts("prompts", prompts)
-        candidates = check_candidate_lists("candidates", candidates)
-        check_same_length("prompts", prompts, candidates=candidates)
-        examples = self.engine.encode(source_texts(prompts, instructions), candidates)
+        sources, texts = batch_texts(prompts, candidates, instructions=instructions, input_format=input_format)
+        candidates = [list(c) for c in candidates]
+        examples = self.engine.encode(sources, texts)
         if method == "bubble":
             winners, logs = bubble_pass(self.engine, examples, [len(c) for c in candidates], seed, worst=worst)
             if not return_all:
@@ -344,7 +383,7 @@ class PairRM:
                 out.append([c[i] for i in np.argsort(-wins, kind="stable")])
             return out
         out = []
-        for matrix, cands in zip(self._full_matrices(examples, candidates), candidates):
+        for matrix, cands in zip(self._full_matrices(examples, texts), candidates):
             ranks = competition_ranks(scores_from_matrix(matrix))
             order = topk_indices(-ranks if worst else ranks)
             out.append([cands[i] for i in order] if return_all else cands[order[0]])
@@ -352,61 +391,77 @@ class PairRM:
 
     def best_of_n(
         self,
-        prompts: Sequence[str],
-        candidates: Sequence[Sequence[str]],
+        prompts: Sequence[Prompt],
+        candidates: Sequence[Sequence[Answer]],
         *,
         method: str = "full",
         return_all: bool = False,
         instructions: Sequence[str] | None = None,
         seed: int = 0,
+        input_format: str = "auto",
     ) -> list:
         """The best candidate per input: ``full`` ranking (n(n−1) pairs) or one seeded ``bubble`` pass (2(n−1)).
 
         ``return_all``: for ``full``, all candidates best first; for ``bubble``, the winner then each comparison's
         loser in comparison order (upstream's list, not a sort).
         """
-        return self._select(prompts, candidates, instructions, method, return_all, seed, worst=False)
+        return self._select(prompts, candidates, instructions, method, return_all, seed, False, input_format)
 
     def worst_of_n(
         self,
-        prompts: Sequence[str],
-        candidates: Sequence[Sequence[str]],
+        prompts: Sequence[Prompt],
+        candidates: Sequence[Sequence[Answer]],
         *,
         method: str = "full",
         return_all: bool = False,
         instructions: Sequence[str] | None = None,
         seed: int = 0,
+        input_format: str = "auto",
     ) -> list:
         """The worst candidate per input; the mirror of :meth:`best_of_n`."""
-        return self._select(prompts, candidates, instructions, method, return_all, seed, worst=True)
+        return self._select(prompts, candidates, instructions, method, return_all, seed, True, input_format)
 
     # ------------------------------------------------------------------------------------------ references
     def rank_with_ref(
         self,
-        prompts: Sequence[str],
-        candidates: Sequence[Sequence[str]],
+        prompts: Sequence[Prompt],
+        candidates: Sequence[Sequence[Answer]],
         *,
         ref_mode: str = "longest",
-        references: Sequence[str] | None = None,
+        references: Sequence[Answer] | None = None,
         instructions: Sequence[str] | None = None,
+        input_format: str = "auto",
     ) -> list[np.ndarray]:
         """Per input, float64 rewards ``C[c, ref] − C[ref, c]`` for each candidate (2n pairs, exactly 0 for the reference).
 
-        The reference is ``references[k]`` when given, else picked from the candidates by ``ref_mode``
-        (one of :data:`REF_MODES`).
+        The reference is ``references[k]`` when given (rendered like an answer to the same prompt), else picked
+        from the candidates by ``ref_mode`` (one of :data:`REF_MODES`; lengths are of the PairRM candidate texts).
+        ``longest`` (the default, upstream's rule) breaks length ties by input order; ``longest_lexical`` breaks them
+        by text, so the rewards do not depend on the candidates' order.
         """
-        prompts = check_texts("prompts", prompts)
-        candidates = check_candidate_lists("candidates", candidates)
-        check_same_length("prompts", prompts, candidates=candidates)
+        if references is None and ref_mode not in REF_MODES:
+            raise ValueError(f"ref_mode must be one of {REF_MODES}, got {ref_mode!r}")
+        sources, texts = batch_texts(prompts, candidates, instructions=instructions, input_format=input_format)
         if references is None:
-            if ref_mode not in REF_MODES:
-                raise ValueError(f"ref_mode must be one of {REF_MODES}, got {ref_mode!r}")
-            references = [_pick_reference(c, ref_mode) for c in candidates]
+            ref_texts = [_pick_reference(t, ref_mode) for t in texts]
         else:
-            references = check_texts("references", references)
-            check_same_length("prompts", prompts, references=references)
+            if isinstance(references, (str, bytes)) or not isinstance(references, Sequence):
+                raise TypeError(f"references must be a list, got {type(references).__name__}")
+            check_same_length("prompts", sources, references=references)
+            ref_sources, ref_lists = batch_texts(
+                prompts, [[r] for r in references], instructions=instructions, input_format=input_format,
+                candidates_name="references",
+            )  # fmt: skip
+            for k, (src, ref_src) in enumerate(zip(sources, ref_sources)):
+                if src != ref_src:
+                    raise ValueError(f"references[{k}] must have the same user turns as candidates[{k}]")
+            ref_texts = [r[0] for r in ref_lists]
+        return self._rewards_vs_ref(sources, texts, ref_texts)
+
+    def _rewards_vs_ref(self, sources: list[str], texts: list[list[str]], references: list[str]) -> list[np.ndarray]:
+        candidates = texts
         extended = [[*c, ref] for c, ref in zip(candidates, references)]
-        examples = self.engine.encode(source_texts(prompts, instructions), extended)
+        examples = self.engine.encode(sources, extended)
         pairs = []
         for ex, cands in enumerate(candidates):
             r = len(cands)
@@ -423,6 +478,9 @@ class PairRM:
 def _pick_reference(candidates: list[str], mode: str) -> str:
     if mode == "longest":
         return max(candidates, key=len)
+    if mode == "longest_lexical":
+        longest = max(map(len, candidates))
+        return min(c for c in candidates if len(c) == longest)
     if mode == "shortest":
         return min(candidates, key=len)
     if mode == "median_length":

@@ -9,9 +9,12 @@ schedule      ordered pairs per input     what it returns
 bubble        2(n−1)                      the winner of one seeded pass (``PairRM._bubble``)
 reference     2n                          symmetric logit of each candidate against one reference
 sort          ≤ 2·n·⌈log2 n⌉              a full order from merge sort on symmetric logits
+knockout      2(n−r) + r(r−1), r ≤ f      single elimination down to ``f`` finalists (4), then a
+                                          round robin among them; the best of the round robin wins
 ============  ==========================  ==========================================================
 
-``benchmarks/bench_agreement.py`` measures how often each agrees with the full ``max_logits`` ranking.
+``benchmarks/bench_agreement.py`` measures how often each agrees with the full ``max_logits`` ranking of a random
+model, ``benchmarks/bench_budget.py`` of a small trained one (see ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -24,12 +27,16 @@ import torch
 
 from .engine import EncodedExample, PairwiseEngine
 
-__all__ = ["RANKING_METHODS", "SortResult", "merge_sort_rank", "max_sort_comparisons", "bubble_pass", "bubble_wins"]
+__all__ = [
+    "RANKING_METHODS", "SortResult", "merge_sort_rank", "max_sort_comparisons", "bubble_pass", "bubble_wins",
+    "knockout_rank", "knockout_comparisons",
+]  # fmt: skip
 
 
 #: Every ranking method, in one list that the API, pipelines, CLI and evaluation read: ``max_logits`` and
-#: ``max_wins`` aggregate the full comparison matrix; ``bubble``, ``reference`` and ``sort`` are budgeted schedules.
-RANKING_METHODS = ("max_logits", "max_wins", "bubble", "reference", "sort")
+#: ``max_wins`` aggregate the full comparison matrix; ``bubble``, ``reference``, ``sort`` and ``knockout`` are
+#: budgeted schedules.
+RANKING_METHODS = ("max_logits", "max_wins", "bubble", "reference", "sort", "knockout")
 
 
 def bubble_pass(
@@ -159,3 +166,76 @@ def merge_sort_rank(
             merged[ex].append(m.result())
         runs = [m + c if len(r) > 1 else r for m, c, r in zip(merged, carried, runs)]
     return [SortResult(r[0] if r else [], c, s) for r, c, s in zip(runs, counts, seen)]
+
+
+def knockout_comparisons(n: int, finalists: int = 4) -> int:
+    """Ordered pairs :func:`knockout_rank` scores for ``n`` candidates: ``2(n − r) + r(r − 1)``.
+
+    ``r`` is how many remain when the knockout first leaves at most ``finalists`` (halving, rounded up, from ``n``):
+    ``finalists`` itself when ``n`` is ``finalists`` times a power of two (16 → 36 pairs, 64 → 132 with 4).
+    """
+    r = n
+    while r > finalists:
+        r = (r + 1) // 2
+    return 2 * (n - r) + r * (r - 1)
+
+
+def _symmetric(engine: PairwiseEngine, examples, matches: list[tuple[int, int, int]]) -> list[float]:
+    """``C[a,b] − C[b,a]`` for each ``(input, a, b)``, all inputs' matches in one engine call."""
+    if not matches:
+        return []
+    pairs = [p for ex, a, b in matches for p in ((ex, a, b), (ex, b, a))]
+    logits = engine.pair_logits(examples, pairs).reshape(-1, 2)
+    return [float(ab) - float(ba) for ab, ba in logits]
+
+
+def knockout_rank(
+    engine: PairwiseEngine, examples: Sequence[EncodedExample], sizes: Sequence[int], finalists: int = 4
+) -> list[SortResult]:
+    """Single elimination on symmetric logits down to ``finalists`` candidates, then a round robin among them.
+
+    Each round pairs the survivors in order (1st vs 2nd, 3rd vs 4th…; an odd one out advances without playing);
+    the winner of ``C[a,b] − C[b,a]`` advances (a tie lets the earlier one through). Once at most ``finalists``
+    remain, every pair of them is compared and they are ordered by their summed symmetric logits, so the winner
+    is the best finalist by the same measure ``max_logits`` uses. The others follow by the round they fell in
+    (later is better), then by the margin they lost by. ``n − r`` knockout matches and ``r(r−1)/2`` round-robin
+    matches for the ``r ≤ finalists`` left, two ordered pairs each (:func:`knockout_comparisons`); when the model's preferences are transitive
+    the winner is exactly the ``max_logits`` best. Every round of every input is one engine call.
+    """
+    if finalists < 1:
+        raise ValueError(f"finalists must be >= 1, got {finalists!r}")
+    alive = [list(range(n)) for n in sizes]
+    # (round eliminated, margin lost by) per candidate: sorts the eliminated ones
+    fell: list[dict[int, tuple[int, float]]] = [{} for _ in sizes]
+    seen: list[dict[tuple[int, int], float]] = [{} for _ in sizes]
+    round_no = 0
+    while True:
+        matches = [
+            (ex, a[k], a[k + 1]) for ex, a in enumerate(alive) if len(a) > finalists for k in range(0, len(a) - 1, 2)
+        ]
+        if not matches:
+            break
+        round_no += 1
+        winners: list[list[int]] = [[] if len(a) > finalists else a for a in alive]
+        for (ex, a, b), d in zip(matches, _symmetric(engine, examples, matches)):
+            seen[ex][(a, b)] = d
+            win, lose = (a, b) if d >= 0 else (b, a)
+            winners[ex].append(win)
+            fell[ex][lose] = (round_no, -abs(d))
+        for ex, a in enumerate(alive):
+            if len(a) > finalists and len(a) % 2:  # the odd one out advances; keep the input order
+                winners[ex].append(a[-1])
+                winners[ex].sort()
+        alive = winners
+    matches = [(ex, a[i], a[j]) for ex, a in enumerate(alive) for i in range(len(a)) for j in range(i + 1, len(a))]
+    totals: list[dict[int, float]] = [dict.fromkeys(a, 0.0) for a in alive]
+    for (ex, a, b), d in zip(matches, _symmetric(engine, examples, matches)):
+        seen[ex][(a, b)] = d
+        totals[ex][a] += d
+        totals[ex][b] -= d
+    results = []
+    for ex in range(len(sizes)):
+        top = sorted(alive[ex], key=lambda c: (-totals[ex][c], c))
+        rest = sorted(fell[ex], key=lambda c: (-fell[ex][c][0], -fell[ex][c][1], c))
+        results.append(SortResult(top + rest, 2 * len(seen[ex]), seen[ex]))
+    return results

@@ -9,6 +9,10 @@ Two things differ from calling the stock tokenizer on ``"<|source|>" + text``:
   or ``<|candidate1|>`` inside a prompt or an answer is therefore ordinary text, never a second prefix token
   (upstream misaligned the pooling or crashed on it). Other special-token strings (``[SEP]``, ``[CLS]``, ...)
   keep the meaning the published tokenizer gives them, as in upstream's HF-native path.
+* Upstream encoded ``"<|source|>" + text`` as one string, so the normalizer never saw the start of the user text
+  (a leading U+0085 stays as ``▁ [UNK]`` instead of being stripped). Each text is therefore encoded behind a
+  stand-in prefix token (:data:`TEXT_MARKER`) that is then dropped: the same ids as upstream, except that a text
+  starting with U+0338 no longer merges with the prefix's ``>`` into ``≯`` (which destroyed upstream's prefix).
 
 Packing follows upstream's HF-native rule, per example: the source segment ``[CLS]<|source|>…[SEP]`` is cut to
 ``source_max_length`` tokens, and each candidate segment ``[CLS]<|candidateK|>…[SEP]`` to
@@ -21,7 +25,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from tokenizers import Regex, Tokenizer, normalizers
+from tokenizers import AddedToken, Regex, Tokenizer, normalizers
 from transformers import DebertaV2Tokenizer, PreTrainedTokenizerBase
 
 __all__ = [
@@ -34,6 +38,9 @@ __all__ = [
 
 #: The four added tokens of every PairRM tokenizer, in id order.
 PREFIX_TOKENS = ("<|source|>", "<|candidate1|>", "<|candidate2|>", "<|candidate|>")
+#: The stand-in prefix each user text is encoded behind (then dropped). It plays the part of ``<|source|>`` in
+#: upstream's ``"<|source|>" + text``; it ends with ``|``, which no combining mark composes with under NFKC.
+TEXT_MARKER = "<|text|"
 
 
 @dataclass(frozen=True)
@@ -118,13 +125,20 @@ def load_pairrm_tokenizer(folder: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def _text_only_backend(tokenizer: PreTrainedTokenizerBase) -> Tokenizer:
-    """A copy of the tokenizer's backend without the PairRM prefix tokens, for encoding user text."""
+def _text_only_backend(tokenizer: PreTrainedTokenizerBase) -> str:
+    """The tokenizer's backend without the PairRM prefix tokens (serialized), for encoding user text."""
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     spec["added_tokens"] = [t for t in spec.get("added_tokens", []) if t["content"] not in PREFIX_TOKENS]
     spec["truncation"] = None
     spec["padding"] = None
-    return Tokenizer.from_str(json.dumps(spec))
+    return json.dumps(spec)
+
+
+def _marked_backend(spec: str, marker: str) -> tuple[Tokenizer, int]:
+    """The text backend with ``marker`` added as a normalized, non-special token (as upstream added its prefixes)."""
+    backend = Tokenizer.from_str(spec)
+    backend.add_tokens([AddedToken(marker, normalized=True, special=False)])
+    return backend, backend.token_to_id(marker)
 
 
 class PairEncoder:
@@ -143,13 +157,35 @@ class PairEncoder:
         self.cls_id = tokenizer.cls_token_id
         self.sep_id = tokenizer.sep_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self._text_backend = _text_only_backend(tokenizer)
+        self._text_spec = _text_only_backend(tokenizer)
+        self._text_backend, self._marker_id = _marked_backend(self._text_spec, TEXT_MARKER)
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text (no special tokens, no truncation); prefix strings count as plain text."""
+        """Token ids of each text as upstream encoded it after its prefix token (no special tokens, no truncation).
+
+        Prefix strings inside the text count as plain text.
+        """
         if not texts:
             return []
-        return [enc.ids for enc in self._text_backend.encode_batch(list(texts), add_special_tokens=False)]
+        texts = list(texts)
+        encodings = self._text_backend.encode_batch([TEXT_MARKER + t for t in texts], add_special_tokens=False)
+        out = []
+        for text, enc in zip(texts, encodings):
+            ids = enc.ids
+            if ids[0] != self._marker_id or self._marker_id in ids[1:]:
+                ids = self._tokenize_with_fresh_marker(text)
+            out.append(ids[1:])
+        return out
+
+    def _tokenize_with_fresh_marker(self, text: str) -> list[int]:
+        # The text itself holds the marker string: encode it behind a marker it does not hold (rare, so unpooled).
+        for k in range(1, 1000):
+            marker = f"<|text{k}|"
+            backend, marker_id = _marked_backend(self._text_spec, marker)
+            ids = backend.encode(marker + text, add_special_tokens=False).ids
+            if ids[0] == marker_id and marker_id not in ids[1:]:
+                return ids
+        raise ValueError(f"cannot encode a text that contains every stand-in prefix marker: {text[:80]!r}")
 
     def source_segment(self, text_ids: list[int]) -> list[int]:
         """``[CLS]<|source|>…[SEP]`` cut to ``source_max_length`` tokens."""

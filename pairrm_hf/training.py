@@ -24,7 +24,8 @@ import torch
 from transformers import DebertaV2Config, DebertaV2Tokenizer, PreTrainedTokenizerBase, Trainer, TrainingArguments
 from transformers.models.deberta_v2.modeling_deberta_v2 import DebertaV2Model
 
-from .data import is_mixinstruct_row, mixinstruct_to_pairs, preference_texts
+from .data import is_mixinstruct_row, mixinstruct_to_pairs
+from .inputs import check_input_format, preference_texts
 from .loading import detect_layout, load_pairrm, resolve_checkpoint
 from .modeling_pairrm import DebertaV2PairRM
 from .tokenization_pairrm import PREFIX_TOKENS, PairEncoder, PairLengths, restore_sentencepiece_normalizer
@@ -89,17 +90,25 @@ class PairRMDataCollator:
 
     Each row (TRL standard/conversational, or already ``{"prompt", "chosen", "rejected"}``) gives two packed rows:
     ``(chosen, rejected)`` with label +1 and, when ``both_orders`` (default), ``(rejected, chosen)`` with label −1.
+    Rows become PairRM texts by the one input rule (:func:`pairrm_hf.inputs.preference_texts`, switch
+    ``input_format``), so a model trains on the texts it is later scored on.
     """
 
     def __init__(
-        self, tokenizer: PreTrainedTokenizerBase, lengths: PairLengths | None = None, *, both_orders: bool = True
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        lengths: PairLengths | None = None,
+        *,
+        both_orders: bool = True,
+        input_format: str = "auto",
     ):
         self.encoder = PairEncoder(tokenizer, lengths)
         self.both_orders = both_orders
+        self.input_format = check_input_format(input_format)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        texts = [preference_texts(row, k) for k, row in enumerate(features)]
+        texts = [preference_texts(row, k, input_format=self.input_format) for k, row in enumerate(features)]
         ids = self.encoder.tokenize([t for triple in texts for t in triple])
         rows, labels = [], []
         for k in range(len(texts)):
@@ -165,18 +174,19 @@ class PairRMTrainer(Trainer):
     """``transformers.Trainer`` for PairRM.
 
     Differences from the stock one, only what PairRM needs: the raw text columns must reach the collator, so
-    ``remove_unused_columns`` is forced off; the default collator is :class:`PairRMDataCollator`; checkpoints are
-    written with :func:`save_pairrm` so every ``checkpoint-*`` folder loads with ``PairRM.from_pretrained``.
+    ``remove_unused_columns`` is forced off; the default collator is :class:`PairRMDataCollator` (with ``lengths``
+    and ``input_format``); checkpoints are written with :func:`save_pairrm` so every ``checkpoint-*`` folder loads
+    with ``PairRM.from_pretrained``.
     """
 
-    def __init__(self, *args, lengths: PairLengths | None = None, **kwargs):
+    def __init__(self, *args, lengths: PairLengths | None = None, input_format: str = "auto", **kwargs):
         args_obj = kwargs.get("args") if "args" in kwargs else (args[1] if len(args) > 1 else None)
         if args_obj is not None and args_obj.remove_unused_columns:
             args_obj.remove_unused_columns = False
         self.pairrm_lengths = lengths
         tokenizer = kwargs.get("processing_class")
         if kwargs.get("data_collator") is None and tokenizer is not None:
-            kwargs["data_collator"] = PairRMDataCollator(tokenizer, lengths)
+            kwargs["data_collator"] = PairRMDataCollator(tokenizer, lengths, input_format=input_format)
         super().__init__(*args, **kwargs)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
@@ -243,6 +253,7 @@ def train_pairrm(
     metrics: Sequence[str] | None = None,
     pairs_per_example: int = 5,
     save_final: bool = True,
+    input_format: str = "auto",
     **training_args,
 ) -> PairRMTrainer:
     """Fine-tune PairRM and save it (HF-native layout) to ``output_dir``; returns the trainer.
@@ -255,10 +266,13 @@ def train_pairrm(
             rows (expanded with :func:`~pairrm_hf.data.mixinstruct_to_pairs` using ``metrics`` and
             ``pairs_per_example``).
         lengths: row budgets (default: the checkpoint's, else 1224/412).
+        input_format: ``"auto"`` (plain rows stay plain, chat rows use the original's conversation template) or
+            ``"conversation"`` (the template for all rows); see :mod:`pairrm_hf.inputs`.
         **training_args: ``transformers.TrainingArguments`` fields (``learning_rate``, ``per_device_train_batch_size``,
-            ``bf16``, ``gradient_checkpointing``, ``deepspeed``...). ``report_to`` defaults to ``"none"``.
+            ``bf16``, ``activation_checkpointing``, ``deepspeed``...). ``report_to`` defaults to ``"none"``.
     """
     seed = int(training_args.get("seed", 42))
+    check_input_format(input_format)
     model, tok, loaded_lengths = _resolve_model(model_or_path, tokenizer)
     lengths = lengths or loaded_lengths or PairLengths()
     train_rows = _as_rows(train_dataset, metrics, pairs_per_example, seed, "train_dataset")
@@ -270,7 +284,7 @@ def train_pairrm(
     model.train()
     trainer = PairRMTrainer(
         model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tok,
-        lengths=lengths, compute_metrics=pairwise_accuracy_metric,
+        lengths=lengths, input_format=input_format, compute_metrics=pairwise_accuracy_metric,
     )  # fmt: skip
     trainer.train()
     if save_final:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["check_texts", "check_candidate_lists", "check_same_length"]
+__all__ = ["check_texts", "check_candidate_lists", "check_same_length", "check_top_k"]
 
 
 def _is_sequence(value: Any) -> bool:
@@ -48,3 +48,15 @@ def check_same_length(reference_name: str, reference: Sequence, **others: Sequen
     for name, seq in others.items():
         if seq is not None and len(seq) != len(reference):
             raise ValueError(f"{name} has {len(seq)} items but {reference_name} has {len(reference)}; they must match")
+
+
+def check_top_k(top_k: Any, count: int | None = None, *, candidates_name: str = "candidates") -> int | None:
+    """The one ``top_k`` rule (``PairRM.rank``, the pipelines, fusion): ``None`` (keep all) or a positive int, never a
+    bool (``True`` is not 1 here), and not more than the ``count`` candidates there are (``ValueError`` naming both)."""
+    if top_k is None:
+        return None
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+    if count is not None and top_k > count:
+        raise ValueError(f"top_k={top_k} but {candidates_name} has only {count} candidates")
+    return top_k

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pairrm_hf import DebertaV2PairRM, PairRM, convert_legacy_checkpoint, detect_layout, load_pairrm
+from pairrm_hf import Blender, DebertaV2PairRM, PairRM, convert_legacy_checkpoint, detect_layout, load_pairrm
 
 
 def test_layouts_are_detected(tiny_hf_dir, tiny_legacy_dir):
@@ -29,8 +29,66 @@ def test_legacy_and_hf_layouts_load_the_same_model(tiny_hf_dir, tiny_legacy_dir,
 
 def test_legacy_needs_head_count_when_model_name_does_not_fit(tiny_legacy_dir):
     # model_name says deberta-v3-large (1024 hidden), the weights are 64 wide: refuse to guess the head count
-    with pytest.raises(ValueError, match="backbone_config"):
+    with pytest.raises(ValueError, match=r"(?s)DeBERTa-v3 table.*backbone_config"):
         load_pairrm(tiny_legacy_dir)
+
+
+def _legacy_copy(tiny_legacy_dir, folder, model_name):
+    shutil.copytree(tiny_legacy_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_name"] = model_name
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _assert_same_weights(loaded, tiny_hf_dir):
+    want = load_pairrm(tiny_hf_dir).model.state_dict()
+    got = loaded.model.state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert loaded.model.config.num_attention_heads == 4
+
+
+def test_legacy_backbone_config_read_from_model_name_folder(tiny_legacy_dir, tiny_backbone_dir, tiny_hf_dir, tmp_path):
+    """As upstream, ``model_name`` names the backbone; a local folder there gives the head count."""
+    folder = _legacy_copy(tiny_legacy_dir, tmp_path / "legacy", str(tiny_backbone_dir))
+    _assert_same_weights(load_pairrm(folder), tiny_hf_dir)
+    blender = Blender()
+    blender.loadranker(str(folder), device="cpu")
+    assert blender.ranker.model.config.num_attention_heads == 4
+
+
+def _fake_hub_cache(cache, repo_id, config_path):
+    """A Hugging Face cache holding only ``repo_id``'s config.json, in huggingface_hub's layout."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    shutil.copyfile(config_path, repo / "snapshots" / commit / "config.json")
+
+
+@pytest.mark.parametrize("model_name", ["microsoft/deberta-v3-large", "someone/tiny-deberta"])
+def test_legacy_backbone_config_read_from_hub_cache(
+    model_name, tiny_legacy_dir, tiny_backbone_dir, tiny_hf_dir, tmp_path, monkeypatch
+):
+    """Offline, a Hub id in ``model_name`` resolves from the local cache before the DeBERTa-v3 table."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    _fake_hub_cache(cache, model_name, tiny_backbone_dir / "config.json")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # read at import time, so set the constant too
+    folder = _legacy_copy(tiny_legacy_dir, tmp_path / "legacy", model_name)
+    _assert_same_weights(load_pairrm(folder), tiny_hf_dir)
+
+
+def test_legacy_model_name_that_fits_nothing_names_what_was_tried(tiny_legacy_dir, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    folder = _legacy_copy(tiny_legacy_dir, tmp_path / "legacy", "someone/not-cached")
+    with pytest.raises(ValueError, match=r"(?s)someone/not-cached.*the Hub.*backbone_config"):
+        load_pairrm(folder)
 
 
 def test_convert_legacy_round_trip(tiny_legacy_dir, tiny_backbone_dir, tmp_path, tiny_rm):

@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pairrm_hf import PairRM
-from pairrm_hf.data import MixInstructExample, load_mixinstruct, mixinstruct_to_pairs, preference_texts
+from pairrm_hf.data import MixInstructExample, load_mixinstruct, mixinstruct_to_pairs
+from pairrm_hf.inputs import preference_texts
 from pairrm_hf.tokenization_pairrm import PREFIX_TOKENS, PairEncoder, PairLengths
 from pairrm_hf.training import PairRMDataCollator, init_pairrm_from_backbone, save_pairrm, train_pairrm
 
@@ -75,10 +76,15 @@ def test_preference_texts_standard_and_conversational():
     assert preference_texts(implicit) == (src, a, b)
     with pytest.raises(ValueError, match="row 3 has no 'rejected'"):
         preference_texts({"prompt": "p", "chosen": "a"}, 3)
-    with pytest.raises(ValueError, match="row 0: standard .* need a str 'prompt'"):
+    with pytest.raises(TypeError, match="row 0 'prompt' must be a str .*None only when the answers are whole"):
         preference_texts({"chosen": "a", "rejected": "b"})
-    with pytest.raises(TypeError, match="both be str or both lists"):
+    with pytest.raises(TypeError, match="row 0 'rejected' must be a str or a list of .*messages, got int"):
         preference_texts({"prompt": "p", "chosen": "a", "rejected": 1})
+    with pytest.raises(ValueError, match="row 0: 'chosen' and 'rejected' must share the same user turns"):
+        preference_texts({"prompt": "p", "chosen": "a", "rejected": conv["rejected"]})
+    # a plain row through the template (RewardBench's formatting) equals the one-turn chat
+    plain = {"prompt": "hi", "chosen": "A", "rejected": "B"}
+    assert preference_texts(plain, input_format="conversation") == (src, a, b)
 
 
 MIX = [{"id": "e1", "instruction": "Say ", "input": "hi", "output": "hi",

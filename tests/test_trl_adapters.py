@@ -65,15 +65,30 @@ def test_reference_reward_equals_rank_with_ref(tiny_rm):
     assert reward(prompts=PROMPTS[:1], completions=[refs[0]], reference=refs[:1]) == [0.0]
 
 
-def test_conversational_single_turn_scores_like_standard(tiny_rm):
-    reward = PairRMReward(tiny_rm)
-    std = reward(prompts=PROMPTS, completions=[ANSWERS[0][0], ANSWERS[1][1]], reference=[ANSWERS[0][1], ANSWERS[1][0]])
-    conv = reward(
+def one_turn_texts(prompt, answer):
+    """The original's conversation template for one user turn, written out (typo included)."""
+    instr = "Finish the following coversation in each i-th turn by filling in <Response i> with your response."
+    return instr + "USER: " + prompt + "\nAssistant: <Response 1>", "<Response 1>: " + answer
+
+
+def test_conversational_single_turn_uses_the_conversation_template(tiny_rm):
+    # One input rule: chat messages always go through the template (a one-turn chat is no longer scored as the
+    # plain string); input_format="conversation" puts the standard twin through the same template.
+    completions, refs = [ANSWERS[0][0], ANSWERS[1][1]], [ANSWERS[0][1], ANSWERS[1][0]]
+    conv = PairRMReward(tiny_rm)(
         prompts=[user(p) for p in PROMPTS],
         completions=[assistant(ANSWERS[0][0]), assistant(ANSWERS[1][1])],
         reference=[assistant(ANSWERS[0][1]), ANSWERS[1][0]],
     )
-    assert conv == std
+    std_as_conv = PairRMReward(tiny_rm, input_format="conversation")(
+        prompts=PROMPTS, completions=completions, reference=refs
+    )
+    np.testing.assert_allclose(conv, std_as_conv, atol=1e-5)
+    texts = [(one_turn_texts(p, c), one_turn_texts(p, r)[1]) for p, c, r in zip(PROMPTS, completions, refs)]
+    expected = tiny_rm.compare([t[0][0] for t in texts], [t[0][1] for t in texts], [t[1] for t in texts])
+    np.testing.assert_allclose(conv, expected, atol=1e-5)
+    std = PairRMReward(tiny_rm)(prompts=PROMPTS, completions=completions, reference=refs)
+    assert np.max(np.abs(np.subtract(std, conv))) > 1e-3  # plain strings stay plain: other texts, other scores
 
 
 def test_multi_turn_prompts_use_the_conversation_template(tiny_rm):
@@ -82,7 +97,7 @@ def test_multi_turn_prompts_use_the_conversation_template(tiny_rm):
     got = reward(prompts=[history], completions=[assistant("Paris.")], baseline=["Berlin."])
     src, cand = conversation_texts([*history, *assistant("Paris.")])
     _, base = conversation_texts([*history, *assistant("Berlin.")])
-    assert got[0] == pytest.approx(float(tiny_rm.compare([src], [cand], [base])[0]), abs=1e-6)
+    assert got[0] == pytest.approx(float(tiny_rm.compare([src], [cand], [base])[0]), abs=1e-5)
 
 
 def test_group_reward_is_mean_symmetric_logit_over_the_others(tiny_rm):
@@ -168,9 +183,13 @@ def test_pairwise_judge_semantics(tiny_rm):
     prompts = [*PROMPTS, PROMPTS[0]]
     s = tiny_rm.compare(prompts, [p[0] for p in pairs], [p[1] for p in pairs])
     wins = judge.judge(prompts, pairs)
-    assert wins == [0 if x > 0 else 1 for x in s[:2]] + [-1]  # exact tie → -1
+    # an exact tie answers 0 (the first completion), as the original judge's "rank of the first − 1" did
+    assert wins == [0 if x > 0 else 1 for x in s[:2]] + [0]
     swapped = judge.judge(prompts, [p[::-1] for p in pairs])
-    assert swapped[:2] == [1 - w for w in wins[:2]] and swapped[2] == -1
+    assert swapped[:2] == [1 - w for w in wins[:2]] and swapped[2] == 0
+    assert PairRMJudge(tiny_rm, on_tie=-1).judge(prompts, pairs)[2] == -1
+    with pytest.raises(ValueError, match="on_tie must be"):
+        PairRMJudge(tiny_rm, on_tie=2)
     p_ab = judge.judge(prompts, pairs, return_scores=True, temperature=0.5)
     p_ba = judge.judge(prompts, [q[::-1] for q in pairs], return_scores=True, temperature=0.5, shuffle_order=False)
     np.testing.assert_allclose(np.add(p_ab, p_ba), 1.0, atol=1e-6)
@@ -202,6 +221,26 @@ def test_judges_bad_inputs_and_lazy_load(tiny_rm, tiny_hf_dir):
     lazy = PairRMJudge(str(tiny_hf_dir))
     assert not lazy.ranker.loaded  # nothing is loaded (and no Accelerator built) before the first call
     assert lazy.judge(PROMPTS[:1], [["a", "b"]]) in ([0], [1], [-1]) and lazy.ranker.rm.device.type == "cpu"
+
+
+def test_label_preferences_loads_a_path_once_per_process(tiny_hf_dir, monkeypatch):
+    from pairrm_hf import ranker as ranker_module
+
+    loads = []
+    real = PairRM.from_pretrained.__func__
+
+    def counting(cls, *args, **kwargs):  # the real loader, counted
+        loads.append(args)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(PairRM, "from_pretrained", classmethod(counting))
+    monkeypatch.setattr(ranker_module, "_SHARED", {})  # start from an empty process cache
+    rows = [{"prompt": PROMPTS[0], "completions": ANSWERS[0]}]
+    first = label_preferences(rows, ranker=str(tiny_hf_dir))
+    models = list(ranker_module._SHARED.values())
+    second = label_preferences(rows + rows, ranker=str(tiny_hf_dir), strategy="all_pairs")
+    assert len(loads) == 1 and list(ranker_module._SHARED.values()) == models and len(models) == 1
+    assert len(first) == 1 and len(second) == 12
 
 
 # ----------------------------------------------------------------------------------------------- labelling
@@ -254,7 +293,9 @@ def test_label_conversational_keeps_messages(tiny_rm):
                                  ranker=tiny_rm)  # fmt: skip
     strings = label_preferences([{"prompt": user(PROMPTS[1]), "completions": ANSWERS[1][:2]}], ranker=tiny_rm)
     out = [messages[0], strings[0]]
-    std = label_preferences([{"prompt": p, "completions": c[:2]} for p, c in zip(PROMPTS, ANSWERS)], ranker=tiny_rm)
+    # chats use the conversation template, as the standard rows do with input_format="conversation"
+    std = label_preferences([{"prompt": p, "completions": c[:2]} for p, c in zip(PROMPTS, ANSWERS)], ranker=tiny_rm,
+                            input_format="conversation")  # fmt: skip
     for row, srow in zip(out, std):
         assert row["prompt"][0]["role"] == "user"
         assert row["chosen"] == assistant(srow["chosen"]) and row["rejected"] == assistant(srow["rejected"])
@@ -281,7 +322,7 @@ def policy_dir(tmp_path_factory):
 
 
 def _cpu_args(tmp_path, **kwargs):
-    return dict(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", gradient_checkpointing=False,
+    return dict(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", activation_checkpointing=False,
                 save_strategy="no", max_steps=1, logging_steps=1, learning_rate=1e-3, **kwargs)  # fmt: skip
 
 
@@ -306,9 +347,11 @@ def test_grpo_step_with_reference_reward_conversational(tiny_rm, policy_dir, tmp
     trainer.train()
     prompts, completions, kwargs, out = rec.calls[0]
     assert isinstance(prompts[0], list) and completions[0][0]["role"] == "assistant" and len(out) == len(completions)
-    expected = tiny_rm.compare(
-        [p[-1]["content"] for p in prompts], [c[0]["content"] for c in completions], kwargs["reference"]
-    )
+    texts = [
+        (one_turn_texts(p[-1]["content"], c[0]["content"]), one_turn_texts(p[-1]["content"], r)[1])
+        for p, c, r in zip(prompts, completions, kwargs["reference"])
+    ]
+    expected = tiny_rm.compare([t[0][0] for t in texts], [t[0][1] for t in texts], [t[1] for t in texts])
     np.testing.assert_allclose(out, expected, atol=1e-5)
     assert any("rewards/pairrm_reference/mean" in h for h in trainer.state.log_history)
 

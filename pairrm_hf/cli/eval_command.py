@@ -10,8 +10,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..evaluation import pairwise_accuracy, plot_tradeoff, selection_tradeoff
+from ..inputs import INPUT_FORMATS
 
 __all__ = ["eval_main"]
+
+_FILE_TYPES = (".jsonl", ".json", ".ndjson", ".csv", ".parquet", ".pq", ".txt")
 
 
 def _load_rows(data: str, split: str) -> list[dict]:
@@ -19,6 +22,13 @@ def _load_rows(data: str, split: str) -> list[dict]:
 
     if os.path.isfile(data):
         return read_jsonl(data)
+    if not os.path.isdir(data) and (
+        os.path.splitext(data)[1].lower() in _FILE_TYPES or data.startswith((".", os.sep, "~"))
+    ):
+        # A file path, not a Hub dataset id: say so instead of "couldn't reach the Hub".
+        raise FileNotFoundError(
+            f"--data {data}: no such file (the file does not exist; a Hub dataset id looks like 'org/name')"
+        )
     import datasets
 
     return list(datasets.load_dataset(data, split=split))
@@ -35,6 +45,9 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--subset-key", default="subset")
     parser.add_argument("--section-map", help="JSON file {section: [subsets]} for RewardBench section scores")
     parser.add_argument("--tie-value", type=float, default=0.0, help="credit of an exact tie (preference task)")
+    parser.add_argument("--input-format", default="auto", choices=INPUT_FORMATS,
+                        help="conversation: format every row through the original's conversation template, as "
+                        "RewardBench scores PairRM (default: %(default)s)")  # fmt: skip
     parser.add_argument("--metric", action="append", help="candidate score metric(s) to rank by (ranking task)")
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     parser.add_argument("--plot", help="write the trade-off plot to this PNG (ranking task; needs matplotlib)")
@@ -55,8 +68,9 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
                 with open(args.section_map, encoding="utf-8") as f:
                     section_map = json.load(f)
             result: Any = pairwise_accuracy(
-                rm, rows, subset_key=args.subset_key, section_map=section_map, tie_value=args.tie_value
-            )
+                rm, rows, subset_key=args.subset_key, section_map=section_map, tie_value=args.tie_value,
+                input_format=args.input_format,
+            )  # fmt: skip
             result.pop("margins")
         else:
             examples = [MixInstructExample.from_dict(r, k) for k, r in enumerate(rows)]
@@ -68,7 +82,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
                 ref.append(vals)
             result = selection_tradeoff(
                 rm, [ex.source for ex in examples], [[c.text for c in ex.candidates] for ex in examples],
-                ref_scores=ref, budgets=args.budgets,
+                ref_scores=ref, budgets=args.budgets, input_format=args.input_format,
             )  # fmt: skip
             if args.plot:
                 plot_tradeoff(result, args.plot)

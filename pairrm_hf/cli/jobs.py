@@ -2,9 +2,19 @@
 
 A job reads the whole input, checks every row (before any forward pass), splits row indices into chunks of
 ``chunk_size`` and writes each finished chunk atomically to ``<output>.parts/chunk-NNNNNN.jsonl``, next to a
-``manifest.json`` recording the input fingerprint, the task and the chunk size. A rerun of the same command skips
-finished chunks, so a job killed at any moment loses and duplicates nothing. When every chunk is there, the output
-is assembled in input order and written atomically, and the parts folder is removed.
+``manifest.json``. A rerun of the same command skips finished chunks, so a job killed at any moment loses and
+duplicates nothing. When every chunk is there, the output is assembled in input order and written atomically,
+and the parts folder is removed.
+
+Job identity: a hash of the input's content (every byte, see :func:`~pairrm_hf.cli.io.content_fingerprint`), the
+options that change results (task and columns, aggregation, seed, limit, split, chunk size, on-error, dtype,
+backbone config), the model's content (config and sampled weights) and the package version. The manifest holds
+it, and the first line of every chunk names it: a chunk of any other job is never adopted (it is computed again),
+and an unfinished folder of another job is refused unless it finished no chunk yet (a failed start).
+
+Locking (:class:`~pairrm_hf.cli.locks.JobLock`): processes on the same output cooperate. Each claims a chunk
+before computing it and skips chunks another process holds; before assembling it waits for those, computing any
+the other process left unfinished. The folder is removed only when no other process works in it.
 
 Sharding: chunk ``k`` belongs to shard ``k % COUNT`` (round-robin, so shards get similar work even when long rows
 cluster). Under ``accelerate launch`` (``WORLD_SIZE`` > 1) the chunks of a shard are split the same way between
@@ -13,6 +23,7 @@ processes; the main process waits for the others and assembles.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -22,21 +33,28 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import __version__
 from ..loading import DEFAULT_MODEL
 from ..ranker import shared_pairrm
 from .io import (
     InputError,
     RowProblem,
     atomic_write_text,
+    check_output_path,
+    decode_csv_lists,
     input_fingerprint,
     read_table,
     write_rows,
 )
+from .locks import JobLock
 from .tasks import RowError, TaskSpec, prepare_row, run_task
 
-__all__ = ["JobConfig", "run_job", "merge_job", "parts_dir"]
+__all__ = ["JobConfig", "run_job", "merge_job", "parts_dir", "job_id"]
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+#: Bytes of each weights file hashed for the model's identity: its start, middle and end (weights are GBs;
+#: retraining changes every tensor, so samples catch it while a full hash would cost seconds per run).
+_MODEL_SAMPLE = 1 << 20
 
 
 @dataclass
@@ -60,13 +78,71 @@ class JobConfig:
     keep_parts: bool = False
     progress: bool = True
 
-    def manifest(self) -> dict:
-        """Everything that decides the contents of the chunks (batch size and device do not)."""
+    def identity(self, table=None) -> dict:
+        """Everything that decides the contents of the chunks (batch size and device do not, beyond float rounding).
+
+        Resolves the model (a bad ``--model`` fails here, before the job folder exists)."""
+        from ..engine import resolve_dtype
+
+        dtype = resolve_dtype(self.dtype)
         return {
-            "version": MANIFEST_VERSION, "input": input_fingerprint(self.input, self.split), "input_arg": self.input,
+            "version": MANIFEST_VERSION, "package": __version__, "input": input_fingerprint(self.input, self.split, table),
             "split": self.split, "limit": self.limit, "chunk_size": self.chunk_size, "on_error": self.on_error,
-            "model": self.model, "dtype": self.dtype, "backbone_config": self.backbone_config, "spec": self.spec.to_dict(),
+            "model": model_fingerprint(self.model), "dtype": None if dtype is None else str(dtype).replace("torch.", ""),
+            "backbone_config": _backbone_fingerprint(self.backbone_config), "spec": self.spec.to_dict(),
         }  # fmt: skip
+
+    def arguments(self) -> dict:
+        """What ``pairrm merge`` needs to rebuild this job (paths as given)."""
+        return {"input": self.input, "model": self.model, "dtype": self.dtype, "backbone_config": self.backbone_config,
+                "split": self.split, "limit": self.limit, "chunk_size": self.chunk_size, "on_error": self.on_error,
+                "spec": self.spec.to_dict()}  # fmt: skip
+
+
+def job_id(identity: dict) -> str:
+    """The short hash of a job identity that heads every chunk file."""
+    return hashlib.blake2b(json.dumps(identity, sort_keys=True).encode(), digest_size=12).hexdigest()
+
+
+def _sample_hash(path: str) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    size = os.path.getsize(path)
+    h.update(str(size).encode())
+    with open(path, "rb") as f:
+        for offset in sorted({0, max(0, size // 2 - _MODEL_SAMPLE // 2), max(0, size - _MODEL_SAMPLE)}):
+            f.seek(offset)
+            h.update(f.read(_MODEL_SAMPLE))
+    return h.hexdigest()
+
+
+def model_fingerprint(model: str) -> dict:
+    """The model's identity: every byte of its JSON configs, size and sampled bytes of its weights (not its path,
+    so a moved or re-downloaded copy resumes)."""
+    from ..loading import resolve_checkpoint
+
+    folder = resolve_checkpoint(model)
+    files = {}
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            continue
+        if name.endswith((".safetensors", ".bin")) and name != "training_args.bin":
+            files[name] = _sample_hash(path)
+        elif name.endswith(".json") or name == "spm.model":
+            with open(path, "rb") as f:
+                files[name] = hashlib.blake2b(f.read(), digest_size=16).hexdigest()
+    return files
+
+
+def _backbone_fingerprint(backbone_config: str | None) -> Any:
+    if backbone_config is None:
+        return None
+    path = os.fspath(backbone_config)
+    path = os.path.join(path, "config.json") if os.path.isdir(path) else path
+    if not os.path.isfile(path):
+        raise InputError(f"--backbone-config {backbone_config}: no such file or folder with a config.json")
+    with open(path, "rb") as f:
+        return hashlib.blake2b(f.read(), digest_size=16).hexdigest()
 
 
 def parts_dir(output: str | os.PathLike) -> str:
@@ -78,17 +154,51 @@ def _chunk_path(parts: str, k: int) -> str:
     return os.path.join(parts, f"chunk-{k:06d}.jsonl")
 
 
+def _chunk_done(parts: str, k: int, job: str) -> bool:
+    """Whether chunk ``k`` is finished by this job (its first line names the job; anything else is not adopted)."""
+    try:
+        with open(_chunk_path(parts, k), encoding="utf-8") as f:
+            head = json.loads(f.readline())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(head, dict) and head.get("job") == job and head.get("chunk") == k
+
+
+def _finished_chunks(parts: str) -> list[str]:
+    return sorted(n for n in os.listdir(parts) if n.startswith("chunk-") and n.endswith(".jsonl"))
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _check_rows(cfg: JobConfig):
-    """Read and check every row; returns (table, prepared items by index, problems)."""
+def _check_options(cfg: JobConfig) -> None:
+    """Options that can be checked without the data or the model: before anything is read, loaded or written."""
+    from ..engine import resolve_device, resolve_dtype
+
     if cfg.on_error not in ("raise", "skip"):
         raise InputError(f"on_error must be 'raise' or 'skip', got {cfg.on_error!r}")
     if not isinstance(cfg.chunk_size, int) or cfg.chunk_size < 1:
         raise InputError(f"chunk_size must be a positive int, got {cfg.chunk_size!r}")
+    index, count = cfg.shard
+    if not (0 <= index < count):
+        raise InputError(f"shard must be INDEX/COUNT with 0 <= INDEX < COUNT, got {index}/{count}")
+    check_output_path(cfg.output)
+    resolve_dtype(cfg.dtype)
+    if cfg.device is not None:
+        resolve_device(cfg.device)
+
+
+def _check_rows(cfg: JobConfig):
+    """Read and check every row; returns (table, prepared items by index, problems)."""
     table = read_table(cfg.input, split=cfg.split, limit=cfg.limit)
+    spec = cfg.spec
+    # Only CSV cells are text-only; there a list column's JSON text is decoded (JSONL/JSON/Parquet strings stay).
+    decode_csv_lists(
+        table,
+        list_columns=[] if spec.task == "compare" else [spec.candidates_column],
+        chat_columns=[c for c in (spec.a_column, spec.b_column, spec.reference_column, spec.prompt_column) if c],
+    )
     problems = {p.index: p for p in table.problems}
     items: dict[int, dict] = {}
     for i, row in enumerate(table.rows):
@@ -125,38 +235,95 @@ def _distributed(device: str | None = None) -> tuple[Any, int, int]:
     return state, state.process_index, state.num_processes
 
 
-def _prepare_parts(cfg: JobConfig, manifest: dict, is_main: bool, state) -> str:
+def _remove_parts(parts: str) -> None:
+    """``--overwrite``: remove an unfinished job folder, unless another process is working in it."""
+    lock = JobLock(parts)
+    try:
+        if not lock.exclusive():
+            raise InputError(
+                f"{parts}: another pairrm process is working on this output right now; wait for it to finish "
+                "(or stop it) before --overwrite"
+            )
+        shutil.rmtree(parts)
+    finally:
+        lock.close()
+
+
+def _open_job(cfg: JobConfig, manifest: dict, is_main: bool, state) -> tuple[str, JobLock]:
+    """Create or join the job folder and hold its *active* lock; refuses a folder of another job."""
     parts = parts_dir(cfg.output)
     if is_main:
         if cfg.overwrite and os.path.isdir(parts):
-            shutil.rmtree(parts)
+            _remove_parts(parts)
         if os.path.exists(cfg.output) and not os.path.isdir(parts) and not cfg.overwrite:
             raise InputError(f"{cfg.output}: already exists; pass --overwrite to compute it again")
         os.makedirs(parts, exist_ok=True)
-        path = os.path.join(parts, "manifest.json")
-        if not os.path.exists(path):
-            atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=True))
     if state is not None:
         state.wait_for_everyone()
-    _check_manifest(parts, manifest)
-    return parts
-
-
-def _check_manifest(parts: str, manifest: dict) -> None:
-    path = os.path.join(parts, "manifest.json")
+    lock = JobLock(parts)
     try:
-        found = json.loads(open(path, encoding="utf-8").read())
+        if not lock.share() or not lock.is_current():
+            raise InputError(
+                f"{cfg.output}: another pairrm process just finished or removed this job; "
+                "rerun to see its result (or pass --overwrite to compute it again)"
+            )
+        _check_manifest(parts, manifest, lock)
+    except BaseException:
+        lock.close()
+        raise
+    return parts, lock
+
+
+def _read_manifest(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            found = json.load(f)
     except FileNotFoundError:
-        # Another shard's first run creates it; make ours.
-        os.makedirs(parts, exist_ok=True)
-        atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=True))
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _create_manifest(path: str, manifest: dict) -> None:
+    """Write the manifest only if there is none (two processes starting together agree on one)."""
+    tmp = path + f".{os.getpid()}.tmp"
+    atomic_write_text(tmp, json.dumps(manifest, indent=1, sort_keys=True), make_dirs=False)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.remove(tmp)
+
+
+def _check_manifest(parts: str, manifest: dict, lock: JobLock) -> None:
+    path = os.path.join(parts, "manifest.json")
+    found = _read_manifest(path)
+    if found is None:
+        _create_manifest(path, manifest)
+        found = _read_manifest(path)
+    if found.get("job") == manifest["job"]:
         return
-    if found != json.loads(json.dumps(manifest)):
-        keys = sorted(k for k in set(found) | set(manifest) if found.get(k) != json.loads(json.dumps(manifest.get(k))))
-        raise InputError(
-            f"{parts}: unfinished job with different {', '.join(keys)} (input changed or other options); "
-            "rerun with the same options, or pass --overwrite to start over"
-        )
+    # Another job's folder. If it finished no chunk (a start that failed, e.g. on a bad --dtype or --model) and no
+    # process works in it, nothing can be mixed: take it over instead of refusing the corrected command.
+    if not _finished_chunks(parts) and lock.exclusive():
+        atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=True), make_dirs=False)
+        lock.share()  # back to shared: other processes of this job may join
+        return
+    found = _read_manifest(path) or {}  # a process of this same job may have just taken the folder over
+    if found.get("job") == manifest["job"]:
+        return
+    mine, theirs = manifest["identity"], found.get("identity", {})
+    keys = sorted(
+        k
+        for k in set(mine) | set(theirs)
+        if json.dumps(mine.get(k), sort_keys=True) != json.dumps(theirs.get(k), sort_keys=True)
+    )
+    raise InputError(
+        f"{parts}: unfinished job with different {', '.join(keys) or 'format'} (input content, options, model or "
+        "package version changed); rerun with the same options and input, or pass --overwrite to start over"
+    )
 
 
 def _my_chunks(num_chunks: int, shard: tuple[int, int], proc: int, nproc: int) -> list[int]:
@@ -189,69 +356,156 @@ def _write_rejects(cfg: JobConfig, problems: list[RowProblem]) -> str | None:
     return path
 
 
+def _expected_pairs(spec: TaskSpec, item: dict) -> int:
+    """Ordered pairs one row asks the engine for (the progress bar's unit); ``sort`` gives its upper bound."""
+    from ..schedules import max_sort_comparisons
+
+    if spec.task == "compare":
+        return 2 if spec.compare_mode == "symmetric" else 1
+    n = len(item["candidates"])
+    if spec.task == "score" or spec.aggregation == "reference":
+        return 2 * n
+    if spec.aggregation == "bubble":
+        return 2 * (n - 1)
+    if spec.aggregation == "sort":
+        return max_sort_comparisons(n)
+    return n * (n - 1)
+
+
+def _progress_bar(cfg: JobConfig, total: int, position: int):
+    """The job's bar over ordered pairs, moved by the engine after every batch. huggingface_hub's tqdm honours
+    ``HF_HUB_DISABLE_PROGRESS_BARS`` and ``disable_progress_bars()`` (which transformers' ``disable_progress_bar()``
+    calls); like tqdm, it stays silent when stderr is not a terminal."""
+    from huggingface_hub.utils import tqdm
+
+    return tqdm(
+        total=total,
+        unit="pair",
+        desc=f"pairrm {cfg.spec.task}",
+        position=position,
+        disable=None if cfg.progress else True,
+    )
+
+
 def run_job(cfg: JobConfig, *, merge_only: bool = False) -> dict:
     """Run (or resume) a job; returns a summary dict. Raises :class:`InputError` for bad input/options.
 
     With a shard other than ``(0, 1)`` the job computes its chunks and stops; :func:`merge_job` assembles.
     """
     start = time.perf_counter()
+    _check_options(cfg)
     table, items, problems = _check_rows(cfg)
+    identity = cfg.identity(table)
+    manifest = {"job": job_id(identity), "identity": identity, "arguments": cfg.arguments()}
+    job = manifest["job"]
     state, proc, nproc = _distributed(cfg.device)
     is_main = state is None or state.is_main_process
-    index, count = cfg.shard
-    if not (0 <= index < count):
-        raise InputError(f"shard must be INDEX/COUNT with 0 <= INDEX < COUNT, got {index}/{count}")
-    manifest = cfg.manifest()
-    parts = _prepare_parts(cfg, manifest, is_main, state)
-    n = len(table.rows)
-    num_chunks = math.ceil(n / cfg.chunk_size)
-    mine = [] if merge_only else _my_chunks(num_chunks, cfg.shard, proc, nproc)
-    todo = [k for k in mine if not os.path.exists(_chunk_path(parts, k))]
-    summary = {"rows": n, "chunks": num_chunks, "chunks_done_before": len(mine) - len(todo), "chunks_computed": 0,
-               "rows_computed": 0, "pairs": 0, "forward_rows": 0, "rejected": len(problems), "output": None,
-               "process": f"{proc}/{nproc}" if state is not None else None}  # fmt: skip
-    if is_main:
-        summary["rejects"] = _write_rejects(cfg, problems)
-    if todo:
-        rm = _load_model(cfg, state)
-        rows_todo = sum(len(range(k * cfg.chunk_size, min(n, (k + 1) * cfg.chunk_size))) for k in todo)
-        bar = None
-        if cfg.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=rows_todo, unit="row", desc=f"pairrm {cfg.spec.task}", position=proc, disable=None)
-        for k in todo:
-            indices = [i for i in range(k * cfg.chunk_size, min(n, (k + 1) * cfg.chunk_size)) if i in items]
-            outputs, pairs = run_task(rm, cfg.spec, [items[i] for i in indices], indices)
-            summary["pairs"] += pairs
-            summary["forward_rows"] += int(rm.engine.last_stats.get("rows", 0))
-            text = "".join(json.dumps({"i": i, "out": o}, ensure_ascii=False) + "\n" for i, o in zip(indices, outputs))
-            atomic_write_text(_chunk_path(parts, k), text)
-            summary["chunks_computed"] += 1
-            rows_in_chunk = min(n, (k + 1) * cfg.chunk_size) - k * cfg.chunk_size
-            summary["rows_computed"] += rows_in_chunk
-            if bar is not None:
-                bar.update(rows_in_chunk)
-        if bar is not None:
-            bar.close()
-    if state is not None:
-        state.wait_for_everyone()
-    if is_main and (cfg.shard == (0, 1) or merge_only):
-        summary["output"] = _assemble(cfg, table, parts, num_chunks)
+    parts, lock = _open_job(cfg, manifest, is_main, state)
+    try:
+        n = len(table.rows)
+        num_chunks = math.ceil(n / cfg.chunk_size)
+        mine = [] if merge_only else _my_chunks(num_chunks, cfg.shard, proc, nproc)
+        todo = [k for k in mine if not _chunk_done(parts, k, job)]
+        summary = {"rows": n, "chunks": num_chunks, "chunks_done_before": len(mine) - len(todo), "chunks_computed": 0,
+                   "chunks_by_others": 0, "rows_computed": 0, "pairs": 0, "forward_rows": 0, "rejected": len(problems),
+                   "output": None, "process": f"{proc}/{nproc}" if state is not None else None}  # fmt: skip
+        if is_main:
+            summary["rejects"] = _write_rejects(cfg, problems)
+        runner = _ChunkRunner(cfg, table, items, parts, job, state, proc, summary, todo)
+        try:
+            waiting = []
+            for k in todo:
+                if lock.claim(k):
+                    runner.run_claimed(lock, k)
+                else:
+                    waiting.append(k)  # another process computes it; take the next free chunk
+            for k in waiting:  # before assembling, wait for those, and take over any left unfinished
+                lock.claim(k, wait=True)
+                if _chunk_done(parts, k, job):
+                    summary["chunks_by_others"] += 1
+                runner.run_claimed(lock, k)
+        finally:
+            runner.close()
+        if state is not None:
+            if not is_main:
+                lock.close()  # so the main process may remove the folder after assembling
+            state.wait_for_everyone()
+        if is_main and (cfg.shard == (0, 1) or merge_only):
+            summary["output"] = _assemble(cfg, table, parts, num_chunks, job, lock)
+    finally:
+        lock.close()
     summary["seconds"] = time.perf_counter() - start
     return summary
 
 
-def _assemble(cfg: JobConfig, table, parts: str, num_chunks: int) -> str:
-    missing = [k for k in range(num_chunks) if not os.path.exists(_chunk_path(parts, k))]
+class _ChunkRunner:
+    """Computes claimed chunks; loads the model and opens the progress bar on the first one."""
+
+    def __init__(self, cfg, table, items, parts, job, state, proc, summary, todo):
+        self.cfg, self.table, self.items, self.parts, self.job = cfg, table, items, parts, job
+        self.state, self.proc, self.summary, self.todo = state, proc, summary, todo
+        self.rm = self.bar = None
+
+    def _rows(self, k: int) -> range:
+        return range(k * self.cfg.chunk_size, min(len(self.table.rows), (k + 1) * self.cfg.chunk_size))
+
+    def run_claimed(self, lock: JobLock, k: int) -> None:
+        """Compute chunk ``k`` (claimed by us) unless it is done, then let go of the claim."""
+        try:
+            if not _chunk_done(self.parts, k, self.job):  # another process may have finished it meanwhile
+                self._compute(k)
+        finally:
+            lock.release(k)
+
+    def _compute(self, k: int) -> None:
+        cfg, summary = self.cfg, self.summary
+        if self.rm is None:
+            self.rm = _load_model(cfg, self.state)
+            total = sum(
+                _expected_pairs(cfg.spec, self.items[i]) for c in self.todo for i in self._rows(c) if i in self.items
+            )
+            self.bar = _progress_bar(cfg, total, self.proc)
+            self.rm.engine.progress_callback = self.bar.update
+        indices = [i for i in self._rows(k) if i in self.items]
+        outputs, pairs = run_task(self.rm, cfg.spec, [self.items[i] for i in indices], indices)
+        summary["pairs"] += pairs
+        summary["forward_rows"] += int(self.rm.engine.last_stats.get("rows", 0))
+        head = json.dumps({"job": self.job, "chunk": k, "rows": [self._rows(k).start, self._rows(k).stop]})
+        text = (
+            head
+            + "\n"
+            + "".join(json.dumps({"i": i, "out": o}, ensure_ascii=False) + "\n" for i, o in zip(indices, outputs))
+        )
+        # make_dirs=False: never recreate a folder another process removed (a chunk must not outlive its manifest)
+        atomic_write_text(_chunk_path(self.parts, k), text, make_dirs=False)
+        summary["chunks_computed"] += 1
+        summary["rows_computed"] += len(self._rows(k))
+
+    def close(self) -> None:
+        if self.rm is not None:
+            self.rm.engine.progress_callback = None
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _assemble(cfg: JobConfig, table, parts: str, num_chunks: int, job: str, lock: JobLock) -> str:
+    missing = [k for k in range(num_chunks) if not _chunk_done(parts, k, job)]
     if missing:
+        busy = [k for k in missing if not lock.claim(k)]
+        for k in missing:
+            if k not in busy:
+                lock.release(k)
+        now = f" ({len(busy)} being computed by another process right now)" if busy else ""
         raise InputError(
-            f"{parts}: {len(missing)} of {num_chunks} chunks are not done yet (first: {missing[0]}); "
+            f"{parts}: {len(missing)} of {num_chunks} chunks are not done yet{now} (first: {missing[0]}); "
             "run the remaining shards, then merge"
         )
     outputs: dict[int, Any] = {}
     for k in range(num_chunks):
         with open(_chunk_path(parts, k), encoding="utf-8") as f:
+            head = json.loads(f.readline())
+            if head.get("job") != job:  # checked above; a chunk replaced since then is still never adopted
+                raise InputError(f"{_chunk_path(parts, k)}: belongs to another job; rerun the same command")
             for line in f:
                 record = json.loads(line)
                 outputs[record["i"]] = record["out"]
@@ -265,7 +519,8 @@ def _assemble(cfg: JobConfig, table, parts: str, num_chunks: int) -> str:
         else:
             rows.append({**row, **out})
     write_rows(cfg.output, rows)
-    if not cfg.keep_parts:
+    # Remove the folder only when no other process works in it; the last one to finish cleans up.
+    if not cfg.keep_parts and lock.exclusive():
         shutil.rmtree(parts, ignore_errors=True)
     return cfg.output
 
@@ -274,11 +529,15 @@ def merge_job(output: str | os.PathLike, *, keep_parts: bool = False) -> dict:
     """Assemble ``output`` from the chunks all shards wrote to ``<output>.parts`` (re-reads the input)."""
     output = os.fspath(output)
     path = os.path.join(parts_dir(output), "manifest.json")
-    if not os.path.exists(path):
+    m = _read_manifest(path)
+    if m is None:
         raise InputError(f"{path}: no such manifest; nothing to merge for {output}")
-    m = json.loads(open(path, encoding="utf-8").read())
+    if "arguments" not in m:
+        raise InputError(f"{path}: written by another version of pairrm-hf; rerun the shards with this version")
+    a = m["arguments"]
     cfg = JobConfig(
-        input=m["input_arg"], output=output, spec=TaskSpec(**m["spec"]), model=m["model"], dtype=m["dtype"], backbone_config=m["backbone_config"],
-        split=m["split"], limit=m["limit"], chunk_size=m["chunk_size"], on_error=m["on_error"], keep_parts=keep_parts,
+        input=a["input"], output=output, spec=TaskSpec(**a["spec"]), model=a["model"], dtype=a["dtype"],
+        backbone_config=a["backbone_config"], split=a["split"], limit=a["limit"], chunk_size=a["chunk_size"],
+        on_error=a["on_error"], keep_parts=keep_parts,
     )  # fmt: skip
     return run_job(cfg, merge_only=True)

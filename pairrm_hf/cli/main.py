@@ -12,9 +12,13 @@ import json
 import os
 import sys
 
+from .. import __version__
+from ..inputs import INPUT_FORMATS
 from ..loading import DEFAULT_MODEL
+from ..ranker import REF_MODES
 from ..schedules import RANKING_METHODS
 from .io import InputError
+from .serve_command import add_serve_parsers, demo_command, serve_command  # servers import lazily
 from .tasks import LABEL_STRATEGIES, TaskSpec
 
 __all__ = ["main", "build_parser"]
@@ -66,6 +70,12 @@ def _positive(value: str) -> int:
     return number
 
 
+def _add_input_format(parser) -> None:
+    parser.add_argument("--input-format", default="auto", choices=INPUT_FORMATS,
+                        help="auto: plain strings stay plain, chat messages use the original's conversation template; "
+                        "conversation: the template for plain strings too, as RewardBench (default: %(default)s)")  # fmt: skip
+
+
 def _add_job_options(parser: argparse.ArgumentParser, required_input: bool = True) -> None:
     g = parser.add_argument_group("input and output")
     g.add_argument("input", nargs=None if required_input else "?",
@@ -75,6 +85,7 @@ def _add_job_options(parser: argparse.ArgumentParser, required_input: bool = Tru
     g.add_argument("--limit", type=_positive, default=None, help="only the first N rows")
     g.add_argument("--prompt-column", default="prompt", help="default: %(default)s")
     g.add_argument("--instruction-column", default=None, help="text put before each prompt (upstream's instruction)")
+    _add_input_format(g)
     j = parser.add_argument_group("job")
     j.add_argument("--chunk-size", type=_positive, default=1000, help="rows per resumable chunk (default: %(default)s)")
     j.add_argument("--shard", type=_shard, default=(0, 1), metavar="INDEX/COUNT",
@@ -90,6 +101,7 @@ def _add_job_options(parser: argparse.ArgumentParser, required_input: bool = Tru
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``pairrm`` command."""
     parser = _Parser(prog="pairrm", description="Rank, compare, score and label LLM answers with PairRM.")
+    parser.add_argument("--version", action="version", version=f"pairrm-hf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     rank = sub.add_parser("rank", help="rank candidates: one prompt (--prompt/--candidates) or every row of a file",
@@ -115,9 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_options(score)
     score.add_argument("--candidates-column", default="candidates", help="default: %(default)s")
     score.add_argument("--reference-column", default=None, help="reference answers (default: pick by --ref-mode)")
-    score.add_argument(
-        "--ref-mode", default="longest", choices=["longest", "shortest", "median_length", "first", "last"]
-    )
+    score.add_argument("--ref-mode", default="longest", choices=REF_MODES,
+                       help="reference pick without --reference-column (longest_lexical: ties by text, not input order)")  # fmt: skip
 
     label = sub.add_parser("label", help="DPO preference pairs from ranked candidates",
                            description="Writes one row per pair: input columns + chosen, rejected, chosen_index, "
@@ -148,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="show a checkpoint's layout, size, device, dtype and token budgets")
     _add_model_options(info)
     info.add_argument("--json", action="store_true")
+    add_serve_parsers(sub, _add_model_options, _positive)
     return parser
 
 
@@ -163,7 +175,7 @@ def _rank_one(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         backbone_config=args.backbone_config,
     )
-    ranked = rm.rank(args.prompt, args.candidates, aggregation=args.aggregation)
+    ranked = rm.rank(args.prompt, args.candidates, aggregation=args.aggregation, input_format=args.input_format)
     if args.json:
         print(json.dumps([r.__dict__ for r in ranked], ensure_ascii=False))
     else:
@@ -173,7 +185,8 @@ def _rank_one(args: argparse.Namespace) -> int:
 
 
 def _spec(args: argparse.Namespace) -> TaskSpec:
-    kwargs = {"task": args.command, "prompt_column": args.prompt_column, "instruction_column": args.instruction_column}
+    kwargs = {"task": args.command, "prompt_column": args.prompt_column, "instruction_column": args.instruction_column,
+              "input_format": args.input_format}  # fmt: skip
     for name in (
         "candidates_column",
         "a_column",
@@ -194,9 +207,10 @@ def _spec(args: argparse.Namespace) -> TaskSpec:
 def _print_summary(s: dict) -> None:
     rate = s["pairs"] / s["seconds"] if s["seconds"] > 0 else 0.0
     rows_rate = s["rows_computed"] / s["seconds"] if s["seconds"] > 0 else 0.0
+    by_others = f", {s['chunks_by_others']} finished by another process" if s.get("chunks_by_others") else ""
     lines = [
         f"rows: {s['rows']} in {s['chunks']} chunks; computed now: {s['chunks_computed']} chunks / {s['rows_computed']} rows"
-        f" ({s['chunks_done_before']} chunks were already done); rejected: {s['rejected']}",
+        f" ({s['chunks_done_before']} chunks were already done){by_others}; rejected: {s['rejected']}",
         f"time: {s['seconds']:.1f} s, {rows_rate:.1f} rows/s; ordered pairs scored: {s['pairs']} ({rate:.1f} pairs/s; "
         f"{s['forward_rows']} model rows after de-duplication)",
     ]  # fmt: skip
@@ -279,6 +293,8 @@ _COMMANDS = {
     "merge": _merge,
     "convert": _convert,
     "info": _info,
+    "serve": serve_command,
+    "demo": demo_command,
 }
 
 

@@ -3,20 +3,21 @@
 A task turns input rows (dicts) into new columns: ``rank`` adds ``pairrm_scores``/``pairrm_ranks``, ``compare``
 adds ``pairrm_logit``/``pairrm_prob_a``, ``score`` adds ``pairrm_rewards``, and ``label`` turns each row into
 preference pairs (``chosen``/``rejected`` + scores). Checking is separate from computing so that a whole input
-can be validated before any forward pass. Chat-message values (``[{"role", "content"}, …]``) are accepted for
-candidates and for the A/B columns (see :mod:`pairrm_hf.conversation`).
+can be validated before any forward pass. Values become PairRM texts by the one input rule (:mod:`pairrm_hf.inputs`,
+switch ``input_format``): prompts are str or chat messages; candidates, the A/B columns and references are str or
+chat messages (assistant turns, or whole conversations, which carry their own prompt: the prompt column is then
+not read).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from ..inputs import conversation_texts
+from ..inputs import INPUT_FORMATS, answer_texts, is_whole_conversation
 from ..preferences import PAIR_STRATEGIES, preference_pairs
 
 __all__ = ["TASKS", "LABEL_STRATEGIES", "TaskSpec", "RowError", "prepare_row", "run_task"]
@@ -50,6 +51,7 @@ class TaskSpec:
     ref_mode: str = "longest"
     strategy: str = "best_vs_worst"
     seed: int = 0
+    input_format: str = "auto"
 
     def __post_init__(self):
         from ..ranker import COMPARE_MODES, REF_MODES
@@ -58,7 +60,7 @@ class TaskSpec:
         for name, value, allowed in [
             ("task", self.task, TASKS), ("aggregation", self.aggregation, RANKING_METHODS),
             ("compare_mode", self.compare_mode, COMPARE_MODES), ("ref_mode", self.ref_mode, REF_MODES),
-            ("strategy", self.strategy, LABEL_STRATEGIES),
+            ("strategy", self.strategy, LABEL_STRATEGIES), ("input_format", self.input_format, INPUT_FORMATS),
         ]:  # fmt: skip
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
@@ -77,20 +79,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _maybe_json(value: Any) -> Any:
-    # CSV cells hold lists as JSON text; a plain string that is not a JSON list/object stays a string.
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
-
-
-def _is_messages(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(m, Mapping) for m in value)
-
-
 def _get(row: Mapping, column: str) -> Any:
     if column not in row:
         raise RowError(column, f"missing column (row has {sorted(row)})")
@@ -101,59 +89,44 @@ def _get(row: Mapping, column: str) -> Any:
 
 
 def _text(row: Mapping, column: str) -> str:
-    value = _maybe_json(_get(row, column))
-    if _is_messages(value):
-        # A prompt given as chat messages: a single user turn is its text.
-        if (
-            len(value) == 1
-            and str(value[0].get("role", "")).lower() == "user"
-            and isinstance(value[0].get("content"), str)
-        ):
-            return value[0]["content"]
-        raise RowError(
-            column, "as chat messages the prompt must be one user message; put whole conversations in the candidates"
-        )
+    value = _get(row, column)
     if not isinstance(value, str):
         raise RowError(column, f"expected a str, got {type(value).__name__}")
     return value
 
 
-def _answer(value: Any, column: str) -> tuple[str | None, str]:
-    """``(source or None, candidate text)`` of one answer: a str, or a conversation (list of messages)."""
-    if isinstance(value, str):
-        return None, value
-    if _is_messages(value):
+def _prompt(row: Mapping, spec: TaskSpec, answers: list) -> tuple[Any, str | None]:
+    """``(prompt, instruction)`` for these answers; whole conversations carry their own prompt (column not read)."""
+    if answers and all(is_whole_conversation(a) for a in answers):
+        return None, None
+    prompt = _get(row, spec.prompt_column)
+    instruction = _text(row, spec.instruction_column) if spec.instruction_column is not None else None
+    return prompt, instruction
+
+
+def _texts(row: Mapping, spec: TaskSpec, answers: list, columns: list[str]) -> tuple[str, list[str]]:
+    """The PairRM source and candidate texts of ``answers`` (named by ``columns``); all must share the source."""
+    prompt, instruction = _prompt(row, spec, answers)
+    source, texts = None, []
+    for answer, column in zip(answers, columns):
         try:
-            return conversation_texts(value, column)
+            src, text = answer_texts(
+                prompt, answer, instruction=instruction, input_format=spec.input_format,
+                prompt_name=spec.prompt_column, answer_name=column,
+            )  # fmt: skip
         except (TypeError, ValueError) as err:
-            raise RowError(column, str(err)) from None
-    raise RowError(column, f"expected a str or a list of chat messages, got {type(value).__name__}")
-
-
-def _source(row: Mapping, spec: TaskSpec, conv_source: str | None) -> str:
-    if conv_source is not None:
-        return conv_source  # the conversation carries its user turns and upstream's instruction
-    prompt = _text(row, spec.prompt_column)
-    if spec.instruction_column is not None:
-        # Same concatenation as PairRM(..., instructions=...): upstream joined them with no separator.
-        prompt = _text(row, spec.instruction_column) + prompt
-    return prompt
-
-
-def _candidates(row: Mapping, column: str) -> tuple[str | None, list[str], list[Any]]:
-    value = _maybe_json(_get(row, column))
-    if not isinstance(value, list):
-        raise RowError(column, f"expected a list of candidates, got {type(value).__name__}")
-    if not value:
-        raise RowError(column, "is an empty list; each row needs at least one candidate")
-    sources, texts = set(), []
-    for k, item in enumerate(value):
-        src, text = _answer(item, f"{column}[{k}]")
-        sources.add(src)
+            message = str(err)
+            about_prompt = message.startswith((f"{spec.prompt_column} must", f"{spec.prompt_column}:"))
+            raise RowError(spec.prompt_column if about_prompt else column.split("[")[0], message) from None
+        if source is None:
+            source = src
+        elif src != source:
+            raise RowError(
+                column.split("[")[0],
+                f"{column} must have the same user turns as {columns[0]} (all plain text or all conversations)",
+            )
         texts.append(text)
-    if len(sources) > 1:
-        raise RowError(column, "mixes plain answers and conversations, or conversations with different user turns")
-    return sources.pop(), texts, value
+    return source, texts
 
 
 def prepare_row(row: Mapping, spec: TaskSpec) -> dict:
@@ -161,24 +134,27 @@ def prepare_row(row: Mapping, spec: TaskSpec) -> dict:
     if not isinstance(row, Mapping):
         raise RowError("<row>", f"expected an object, got {type(row).__name__}")
     if spec.task == "compare":
-        a_value, b_value = _get(row, spec.a_column), _get(row, spec.b_column)
-        src_a, a = _answer(_maybe_json(a_value), spec.a_column)
-        src_b, b = _answer(_maybe_json(b_value), spec.b_column)
-        if src_a != src_b:
-            raise RowError(
-                spec.b_column,
-                f"must have the same user turns as {spec.a_column!r} (both plain text or both conversations)",
-            )
-        return {"source": _source(row, spec, src_a), "a": a, "b": b}
-    conv_source, texts, raw = _candidates(row, spec.candidates_column)
-    item = {"source": _source(row, spec, conv_source), "candidates": texts, "raw": raw}
-    if spec.task == "score" and spec.reference_column is not None:
-        src_ref, ref = _answer(_maybe_json(_get(row, spec.reference_column)), spec.reference_column)
-        if src_ref is not None and src_ref != item["source"]:
-            raise RowError(spec.reference_column, "conversation has different user turns from the candidates")
-        item["reference"] = ref
-    if spec.task == "label" and len(texts) < 2:
-        raise RowError(spec.candidates_column, f"has {len(texts)} candidate; labelling needs at least 2")
+        a = _get(row, spec.a_column)
+        b = _get(row, spec.b_column)
+        source, (text_a, text_b) = _texts(row, spec, [a, b], [spec.a_column, spec.b_column])
+        return {"source": source, "a": text_a, "b": text_b}
+    raw = _get(row, spec.candidates_column)
+    if not isinstance(raw, list):
+        raise RowError(spec.candidates_column, f"expected a list of candidates, got {type(raw).__name__}")
+    if not raw:
+        raise RowError(spec.candidates_column, "is an empty list; each row needs at least one candidate")
+    answers, columns = list(raw), [f"{spec.candidates_column}[{k}]" for k in range(len(raw))]
+    with_ref = spec.task == "score" and spec.reference_column is not None
+    if with_ref:
+        # the reference is rendered like one more answer to the same prompt
+        answers.append(_get(row, spec.reference_column))
+        columns.append(spec.reference_column)
+    source, texts = _texts(row, spec, answers, columns)
+    item = {"source": source, "candidates": texts[: len(raw)], "raw": raw}
+    if with_ref:
+        item["reference"] = texts[-1]
+    if spec.task == "label" and len(raw) < 2:
+        raise RowError(spec.candidates_column, f"has {len(raw)} candidate; labelling needs at least 2")
     return item
 
 

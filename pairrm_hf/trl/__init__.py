@@ -4,6 +4,7 @@ Importing this package does not import ``trl``: TRL takes rewards and judges as 
 ``datasets``; both come with the ``trl`` extra (``pip install "pairrm-hf[trl]"``).
 
 * :class:`PairRMReward` — ``GRPOTrainer``/``RLOOTrainer`` ``reward_funcs=`` (modes ``reference``/``group``/``baseline``).
+* :class:`PairRMRemoteReward` — :class:`PairRMReward` computed by a ``pairrm serve`` server (same modes, results).
 * :class:`PairRMPairwiseReward` — ``trl.experimental.online_dpo.OnlineDPOTrainer`` ``reward_funcs=``.
 * :class:`PairRMJudge`, :class:`PairRMRankJudge` — the classic ``trl.judges`` contract (removed from TRL in 1.1).
 * :func:`label_preferences`, :func:`generate_and_label` — ``prompt``/``chosen``/``rejected`` data for ``DPOTrainer``.
@@ -13,12 +14,14 @@ TRL 1.16 has no ``PPOTrainer``; use ``GRPOTrainer``/``RLOOTrainer`` with :class:
 
 from .judges import PairRMJudge, PairRMRankJudge
 from .labeling import STRATEGIES, generate_and_label, label_preferences
+from .remote import PairRMRemoteReward
 from .rewards import REWARD_MODES, PairRMPairwiseReward, PairRMReward
 
 __all__ = [
     "PairRMJudge",
     "PairRMPairwiseReward",
     "PairRMRankJudge",
+    "PairRMRemoteReward",
     "PairRMReward",
     "REWARD_MODES",
     "STRATEGIES",

@@ -1,21 +1,21 @@
-"""Shared pieces of the TRL adapters: a lazily loaded, picklable PairRM handle and TRL's text formats → PairRM texts.
+"""Shared pieces of the TRL adapters: a lazily loaded, picklable PairRM handle and list checks.
 
-Nothing here imports ``trl``: TRL's reward/judge contracts are plain duck-typed callables.
+Nothing here imports ``trl``: TRL's reward/judge contracts are plain duck-typed callables. TRL's prompts and
+completions (standard or conversational) become PairRM texts by the one input rule, :mod:`pairrm_hf.inputs`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from ..inputs import conversation_texts
 from ..loading import DEFAULT_MODEL
 from ..ranker import PairRM
 
-__all__ = ["LazyPairRM", "pair_texts", "candidate_text", "is_conversational"]
+__all__ = ["LazyPairRM", "check_list"]
 
 
 def _default_device() -> torch.device:
@@ -32,6 +32,9 @@ class LazyPairRM:
     Args:
         ranker: a local folder / Hub id, or an already loaded :class:`~pairrm_hf.PairRM`.
         device: where to load it; ``None`` = the current CUDA device when there is one, else CPU, decided at load.
+        shared: load through :func:`pairrm_hf.ranker.shared_pairrm`, so every handle of this path and these
+            settings in the process uses one model (``load_kwargs`` then limited to ``dtype``, ``batch_size``,
+            ``backbone_config``).
         **load_kwargs: passed to :meth:`PairRM.from_pretrained` (``dtype``, ``batch_size``, ...).
 
     Pickling keeps the path and the load arguments and drops the model, which the unpickled copy reloads on first
@@ -40,8 +43,14 @@ class LazyPairRM:
     """
 
     def __init__(
-        self, ranker: str | os.PathLike | PairRM | LazyPairRM = DEFAULT_MODEL, *, device: Any = None, **load_kwargs
+        self,
+        ranker: str | os.PathLike | PairRM | LazyPairRM = DEFAULT_MODEL,
+        *,
+        device: Any = None,
+        shared: bool = False,
+        **load_kwargs,
     ):
+        self.shared = shared or getattr(ranker, "shared", False)
         if isinstance(ranker, LazyPairRM):
             self.path, self.device, self.load_kwargs, self._rm = (
                 ranker.path,
@@ -72,7 +81,12 @@ class LazyPairRM:
         """The loaded :class:`PairRM` (loads it on first access)."""
         if self._rm is None:
             device = self.device if self.device is not None else _default_device()
-            self._rm = PairRM.from_pretrained(self.path, device=device, **self.load_kwargs)
+            if getattr(self, "shared", False):
+                from ..ranker import shared_pairrm
+
+                self._rm = shared_pairrm(self.path, device=str(device), **self.load_kwargs)
+            else:
+                self._rm = PairRM.from_pretrained(self.path, device=device, **self.load_kwargs)
         return self._rm
 
     @property
@@ -95,67 +109,6 @@ class LazyPairRM:
 
     def __repr__(self) -> str:
         return f"LazyPairRM({self.path!r}, loaded={self.loaded})"
-
-
-def is_conversational(value: Any) -> bool:
-    """True for a list of ``{"role", "content"}`` messages (TRL's conversational format)."""
-    return (
-        isinstance(value, Sequence)
-        and not isinstance(value, (str, bytes))
-        and len(value) > 0
-        and all(isinstance(m, Mapping) and "role" in m for m in value)
-    )
-
-
-def _content(name: str, message: Any) -> str:
-    if not isinstance(message, Mapping) or "content" not in message:
-        raise TypeError(f"{name} must be a mapping with 'role' and 'content'")
-    content = message["content"]
-    if not isinstance(content, str):
-        raise TypeError(
-            f"{name}['content'] must be a str, got {type(content).__name__} (multimodal content is not supported)"
-        )
-    return content
-
-
-def candidate_text(name: str, completion: Any) -> str:
-    """A completion as PairRM's candidate text: a str as is; messages → their contents joined by newlines."""
-    if isinstance(completion, str):
-        return completion
-    if is_conversational(completion):
-        return "\n".join(_content(f"{name}[{k}]", m) for k, m in enumerate(completion))
-    raise TypeError(
-        f"{name} must be a str or a list of {{'role', 'content'}} messages, got {type(completion).__name__}"
-    )
-
-
-def pair_texts(name: str, prompt: Any, completion: Any) -> tuple[str, str]:
-    """``(source, candidate)`` PairRM texts of one TRL prompt/completion, standard or conversational.
-
-    * Standard: the prompt and the completion as they are.
-    * Conversational, one user turn (optionally after system messages): the user message is the source and the
-      completion's content the candidate, so a conversational dataset scores exactly like its standard twin.
-    * Conversational, several turns: the whole conversation (prompt + completion) through
-      :func:`pairrm_hf.conversation.conversation_texts` (upstream's multi-turn template).
-    * System messages are prepended to the source, newline separated (PairRM has no system slot).
-    """
-    if isinstance(prompt, str):
-        return prompt, candidate_text(f"completions[{name}]", completion)
-    if not is_conversational(prompt):
-        raise TypeError(
-            f"prompts[{name}] must be a str or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}"
-        )
-    cand = candidate_text(f"completions[{name}]", completion)
-    system = [_content(f"prompts[{name}][{k}]", m) for k, m in enumerate(prompt) if str(m["role"]).lower() == "system"]
-    turns = [m for m in prompt if str(m["role"]).lower() != "system"]
-    if len(turns) == 1 and str(turns[0]["role"]).lower() == "user":
-        source = _content(f"prompts[{name}]", turns[0])
-    else:
-        conversation = [*turns, {"role": "assistant", "content": cand}]
-        source, cand = conversation_texts(conversation, f"prompts[{name}] + completion")
-    if system:
-        source = "\n".join(system) + "\n" + source
-    return source, cand
 
 
 def check_list(name: str, value: Any) -> list:

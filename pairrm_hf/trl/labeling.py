@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,10 +15,11 @@ import numpy as np
 import torch
 
 from ..generation import generate_samples
+from ..inputs import answer_set_texts, check_input_format, is_messages
 from ..loading import DEFAULT_MODEL
 from ..preferences import PAIR_STRATEGIES, preference_pairs
 from ..ranker import PairRM
-from ._common import LazyPairRM, check_list, is_conversational, pair_texts
+from ._common import LazyPairRM, check_list
 
 __all__ = ["label_preferences", "generate_and_label", "STRATEGIES"]
 
@@ -30,9 +32,10 @@ class _Labeler:
     """The batched ``map`` function; an object (not a closure) so it pickles as a model path for ``num_proc``."""
 
     def __init__(self, ranker: LazyPairRM, prompt_column: str, completions_column: str, strategy: str,
-                 min_margin: float | None, ties: str, seed: int):  # fmt: skip
+                 min_margin: float | None, ties: str, seed: int, input_format: str = "auto"):  # fmt: skip
         self.ranker, self.prompt_column, self.completions_column = ranker, prompt_column, completions_column
         self.strategy, self.min_margin, self.ties, self.seed = strategy, min_margin, ties, seed
+        self.input_format = input_format
 
     def __call__(self, batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         prompts, lists = batch[self.prompt_column], batch[self.completions_column]
@@ -42,9 +45,12 @@ class _Labeler:
             cands = check_list(f"{self.completions_column}[{row}]", cands)
             if len(cands) < 2:
                 continue  # nothing to pair
-            pairs = [pair_texts(f"{row}][{m}", prompt, c) for m, c in enumerate(cands)]
-            sources.append(pairs[0][0])
-            texts.append([t for _, t in pairs])
+            source, cand_texts = answer_set_texts(
+                prompt, cands, input_format=self.input_format, prompt_name=f"{self.prompt_column}[{row}]",
+                answers_name=f"{self.completions_column}[{row}]",
+            )  # fmt: skip
+            sources.append(source)
+            texts.append(cand_texts)
             rows.append((row, prompt, cands))
         if not rows:
             return out
@@ -66,7 +72,7 @@ class _Labeler:
 
 def _as_completion(prompt: Any, completion: Any) -> Any:
     # Conversational prompts need assistant-message completions for DPOTrainer's chat-template path.
-    if is_conversational(prompt) and isinstance(completion, str):
+    if is_messages(prompt) and isinstance(completion, str):
         return [{"role": "assistant", "content": completion}]
     return completion
 
@@ -82,6 +88,8 @@ def label_preferences(
     seed: int = 0,
     batch_size: int = 64,
     num_proc: int | None = None,
+    input_format: str = "auto",
+    on_error: str = "raise",
 ):
     """Turn N completions per prompt into a DPO preference dataset, ranked by PairRM.
 
@@ -94,16 +102,24 @@ def label_preferences(
       ``[seed, row index]``, so the choice does not depend on ``batch_size``/``num_proc``).
 
     A pair whose scores are equal is a tie: ``ties="skip"`` drops it, ``"keep"`` keeps it (chosen = earlier in the
-    rank order). ``min_margin`` drops pairs with ``score_chosen − score_rejected < min_margin``. Rows with fewer
-    than two completions produce no pair.
+    rank order). ``min_margin`` drops pairs with ``score_chosen − score_rejected < min_margin``.
+
+    Rows with fewer than two completions cannot give a pair. As with ``pairrm label`` (and its ``--on-error``),
+    ``on_error="raise"`` (default) stops before any compute with a ``ValueError`` naming the first such row and the
+    count; ``on_error="skip"`` drops them and warns with the count. The result always has the columns below, also
+    when no pair is left (0 rows), so a trainer never meets a dataset without ``chosen``/``rejected``.
 
     Args:
         dataset: a ``datasets.Dataset``, or a list of row dicts.
         prompt_column: prompts: str (standard) or message lists (conversational; kept as messages).
         completions_column: per row a list of completions: str, or ``[{"role": "assistant", "content": ...}]``.
-        ranker: PairRM folder / Hub id or a loaded :class:`PairRM` (with ``num_proc`` pass a path: each worker
-            loads its own copy).
+        ranker: PairRM folder / Hub id or a loaded :class:`PairRM`. A path is loaded once per process
+            (:func:`pairrm_hf.ranker.shared_pairrm`) and reused by later calls; with ``num_proc`` each worker loads
+            its own copy.
         batch_size: rows per ``datasets.map`` batch (one PairRM call each).
+        input_format: ``"auto"`` (str prompts/completions stay plain, chat messages use the original's
+            conversation template) or ``"conversation"`` (the template for all); see :mod:`pairrm_hf.inputs`.
+        on_error: rows with fewer than two completions: ``"raise"`` or ``"skip"`` (with a warning).
 
     Returns:
         a ``datasets.Dataset`` with ``prompt``, ``chosen``, ``rejected``, ``score_chosen``, ``score_rejected``,
@@ -120,6 +136,7 @@ def label_preferences(
         raise TypeError(f"min_margin must be a number or None, got {type(min_margin).__name__}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_input_format(input_format)
     if isinstance(dataset, (list, tuple)):
         dataset = datasets.Dataset.from_list(list(dataset))
     if not isinstance(dataset, datasets.Dataset):
@@ -129,15 +146,66 @@ def label_preferences(
             raise ValueError(f"{name}={column!r} is not a column of the dataset (columns: {dataset.column_names})")
     if len(dataset) == 0:
         raise ValueError("dataset is empty")
-    lazy = LazyPairRM(ranker)
-    labeler = _Labeler(lazy, prompt_column, completions_column, strategy, min_margin, ties, seed)
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    _check_short_rows(dataset, completions_column, on_error)
+    lazy = LazyPairRM(ranker, shared=True)  # a path loads once per process, reused by later calls and batches
+    labeler = _Labeler(lazy, prompt_column, completions_column, strategy, min_margin, ties, seed, input_format)
     # An explicit fingerprint: hashing the function would otherwise hash the whole model's weights.
     key = repr((dataset._fingerprint, lazy.path, id(lazy._rm), prompt_column, completions_column, strategy,
-                min_margin, ties, seed))  # fmt: skip
-    return dataset.map(
+                min_margin, ties, seed, input_format))  # fmt: skip
+    out = dataset.map(
         labeler, batched=True, batch_size=batch_size, with_indices=True, remove_columns=dataset.column_names,
         num_proc=num_proc, new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16], desc="PairRM labelling",
     )  # fmt: skip
+    if len(out) == 0 and out.column_names != list(_COLUMNS):
+        # datasets keeps the input's columns when every batch returned nothing; give the documented schema.
+        out = datasets.Dataset.from_dict(
+            {c: [] for c in _COLUMNS}, features=_empty_features(dataset, prompt_column, completions_column)
+        )
+    return out
+
+
+def _check_short_rows(dataset, completions_column: str, on_error: str) -> None:
+    """Count rows with fewer than two completions before any compute; raise or warn (see ``on_error``)."""
+    short, first = 0, None
+    for start in range(0, len(dataset), 1000):
+        column = dataset[start : start + 1000][completions_column]
+        for k, value in enumerate(column):
+            if value is not None and not isinstance(value, (str, bytes)) and len(value) >= 2:
+                continue
+            if isinstance(value, (str, bytes)) or value is None:
+                continue  # a wrong type is reported, naming the row, where the row is read
+            short += 1
+            first = start + k if first is None else first
+    if not short:
+        return
+    what = f"{short} of {len(dataset)} rows with fewer than 2 completions (first: {completions_column}[{first}])"
+    if on_error == "raise":
+        raise ValueError(f"{what}; a preference pair needs at least 2. Pass on_error='skip' to drop such rows")
+    warnings.warn(f"label_preferences: skipped {what}; a preference pair needs at least 2", stacklevel=3)
+
+
+def _empty_features(dataset, prompt_column: str, completions_column: str):
+    """The features a labelled dataset would have: prompt as given, chosen/rejected as one completion (messages
+    when the prompt is conversational)."""
+    import datasets
+
+    def inner(feature):  # the item type of a list column, whichever way this datasets version spells lists
+        if isinstance(feature, list):
+            return feature[0]
+        return getattr(feature, "feature", None)
+
+    prompt = dataset.features[prompt_column]
+    text = datasets.Value("string")
+    conversational = inner(prompt) is not None
+    completion = inner(dataset.features[completions_column]) or text
+    answer = [{"role": text, "content": text}] if conversational and completion == text else completion
+    if isinstance(answer, list) and hasattr(datasets, "List"):
+        answer = datasets.List(answer[0])
+    number, rank = datasets.Value("float64"), datasets.Value("int64")
+    return datasets.Features({"prompt": prompt, "chosen": answer, "rejected": answer, "score_chosen": number,
+                              "score_rejected": number, "rank_chosen": rank, "rank_rejected": rank})  # fmt: skip
 
 
 def generate_and_label(
@@ -152,6 +220,7 @@ def generate_and_label(
     use_chat_template: bool | None = None,
     seed: int | None = 0,
     label_kwargs: dict | None = None,
+    input_format: str = "auto",
     **sampling: Any,
 ):
     """Sample ``n`` completions per prompt from a causal LM, then :func:`label_preferences` them.
@@ -160,7 +229,8 @@ def generate_and_label(
     the completion decoded with ``skip_special_tokens``. With ``use_chat_template`` (default: when the tokenizer has
     a chat template) each prompt is rendered with ``apply_chat_template(add_generation_prompt=True)``; str prompts
     are then treated as one user message and the result is in the conversational format, so ``DPOTrainer``
-    renders training rows the same way. Sampling defaults: ``do_sample=True, max_new_tokens=64``; override with
+    renders training rows the same way; PairRM then scores them, as every chat, through the original's conversation
+    template (``input_format``, see :func:`label_preferences`). Sampling defaults: ``do_sample=True, max_new_tokens=64``; override with
     ``**sampling`` (``temperature``, ``top_p``, ...). ``seed`` seeds torch's RNG for the sampling (the global RNG
     state is restored afterwards).
 
@@ -172,8 +242,9 @@ def generate_and_label(
         raise ValueError("prompts is empty")
     if not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an int >= 2 (pairs need two completions), got {n!r}")
+    check_input_format(input_format)
     for k, p in enumerate(prompts):
-        if not isinstance(p, str) and not is_conversational(p):
+        if not isinstance(p, str) and not is_messages(p):
             raise TypeError(
                 f"prompts[{k}] must be a str or a list of {{'role', 'content'}} messages, got {type(p).__name__}"
             )
@@ -201,4 +272,5 @@ def generate_and_label(
     import datasets
 
     data = datasets.Dataset.from_dict({"prompt": prompts, "completions": completions})
-    return label_preferences(data, strategy=strategy, ranker=ranker, seed=seed or 0, **(label_kwargs or {}))
+    label_kwargs = {"input_format": input_format, **(label_kwargs or {})}
+    return label_preferences(data, strategy=strategy, ranker=ranker, seed=seed or 0, **label_kwargs)

@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from ..inputs import answer_texts, check_input_format
 from ..loading import DEFAULT_MODEL
 from ..ranker import PairRM
 from ..validation import check_same_length
-from ._common import LazyPairRM, candidate_text, check_list, pair_texts
+from ._common import LazyPairRM, check_list
 
 __all__ = ["PairRMReward", "PairRMPairwiseReward", "REWARD_MODES"]
 
@@ -27,14 +28,31 @@ __all__ = ["PairRMReward", "PairRMPairwiseReward", "REWARD_MODES"]
 REWARD_MODES = ("reference", "group", "baseline")
 
 
-def _texts(prompts: Any, completions: Any) -> tuple[list[str], list[str]]:
+def _texts(prompts: Any, completions: Any, input_format: str) -> tuple[list[str], list[str]]:
+    """PairRM sources and candidates of TRL's one-prompt-per-completion lists (the one input rule)."""
     prompts = check_list("prompts", prompts)
     completions = check_list("completions", completions)
     check_same_length("prompts", prompts, completions=completions)
     if not prompts:
         raise ValueError("prompts is empty: TRL passes one prompt per completion")
-    pairs = [pair_texts(str(k), p, c) for k, (p, c) in enumerate(zip(prompts, completions))]
+    pairs = [
+        answer_texts(p, c, input_format=input_format, prompt_name=f"prompts[{k}]", answer_name=f"completions[{k}]")
+        for k, (p, c) in enumerate(zip(prompts, completions))
+    ]
     return [s for s, _ in pairs], [c for _, c in pairs]
+
+
+def _opponent_texts(prompts: list, others: list, sources: list[str], column: str, input_format: str) -> list[str]:
+    """The reference/baseline answers rendered exactly like a completion of the same prompt."""
+    out = []
+    for k, (prompt, other, source) in enumerate(zip(prompts, others, sources)):
+        src, text = answer_texts(
+            prompt, other, input_format=input_format, prompt_name=f"prompts[{k}]", answer_name=f"{column}[{k}]"
+        )
+        if src != source:
+            raise ValueError(f"{column}[{k}] must have the same user turns as completions[{k}]")
+        out.append(text)
+    return out
 
 
 class PairRMReward:
@@ -60,11 +78,14 @@ class PairRMReward:
         baseline_column: dataset column holding the baseline answers (``mode="baseline"`` without ``baseline_fn``).
         baseline_fn: callable mapping a list of prompts (as TRL passes them) to baseline answers.
         name: ``__name__`` TRL uses in its logs (default ``"pairrm_<mode>"``).
+        input_format: ``"auto"`` (default) or ``"conversation"``, the switch of the one input rule.
         device: where a lazily loaded model goes (default: the current CUDA device, else CPU).
         **load_kwargs: passed to :meth:`PairRM.from_pretrained` on lazy load (``dtype``, ``batch_size``, ...).
 
-    Prompts/completions may be standard (str) or conversational (message lists); see
-    :func:`pairrm_hf.trl._common.pair_texts` for how messages become PairRM texts. The object pickles as its path.
+    Prompts/completions may be standard (str) or conversational (message lists); they become PairRM texts by the
+    one input rule (:mod:`pairrm_hf.inputs`): standard ones stay plain, conversational ones (one turn or many) go
+    through the original's conversation template, so a conversational dataset does *not* score like its standard
+    twin unless ``input_format="conversation"`` puts both through the template. The object pickles as its path.
     """
 
     def __init__(
@@ -76,6 +97,7 @@ class PairRMReward:
         baseline_column: str = "baseline",
         baseline_fn: Callable[[list], list[str]] | None = None,
         name: str | None = None,
+        input_format: str = "auto",
         device: Any = None,
         **load_kwargs: Any,
     ):
@@ -86,6 +108,7 @@ class PairRMReward:
         if baseline_fn is not None and mode != "baseline":
             raise ValueError(f"baseline_fn only applies to mode='baseline', got mode={mode!r}")
         self.ranker = LazyPairRM(ranker, device=device, **load_kwargs)
+        self.input_format = check_input_format(input_format)
         self.mode = mode
         self.reference_column = reference_column
         self.baseline_column = baseline_column
@@ -110,7 +133,7 @@ class PairRMReward:
 
     def __call__(self, prompts: Sequence, completions: Sequence, **kwargs: Any) -> list[float]:
         """One reward per completion (float); extra keyword arguments are TRL's dataset columns and state."""
-        sources, cands = _texts(prompts, completions)
+        sources, cands = _texts(prompts, completions, self.input_format)
         rm = self.ranker.rm
         if self.mode == "group":
             return self._group(rm, sources, cands)
@@ -120,9 +143,8 @@ class PairRMReward:
             others = self._column(kwargs, self.baseline_column, len(cands))
         else:
             others = self._baselines(list(prompts), sources)
-        # the opponent is rendered exactly like a completion of the same prompt (matters for multi-turn prompts)
         column = self.reference_column if self.mode == "reference" else self.baseline_column
-        others = [pair_texts(f"{k}] / {column}[{k}", p, o)[1] for k, (p, o) in enumerate(zip(prompts, others))]
+        others = _opponent_texts(list(prompts), others, sources, column, self.input_format)
         if self.mode == "reference":
             rewards = rm.rank_with_ref(sources, [[c] for c in cands], references=others)
             return [float(r[0]) for r in rewards]
@@ -139,8 +161,10 @@ class PairRMReward:
                 raise ValueError(
                     f"baseline_fn returned {len(answers)} answers for {len(todo)} prompts; they must match"
                 )
-            for k, (s, a) in enumerate(zip(todo, answers)):
-                candidate_text(f"baseline_fn(prompts)[{k}]", a)  # type check now, with the right name
+            for k, ((s, p), a) in enumerate(zip(todo.items(), answers)):
+                # check now, with the right name, before the answer is cached
+                answer_texts(p, a, input_format=self.input_format, prompt_name="baseline_fn prompt",
+                             answer_name=f"baseline_fn(prompts)[{k}]")  # fmt: skip
                 self._baseline_cache[s] = a
         return [self._baseline_cache[s] for s in sources]
 
@@ -193,7 +217,7 @@ class PairRMPairwiseReward:
             :class:`~pairrm_hf.trl.PairRMJudge` (its model is shared).
         output: ``"logit"`` or ``"proba"``.
         temperature: for ``output="proba"``.
-        name, device, **load_kwargs: as for :class:`PairRMReward`.
+        name, input_format, device, **load_kwargs: as for :class:`PairRMReward`.
     """
 
     def __init__(
@@ -203,6 +227,7 @@ class PairRMPairwiseReward:
         output: str = "logit",
         temperature: float = 1.0,
         name: str | None = None,
+        input_format: str = "auto",
         device: Any = None,
         **load_kwargs: Any,
     ):
@@ -215,6 +240,7 @@ class PairRMPairwiseReward:
         if isinstance(ranker, PairRMJudge):
             ranker = ranker.ranker
         self.ranker = LazyPairRM(ranker, device=device, **load_kwargs)
+        self.input_format = check_input_format(input_format)
         self.output = output
         self.temperature = float(temperature)
         self.__name__ = name or "pairrm_pairwise"
@@ -241,7 +267,7 @@ class PairRMPairwiseReward:
                 f"PairRMPairwiseReward expects prompts == 2 * prompts_of_the_batch (Online DPO's layout), but "
                 f"prompts[{bad}] != prompts[{bad + b}]; refusing to score mismatched pairs"
             )
-        sources, cands = _texts(prompts, completions)
+        sources, cands = _texts(prompts, completions, self.input_format)
         rm = self.ranker.rm
         if self.output == "logit":
             s = rm.compare(sources[:b], cands[:b], cands[b:]).astype(np.float64)

@@ -1,0 +1,272 @@
+"""The JSON protocol of ``pairrm serve``: request checks (errors name the field) and each endpoint's computation.
+
+Every endpoint runs ordinary :class:`~pairrm_hf.PairRM` methods on a request view of the served model, so a
+served result is the in-process result (see :mod:`pairrm_hf.serve.batcher`). Floats are sent as JSON numbers with
+Python's shortest round-trip repr, so a client gets the float32/float64 values bit for bit.
+
+``POST /rank``     ``{"prompts": [str], "candidates": [[str]], "aggregation"?: "max_logits", "instructions"?: [str],
+                   "seed"?: 0, "return_matrix"?: false}`` → ``{"rankings": [{"scores", "ranks", "comparisons",
+                   "matrix"?}]}`` (:meth:`PairRM.rank_batch`; ``matrix`` = ``C[i][j]`` for ``max_logits``/``max_wins``)
+``POST /compare``  ``{"prompts", "candidates_a", "candidates_b", "mode"?: "symmetric", "temperature"?: 1.0,
+                   "instructions"?}`` → ``{"logits": [...], "probabilities": [...]}`` (:meth:`PairRM.compare`)
+``POST /score``    ``{"prompts", "candidates": [[str]], "references"?: [str], "ref_mode"?: "longest",
+                   "instructions"?}`` → ``{"rewards": [[...]]}`` (:meth:`PairRM.rank_with_ref`)
+``POST /get_reward`` OpenRLHF's remote reward protocol, see :func:`get_reward`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ..ranker import COMPARE_MODES, REF_MODES, PairRM
+from ..schedules import RANKING_METHODS
+from ..validation import check_candidate_lists, check_same_length, check_texts
+
+__all__ = ["ENDPOINTS", "LABEL_MODES", "Limits", "RequestError", "get_reward"]
+
+#: How ``/get_reward`` reads OpenRLHF's ``labels``: ``reference`` (a non-empty label is a reference answer) or
+#: ``ignore`` (labels carry something else, e.g. verifier metadata; every reward is group-relative).
+LABEL_MODES = ("reference", "ignore")
+
+
+class RequestError(ValueError):
+    """A bad request: HTTP ``status`` with a message naming the ``field`` (``body`` for the request as a whole)."""
+
+    def __init__(self, field: str, message: str, status: int = 422):
+        super().__init__(message)
+        self.field = field
+        self.status = status
+
+
+class Limits:
+    """Per-request bounds (the body size bound is the app's)."""
+
+    def __init__(self, max_items: int = 1024, max_candidates: int = 64, labels: str = "reference"):
+        if labels not in LABEL_MODES:
+            raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
+        self.max_items = max_items
+        self.max_candidates = max_candidates
+        self.labels = labels
+
+
+def _field_of(message: str) -> str:
+    # the shared checks start every message with the argument's name and index, e.g. "candidates[2][0] must be..."
+    return message.split(" ", 1)[0]
+
+
+def _check(fn: Callable, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise RequestError(_field_of(str(err)), str(err)) from None
+
+
+def _object(payload: Any, allowed: tuple[str, ...] | None) -> Mapping:
+    if not isinstance(payload, Mapping):
+        raise RequestError("body", f"the request body must be a JSON object, got {type(payload).__name__}")
+    if allowed is not None:
+        for key in payload:
+            if key not in allowed:
+                raise RequestError(key, f"{key}: unknown field; expected some of {list(allowed)}")
+    return payload
+
+
+def _required(body: Mapping, name: str) -> Any:
+    if name not in body or body[name] is None:
+        raise RequestError(name, f"{name} is required")
+    return body[name]
+
+
+def _texts(body: Mapping, name: str, limits: Limits, required: bool = True) -> list[str] | None:
+    if not required and body.get(name) is None:
+        return None
+    texts = _check(check_texts, name, _required(body, name))
+    if len(texts) > limits.max_items:
+        raise RequestError(name, f"{name} has {len(texts)} items; this server takes at most {limits.max_items}")
+    return texts
+
+
+def _candidate_lists(body: Mapping, name: str, limits: Limits) -> list[list[str]]:
+    lists = _check(check_candidate_lists, name, _required(body, name))
+    if len(lists) > limits.max_items:
+        raise RequestError(name, f"{name} has {len(lists)} items; this server takes at most {limits.max_items}")
+    for k, cands in enumerate(lists):
+        if len(cands) > limits.max_candidates:
+            raise RequestError(
+                f"{name}[{k}]", f"{name}[{k}] has {len(cands)} candidates; this server takes at most "
+                f"{limits.max_candidates}",
+            )  # fmt: skip
+    return lists
+
+
+def _choice(body: Mapping, name: str, choices: tuple[str, ...], default: str) -> str:
+    value = body.get(name, default)
+    if value not in choices:
+        raise RequestError(name, f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def _typed(body: Mapping, name: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    value = body.get(name, default)
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # bool is an int in Python; JSON true must not pass as a seed or a temperature
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise RequestError(name, f"{name} must be a {names}, got {type(value).__name__}")
+    return value
+
+
+def _floats(values) -> list[float]:
+    return [float(x) for x in values]
+
+
+# ------------------------------------------------------------------------------------------------ endpoints
+_RANK_FIELDS = ("prompts", "candidates", "aggregation", "instructions", "seed", "return_matrix")
+
+
+def rank(rm: PairRM, payload: Any, limits: Limits) -> dict:
+    """``/rank``: :meth:`PairRM.rank_batch` of each prompt's candidates."""
+    body = _object(payload, _RANK_FIELDS)
+    prompts = _texts(body, "prompts", limits)
+    candidates = _candidate_lists(body, "candidates", limits)
+    _check(check_same_length, "prompts", prompts, candidates=candidates)
+    instructions = _texts(body, "instructions", limits, required=False)
+    _check(check_same_length, "prompts", prompts, instructions=instructions)
+    aggregation = _choice(body, "aggregation", RANKING_METHODS, "max_logits")
+    seed = _typed(body, "seed", int, 0)
+    return_matrix = _typed(body, "return_matrix", bool, False)
+    rankings = rm.rank_batch(prompts, candidates, aggregation=aggregation, instructions=instructions, seed=seed)
+    out = []
+    for r in rankings:
+        item = {"scores": _floats(r.scores), "ranks": [int(x) for x in r.ranks], "comparisons": int(r.comparisons)}
+        if return_matrix:
+            item["matrix"] = None if r.matrix is None else [_floats(row) for row in r.matrix]
+        out.append(item)
+    return {"rankings": out}
+
+
+_COMPARE_FIELDS = ("prompts", "candidates_a", "candidates_b", "mode", "temperature", "instructions")
+
+
+def compare(rm: PairRM, payload: Any, limits: Limits) -> dict:
+    """``/compare``: :meth:`PairRM.compare` logits and the probabilities of :meth:`PairRM.compare_proba`."""
+    body = _object(payload, _COMPARE_FIELDS)
+    prompts = _texts(body, "prompts", limits)
+    a = _texts(body, "candidates_a", limits)
+    b = _texts(body, "candidates_b", limits)
+    _check(check_same_length, "prompts", prompts, candidates_a=a, candidates_b=b)
+    instructions = _texts(body, "instructions", limits, required=False)
+    _check(check_same_length, "prompts", prompts, instructions=instructions)
+    mode = _choice(body, "mode", COMPARE_MODES, "symmetric")
+    temperature = _typed(body, "temperature", (int, float), 1.0)
+    if not temperature > 0:
+        raise RequestError("temperature", f"temperature must be > 0, got {temperature!r}")
+    logits = rm.compare(prompts, a, b, mode=mode, instructions=instructions)
+    # the same expression as PairRM.compare_proba, on the same logits (one model call for both outputs)
+    proba = (1.0 / (1.0 + np.exp(-logits.astype(np.float64) / temperature))).astype(np.float32)
+    return {"logits": _floats(logits), "probabilities": _floats(proba)}
+
+
+_SCORE_FIELDS = ("prompts", "candidates", "references", "ref_mode", "instructions")
+
+
+def score(rm: PairRM, payload: Any, limits: Limits) -> dict:
+    """``/score``: :meth:`PairRM.rank_with_ref` rewards ``C[c, ref] − C[ref, c]`` of each candidate."""
+    body = _object(payload, _SCORE_FIELDS)
+    prompts = _texts(body, "prompts", limits)
+    candidates = _candidate_lists(body, "candidates", limits)
+    _check(check_same_length, "prompts", prompts, candidates=candidates)
+    references = _texts(body, "references", limits, required=False)
+    _check(check_same_length, "prompts", prompts, references=references)
+    instructions = _texts(body, "instructions", limits, required=False)
+    _check(check_same_length, "prompts", prompts, instructions=instructions)
+    ref_mode = _choice(body, "ref_mode", REF_MODES, "longest")
+    rewards = rm.rank_with_ref(prompts, candidates, ref_mode=ref_mode, references=references, instructions=instructions)
+    return {"rewards": [_floats(r) for r in rewards]}
+
+
+def get_reward(rm: PairRM, payload: Any, limits: Limits) -> dict:
+    """``/get_reward``: OpenRLHF's remote reward model protocol (``--remote_rm_url http://host:port/get_reward``).
+
+    Request: ``{"query": [str], "prompts": [str], "labels": [str | null]}``: ``query[k]`` is prompt + response text
+    as OpenRLHF renders it, ``prompts[k]`` the prompt text, ``labels[k]`` the dataset's label (``--label_key``).
+    Other fields that OpenRLHF versions add are ignored. Response: ``{"rewards": [float], "scores": [float],
+    "extra_logs": {"pairrm_against_label": [0/1]}}`` (``scores`` = ``rewards``, which OpenRLHF's dynamic filtering
+    reads).
+
+    How PairRM turns it into rewards (``s(x, y) = C[x, y] − C[y, x]``, the symmetric logit):
+
+    * the response is ``query[k]`` minus its leading ``prompts[k]`` (the whole query when it does not start with
+      its prompt); the PairRM source is ``prompts[k]``;
+    * **against the label** when ``labels[k]`` is a non-empty string (and the server's label mode is
+      ``reference``): ``r = s(response, label)``, the :meth:`PairRM.rank_with_ref` reward (0 when equal);
+    * **group-relative** otherwise: among the responses of this request with the same prompt (and no label),
+      ``r_i = 1/(n−1) Σ_{j≠i} s(c_i, c_j)`` (``PairRMReward(mode="group")``'s reward; a lone response gets 0).
+      OpenRLHF sends the ``n_samples_per_prompt`` samples of a prompt in one request.
+    """
+    body = _object(payload, None)
+    queries = _texts(body, "query", limits)
+    prompts = _texts(body, "prompts", limits, required=False)
+    _check(check_same_length, "query", queries, prompts=prompts)
+    labels = body.get("labels")
+    if labels is not None:
+        if isinstance(labels, (str, bytes)) or not isinstance(labels, list):
+            raise RequestError("labels", f"labels must be a list of str or null, got {type(labels).__name__}")
+        _check(check_same_length, "query", queries, labels=labels)
+        for k, label in enumerate(labels):
+            if label is not None and not isinstance(label, str):
+                raise RequestError(f"labels[{k}]", f"labels[{k}] must be a str or null, got {type(label).__name__}")
+    n = len(queries)
+    sources = prompts if prompts is not None else [""] * n
+    responses = [q[len(p) :] if p and q.startswith(p) else q for q, p in zip(queries, sources)]
+    use_label = [
+        limits.labels == "reference" and labels is not None and isinstance(labels[k], str) and labels[k] != ""
+        for k in range(n)
+    ]
+    rewards = [0.0] * n
+    labelled = [k for k in range(n) if use_label[k]]
+    if labelled:
+        values = rm.rank_with_ref(
+            [sources[k] for k in labelled], [[responses[k]] for k in labelled], references=[labels[k] for k in labelled]
+        )
+        for k, v in zip(labelled, values):
+            rewards[k] = float(v[0])
+    grouped = [k for k in range(n) if not use_label[k]]
+    if grouped:
+        if prompts is None:
+            raise RequestError(
+                "prompts", "prompts is required for group-relative rewards (responses without a label are compared "
+                "with the other responses to the same prompt)",
+            )  # fmt: skip
+        groups: dict[str, list[int]] = {}
+        for k in grouped:
+            groups.setdefault(sources[k], []).append(k)
+        for members in groups.values():
+            if len(members) > limits.max_candidates:
+                raise RequestError(
+                    "query", f"{len(members)} responses share prompts[{members[0]}]; this server compares at most "
+                    f"{limits.max_candidates} per prompt",
+                )  # fmt: skip
+        from ..trl.rewards import PairRMReward  # the group reward of the TRL adapter, so both give the same numbers
+
+        order = [k for members in groups.values() for k in members]  # contiguous runs of equal prompts
+        values = PairRMReward._group(rm, [sources[k] for k in order], [responses[k] for k in order])
+        for k, v in zip(order, values):
+            rewards[k] = float(v)
+    return {
+        "rewards": rewards,
+        "scores": list(rewards),
+        "extra_logs": {"pairrm_against_label": [1.0 if u else 0.0 for u in use_label]},
+    }
+
+
+#: Endpoint name → function ``(rm, payload, limits) -> response dict``.
+ENDPOINTS: dict[str, Callable[[PairRM, Any, Limits], dict]] = {
+    "rank": rank,
+    "compare": compare,
+    "score": score,
+    "get_reward": get_reward,
+}
