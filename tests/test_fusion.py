@@ -120,7 +120,7 @@ def test_pipeline_with_ranker_fuses_the_ranked_top_k(tiny_hf_dir, tiny_rm):
     assert fuse_pipe.ranker is None  # per-call ranker does not stick
     with pytest.raises(ValueError, match="top_k=5 but inputs has only 4 candidates"):
         fuse_pipe(prompt, cands, ranker=tiny_rm, top_k=5)
-    with pytest.raises(ValueError, match="top_k must be a positive int, got True"):
+    with pytest.raises(ValueError, match="top_k must be a positive int or None, got True"):
         fuse_pipe(prompt, cands, ranker=tiny_rm, top_k=True)  # not a count
 
 

@@ -241,8 +241,9 @@ def rank_item(input_: Any, input_format: str = "auto") -> RankItem:
     reference = _optional_str(name, row, "reference")
     answers = candidates if reference is None else [*candidates, reference]
     source, texts = answer_set_texts(
-        prompt, answers, instruction=instruction, input_format=input_format, name=f"{name} candidates"
-    )
+        prompt, answers, instruction=instruction, input_format=input_format, name=name,
+        prompt_name=f"{name} prompt", answers_name=f"{name} candidates",
+    )  # fmt: skip
     if reference is None:
         return RankItem(source, texts, candidates, name=name)
     return RankItem(source, texts[:-1], candidates, texts[-1], name=name)
@@ -257,6 +258,7 @@ def fuse_item(input_: Any, input_format: str = "auto") -> FuseItem:
     candidates = check_texts(f"{name} candidates", candidates)
     instruction = _optional_str(name, row, "instruction")
     source, texts = answer_set_texts(
-        prompt, candidates, instruction=instruction, input_format=input_format, name=f"{name} candidates"
-    )
+        prompt, candidates, instruction=instruction, input_format=input_format, name=name,
+        prompt_name=f"{name} prompt", answers_name=f"{name} candidates",
+    )  # fmt: skip
     return FuseItem(prompt, candidates, instruction, source, texts, name)

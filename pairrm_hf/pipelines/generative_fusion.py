@@ -21,7 +21,8 @@ from transformers import GenerationConfig
 from .. import fusion
 from ..aggregation import topk_indices
 from ..inputs import check_input_format
-from ._batching import InputBatchPipeline, check_positive_int
+from ..validation import check_top_k
+from ._batching import InputBatchPipeline
 from ._inputs import CallForm, FuseItem, call_form, fuse_item
 
 __all__ = ["GenerativeFusionPipeline"]
@@ -89,7 +90,7 @@ class GenerativeFusionPipeline(InputBatchPipeline):
         if ranker is not None:
             forward["ranker"] = self._load_ranker(ranker)
         if top_k is not None:
-            forward["top_k"] = check_positive_int("top_k", top_k)
+            forward["top_k"] = check_top_k(top_k)  # the one rule, shared with PairRM.rank and the ranking pipeline
         for key, value in (("candidate_maxlength", candidate_maxlength), ("max_length", max_length)):
             if value is not None:
                 forward[key] = value
@@ -137,8 +138,7 @@ class GenerativeFusionPipeline(InputBatchPipeline):
         rankings: list[list[dict] | None] = [None] * len(items)
         if ranker is not None:
             for it in items:
-                if top_k is not None and top_k > len(it.candidates):
-                    raise ValueError(f"top_k={top_k} but {it.name} has only {len(it.candidates)} candidates")
+                check_top_k(top_k, len(it.candidates), candidates_name=it.name)
             ranked = ranker.rank_batch([it.source for it in items], [it.texts for it in items])
             chosen, rankings = [], []
             for it, ranking in zip(items, ranked):

@@ -33,6 +33,7 @@ from ..inputs import check_input_format, is_messages
 from ..ranker import REF_MODES, PairRM
 from ..schedules import RANKING_METHODS
 from ..tokenization_pairrm import PairLengths, restore_sentencepiece_normalizer
+from ..validation import check_top_k
 from ._batching import InputBatchPipeline, check_positive_int
 from ._inputs import CallForm, RankItem, call_form, rank_item
 
@@ -59,12 +60,6 @@ def _model_folder(model) -> str | None:
         return snapshot_download(name, local_files_only=True, allow_patterns=["tokenizer.json", "spm.model"])
     except Exception:  # not cached / not a repo: keep the tokenizer as loaded
         return None
-
-
-def _check_top_k(top_k: Any) -> None:
-    """One rule with ``PairRM.rank``: None or a positive int (``True`` is not a count)."""
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
 
 
 class PairwiseRankingPipeline(InputBatchPipeline):
@@ -128,7 +123,7 @@ class PairwiseRankingPipeline(InputBatchPipeline):
         reference = given.get("reference")
         if reference not in (None, True, False) and reference not in REF_MODES:
             raise ValueError(f"reference must be True or one of {REF_MODES}, got {reference!r}")
-        _check_top_k(given.get("top_k"))
+        check_top_k(given.get("top_k"))  # the one rule, shared with PairRM.rank and fusion
         if "pair_batch_size" in given:
             check_positive_int("pair_batch_size", given["pair_batch_size"])
         if "input_format" in given:
@@ -144,8 +139,7 @@ class PairwiseRankingPipeline(InputBatchPipeline):
     def preprocess(self, inputs: Any, input_format: str = "auto", top_k: int | None = None) -> RankItem:
         """One input's PairRM texts (no tensors: the engine tokenizes each distinct text once per batch)."""
         item = rank_item(inputs, input_format)
-        if top_k is not None and top_k > len(item.texts):
-            raise ValueError(f"top_k={top_k} but {item.name} has only {len(item.texts)} candidates")
+        check_top_k(top_k, len(item.texts), candidates_name=item.name)
         return item
 
     def _forward(
