@@ -294,7 +294,7 @@ def test_two_processes_torchrun(model, tmp_path):
 BAD_CASES = {
     "malformed_json": (b'{"prompt": "ok", "candidates": ["a", "b"]}\n{"prompt": "x", "candidates": [\n', "line 2", "malformed JSON"),
     "missing_column": (b'{"prompt": "ok", "candidates": ["a"]}\n{"prompt": "x"}\n', "line 2", "'candidates': missing column"),
-    "wrong_type": (b'{"prompt": "ok", "candidates": ["a"]}\n{"prompt": 7, "candidates": ["a"]}\n', "line 2", "'prompt': expected a str, got int"),
+    "wrong_type": (b'{"prompt": "ok", "candidates": ["a"]}\n{"prompt": 7, "candidates": ["a"]}\n', "line 2", "'prompt': must be a str or a list of"),
     "wrong_item_type": (b'{"prompt": "ok", "candidates": ["a", 3]}\n', "line 1", "'candidates[1]'"),
     "empty_candidates": (b'{"prompt": "ok", "candidates": ["a"]}\n\n{"prompt": "x", "candidates": []}\n', "line 3", "'candidates': is an empty list"),
     "non_utf8": (b'{"prompt": "ok", "candidates": ["a"]}\n{"prompt": "\xff\xfe", "candidates": ["a"]}\n', "line 2", "not valid UTF-8"),

@@ -116,14 +116,16 @@ def _texts(row: Mapping, spec: TaskSpec, answers: list, columns: list[str]) -> t
             )  # fmt: skip
         except (TypeError, ValueError) as err:
             message = str(err)
-            about_prompt = message.startswith((f"{spec.prompt_column} must", f"{spec.prompt_column}:"))
-            raise RowError(spec.prompt_column if about_prompt else column.split("[")[0], message) from None
+            about_prompt = message.startswith((f"{spec.prompt_column} must", f"{spec.prompt_column}: "))
+            field = spec.prompt_column if about_prompt else column
+            if message.startswith((f"{field} must", f"{field}: ")):
+                message = message[len(field) :].lstrip(": ")  # RowError names the field already
+            raise RowError(field, message) from None
         if source is None:
             source = src
         elif src != source:
             raise RowError(
-                column.split("[")[0],
-                f"{column} must have the same user turns as {columns[0]} (all plain text or all conversations)",
+                column, f"must have the same user turns as {columns[0]} (all plain text or all conversations)"
             )
         texts.append(text)
     return source, texts
