@@ -361,3 +361,15 @@ def test_cli_serve_subprocess(tiny_hf_dir, tiny_rm):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.mark.slow
+def test_example_runs(tiny_hf_dir):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "examples/serve_rewards.py", "--model", str(tiny_hf_dir), "--device", "cpu"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "OpenRLHF /get_reward" in done.stdout and done.stdout.count("rank ") == 3
