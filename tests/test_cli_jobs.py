@@ -34,7 +34,7 @@ import pytest
 
 from pairrm_hf import __version__
 from pairrm_hf.cli import main
-from pairrm_hf.cli.io import read_table, write_rows
+from pairrm_hf.cli.io import write_rows
 from pairrm_hf.cli.locks import JobLock
 
 ROWS = [{"prompt": f"Question {i}: what is {i} + {i}?", "candidates": [f"{2 * i}", f"maybe {i}", "no idea", f"{i}{i}"]}
@@ -355,8 +355,3 @@ def test_missing_extra_is_named_before_any_compute(missing, target, extra, tmp_p
     err = capsys.readouterr().err
     assert f"optional package {extra!r}" in err and 'pip install "pairrm-hf[cli]"' in err, err
     assert not out.exists() and not Path(str(out) + ".parts").exists()
-
-
-def test_read_table_keeps_strings(tmp_path):
-    src = _input(tmp_path, JSONISH, "in.jsonl")
-    assert read_table(src).rows[0]["prompt"] == "[3, 1, 2]"

@@ -416,14 +416,12 @@ def run_job(cfg: JobConfig, *, merge_only: bool = False) -> dict:
             waiting = []
             for k in todo:
                 if lock.claim(k):
-                    runner.run_claimed(lock, k)
+                    summary["chunks_by_others"] += not runner.run_claimed(lock, k)
                 else:
                     waiting.append(k)  # another process computes it; take the next free chunk
             for k in waiting:  # before assembling, wait for those, and take over any left unfinished
                 lock.claim(k, wait=True)
-                if _chunk_done(parts, k, job):
-                    summary["chunks_by_others"] += 1
-                runner.run_claimed(lock, k)
+                summary["chunks_by_others"] += not runner.run_claimed(lock, k)
         finally:
             runner.close()
         if state is not None:
@@ -449,11 +447,13 @@ class _ChunkRunner:
     def _rows(self, k: int) -> range:
         return range(k * self.cfg.chunk_size, min(len(self.table.rows), (k + 1) * self.cfg.chunk_size))
 
-    def run_claimed(self, lock: JobLock, k: int) -> None:
-        """Compute chunk ``k`` (claimed by us) unless it is done, then let go of the claim."""
+    def run_claimed(self, lock: JobLock, k: int) -> bool:
+        """Compute chunk ``k`` (claimed by us) unless it is done, then let go of the claim; True if computed here."""
         try:
-            if not _chunk_done(self.parts, k, self.job):  # another process may have finished it meanwhile
-                self._compute(k)
+            if _chunk_done(self.parts, k, self.job):  # another process finished it meanwhile
+                return False
+            self._compute(k)
+            return True
         finally:
             lock.release(k)
 
@@ -485,6 +485,9 @@ class _ChunkRunner:
         if self.rm is not None:
             self.rm.engine.progress_callback = None
         if self.bar is not None:
+            if self.bar.n != self.bar.total:  # chunks another process did, or fewer merge-sort pairs than the bound
+                self.bar.total = self.bar.n
+                self.bar.refresh()
             self.bar.close()
 
 
