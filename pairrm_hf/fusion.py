@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .validation import check_candidate_lists, check_same_length, check_texts
+from .validation import check_candidate_lists, check_same_length, check_texts, check_top_k
 
 __all__ = [
     "AGGREGATOR_TEMPLATE",
@@ -239,12 +239,12 @@ def rank_top_k(
 
     Returns ``(top_candidates, rankings)``; ``top_k`` larger than an input's candidate count is an error.
     """
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+    if top_k is None:
+        raise ValueError("top_k must be a positive int, got None")
+    check_top_k(top_k)
     inputs, candidates, instructions = _check_fuse_args(inputs, candidates, instructions)
     for k, cands in enumerate(candidates):
-        if top_k > len(cands):
-            raise ValueError(f"top_k={top_k} but candidates[{k}] has only {len(cands)} candidates")
+        check_top_k(top_k, len(cands), candidates_name=f"candidates[{k}]")
     rankings = ranker.rank_batch(inputs, candidates, instructions=instructions)
     from .aggregation import topk_indices
 
