@@ -333,12 +333,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a shared, busy machine)")
     p.add_argument("--quick", action="store_true", help="half the inputs everywhere")
     p.add_argument("--json", default=None, help="default: $OUT/gpu_check.json when OUT is set")
     args = p.parse_args(argv)
     if args.quick:
         args.inputs, args.fixed_inputs = max(1, args.inputs // 2), max(2, args.fixed_inputs // 2)
         args.precision_inputs = max(1, args.precision_inputs // 2)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cuda = device.type == "cuda"
     args.workloads = args.workloads or (["short", "mixed", "long"] if cuda else ["short", "mixed"])
