@@ -29,7 +29,8 @@ from benchmarks.baseline import baseline_pair_logits
 from benchmarks.workloads import SHAPES, WORKLOADS, build_model, build_tokenizer, make_inputs, nonembedding_params
 from pairrm_hf import PairRM
 
-VARIANTS = ("baseline", "engine", "engine+eager", "engine+bf16", "engine+compile", "engine+compile+bf16", "engine+fp16")
+VARIANTS = ("baseline", "engine", "engine+eager", "engine+bf16", "engine+compile", "engine+compile+bf16", "engine+fp16",
+            "engine+int8")  # fmt: skip
 OPS = ("rank", "compare", "rank_with_ref")
 
 
@@ -149,6 +150,8 @@ def make_variant(model, tokenizer, variant: str, device, batch_size: int) -> Pai
         kwargs["dtype"] = torch.float16
     if "compile" in variant:
         kwargs["compile"] = True
+    if "int8" in variant:
+        kwargs["quantize"] = "int8"
     return PairRM(model, tokenizer, **kwargs)
 
 
@@ -156,7 +159,7 @@ def bench_config(model, tokenizer, args, shape, workload, n, op, device, gemm):
     prompts, cands = make_inputs(tokenizer, workload, args.inputs, 2 if op == "compare" else n, seed=args.seed)
     results, reference = [], None
     for variant in args.variants:
-        if variant == "engine+fp16" and device.type != "cuda":
+        if (variant == "engine+fp16" and device.type != "cuda") or (variant == "engine+int8" and device.type != "cpu"):
             continue
         rm = make_variant(model, tokenizer, variant, device, args.batch_size)
         warmup = None
@@ -178,7 +181,8 @@ def bench_config(model, tokenizer, args, shape, workload, n, op, device, gemm):
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)
             peak = max(peak, mem.peak)
-        if variant == "baseline":
+        # max|Δ| and flips are against the baseline, or against the first variant when the baseline is not run
+        if variant == "baseline" or (reference is None and "baseline" not in args.variants):
             reference = out
         seconds = statistics.median(times)
         pairs = len(prompts) * len(schedule_for(op, len(cands[0]))[0])

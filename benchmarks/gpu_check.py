@@ -78,6 +78,21 @@ def _with_dtype(model, dtype: torch.dtype):
     return model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
 
 
+def cuda_matmul_rate(dtype: torch.dtype, device: torch.device, size: int = 8192, reps: int = 20) -> float:
+    """FLOP/s of a square matmul on the GPU: a fixed number of products between synchronisations (a time-bounded
+    loop would queue thousands of asynchronous launches before the first one finished)."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize(device)
+    return 2 * size**3 * reps / (time.perf_counter() - start)
+
+
 def flashdeberta_available() -> tuple[bool, str]:
     """Whether ``flashdeberta`` imports here (it needs triton and a CUDA device to run)."""
     try:
@@ -322,26 +337,31 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--parts", nargs="+", default=["precision", "speed", "memory"])
-    p.add_argument("--workloads", nargs="+", default=None, help="default: short mixed long (CPU: short mixed)")
+    p.add_argument("--workloads", nargs="+", default=None, help="default: short mixed long (CPU: short)")
     p.add_argument("--inputs", type=int, default=8, help="prompts per speed workload")
     p.add_argument("--n", type=int, default=6, help="candidates per prompt in the speed part")
     p.add_argument("--precision-inputs", type=int, default=6)
     p.add_argument("--precision-n", type=int, default=4)
     p.add_argument("--memory-inputs", type=int, default=2)
     p.add_argument("--fixed-inputs", type=int, default=32, help="inputs (2 rows each) of the fixed-length rate")
-    p.add_argument("--row-tokens", type=int, default=1024)
+    p.add_argument("--row-tokens", type=int, default=None, help="default 1024 (CPU: 256)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a shared, busy machine)")
     p.add_argument("--quick", action="store_true", help="half the inputs everywhere")
     p.add_argument("--json", default=None, help="default: $OUT/gpu_check.json when OUT is set")
     args = p.parse_args(argv)
     if args.quick:
         args.inputs, args.fixed_inputs = max(1, args.inputs // 2), max(2, args.fixed_inputs // 2)
         args.precision_inputs = max(1, args.precision_inputs // 2)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cuda = device.type == "cuda"
-    args.workloads = args.workloads or (["short", "mixed", "long"] if cuda else ["short", "mixed"])
+    # CPU: a smoke run of the code paths (the tiny shape's mixed/long baselines take many minutes on 2 cores)
+    args.workloads = args.workloads or (["short", "mixed", "long"] if cuda else ["short"])
+    args.row_tokens = args.row_tokens or (1024 if cuda else 256)
     flash_ok, flash_note = flashdeberta_available() if cuda else (False, "needs CUDA and triton")
     skipped = []
     if not cuda:
@@ -351,8 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     elif not flash_ok:
         skipped.append(f"flashdeberta: {flash_note}")
     start = time.perf_counter()
-    gemm = {"fp32": gemm_rate(torch.float32, device, size=4096 if cuda else 1024)}
-    gemm["bf16"] = gemm_rate(torch.bfloat16, device, size=8192) if cuda else float("nan")
+    if cuda:
+        gemm = {"fp32": cuda_matmul_rate(torch.float32, device, 4096), "bf16": cuda_matmul_rate(torch.bfloat16, device)}
+    else:
+        gemm = {"fp32": gemm_rate(torch.float32, device), "bf16": float("nan")}
     machine = {
         "platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
         "transformers": __import__("transformers").__version__, "device": str(device),

@@ -28,6 +28,13 @@ def test_every_transformer_linear_is_int8_and_its_outputs_track_fp32(int8_and_fp
     fp32_linears = [n for n, m in f.model.pretrained_model.encoder.named_modules() if isinstance(m, torch.nn.Linear)]
     assert sorted(n for n, _ in pairs) == sorted(fp32_linears) and fp32_linears
     assert isinstance(q.model.head_layer[4], torch.nn.Linear)  # the head stays fp32
+    # the int8 model shares the fp32 reference's unquantized tensors instead of copying them
+    ref = q.engine.reference_model
+    assert (
+        q.model.pretrained_model.embeddings.word_embeddings.weight
+        is ref.pretrained_model.embeddings.word_embeddings.weight
+    )
+    assert isinstance(ref.pretrained_model.encoder.layer[0].attention.self.query_proj, torch.nn.Linear)
     # each int8 layer against its fp32 original on inputs shaped like hidden states (unit scale, as after LayerNorm)
     x = torch.randn(4, 16, f.model.config.hidden_size, generator=torch.Generator().manual_seed(0))
     fp32 = dict(f.model.pretrained_model.encoder.named_modules())

@@ -1,0 +1,77 @@
+"""Fused vs transformers' eager self-attention, one DeBERTa-v2 encoder layer, per shape (which path is faster where).
+
+Run from the repository root::
+
+    python -m benchmarks.bench_attention --threads 1 --repeats 3 --json attention.json
+
+For each (hidden, heads) and (batch, length) it builds one random encoder layer with PairRM's attention settings,
+pads the first row to half its length, alternates ``eager`` and ``fused`` ``--repeats`` times in one process and
+reports the minimum ms per forward and the ratio fused / eager (< 1: fused is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from transformers import DebertaV2Config
+from transformers.models.deberta_v2.modeling_deberta_v2 import DebertaV2Encoder
+
+from pairrm_hf.attention import set_attention_implementation
+
+#: (hidden, heads, [(batch, length)…]): the tiny shape (head size 8) and the base shape (head size 64).
+CASES = [
+    (32, 4, [(16, 64), (16, 256), (4, 1024), (2, 2048)]),
+    (768, 12, [(16, 64), (16, 256), (4, 1024), (1, 2048)]),
+]
+
+
+def encoder_layer(hidden: int, heads: int) -> DebertaV2Encoder:
+    """One random encoder layer with PairRM's relative-attention configuration."""
+    cfg = DebertaV2Config(
+        hidden_size=hidden, num_hidden_layers=1, num_attention_heads=heads, intermediate_size=4 * hidden,
+        relative_attention=True, position_buckets=256 if hidden > 32 else 64, norm_rel_ebd="layer_norm",
+        share_att_key=True, pos_att_type=["p2c", "c2p"], max_relative_positions=-1,
+    )  # fmt: skip
+    return DebertaV2Encoder(cfg).eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Time every case, print one line each and optionally write JSON."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    for hidden, heads, shapes in CASES:
+        encoder = encoder_layer(hidden, heads)
+        for batch, length in shapes:
+            x = torch.randn(batch, length, hidden)
+            mask = torch.ones(batch, length, dtype=torch.long)
+            mask[0, length // 2 :] = 0
+            times: dict[str, list[float]] = {"eager": [], "fused": []}
+            with torch.inference_mode():
+                for impl in ["eager", "fused"] * args.repeats:
+                    set_attention_implementation(encoder, impl)
+                    start = time.perf_counter()
+                    encoder(x, mask)
+                    times[impl].append(time.perf_counter() - start)
+            row = {"hidden": hidden, "heads": heads, "batch": batch, "length": length,
+                   "eager_ms": 1000 * min(times["eager"]), "fused_ms": 1000 * min(times["fused"])}  # fmt: skip
+            row["fused_over_eager"] = row["fused_ms"] / row["eager_ms"]
+            rows.append(row)
+            print(f"hidden {hidden:4} heads {heads:2} batch {batch:2} L {length:4}: eager {row['eager_ms']:9.1f} ms "
+                  f"fused {row['fused_ms']:9.1f} ms  fused/eager {row['fused_over_eager']:.2f}", flush=True)  # fmt: skip
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"threads": torch.get_num_threads(), "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
