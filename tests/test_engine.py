@@ -96,4 +96,4 @@ def test_max_wins_and_proba(tiny_rm):
         assert ((r.scores >= 0) & (r.scores <= 1)).all()
     p = tiny_rm.compare_proba(PROMPTS, [c[0] for c in CANDIDATES], [c[1] for c in CANDIDATES], temperature=2.0)
     q = tiny_rm.compare_proba(PROMPTS, [c[1] for c in CANDIDATES], [c[0] for c in CANDIDATES], temperature=2.0)
-    np.testing.assert_allclose(p + q, 1.0, atol=1e-6)
+    np.testing.assert_allclose(p + q, 1.0, atol=1e-5)
