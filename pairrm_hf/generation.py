@@ -117,6 +117,8 @@ def sample_n(
         use_chat_template = "auto"
     if use_chat_template not in (True, False, "auto"):
         raise ValueError(f"use_chat_template must be True, False or 'auto', got {use_chat_template!r}")
+    if use_chat_template != "auto":
+        use_chat_template = bool(use_chat_template)  # 0/1 behave as False/True
     if sampling_mode not in SAMPLING_MODES:
         raise ValueError(f"sampling_mode must be one of {list(SAMPLING_MODES)}, got {sampling_mode!r}")
     texts, add_special_tokens = _model_inputs(tokenizer, prompt_texts(prompts, instructions), use_chat_template)

@@ -49,11 +49,12 @@ def test_symmetric_logit_is_antisymmetric_and_zero_on_identical(tiny_rm):
     a, b = [c[0] for c in CANDIDATES], [c[1] for c in CANDIDATES]
     ab = tiny_rm.compare(PROMPTS, a, b)
     ba = tiny_rm.compare(PROMPTS, b, a)
-    np.testing.assert_array_equal(ab, -ba)
+    # Swapping A and B negates the symmetric logit; the two calls batch their rows differently (float rounding).
+    np.testing.assert_allclose(ab, -ba, atol=1e-5)
     assert (tiny_rm.compare(PROMPTS, a, a) == 0).all()
     single = tiny_rm.compare(PROMPTS, a, b, mode="ab")
     flipped = tiny_rm.compare(PROMPTS, b, a, mode="ba")
-    np.testing.assert_allclose(single, -flipped, atol=1e-6)
+    np.testing.assert_allclose(single, -flipped, atol=1e-5)
 
 
 def test_rank_scores_follow_the_matrix(tiny_rm):
@@ -96,4 +97,4 @@ def test_max_wins_and_proba(tiny_rm):
         assert ((r.scores >= 0) & (r.scores <= 1)).all()
     p = tiny_rm.compare_proba(PROMPTS, [c[0] for c in CANDIDATES], [c[1] for c in CANDIDATES], temperature=2.0)
     q = tiny_rm.compare_proba(PROMPTS, [c[1] for c in CANDIDATES], [c[0] for c in CANDIDATES], temperature=2.0)
-    np.testing.assert_allclose(p + q, 1.0, atol=1e-6)
+    np.testing.assert_allclose(p + q, 1.0, atol=1e-5)

@@ -96,7 +96,7 @@ def test_convert_legacy_round_trip(tiny_legacy_dir, tiny_backbone_dir, tmp_path,
     assert detect_layout(out) == "hf"
     rm = PairRM.from_pretrained(out, device="cpu")
     prompts, a, b = ["Wait… ｆｕｌｌ 東京"], ["Paris™"], ["x² = 4"]
-    np.testing.assert_allclose(rm.compare(prompts, a, b), tiny_rm.compare(prompts, a, b), atol=1e-6)
+    np.testing.assert_allclose(rm.compare(prompts, a, b), tiny_rm.compare(prompts, a, b), atol=1e-5)
     with pytest.raises(ValueError, match="already"):
         convert_legacy_checkpoint(out, tmp_path / "again")
 
@@ -170,7 +170,7 @@ def test_saved_model_round_trip(tiny_rm, tmp_path):
     tiny_rm.tokenizer.save_pretrained(tmp_path)
     rm = PairRM.from_pretrained(tmp_path, device="cpu")
     prompts, a, b = ["Wait… ｆｕｌｌ"], ["café"], ["Ⅻ ½"]
-    np.testing.assert_allclose(rm.compare(prompts, a, b), tiny_rm.compare(prompts, a, b), atol=1e-6)
+    np.testing.assert_allclose(rm.compare(prompts, a, b), tiny_rm.compare(prompts, a, b), atol=1e-5)
     assert isinstance(rm.model, DebertaV2PairRM)
 
 

@@ -70,7 +70,10 @@ class PairRMReward:
               ``max_logits`` score of :meth:`PairRM.rank_batch` times ``n/(n−1)``; it sums to 0 over a group). A group is a contiguous run of equal prompts,
               which is how TRL lays out its ``num_generations`` samples. A prompt with a single completion gets 0.
               With several processes TRL may split a group across ranks; each rank then scores against the part it
-              holds, so prefer ``"reference"`` (or ``"baseline"``) for multi-GPU runs.
+              holds, so prefer ``"reference"`` (or ``"baseline"``) for multi-GPU runs. Because a group's rewards
+              sum to 0, GRPO/RLOO's logged ``reward`` and ``rewards/<name>/mean`` are 0 by construction; the
+              logged ``reward_std``, ``rewards/<name>/std`` and ``frac_reward_zero_std`` carry the signal (or add
+              a ``"baseline"`` reward with weight 0 in ``reward_weights`` to log progress).
             * ``"baseline"``: ``r = s(c, b)`` against a fixed baseline policy's answer ``b``: the dataset column
               ``baseline_column``, or ``baseline_fn(prompts) -> list[str]`` called on the distinct prompts not seen
               before (results are cached per prompt, since the baseline is fixed).
@@ -211,6 +214,10 @@ class PairRMPairwiseReward:
 
     The halves layout is an internal detail of TRL, so it is checked: an odd count or ``prompts[:B] != prompts[B:]``
     raises ``ValueError`` instead of scoring the wrong pairs. An exact tie (``s_i = 0``) lets TRL pick ``A_i``.
+
+    Logging: the halves cancel, so Online DPO's ``objective/scores`` (the mean reward) is 0 by construction (0.5
+    with ``"proba"``) and ``objective/rlhf_reward`` is just the KL term. ``objective/scores_margin``, the mean
+    ``r_chosen − r_rejected = 2|s_i|``, is the logged value that carries PairRM's signal.
 
     Args:
         ranker: a PairRM folder / Hub id, a loaded :class:`~pairrm_hf.PairRM`, or a
