@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from pairrm_hf import (
     compare_rankers,
     format_comparison_table,
 )
+from pairrm_hf.cli import main as cli_main
 from pairrm_hf.modeling_dual_reranker import simcls_loss
 from pairrm_hf.ranker_training import (
     DualRankerCollator,
@@ -201,7 +203,7 @@ def test_pair_ranker_rows_and_batch_invariance(tiny_rankers, name):
 
 
 # ------------------------------------------------------------------------------------------------ surfaces
-def test_pipeline_trl_reward_and_cli_accept_every_ranker(tiny_rankers, tmp_path):
+def test_pipeline_trl_reward_and_cli_accept_every_ranker(tiny_rankers, capsys):
     from transformers import pipeline
 
     from pairrm_hf.trl import PairRMReward
@@ -216,15 +218,13 @@ def test_pipeline_trl_reward_and_cli_accept_every_ranker(tiny_rankers, tmp_path)
         reward = PairRMReward(rm, mode="group")
         values = reward([PROMPTS[1]] * 3, CANDIDATES[1])
         assert [CANDIDATES[1][i] for i in np.argsort(values)[::-1]] == expected
-        out = subprocess.run(
-            [sys.executable, "-m", "pairrm_hf.cli", "rank", "--model", str(folder), "--device", "cpu", "--json",
-             "--prompt", PROMPTS[1], "--candidates", *CANDIDATES[1]],
-            capture_output=True, text=True, env={**os.environ}, check=True,
-        )  # fmt: skip
-        assert [r["text"] for r in json.loads(out.stdout)] == expected
+        capsys.readouterr()
+        assert cli_main(["rank", "--model", str(folder), "--device", "cpu", "--json", "--prompt", PROMPTS[1],
+                         "--candidates", *CANDIDATES[1]]) == 0  # fmt: skip
+        assert [r["text"] for r in json.loads(capsys.readouterr().out)] == expected
 
 
-def test_eval_compare_runs_the_paper_table_for_several_rankers(tiny_rankers, tmp_path):
+def test_eval_compare_runs_the_paper_table_for_several_rankers(tiny_rankers, tmp_path, capsys):
     rows = synthetic_ranking_rows(6, seed=3)
     rankers = {n: _load(tiny_rankers[n]) for n in ("pair_bert", "summa", "dual")}
     results = compare_rankers(rankers, rows, metrics=["quality"], beat=[0])
@@ -241,13 +241,11 @@ def test_eval_compare_runs_the_paper_table_for_several_rankers(tiny_rankers, tmp
     assert "| pair_bert |" in format_comparison_table(results)
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = subprocess.run(
-        [sys.executable, "-m", "pairrm_hf.cli", "eval", "--task", "compare", "--data", str(data), "--metric", "quality",
-         "--models", str(tiny_rankers["summa"]), str(tiny_rankers["dual"]), "--device", "cpu",
-         "--output", str(tmp_path / "cmp.json")],
-        capture_output=True, text=True, env={**os.environ}, check=True,
-    )  # fmt: skip
-    assert "gpt_rank" in out.stdout and len(json.loads((tmp_path / "cmp.json").read_text())) == 2
+    capsys.readouterr()
+    argv = ["eval", "--task", "compare", "--data", str(data), "--metric", "quality", "--models",
+            str(tiny_rankers["summa"]), str(tiny_rankers["dual"]), "--device", "cpu", "--output", str(tmp_path / "cmp.json")]  # fmt: skip
+    assert cli_main(argv) == 0
+    assert "gpt_rank" in capsys.readouterr().out and len(json.loads((tmp_path / "cmp.json").read_text())) == 2
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -313,3 +311,18 @@ def test_summareranker_learns_from_mixinstruct_rows_with_two_metrics(tmp_path):
     rm = _load(out)
     assert rm.model.config.n_tasks == 2
     assert _accuracy(rm, synthetic_preference_rows(100, seed=999)) >= 0.9
+
+
+@pytest.mark.slow
+def test_train_rankers_example_runs(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "examples/train_rankers.py", "--steps", "3", "--output-dir", str(tmp_path),
+         "--json", str(tmp_path / "table.json")],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert [r["ranker"] for r in table] == ["pairranker", "summareranker", "dual"]
+    assert "| pairranker |" in done.stdout
