@@ -278,10 +278,10 @@ _FAST = dict(per_device_train_batch_size=8, lr_scheduler_type="constant", weight
 LEARNING = {
     "summareranker-bert": ("summareranker", "bert", 400, 100, 3e-3),
     "dual-bert": ("dual", "bert", 400, 100, 3e-3),
-    "pairranker-bert": ("pairranker", "bert", 2400, 300, 5e-3),
-    "pairranker-roberta": ("pairranker", "roberta", 2400, 300, 5e-3),
-    "pairranker-xlm-roberta": ("pairranker", "xlm-roberta", 2400, 300, 5e-3),
-    "pairranker-modernbert": ("pairranker", "modernbert", 2400, 300, 5e-3),
+    "pairranker-bert": ("pairranker", "bert", 2400, 400, 5e-3),
+    "pairranker-roberta": ("pairranker", "roberta", 2400, 400, 5e-3),
+    "pairranker-xlm-roberta": ("pairranker", "xlm-roberta", 2400, 400, 5e-3),
+    "pairranker-modernbert": ("pairranker", "modernbert", 2400, 400, 5e-3),
 }
 
 
