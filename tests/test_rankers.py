@@ -274,10 +274,11 @@ def _accuracy(rm: PairRM, rows: list[dict]) -> float:
 
 _FAST = dict(per_device_train_batch_size=8, lr_scheduler_type="constant", weight_decay=0.0, seed=0, use_cpu=True,
              save_strategy="no", disable_tqdm=True, logging_steps=1000)  # fmt: skip
-#: (ranker type, encoder family, training rows, steps, learning rate): settings measured to pass with margin.
+#: (ranker type, encoder family, training rows, steps, learning rate). PairRanker needs more steps: from a random
+#: encoder its prefix tokens must first learn to gather their own segment (300 steps on MixInstruct pairs: 0.88).
 LEARNING = {
-    "summareranker-bert": ("summareranker", "bert", 400, 100, 3e-3),
-    "dual-bert": ("dual", "bert", 400, 100, 3e-3),
+    "summareranker-bert": ("summareranker", "bert", 800, 200, 3e-3),
+    "dual-bert": ("dual", "bert", 800, 150, 3e-3),
     "pairranker-bert": ("pairranker", "bert", 2400, 400, 5e-3),
     "pairranker-roberta": ("pairranker", "roberta", 2400, 400, 5e-3),
     "pairranker-xlm-roberta": ("pairranker", "xlm-roberta", 2400, 400, 5e-3),
@@ -307,10 +308,12 @@ def test_summareranker_learns_from_mixinstruct_rows_with_two_metrics(tmp_path):
     out = tmp_path / "trained"
     train_ranker(str(backbone), synthetic_ranking_rows(200, seed=0), ranker_type="summareranker", output_dir=out,
                  model_kwargs={"n_tasks": 2}, metrics=["quality", "quality_x2"], lengths=PairLengths(32, 32),
-                 max_steps=100, learning_rate=3e-3, **_FAST)  # fmt: skip
+                 max_steps=200, learning_rate=3e-3, **_FAST)  # fmt: skip
     rm = _load(out)
     assert rm.model.config.n_tasks == 2
-    assert _accuracy(rm, synthetic_preference_rows(100, seed=999)) >= 0.9
+    # SummaReranker's objective is "best of its set" per metric: it must pick the best held-out answer.
+    result = compare_rankers({"summa": rm}, synthetic_ranking_rows(100, seed=999), metrics=["quality"])[0]
+    assert result["top1_percent"] >= 90
 
 
 @pytest.mark.slow
