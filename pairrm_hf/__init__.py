@@ -6,7 +6,10 @@ from .blender import Blender, get_topk_candidates_from_ranks
 from .fusion import fuse_generate, load_fuser
 from .generation import best_of_n_generate, sample_n
 from .loading import LoadedPairRM, convert_legacy_checkpoint, detect_layout, load_pairrm
+from .modeling_dual_reranker import DualReranker, DualRerankerConfig
+from .modeling_pair_ranker import PairRanker, PairRankerConfig
 from .modeling_pairrm import DebertaV2PairRM, PairRMOutput
+from .modeling_summareranker import SummaReranker, SummaRerankerConfig
 from .pipelines import GenerativeFusionPipeline, PairwiseRankingPipeline  # registers the pipeline tasks
 from .precision import PrecisionReport, check_precision
 from .preferences import preference_pairs
@@ -24,6 +27,8 @@ _LAZY = {
     "top_k_percent": "evaluation", "kendall_tau": "evaluation", "beat_percent": "evaluation", "rank_correlations": "evaluation",
     "MixInstructExample": "data", "Candidate": "data", "load_mixinstruct": "data",
     "generate_candidates": "candidates",
+    "train_ranker": "ranker_training", "init_ranker_from_backbone": "ranker_training",
+    "compare_rankers": "evaluation", "format_comparison_table": "evaluation",
 }  # fmt: skip
 
 
@@ -46,6 +51,12 @@ __all__ = [
     "Blender",
     "get_topk_candidates_from_ranks",
     "DebertaV2PairRM",
+    "DualReranker",
+    "DualRerankerConfig",
+    "PairRanker",
+    "PairRankerConfig",
+    "SummaReranker",
+    "SummaRerankerConfig",
     "LoadedPairRM",
     "PairEncoder",
     "PairLengths",

@@ -13,6 +13,12 @@ in slot 1 and ``j`` in slot 2. The engine
 Non-finite logits (NaN/inf, e.g. fp16 overflow) never leave the engine. The one policy, inherited by every
 surface: the affected pairs are computed again in fp32 eager mode (a warning says how many); if a logit is still
 not finite, :class:`NonFiniteLogitsError` names the input, the candidates and the start of their texts.
+
+Pointwise and dual-encoder rankers (``model.ranking_style``, see :mod:`pairrm_hf.modeling_encoder_ranker`) go
+through :meth:`PairwiseEngine.point_scores`: one score per distinct (source, candidate), from n rows per input
+(pointwise) or 1 + n encodings (dual: each distinct source and candidate text embedded once), with the same
+tokenize-once, dedup and length bucketing. For them a pair's logit is defined as the score difference
+``C[i, j] = s_i − s_j``, so every pairwise schedule still runs, at the cost of the distinct candidates it touches.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import torch
 
 from .modeling_pairrm import DebertaV2PairRM
 from .quantization import check_quantize, quantize_int8
-from .tokenization_pairrm import PairEncoder
+from .tokenization_pairrm import DualEncoder, PairEncoder, PointEncoder
 
 __all__ = ["EncodedExample", "NonFiniteLogitsError", "PairwiseEngine", "resolve_device", "resolve_dtype"]
 
@@ -247,8 +253,13 @@ class PairwiseEngine:
     def pair_logits(
         self, examples: Sequence[EncodedExample], pairs: np.ndarray | Sequence[Sequence[int]]
     ) -> np.ndarray:
-        """Logits ``C[ex][i, j]`` (float32, shape ``[len(pairs)]``) for ordered pairs ``(ex, i, j)``."""
+        """Logits ``C[ex][i, j]`` (float32, shape ``[len(pairs)]``) for ordered pairs ``(ex, i, j)``.
+
+        For a pointwise or dual model: the score differences ``s_i − s_j`` (see :meth:`point_scores`).
+        """
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
+        if self.ranking_style != "pairwise":
+            return self._score_difference_logits(examples, pairs, reference=False)
         if len(pairs):
             # Pairs whose texts are identical (duplicate candidates, repeated prompts) share one row.
             keys = np.array(
@@ -272,6 +283,8 @@ class PairwiseEngine:
         The yardstick for the fast paths; when the weights are not fp32 it runs on a temporary fp32 copy.
         """
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
+        if self.ranking_style != "pairwise":
+            return self._score_difference_logits(examples, pairs, reference=True)
         logits = self._unique_pair_logits(examples, pairs, reference=True)
         bad = ~np.isfinite(logits)
         if bad.any():
@@ -362,5 +375,124 @@ class PairwiseEngine:
                         self.progress_callback(int(weights[batch].sum()) if weights is not None else len(batch))
             if progress is not None:
                 progress.close()
+        self.last_stats = stats
+        return out
+
+    # ---------------------------------------------------------------------------------- pointwise and dual models
+    @property
+    def ranking_style(self) -> str:
+        """``"pairwise"`` (PairRM, PairRanker), ``"pointwise"`` (SummaReranker) or ``"dual"`` (DualReranker)."""
+        return getattr(self.model, "ranking_style", "pairwise")
+
+    def point_scores(
+        self,
+        examples: Sequence[EncodedExample],
+        items: np.ndarray | Sequence[Sequence[int]],
+        *,
+        reference: bool = False,
+    ) -> np.ndarray:
+        """Scores ``s[ex][i]`` (float32, shape ``[len(items)]``, higher is better) for items ``(ex, i)``.
+
+        Pointwise models run one row per distinct (source, candidate); dual models embed each distinct source and
+        each distinct candidate once (1 + n rows for one input) and score by cosine similarity. ``reference``: plain
+        fp32, no autocast or compile (the yardstick of :meth:`reference_pair_logits`).
+        """
+        style = self.ranking_style
+        if style == "pairwise":
+            raise ValueError("point_scores needs a pointwise or dual model; a pairwise model only scores pairs")
+        items = np.asarray(items, dtype=np.int64).reshape(-1, 2)
+        if not len(items):
+            self.last_stats = {"forward_calls": 0, "rows": 0, "real_tokens": 0, "padded_tokens": 0, "max_batch_rows": 0}
+            return np.zeros(0, dtype=np.float32)
+        keys = np.array(
+            [(examples[ex].source_key, examples[ex].candidate_keys[i]) for ex, i in items.tolist()], dtype=np.int64
+        )
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        unique = items[first]
+        if style == "pointwise":
+            enc: PointEncoder = self.encoder  # type: ignore[assignment]
+            rows = [enc.pack_point(examples[ex].source, examples[ex].candidates[i]) for ex, i in unique.tolist()]
+            scores = self._run_rows(
+                rows, lambda model, ids, mask: model(input_ids=ids, attention_mask=mask).logits, reference
+            )
+            return scores.astype(np.float32)[inverse.reshape(-1)]
+        enc: DualEncoder = self.encoder  # type: ignore[assignment,no-redef]
+        row_of: dict[tuple[str, int], int] = {}
+        rows: list[list[int]] = []  # type: ignore[no-redef]
+        pairs = []
+        for ex, i in unique.tolist():
+            e = examples[ex]
+            src = row_of.setdefault(("s", e.source_key), len(rows))
+            if src == len(rows):
+                rows.append(list(e.source))
+            cand = row_of.setdefault(("c", e.candidate_keys[i]), len(rows))
+            if cand == len(rows):
+                rows.append(enc.candidate_row(e.candidates[i]))
+            pairs.append((src, cand))
+        emb = self._run_rows(rows, lambda model, ids, mask: model.embed(ids, mask), reference).astype(np.float64)
+        index = np.asarray(pairs, dtype=np.int64)
+        scores = (emb[index[:, 0]] * emb[index[:, 1]]).sum(axis=-1).astype(np.float32)
+        return scores[inverse.reshape(-1)]
+
+    def _score_difference_logits(
+        self, examples: Sequence[EncodedExample], pairs: np.ndarray, reference: bool
+    ) -> np.ndarray:
+        """``C[ex][i, j] = s_i − s_j`` for a pointwise or dual model, scoring each distinct candidate once."""
+        if not len(pairs):
+            return self.point_scores(examples, np.zeros((0, 2), dtype=np.int64), reference=reference)
+        items = np.concatenate([pairs[:, [0, 1]], pairs[:, [0, 2]]])
+        scores = self.point_scores(examples, items, reference=reference)
+        return (scores[: len(pairs)] - scores[len(pairs) :]).astype(np.float32)
+
+    def _run_rows(self, rows: list[list[int]], forward, reference: bool) -> np.ndarray:
+        """Run ``forward(model, input_ids, attention_mask)`` over token rows in length-bucketed batches.
+
+        Returns the per-row outputs (float32, first axis = rows, in the order given) and fills ``last_stats``.
+        """
+        stats = {"forward_calls": 0, "rows": 0, "real_tokens": 0, "padded_tokens": 0, "max_batch_rows": 0}
+        model = self.model
+        if reference and any(p.dtype != torch.float32 for p in self.model.parameters()):
+            import copy
+
+            model = copy.deepcopy(self.model).float()
+        lengths = np.array([len(r) for r in rows], dtype=np.int64)
+        out = None
+        progress = None
+        if self.show_progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(rows), desc=type(model).__name__, unit="row")
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None and not reference
+            else nullcontext()
+        )
+        with torch.inference_mode(), autocast, model.use_attention("eager" if reference else None), \
+                self._compiled_backbone(reference):  # fmt: skip
+            for batch in self._batches(lengths):
+                width = int(lengths[batch].max())
+                input_ids = np.full((len(batch), width), self.encoder.pad_id, dtype=np.int64)
+                attention = np.zeros((len(batch), width), dtype=np.int64)
+                for row, k in enumerate(batch):
+                    input_ids[row, : lengths[k]] = rows[k]
+                    attention[row, : lengths[k]] = 1
+                value = forward(
+                    model,
+                    torch.from_numpy(input_ids).to(self.device, non_blocking=True),
+                    torch.from_numpy(attention).to(self.device, non_blocking=True),
+                )
+                value = value.float().cpu().numpy()
+                if out is None:
+                    out = np.zeros((len(rows), *value.shape[1:]), dtype=np.float32)
+                out[batch] = value
+                stats["forward_calls"] += 1
+                stats["rows"] += len(batch)
+                stats["real_tokens"] += int(lengths[batch].sum())
+                stats["padded_tokens"] += width * len(batch)
+                stats["max_batch_rows"] = max(stats["max_batch_rows"], len(batch))
+                if progress is not None:
+                    progress.update(len(batch))
+        if progress is not None:
+            progress.close()
         self.last_stats = stats
         return out

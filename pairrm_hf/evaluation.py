@@ -19,6 +19,10 @@ scores, higher = better). Equal reference scores share a rank (competition ranks
   correlated the transposed matrix (per candidate slot across examples); per-example is what a ranking of one
   candidate set means.
 * Spearman's footrule: per example ``Σ_j |pred_rank_j − ref_rank_j|``, averaged (a distance: lower is better).
+
+**Ranker comparison** (the paper's main table): :func:`compare_rankers` runs every metric above for several rankers
+(PairRM, PairRanker, SummaReranker, DualReranker) on the same MixInstruct-style rows, with the model cost per
+example, and :func:`format_comparison_table` prints them side by side.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ __all__ = [
     "rank_correlations",
     "selection_tradeoff",
     "plot_tradeoff",
+    "compare_rankers",
+    "format_comparison_table",
 ]
 
 
@@ -363,3 +369,104 @@ def plot_tradeoff(table: Sequence[Mapping[str, Any]], path: str | os.PathLike, *
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------------------------------------- ranker comparison
+def _reference(rows: Sequence[Any], metrics: Sequence[str] | None):
+    from .data import MixInstructExample, _weighted_score
+
+    examples = [
+        r if isinstance(r, MixInstructExample) else MixInstructExample.from_dict(r, k) for k, r in enumerate(rows)
+    ]
+    if not examples:
+        raise ValueError("rows is empty")
+    ref = []
+    for ex in examples:
+        if len(ex.candidates) < 2:
+            raise ValueError(f"example {ex.id!r} has {len(ex.candidates)} candidates; ranking needs at least 2")
+        values = [_weighted_score(c.scores, metrics) for c in ex.candidates]
+        if any(v is None for v in values):
+            raise ValueError(f"example {ex.id!r} has a candidate without the metric(s) {list(metrics or [])}")
+        ref.append(ranks_from_scores(values))
+    return examples, ref
+
+
+def compare_rankers(
+    rankers: Mapping[str, Any] | Sequence[Any],
+    rows: Sequence[Any],
+    *,
+    metrics: Sequence[str] | None = None,
+    top_k: Sequence[int] = (1, 3),
+    beat: Sequence[str | int] = (),
+    aggregation: str = "max_logits",
+) -> list[dict[str, Any]]:
+    """The paper's ranker comparison on the same rows: one result dict per ranker.
+
+    Args:
+        rankers: ``{name: PairRM}`` or a list of :class:`~pairrm_hf.PairRM` (named by their model class); any
+            ranking style (pairwise, pointwise, dual).
+        rows: MixInstruct-style rows (``candidates`` with metric ``scores``; see :class:`~pairrm_hf.data.MixInstructExample`).
+        metrics: the metrics whose weighted sum is the reference (default: every metric of each candidate).
+        top_k: the k of the Top-k % columns. beat: baselines of the Beat-X % columns: a candidate ``model`` name
+            (examples without it are skipped for that column) or a candidate index.
+        aggregation: how pairwise rankers rank (``rank_batch``); pointwise and dual rankers use their own scores.
+    Returns:
+        Per ranker: ``ranker``, ``model`` (class), ``style``, ``gpt_rank``, ``top{k}_percent``, ``beat_{x}_percent``,
+        ``pearson``/``spearman``/``kendall`` (per-example correlations of the predicted ranks with the reference),
+        ``comparisons_per_example`` (model cost: ordered pairs, or rows/encodings) and ``examples``.
+    """
+    named = dict(rankers) if isinstance(rankers, Mapping) else {}
+    if not isinstance(rankers, Mapping):
+        for rm in rankers:
+            name = type(rm.model).__name__
+            named[name if name not in named else f"{name}#{len(named)}"] = rm
+    if not named:
+        raise ValueError("rankers is empty")
+    examples, ref = _reference(rows, metrics)
+    prompts = [ex.source for ex in examples]
+    candidates = [[c.text for c in ex.candidates] for ex in examples]
+    results = []
+    for name, rm in named.items():
+        rankings = rm.rank_batch(prompts, candidates, aggregation=aggregation)
+        selected = [int(np.argmin(r.ranks)) for r in rankings]
+        row: dict[str, Any] = {"ranker": name, "model": type(rm.model).__name__, "style": rm.ranking_style,
+                               "gpt_rank": gpt_rank(selected, ref)}  # fmt: skip
+        for k in top_k:
+            row[f"top{k}_percent"] = top_k_percent(selected, ref, k)
+        for x in beat:
+            keep, base = [], []
+            for e, ex in enumerate(examples):
+                if isinstance(x, str):
+                    idx = [i for i, c in enumerate(ex.candidates) if c.model == x]
+                    if idx:
+                        keep.append(e)
+                        base.append(idx[0])
+                elif 0 <= int(x) < len(ex.candidates):
+                    keep.append(e)
+                    base.append(int(x))
+            row[f"beat_{x}_percent"] = (
+                beat_percent([selected[e] for e in keep], base, [ref[e] for e in keep]) if keep else math.nan
+            )
+        correlations = rank_correlations([r.ranks for r in rankings], ref)
+        row.update({k: correlations[k] for k in ("pearson", "spearman", "kendall")})
+        row["comparisons_per_example"] = float(np.mean([r.comparisons for r in rankings]))
+        row["examples"] = len(examples)
+        results.append(row)
+    return results
+
+
+def format_comparison_table(results: Sequence[Mapping[str, Any]]) -> str:
+    """A Markdown table of :func:`compare_rankers` results, one row per ranker (GPT-Rank: lower is better)."""
+    if not results:
+        raise ValueError("results is empty")
+    skip = {"ranker", "examples"}
+    columns = ["ranker"] + [k for k in results[0] if k not in skip]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for r in results:
+        cells = []
+        for c in columns:
+            v = r.get(c)
+            cells.append(f"{v:.3f}" if isinstance(v, float) and not c.endswith("_percent") and c != "comparisons_per_example"
+                         else f"{v:.1f}" if isinstance(v, float) else str(v))  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

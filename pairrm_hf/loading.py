@@ -11,6 +11,10 @@ Layouts (detected from ``config.json``):
   ``backbone_config`` or else from the ``config.json`` of the backbone named by ``model_name`` (as upstream
   resolved it): a local folder, the Hugging Face cache, the DeBERTa-v3 family table, or the Hub. Only that small
   config file is ever fetched, never the backbone's weights.
+* ``ranker`` — the other LLM-Blender rankers saved by this package (``PairRanker`` on any encoder,
+  ``SummaReranker``, ``DualReranker``): ``config.json`` with one of our model types (``pairrm-pair-ranker``,
+  ``pairrm-summareranker``, ``pairrm-dual-reranker``), ``model.safetensors``, the encoder's fast tokenizer with the
+  prefix tokens added. Loaded with :class:`~pairrm_hf.AutoModelForPairwiseRanking`.
 
 Weights are read with safetensors, or ``torch.load(weights_only=True)`` for ``.bin`` files; nothing shipped with
 a checkpoint is executed (``training_args.bin`` is never read).
@@ -30,7 +34,7 @@ import torch
 from transformers import DebertaV2Config, PreTrainedTokenizerBase
 
 from .modeling_pairrm import PAIRRM_CONFIG_DEFAULTS, DebertaV2PairRM
-from .tokenization_pairrm import PREFIX_TOKENS, PairLengths, load_pairrm_tokenizer
+from .tokenization_pairrm import PREFIX_TOKENS, PairLengths, load_pairrm_tokenizer, load_ranker_tokenizer
 
 __all__ = ["LoadedPairRM", "resolve_checkpoint", "detect_layout", "load_pairrm", "convert_legacy_checkpoint"]
 
@@ -106,7 +110,7 @@ def _read_json(path: str) -> dict:
 
 
 def detect_layout(folder: str) -> str:
-    """``"hf"`` or ``"legacy"``; ``ValueError`` for a folder that is neither (naming what is missing)."""
+    """``"hf"``, ``"legacy"`` or ``"ranker"``; ``ValueError`` for a folder that is none of them (naming what is missing)."""
     config_path = os.path.join(folder, "config.json")
     if not os.path.isfile(config_path):
         raise ValueError(f"{folder!r} is not a PairRM checkpoint: it has no config.json")
@@ -117,9 +121,14 @@ def detect_layout(folder: str) -> str:
         return "legacy"
     if config.get("model_type") == "deberta-v2":
         return "hf"
+    from .auto import RANKER_MODEL_TYPES
+
+    if config.get("model_type") in RANKER_MODEL_TYPES:
+        return "ranker"
     raise ValueError(
         f"{folder!r} is not a PairRM checkpoint: config.json has model_type {config.get('model_type')!r} "
-        "and no 'ranker_type' (expected a deberta-v2 PairRM or an llm-blender ranker config)"
+        "and no 'ranker_type' (expected a deberta-v2 PairRM, an llm-blender ranker config or one of "
+        "'pairrm-pair-ranker', 'pairrm-summareranker', 'pairrm-dual-reranker')"
     )
 
 
@@ -356,6 +365,25 @@ def _load_hf(folder: str, dtype: Any) -> tuple[DebertaV2PairRM, PreTrainedTokeni
     return model, tokenizer, lengths
 
 
+def _load_ranker(folder: str, dtype: Any) -> tuple[Any, PreTrainedTokenizerBase, PairLengths]:
+    """A ``PairRanker``/``SummaReranker``/``DualReranker`` folder: safetensors weights only, no remote code."""
+    from .auto import AutoModelForPairwiseRanking
+
+    if not os.path.isfile(os.path.join(folder, "model.safetensors.index.json")):
+        path = _weights_file(folder)
+        if not path.endswith(".safetensors"):
+            raise ValueError(f"{folder!r}: ranker checkpoints are read from model.safetensors only")
+    tokenizer = load_ranker_tokenizer(folder)
+    model, info = AutoModelForPairwiseRanking.from_pretrained(
+        folder, dtype=dtype if dtype is not None else torch.float32, output_loading_info=True, use_safetensors=True
+    )
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        raise ValueError(f"checkpoint in {folder!r} lacks weights {missing[:5]} (of {len(missing)})")
+    config = model.config
+    return model, tokenizer, PairLengths(int(config.source_max_length), int(config.candidate_max_length))
+
+
 def load_pairrm(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     *,
@@ -365,7 +393,8 @@ def load_pairrm(
     token: str | bool | None = None,
     cache_dir: str | None = None,
 ) -> LoadedPairRM:
-    """Load a PairRM checkpoint in any published layout, with its tokenizer and row budgets.
+    """Load a PairRM checkpoint in any published layout (or a ranker of :mod:`pairrm_hf.auto`'s model types), with its
+    tokenizer and row budgets.
 
     Args:
         name_or_path: a local folder or a Hub repo id (default ``llm-blender/PairRM-hf``).
@@ -379,6 +408,10 @@ def load_pairrm(
     layout = detect_layout(folder)
     if layout == "legacy":
         model, tokenizer, lengths = _load_legacy(folder, backbone_config, token)
+    elif layout == "ranker":
+        from .engine import resolve_dtype
+
+        model, tokenizer, lengths = _load_ranker(folder, resolve_dtype(dtype))
     else:
         from .engine import resolve_dtype
 

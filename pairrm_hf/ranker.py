@@ -25,7 +25,7 @@ from .inputs import batch_texts, compare_texts, conversation_pair_texts, is_mess
 from .loading import DEFAULT_MODEL, load_pairrm
 from .modeling_pairrm import DebertaV2PairRM
 from .schedules import RANKING_METHODS, bubble_pass, bubble_wins, knockout_rank, merge_sort_rank
-from .tokenization_pairrm import PairEncoder, PairLengths
+from .tokenization_pairrm import PairLengths, encoder_for_style
 from .validation import check_same_length, check_top_k
 
 __all__ = ["PairRM", "RankedCandidate", "Ranking", "COMPARE_MODES", "REF_MODES", "shared_pairrm", "device_for_rank"]
@@ -63,7 +63,8 @@ class Ranking:
         scores: float32 ``[n]``, higher is better.
         ranks: int32 ``[n]``, competition ranks, 1 = best.
         matrix: float32 ``[n, n]`` logits ``C[i, j]`` when the aggregation compared every ordered pair, else None.
-        comparisons: number of ordered pairs the model scored for this input.
+        comparisons: the model cost for this input: ordered pairs scored (pairwise models), or rows run for a
+            pointwise model (n) and encodings for a dual encoder (1 + n) when they rank by their own scores.
         candidates: the candidates as given (str, or the caller's chat messages).
     """
 
@@ -82,14 +83,23 @@ class Ranking:
 
 
 class PairRM:
-    """Rank, compare and score LLM answers with a PairRM checkpoint.
+    """Rank, compare and score LLM answers with a PairRM checkpoint or another LLM-Blender ranker.
+
+    Besides :class:`DebertaV2PairRM` the model may be a :class:`~pairrm_hf.PairRanker` (pairwise, any encoder), a
+    :class:`~pairrm_hf.SummaReranker` (pointwise) or a :class:`~pairrm_hf.DualReranker` (dual encoder). The last two
+    score each candidate on its own (``ranking_style`` ``"pointwise"``/``"dual"``): ``rank``/``rank_batch`` with
+    ``max_logits`` or ``max_wins`` and ``best_of_n(method="full")`` rank by those scores (n rows per input, or 1 + n
+    encodings), and every pairwise operation uses the engine's definition ``C[i, j] = s_i − s_j`` (each distinct
+    candidate scored once): ``compare`` gives ``s_A − s_B`` (``ab``/``ba``) or ``2·(s_A − s_B)`` (``symmetric``),
+    ``comparison_matrices`` and ``Ranking.matrix`` hold those differences, and ``bubble``, ``sort`` and
+    ``rank_with_ref`` run their schedules on them.
 
     Every method takes prompts as str or chat messages and answers as str or chat messages, turned into PairRM
     texts by the one input rule (:mod:`pairrm_hf.inputs`): plain strings stay plain, message lists use the
     original's conversation template; ``input_format="conversation"`` formats plain strings through the template too.
 
     Args:
-        model: a loaded :class:`DebertaV2PairRM`.
+        model: a loaded :class:`DebertaV2PairRM` (or one of the rankers above).
         tokenizer: its PairRM tokenizer (normalizer restored, see ``load_pairrm_tokenizer``).
         lengths: token budgets of a packed row (default 1224/412).
         device: ``None`` → CUDA when available, else CPU.
@@ -120,8 +130,12 @@ class PairRM:
         attention: str | None = None,
         quantize: str | None = None,
     ):
+        style = getattr(model, "ranking_style", "pairwise")
+        if hasattr(model, "check_row_budget"):
+            budget = lengths or PairLengths()
+            model.check_row_budget(budget.source_max_length, budget.candidate_max_length)
         self.engine = PairwiseEngine(
-            model, PairEncoder(tokenizer, lengths), device=device, dtype=dtype, batch_size=batch_size,
+            model, encoder_for_style(style, tokenizer, lengths), device=device, dtype=dtype, batch_size=batch_size,
             max_batch_tokens=max_batch_tokens, autocast_dtype=autocast_dtype, show_progress=show_progress,
             compile=compile, attention=attention, quantize=quantize,
         )  # fmt: skip
@@ -162,6 +176,41 @@ class PairRM:
         return self.engine.model
 
     @property
+    def ranking_style(self) -> str:
+        """``"pairwise"`` (PairRM, PairRanker), ``"pointwise"`` (SummaReranker) or ``"dual"`` (DualReranker)."""
+        return self.engine.ranking_style
+
+    def candidate_scores(
+        self,
+        prompts: Sequence[Prompt] | None,
+        candidates: Sequence[Sequence[Any]],
+        *,
+        instructions: Sequence[str] | None = None,
+        input_format: str = "auto",
+    ) -> list[np.ndarray]:
+        """Per input, the float32 ``[n]`` scores of a pointwise or dual model (higher is better).
+
+        A pointwise model costs one row per distinct candidate, a dual encoder 1 + n encodings; a pairwise model has
+        no per-candidate score and raises ``ValueError`` (use ``rank_batch``). Inputs follow the one input rule.
+        """
+        if self.ranking_style == "pairwise":
+            raise ValueError("candidate_scores needs a pointwise or dual model; rank a pairwise model with rank_batch")
+        sources, texts = batch_texts(prompts, candidates, instructions=instructions, input_format=input_format)
+        return self._point_scores(self.engine.encode(sources, texts), texts)
+
+    def _point_scores(self, examples, candidates: list[list[str]]) -> list[np.ndarray]:
+        items = [(ex, i) for ex, cands in enumerate(candidates) for i in range(len(cands))]
+        flat = self.engine.point_scores(examples, items)
+        out, start = [], 0
+        for cands in candidates:
+            out.append(flat[start : start + len(cands)])
+            start += len(cands)
+        return out
+
+    def _own_score_cost(self, n: int) -> int:
+        return n + 1 if self.ranking_style == "dual" else n
+
+    @property
     def tokenizer(self):
         """The PairRM tokenizer."""
         return self.engine.encoder.tokenizer
@@ -191,7 +240,9 @@ class PairRM:
 
         ``mode``: ``symmetric`` = C[A,B] − C[B,A] (two passes, position bias cancels; identical texts give
         exactly 0), ``ab`` = C[A,B], ``ba`` = −C[B,A] (one pass each). ``prompts=None``: each pair is two whole
-        conversations sharing their user turns.
+        conversations sharing their user turns. For a pointwise or dual model
+        ``C[A, B] = s_A − s_B``, so ``ab``/``ba`` give ``s_A − s_B`` and ``symmetric`` ``2·(s_A − s_B)``, from one
+        score per candidate.
         """
         if mode not in COMPARE_MODES:
             raise ValueError(f"mode must be one of {COMPARE_MODES}, got {mode!r}")
@@ -313,6 +364,12 @@ class PairRM:
                 wins[w] += 0.5  # the pass's winner ranks first even when another candidate won as often
                 rankings.append(Ranking(wins, competition_ranks(wins), None, 2 * (len(c) - 1), c))
             return rankings
+        if self.ranking_style != "pairwise":
+            # A model that scores candidates on its own ranks by those scores (same order as the mean difference).
+            return [
+                Ranking(s, competition_ranks(s), s[:, None] - s[None, :], self._own_score_cost(len(c)), c)
+                for s, c in zip(self._point_scores(examples, candidates), candidates)
+            ]
         rankings = []
         for matrix, cands in zip(self._full_matrices(examples, texts), candidates):
             scores = scores_from_matrix(matrix, aggregation)
@@ -382,9 +439,13 @@ class PairRM:
                 wins[w] = np.inf
                 out.append([c[i] for i in np.argsort(-wins, kind="stable")])
             return out
+        if self.ranking_style != "pairwise":
+            all_scores = self._point_scores(examples, texts)
+        else:
+            all_scores = [scores_from_matrix(m) for m in self._full_matrices(examples, texts)]
         out = []
-        for matrix, cands in zip(self._full_matrices(examples, texts), candidates):
-            ranks = competition_ranks(scores_from_matrix(matrix))
+        for scores, cands in zip(all_scores, candidates):
+            ranks = competition_ranks(scores)
             order = topk_indices(-ranks if worst else ranks)
             out.append([cands[i] for i in order] if return_all else cands[order[0]])
         return out

@@ -6,6 +6,9 @@ build what they need without importing the test suite. Every builder saves a fol
 * :func:`build_tiny_pairrm`: a random tiny PairRM (HF-native layout) on a SentencePiece model trained here.
 * :func:`build_tiny_policy`: a random tiny GPT-2 with a character tokenizer and a chat template (TRL tests).
 * :func:`build_tiny_t5` / :func:`build_tiny_llama`: a Flan-style fuser and a chat causal LM on a given tokenizer.
+* :func:`build_tiny_encoder` / :func:`build_tiny_ranker`: a random tiny BERT, RoBERTa, XLM-R, ModernBERT or
+  DeBERTa-v2 encoder on a word-level tokenizer built here, and a ``PairRanker``/``SummaReranker``/``DualReranker``
+  on one; :func:`synthetic_ranking_rows` / :func:`synthetic_preference_rows` give a learnable preference task.
 """
 
 from __future__ import annotations
@@ -17,25 +20,33 @@ from pathlib import Path
 
 import sentencepiece as spm
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import (
+    AutoModel,
     AutoTokenizer,
+    BertConfig,
     DebertaV2Config,
     DebertaV2Tokenizer,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    ModernBertConfig,
+    PretrainedConfig,
     PreTrainedTokenizerFast,
+    RobertaConfig,
     T5Config,
     T5ForConditionalGeneration,
+    XLMRobertaConfig,
 )
 
 from .modeling_pairrm import DebertaV2PairRM
 from .tokenization_pairrm import PREFIX_TOKENS
 
 __all__ = ["train_spm", "build_tiny_pairrm", "build_tiny_tokenizer", "build_tiny_policy", "build_tiny_t5",
-           "build_tiny_llama", "POLICY_CHAT_TEMPLATE", "LLAMA_CHAT_TEMPLATE"]  # fmt: skip
+           "build_tiny_llama", "POLICY_CHAT_TEMPLATE", "LLAMA_CHAT_TEMPLATE", "ENCODER_FAMILIES",
+           "build_tiny_word_tokenizer", "tiny_encoder_config", "build_tiny_encoder", "build_tiny_ranker",
+           "synthetic_ranking_rows", "synthetic_preference_rows"]  # fmt: skip
 
 _WORDS = (
     "the a an is are was were be to of and in that it for on with as at by this from or which one two three four five "
@@ -177,3 +188,131 @@ def build_tiny_llama(folder: Path, tokenizer_dir: Path, *, seed: int = 0) -> Pat
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# ------------------------------------------------------------------------------------------ encoder rankers
+#: Encoder families the tiny builders make; each maps to its special tokens (BERT-style or RoBERTa-style).
+ENCODER_FAMILIES = ("bert", "roberta", "xlm-roberta", "modernbert", "deberta-v2")
+_BERT_SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+                  "mask_token": "[MASK]"}  # fmt: skip
+_ROBERTA_SPECIALS = {"bos_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>",
+                     "cls_token": "<s>", "sep_token": "</s>", "mask_token": "<mask>"}  # fmt: skip
+
+
+def _family(family: str) -> str:
+    if family not in ENCODER_FAMILIES:
+        raise ValueError(f"family must be one of {ENCODER_FAMILIES}, got {family!r}")
+    return family
+
+
+def build_tiny_word_tokenizer(family: str = "bert") -> PreTrainedTokenizerFast:
+    """A lower-casing word-level fast tokenizer over the builders' word list and 0–99, with the family's special
+    tokens (``[CLS]``/``[SEP]`` or ``<s>``/``</s>``) and the four ranker prefix tokens added."""
+    specials = _ROBERTA_SPECIALS if _family(family) in ("roberta", "xlm-roberta") else _BERT_SPECIALS
+    names = list(dict.fromkeys(specials.values()))
+    words = sorted(set(_WORDS) | {str(k) for k in range(100)} | set(".,?!"))
+    vocab = {tok: k for k, tok in enumerate([*names, *words])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=specials["unk_token"]))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(names)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **specials)
+    fast.add_tokens(list(PREFIX_TOKENS))
+    return fast
+
+
+def tiny_encoder_config(family: str, tokenizer: PreTrainedTokenizerFast, *, hidden: int = 32, layers: int = 2,
+                        heads: int = 4) -> PretrainedConfig:  # fmt: skip
+    """A random tiny encoder config of ``family`` sized for ``tokenizer`` (rows up to 512 tokens)."""
+    common = dict(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                  intermediate_size=2 * hidden, pad_token_id=tokenizer.pad_token_id, initializer_range=0.05)  # fmt: skip
+    family = _family(family)
+    if family == "bert":
+        return BertConfig(**common, max_position_embeddings=512)
+    if family in ("roberta", "xlm-roberta"):
+        cls = RobertaConfig if family == "roberta" else XLMRobertaConfig
+        return cls(**common, max_position_embeddings=514, type_vocab_size=1, bos_token_id=tokenizer.bos_token_id,
+                   eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    if family == "modernbert":
+        return ModernBertConfig(**common, max_position_embeddings=512, cls_token_id=tokenizer.cls_token_id,
+                                sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
+                                eos_token_id=tokenizer.sep_token_id, global_attn_every_n_layers=1)  # fmt: skip
+    return DebertaV2Config(**common, max_position_embeddings=512, relative_attention=True, position_buckets=64,
+                           norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"],
+                           position_biased_input=False, type_vocab_size=0)  # fmt: skip
+
+
+def build_tiny_encoder(folder: Path, family: str = "bert", *, seed: int = 0, **sizes) -> Path:
+    """Save a random tiny ``AutoModel`` encoder of ``family`` and its word-level tokenizer (a stand-in for a Hub
+    backbone such as ``roberta-base``); returns the folder."""
+    folder = Path(folder)
+    tokenizer = build_tiny_word_tokenizer(family)
+    torch.manual_seed(seed)
+    AutoModel.from_config(tiny_encoder_config(family, tokenizer, **sizes)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_ranker(folder: Path, ranker_type: str = "pairranker", family: str = "bert", *, n_tasks: int = 1,
+                      seed: int = 0, source_max_length: int = 64, candidate_max_length: int = 64, **sizes) -> Path:  # fmt: skip
+    """Save a random tiny ranker (``pairranker``, ``summareranker`` or ``dual``) on a ``family`` encoder; returns
+    the folder (loads with ``PairRM.from_pretrained``)."""
+    from .ranker_training import ranker_class
+
+    folder = Path(folder)
+    tokenizer = build_tiny_word_tokenizer(family)
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in PREFIX_TOKENS]
+    torch.manual_seed(seed)
+    encoder = AutoModel.from_config(tiny_encoder_config(family, tokenizer, **sizes))
+    model = ranker_class(ranker_type).from_encoder(
+        encoder, prefix_ids=tuple(ids), n_tasks=n_tasks, source_max_length=source_max_length,
+        candidate_max_length=candidate_max_length,
+    )  # fmt: skip
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+#: Marked words of the synthetic task: an answer's quality is how many positive (vs negative) words it holds.
+_SYNTH_POSITIVE, _SYNTH_NEGATIVE = ("good", "yes", "best", "thanks"), ("bad", "no", "worst", "sorry")
+_SYNTH_FILLER = [w for w in _WORDS if w not in _SYNTH_POSITIVE + _SYNTH_NEGATIVE + ("better",)]
+
+
+def synthetic_ranking_rows(n: int, *, n_candidates: int = 4, seed: int = 0) -> list[dict]:
+    """MixInstruct-layout rows with a known preference rule: an answer holds two marked words amid 0–6 filler
+    words, ``q`` positive ones (good, yes, best, thanks) and ``2 − q`` negative ones (bad, no, worst, sorry). Metrics:
+    ``quality = q`` and ``quality_x2 = 2q − 2`` (two metrics that agree); the reference ``output`` has ``q = 2``.
+    The first three candidates have q = 2, 1, 0 in random order, further ones a random q."""
+    rng = random.Random(seed)
+
+    def filler(k: int) -> list[str]:
+        return [rng.choice(_SYNTH_FILLER) for _ in range(k)]
+
+    def answer(q: int) -> str:
+        words = filler(rng.randint(0, 6))
+        for marked in [rng.choice(_SYNTH_POSITIVE) for _ in range(q)] + [
+            rng.choice(_SYNTH_NEGATIVE) for _ in range(2 - q)
+        ]:
+            words.insert(rng.randint(0, len(words)), marked)
+        return " ".join(words)
+
+    rows = []
+    for k in range(n):
+        qualities = rng.sample(range(3), k=min(n_candidates, 3)) + [rng.randint(0, 2) for _ in range(n_candidates - 3)]
+        cands = [
+            {"text": answer(q), "scores": {"quality": float(q), "quality_x2": float(2 * q - 2)}} for q in qualities
+        ]
+        rows.append({"id": f"synthetic-{seed}-{k}", "instruction": "", "input": " ".join(filler(4)) + "?",
+                     "output": answer(2), "candidates": cands})  # fmt: skip
+    return rows
+
+
+def synthetic_preference_rows(n: int, *, seed: int = 0) -> list[dict]:
+    """TRL preference rows ``{"prompt", "chosen", "rejected"}`` from :func:`synthetic_ranking_rows`'s rule: the
+    chosen answer has more positive (and fewer negative) words."""
+    out = []
+    for row in synthetic_ranking_rows(n, n_candidates=2, seed=seed):
+        a, b = row["candidates"]
+        better, worse = (a, b) if a["scores"]["quality"] > b["scores"]["quality"] else (b, a)
+        out.append({"prompt": row["input"], "chosen": better["text"], "rejected": worse["text"]})
+    return out

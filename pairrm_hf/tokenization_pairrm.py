@@ -14,6 +14,11 @@ Two things differ from calling the stock tokenizer on ``"<|source|>" + text``:
   stand-in prefix token (:data:`TEXT_MARKER`) that is then dropped: the same ids as upstream, except that a text
   starting with U+0338 no longer merges with the prefix's ``>`` into ``≯`` (which destroyed upstream's prefix).
 
+Any fast tokenizer works: ``[CLS]``/``[SEP]`` are the tokenizer's own (``cls_token``/``sep_token``, else
+``bos_token``/``eos_token``: ``<s>``/``</s>`` for RoBERTa and XLM-R), and the prefix strings are added tokens
+(:func:`add_prefix_tokens`). :class:`PointEncoder` and :class:`DualEncoder` build the rows of the pointwise and
+dual-encoder rankers from the same segments.
+
 Packing follows upstream's HF-native rule, per example: the source segment ``[CLS]<|source|>…[SEP]`` is cut to
 ``source_max_length`` tokens, and each candidate segment ``[CLS]<|candidateK|>…[SEP]`` to
 ``(source_max_length + 2 * candidate_max_length - len(source segment)) // 2`` tokens.
@@ -32,7 +37,12 @@ __all__ = [
     "PREFIX_TOKENS",
     "PairLengths",
     "PairEncoder",
+    "PointEncoder",
+    "DualEncoder",
+    "encoder_for_style",
+    "add_prefix_tokens",
     "load_pairrm_tokenizer",
+    "load_ranker_tokenizer",
     "restore_sentencepiece_normalizer",
 ]
 
@@ -125,6 +135,32 @@ def load_pairrm_tokenizer(folder: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def add_prefix_tokens(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Add the missing :data:`PREFIX_TOKENS` to ``tokenizer`` (as plain added tokens); returns their four ids."""
+    missing = [t for t in PREFIX_TOKENS if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_tokens(missing)
+    vocab = tokenizer.get_vocab()
+    return [vocab[t] for t in PREFIX_TOKENS]
+
+
+def load_ranker_tokenizer(folder: str) -> PreTrainedTokenizerBase:
+    """The fast tokenizer of a local ranker folder (any backbone); a DeBERTa-v2 one gets its NFKC normalizer back.
+
+    Raises ``ValueError`` when it lacks one of :data:`PREFIX_TOKENS`.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"the tokenizer in {folder!r} must be a fast (tokenizers-backed) tokenizer")
+    restore_sentencepiece_normalizer(tokenizer, folder)
+    missing = [t for t in PREFIX_TOKENS if t not in tokenizer.get_vocab()]
+    if missing:
+        raise ValueError(f"tokenizer in {folder!r} lacks the ranker prefix tokens {missing}")
+    return tokenizer
+
+
 def _text_only_backend(tokenizer: PreTrainedTokenizerBase) -> str:
     """The tokenizer's backend without the PairRM prefix tokens (serialized), for encoding user text."""
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
@@ -154,8 +190,12 @@ class PairEncoder:
         self.lengths = lengths or PairLengths()
         vocab = tokenizer.get_vocab()
         self.source_prefix_id, self.cand1_prefix_id, self.cand2_prefix_id = (vocab[t] for t in PREFIX_TOKENS[:3])
-        self.cls_id = tokenizer.cls_token_id
-        self.sep_id = tokenizer.sep_token_id
+        self.cand_prefix_id = vocab.get(PREFIX_TOKENS[3])
+        # BERT-style tokenizers have [CLS]/[SEP]; GPT/RoBERTa-style ones only name <s>/</s> as bos/eos.
+        self.cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+        self.sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+        if self.cls_id is None or self.sep_id is None:
+            raise ValueError("the tokenizer needs a cls_token (or bos_token) and a sep_token (or eos_token)")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._text_spec = _text_only_backend(tokenizer)
         self._text_backend, self._marker_id = _marked_backend(self._text_spec, TEXT_MARKER)
@@ -214,3 +254,47 @@ class PairEncoder:
         segment = self.source_segment(src_ids)
         budget = self.candidate_budget(len(segment))
         return self.pack(segment, self.candidate_body(c1_ids, budget), self.candidate_body(c2_ids, budget))
+
+
+class PointEncoder(PairEncoder):
+    """Rows of a pointwise ranker (``SummaReranker``): ``[CLS]<|source|>…[SEP][CLS]<|candidate|>…[SEP]``.
+
+    The source segment is cut as for pairs; the candidate gets what is left of
+    ``source_max_length + candidate_max_length`` (so short sources leave room for long answers).
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, lengths: PairLengths | None = None):
+        super().__init__(tokenizer, lengths)
+        if self.cand_prefix_id is None:
+            raise ValueError(f"the tokenizer lacks the {PREFIX_TOKENS[3]!r} prefix token; see add_prefix_tokens")
+
+    def candidate_budget(self, source_segment_length: int) -> int:
+        """Tokens allowed for the candidate segment next to a source segment of the given length."""
+        return self.lengths.source_max_length + self.lengths.candidate_max_length - source_segment_length
+
+    def pack_point(self, source_segment: list[int], body: list[int]) -> list[int]:
+        """One row: the source segment then the candidate segment."""
+        return [*source_segment, self.cls_id, self.cand_prefix_id, *body, self.sep_id]
+
+
+class DualEncoder(PointEncoder):
+    """Rows of a dual encoder (``DualReranker``): the source segment alone, and ``[CLS]<|candidate|>…[SEP]`` alone,
+    each cut to its own budget (``source_max_length`` / ``candidate_max_length``)."""
+
+    def candidate_budget(self, source_segment_length: int) -> int:
+        """A candidate row is encoded on its own: always ``candidate_max_length`` tokens."""
+        return self.lengths.candidate_max_length
+
+    def candidate_row(self, body: list[int]) -> list[int]:
+        """A candidate's row: ``[CLS]<|candidate|>…[SEP]``."""
+        return [self.cls_id, self.cand_prefix_id, *body, self.sep_id]
+
+
+def encoder_for_style(
+    style: str, tokenizer: PreTrainedTokenizerBase, lengths: PairLengths | None = None
+) -> PairEncoder:
+    """The row builder of a model's ``ranking_style`` (``pairwise``, ``pointwise`` or ``dual``)."""
+    classes = {"pairwise": PairEncoder, "pointwise": PointEncoder, "dual": DualEncoder}
+    if style not in classes:
+        raise ValueError(f"ranking_style must be one of {sorted(classes)}, got {style!r}")
+    return classes[style](tokenizer, lengths)

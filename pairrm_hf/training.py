@@ -231,6 +231,26 @@ def _resolve_model(model_or_path: Any, tokenizer: Any):
     return model, tok, None
 
 
+def _is_encoder_ranker(model_or_path: Any) -> bool:
+    """True for a PairRanker/SummaReranker/DualReranker (model, tuple, loaded PairRM or checkpoint folder)."""
+    from .modeling_encoder_ranker import EncoderRankerPreTrainedModel
+    from .ranker import PairRM
+
+    model = model_or_path
+    if isinstance(model, PairRM):
+        model = model.model
+    elif isinstance(model, tuple) and len(model) == 2:
+        model = model[0]
+    if isinstance(model, EncoderRankerPreTrainedModel):
+        return True
+    if isinstance(model, (str, os.PathLike)) and os.path.isdir(model):
+        try:
+            return detect_layout(os.fspath(model)) == "ranker"
+        except ValueError:
+            return False
+    return False
+
+
 def _as_rows(dataset: Any, metrics: Sequence[str] | None, pairs_per_example: int, seed: int, name: str):
     """Expand MixInstruct rows into preference pairs; other datasets pass through unchanged."""
     if dataset is None:
@@ -259,7 +279,8 @@ def train_pairrm(
     """Fine-tune PairRM and save it (HF-native layout) to ``output_dir``; returns the trainer.
 
     Args:
-        model_or_path: a PairRM checkpoint folder/id (continue training), a DeBERTa-v2/v3 backbone folder/id
+        model_or_path: a PairRM checkpoint folder/id (continue training; a PairRanker/SummaReranker/DualReranker
+            checkpoint or model is trained by :func:`~pairrm_hf.ranker_training.train_ranker`), a DeBERTa-v2/v3 backbone folder/id
             (see :func:`init_pairrm_from_backbone`; ``tokenizer`` may then name a tokenizer folder), a
             :class:`~pairrm_hf.PairRM`, a ``DebertaV2PairRM`` (with ``tokenizer=``) or a ``(model, tokenizer)`` tuple.
         train_dataset / eval_dataset: TRL preference rows (``datasets.Dataset`` or a list of dicts) or MixInstruct
@@ -271,6 +292,14 @@ def train_pairrm(
         **training_args: ``transformers.TrainingArguments`` fields (``learning_rate``, ``per_device_train_batch_size``,
             ``bf16``, ``activation_checkpointing``, ``deepspeed``...). ``report_to`` defaults to ``"none"``.
     """
+    if _is_encoder_ranker(model_or_path):
+        # PairRanker/SummaReranker/DualReranker checkpoints or models: the same Trainer path, their own collators.
+        from .ranker_training import train_ranker
+
+        return train_ranker(
+            model_or_path, train_dataset, eval_dataset, output_dir=output_dir, tokenizer=tokenizer, lengths=lengths,
+            metrics=metrics, pairs_per_example=pairs_per_example, save_final=save_final, **training_args,
+        )  # fmt: skip
     seed = int(training_args.get("seed", 42))
     check_input_format(input_format)
     model, tok, loaded_lengths = _resolve_model(model_or_path, tokenizer)

@@ -35,13 +35,19 @@ def _load_rows(data: str, split: str) -> list[dict]:
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
-    """``pairrm eval``: preference accuracy (``--task preference``) or the selection trade-off on MixInstruct-style
-    candidate sets (``--task ranking``). Prints a JSON result; returns the exit status."""
+    """``pairrm eval``: preference accuracy (``--task preference``), the selection trade-off on MixInstruct-style
+    candidate sets (``--task ranking``), or the paper's ranker comparison (``--task compare --models A B ...``:
+    GPT-Rank, top-k, beat-X, correlations, comparisons per example; prints a table). Prints a JSON result (compare:
+    the table, JSON in ``--output``); returns the exit status."""
     parser = argparse.ArgumentParser(prog="pairrm eval", description=eval_main.__doc__)
     parser.add_argument("--model", default="llm-blender/PairRM-hf", help="PairRM folder or Hub id")
     parser.add_argument("--data", required=True, help=".jsonl/.json file or Hub dataset id")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--task", choices=("preference", "ranking"), default="preference")
+    parser.add_argument("--task", choices=("preference", "ranking", "compare"), default="preference")
+    parser.add_argument(
+        "--models", nargs="+", help="compare task: ranker folders/ids (PairRM, PairRanker, SummaReranker, DualReranker)"
+    )
+    parser.add_argument("--beat", nargs="*", default=[], help="compare task: Beat-X baselines (candidate model names)")
     parser.add_argument("--subset-key", default="subset")
     parser.add_argument("--section-map", help="JSON file {section: [subsets]} for RewardBench section scores")
     parser.add_argument("--tie-value", type=float, default=0.0, help="credit of an exact tie (preference task)")
@@ -61,6 +67,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 
     try:
         rows = _load_rows(args.data, args.split)[: args.limit]
+        if args.task == "compare":
+            return _compare(args, rows)
         rm = PairRM.from_pretrained(args.model, device=args.device, batch_size=args.batch_size)
         if args.task == "preference":
             section_map = None
@@ -94,4 +102,20 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text + "\n")
+    return 0
+
+
+def _compare(args, rows: list[dict]) -> int:
+    """``--task compare``: every ranker on the same rows; prints the side-by-side table."""
+    from ..evaluation import compare_rankers, format_comparison_table
+    from ..ranker import PairRM
+
+    if not args.models:
+        raise ValueError("--task compare needs --models (two or more ranker folders or ids)")
+    rankers = {m: PairRM.from_pretrained(m, device=args.device, batch_size=args.batch_size) for m in args.models}
+    results = compare_rankers(rankers, rows, metrics=args.metric, beat=args.beat)
+    print(format_comparison_table(results))
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(json.dumps(results, indent=2, default=float) + "\n")
     return 0
