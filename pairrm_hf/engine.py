@@ -147,8 +147,8 @@ class PairwiseEngine:
         if max_batch_tokens is not None and max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
         # int8 runs on CPU only: with no device named, pick the CPU even when a GPU is present
+        check_quantize(quantize, device)
         self.device = resolve_device("cpu" if device is None and quantize is not None else device)
-        check_quantize(quantize, self.device)
         dtype = resolve_dtype(dtype)
         self.model = model.to(self.device) if dtype in (None, "auto") else model.to(self.device, dtype=dtype)
         self.model.eval()
@@ -334,21 +334,47 @@ class PairwiseEngine:
         reference: bool = False,
         weights: np.ndarray | None = None,
     ) -> np.ndarray:
-        out = np.zeros(len(pairs), dtype=np.float32)
+        lengths = self._row_lengths(examples, pairs) if len(pairs) else np.zeros(0, dtype=np.int64)
+        return self._run_batches(
+            lengths,
+            lambda batch, width: self._assemble(examples, pairs, batch, width),
+            lambda model, ids, mask: model(input_ids=ids, attention_mask=mask).logits,
+            reference=reference,
+            weights=weights,
+            unit="pair",
+        )
+
+    def _run_batches(
+        self,
+        lengths: np.ndarray,
+        assemble,
+        forward,
+        *,
+        reference: bool = False,
+        weights: np.ndarray | None = None,
+        unit: str = "pair",
+    ) -> np.ndarray:
+        """The one batch loop: rows of these ``lengths`` in length-bucketed batches through the model.
+
+        ``assemble(batch, width)`` builds one batch's ``(input_ids, attention_mask)`` (``[rows, width]`` int64 CPU
+        tensors), ``forward(model, input_ids, attention_mask)`` returns one output per row (``[rows, ...]``).
+        Returns the float32 outputs in row order and fills ``last_stats``. ``reference`` runs plain fp32 eager
+        (no autocast, no compile, fp32 weights); ``weights`` counts how many asked-for items each row stands for
+        (for ``progress_callback``).
+        """
         stats = {"forward_calls": 0, "rows": 0, "real_tokens": 0, "padded_tokens": 0, "max_batch_rows": 0}
+        out = np.zeros(len(lengths), dtype=np.float32)
         model = self.reference_model if reference and self.reference_model is not None else self.model
         if reference and any(p.dtype != torch.float32 for p in model.parameters()):
             import copy
 
             model = copy.deepcopy(model).float()
-        if len(pairs):
-            lengths = self._row_lengths(examples, pairs)
-            batches = self._batches(lengths)
+        if len(lengths):
             progress = None
             if self.show_progress:
                 from huggingface_hub.utils import tqdm  # honours the Hugging Face progress-bar switches
 
-                progress = tqdm(total=len(pairs), desc="PairRM", unit="pair")
+                progress = tqdm(total=len(lengths), desc="PairRM", unit=unit)
             autocast = (
                 torch.autocast(self.device.type, dtype=self.autocast_dtype)
                 if self.autocast_dtype is not None and not reference
@@ -356,14 +382,18 @@ class PairwiseEngine:
             )
             attention = model.use_attention("eager" if reference else None)
             with torch.inference_mode(), autocast, attention, self._compiled_backbone(reference):
-                for batch in batches:
+                for batch in self._batches(lengths):
                     width = int(lengths[batch].max())
-                    input_ids, attention = self._assemble(examples, pairs, batch, width)
-                    logits = model(
-                        input_ids=input_ids.to(self.device, non_blocking=True),
-                        attention_mask=attention.to(self.device, non_blocking=True),
-                    ).logits
-                    out[batch] = logits.float().cpu().numpy()
+                    input_ids, mask = assemble(batch, width)
+                    value = forward(
+                        model,
+                        input_ids.to(self.device, non_blocking=True),
+                        mask.to(self.device, non_blocking=True),
+                    )
+                    value = value.float().cpu().numpy()
+                    if out.ndim != value.ndim:
+                        out = np.zeros((len(lengths), *value.shape[1:]), dtype=np.float32)
+                    out[batch] = value
                     stats["forward_calls"] += 1
                     stats["rows"] += len(batch)
                     stats["real_tokens"] += int(lengths[batch].sum())
@@ -445,54 +475,25 @@ class PairwiseEngine:
         return (scores[: len(pairs)] - scores[len(pairs) :]).astype(np.float32)
 
     def _run_rows(self, rows: list[list[int]], forward, reference: bool) -> np.ndarray:
-        """Run ``forward(model, input_ids, attention_mask)`` over token rows in length-bucketed batches.
-
-        Returns the per-row outputs (float32, first axis = rows, in the order given) and fills ``last_stats``.
-        """
-        stats = {"forward_calls": 0, "rows": 0, "real_tokens": 0, "padded_tokens": 0, "max_batch_rows": 0}
-        model = self.model
-        if reference and any(p.dtype != torch.float32 for p in self.model.parameters()):
-            import copy
-
-            model = copy.deepcopy(self.model).float()
+        """Token rows (pointwise rows, or the dual encoder's texts) through :meth:`_run_batches`, in the order given."""
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
-        out = None
-        progress = None
-        if self.show_progress:
-            from tqdm.auto import tqdm
 
-            progress = tqdm(total=len(rows), desc=type(model).__name__, unit="row")
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.autocast_dtype)
-            if self.autocast_dtype is not None and not reference
-            else nullcontext()
-        )
-        with torch.inference_mode(), autocast, model.use_attention("eager" if reference else None), \
-                self._compiled_backbone(reference):  # fmt: skip
-            for batch in self._batches(lengths):
-                width = int(lengths[batch].max())
-                input_ids = np.full((len(batch), width), self.encoder.pad_id, dtype=np.int64)
-                attention = np.zeros((len(batch), width), dtype=np.int64)
-                for row, k in enumerate(batch):
-                    input_ids[row, : lengths[k]] = rows[k]
-                    attention[row, : lengths[k]] = 1
-                value = forward(
-                    model,
-                    torch.from_numpy(input_ids).to(self.device, non_blocking=True),
-                    torch.from_numpy(attention).to(self.device, non_blocking=True),
+        def assemble(batch: np.ndarray, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+            input_ids = np.full((len(batch), width), self.encoder.pad_id, dtype=np.int64)
+            attention = np.zeros((len(batch), width), dtype=np.int64)
+            for row, k in enumerate(batch):
+                input_ids[row, : lengths[k]] = rows[k]
+                attention[row, : lengths[k]] = 1
+            return torch.from_numpy(input_ids), torch.from_numpy(attention)
+
+        out = self._run_batches(lengths, assemble, forward, reference=reference, unit="row")
+        if not reference and not np.isfinite(out).all():
+            # The engine's non-finite policy, for per-candidate outputs: recompute in fp32 eager, else raise.
+            out = self._run_batches(lengths, assemble, forward, reference=True, unit="row")
+            if not np.isfinite(out).all():
+                raise NonFiniteLogitsError(
+                    f"{type(self.model).__name__} gave non-finite outputs even in float32 for "
+                    f"{int((~np.isfinite(out)).any(axis=tuple(range(1, out.ndim))).sum())} rows; the model's weights "
+                    "are probably damaged (check them for NaN/inf, or reload the checkpoint)"
                 )
-                value = value.float().cpu().numpy()
-                if out is None:
-                    out = np.zeros((len(rows), *value.shape[1:]), dtype=np.float32)
-                out[batch] = value
-                stats["forward_calls"] += 1
-                stats["rows"] += len(batch)
-                stats["real_tokens"] += int(lengths[batch].sum())
-                stats["padded_tokens"] += width * len(batch)
-                stats["max_batch_rows"] = max(stats["max_batch_rows"], len(batch))
-                if progress is not None:
-                    progress.update(len(batch))
-        if progress is not None:
-            progress.close()
-        self.last_stats = stats
         return out

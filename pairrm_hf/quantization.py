@@ -29,10 +29,18 @@ __all__ = ["QUANTIZATIONS", "quantize_int8"]
 QUANTIZATIONS = (None, "int8")
 
 
-def check_quantize(quantize: str | None, device: torch.device) -> str | None:
-    """Validate ``quantize`` for a model running on ``device``; returns it."""
+def check_quantize(quantize: str | None, device: str | int | torch.device | None) -> str | None:
+    """Validate ``quantize`` for a model asked to run on ``device`` (``None``: the default); returns it.
+
+    Checked before the device is resolved, so asking for int8 on CUDA says so even on a machine without CUDA.
+    """
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
+    if device is None:
+        return quantize
+    if isinstance(device, int):
+        device = torch.device("cpu") if device < 0 else torch.device("cuda", device)
+    device = torch.device(str(device).lower()) if isinstance(device, str) else device
     if quantize is not None and device.type != "cpu":
         raise ValueError(f"quantize={quantize!r} runs on CPU only (torch dynamic quantization); got device {device}")
     return quantize

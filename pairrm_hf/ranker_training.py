@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase, TrainingArguments
 
-from .data import METRIC_WEIGHTS, MixInstructExample, is_mixinstruct_row, preference_texts
+from .data import METRIC_WEIGHTS, MixInstructExample, is_mixinstruct_row
+from .inputs import check_input_format, preference_texts
 from .modeling_dual_reranker import DualReranker
 from .modeling_encoder_ranker import EncoderRankerPreTrainedModel
 from .modeling_pair_ranker import PairRanker
@@ -99,7 +100,11 @@ def _weighted(scores: Mapping[str, float], metrics: Sequence[str]) -> list[float
 
 
 def candidate_sets(
-    rows: Sequence[Any], *, metrics: Sequence[str] | None = None, max_candidates: int | None = None
+    rows: Sequence[Any],
+    *,
+    metrics: Sequence[str] | None = None,
+    max_candidates: int | None = None,
+    input_format: str = "auto",
 ) -> list[dict[str, Any]]:
     """Candidate sets ``{"prompt", "candidates": [str], "scores": [[float] * n_metrics], "target": str | None}``.
 
@@ -107,12 +112,13 @@ def candidate_sets(
     (identical texts merged, those lacking a metric dropped) scored by ``metrics`` (default: the metrics every
     candidate of the first row has, sorted), each weighted by :data:`~pairrm_hf.data.METRIC_WEIGHTS`; the reference
     ``output`` becomes ``target``. Sets with fewer than two candidates are skipped. ``max_candidates`` keeps the
-    best and the worst halves by summed score (the original's top/bottom sampling).
+    best and the worst halves by summed score (the original's top/bottom sampling). Preference rows become texts
+    by the one input rule (``input_format``, see :mod:`pairrm_hf.inputs`).
     """
     out: list[dict[str, Any]] = []
     for k, row in enumerate(rows):
         if not is_mixinstruct_row(row):
-            prompt, chosen, rejected = preference_texts(row, k)
+            prompt, chosen, rejected = preference_texts(row, k, input_format=input_format)
             out.append({"prompt": prompt, "candidates": [chosen, rejected], "scores": [[1.0], [0.0]], "target": None})
             continue
         ex = row if isinstance(row, MixInstructExample) else MixInstructExample.from_dict(row, k)
@@ -274,6 +280,7 @@ def train_ranker(
     max_candidates: int | None = None,
     save_final: bool = True,
     model_kwargs: Mapping[str, Any] | None = None,
+    input_format: str = "auto",
     **training_args,
 ):
     """Train a PairRanker, SummaReranker or DualReranker and save it to ``output_dir``; returns the trainer.
@@ -287,11 +294,13 @@ def train_ranker(
         metrics: MixInstruct metrics to learn (PairRanker: pairs by their weighted sum; SummaReranker: one task each;
             DualReranker: their sum). pairs_per_example: PairRanker pairs per MixInstruct row.
         max_candidates: candidates kept per set for the set-based rankers (best and worst halves).
+        input_format: how preference rows become texts (``"auto"`` or ``"conversation"``; :mod:`pairrm_hf.inputs`).
         **training_args: ``transformers.TrainingArguments`` fields; ``report_to`` defaults to ``"none"``.
     """
     from .training import PairRMDataCollator, PairRMTrainer, _as_rows, pairwise_accuracy_metric
 
     seed = int(training_args.get("seed", 42))
+    check_input_format(input_format)
     model, tok, loaded_lengths = _resolve(model_or_path, tokenizer, ranker_type, lengths, dict(model_kwargs or {}))
     if not isinstance(model, EncoderRankerPreTrainedModel):
         raise TypeError(f"train_ranker trains PairRanker/SummaReranker/DualReranker; got {type(model).__name__}")
@@ -308,15 +317,19 @@ def train_ranker(
     if style == "pairwise":
         train_rows = _as_rows(train_dataset, metrics, pairs_per_example, seed, "train_dataset")
         eval_rows = _as_rows(eval_dataset, metrics, pairs_per_example, seed, "eval_dataset")
-        collator = PairRMDataCollator(tok, lengths)
+        collator = PairRMDataCollator(tok, lengths, input_format=input_format)
         compute_metrics = pairwise_accuracy_metric
     else:
         if train_dataset is None or len(train_dataset) == 0:
             raise ValueError("train_dataset is empty")
-        train_rows = candidate_sets(list(train_dataset), metrics=metrics, max_candidates=max_candidates)
+        train_rows = candidate_sets(
+            list(train_dataset), metrics=metrics, max_candidates=max_candidates, input_format=input_format
+        )
         eval_rows = None
         if eval_dataset is not None:
-            eval_rows = candidate_sets(list(eval_dataset), metrics=metrics, max_candidates=max_candidates)
+            eval_rows = candidate_sets(
+                list(eval_dataset), metrics=metrics, max_candidates=max_candidates, input_format=input_format
+            )
         if not train_rows:
             raise ValueError("train_dataset gave no candidate set with two or more scored candidates")
         if style == "pointwise":

@@ -298,7 +298,8 @@ def train_pairrm(
 
         return train_ranker(
             model_or_path, train_dataset, eval_dataset, output_dir=output_dir, tokenizer=tokenizer, lengths=lengths,
-            metrics=metrics, pairs_per_example=pairs_per_example, save_final=save_final, **training_args,
+            metrics=metrics, pairs_per_example=pairs_per_example, save_final=save_final, input_format=input_format,
+            **training_args,
         )  # fmt: skip
     seed = int(training_args.get("seed", 42))
     check_input_format(input_format)
