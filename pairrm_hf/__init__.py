@@ -5,7 +5,7 @@ from .auto import AutoModelForPairwiseRanking
 from .blender import Blender, get_topk_candidates_from_ranks
 from .fusion import fuse_generate, load_fuser
 from .generation import best_of_n_generate, sample_n
-from .loading import LoadedPairRM, convert_legacy_checkpoint, detect_layout, load_pairrm
+from .loading import LoadedPairRM, convert_legacy_checkpoint, detect_layout, load_pairrm, save_pairrm
 from .modeling_dual_reranker import DualReranker, DualRerankerConfig
 from .modeling_pair_ranker import PairRanker, PairRankerConfig
 from .modeling_pairrm import DebertaV2PairRM, PairRMOutput
@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 # Training, evaluation and data helpers import heavier modules (Trainer, scipy); load them on first use.
 _LAZY = {
     "init_pairrm_from_backbone": "training", "train_pairrm": "training", "PairRMTrainer": "training",
-    "PairRMDataCollator": "training", "save_pairrm": "training",
+    "PairRMDataCollator": "training",
     "pairwise_accuracy": "evaluation", "selection_tradeoff": "evaluation", "gpt_rank": "evaluation",
     "top_k_percent": "evaluation", "kendall_tau": "evaluation", "beat_percent": "evaluation", "rank_correlations": "evaluation",
     "MixInstructExample": "data", "Candidate": "data", "load_mixinstruct": "data",
@@ -68,6 +68,7 @@ __all__ = [
     "convert_legacy_checkpoint",
     "detect_layout",
     "load_pairrm",
+    "save_pairrm",
     "load_pairrm_tokenizer",
     "scores_from_matrix",
     "preference_pairs",

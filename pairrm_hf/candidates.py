@@ -54,30 +54,27 @@ def _as_examples(prompts: Sequence[Any]) -> list[MixInstructExample]:
 
 def _generate(model_name: str, texts: list[str], batch_size: int, max_new_tokens: int, device: Any,
               generation_kwargs: Mapping[str, Any], use_chat_template: bool):  # fmt: skip
-    """Yield one decoded answer per text, in order, from ``model_name`` (batched, left padding)."""
+    """Yield one decoded answer per text, in order, from ``model_name``.
+
+    One batch at a time (so finished answers can be saved before the next batch) through
+    :func:`pairrm_hf.generation.generate_samples`, the package's one generate loop (left padding, prompt stripped).
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_name, padding_side="left")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+    from .generation import _model_inputs, generate_samples
+
+    tokenizer = AutoTokenizer.from_pretrained(model_name)
     model = AutoModelForCausalLM.from_pretrained(model_name)
     model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
-    if use_chat_template and getattr(tokenizer, "chat_template", None):
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
-                 for t in texts]  # fmt: skip
-    kwargs = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": False,
-        "pad_token_id": tokenizer.pad_token_id,
-        **generation_kwargs,
-    }
+    texts, add_special_tokens = _model_inputs(tokenizer, list(texts), "auto" if use_chat_template else False)
+    kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, **generation_kwargs}
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True).to(model.device)
-        with torch.inference_mode():
-            out = model.generate(**batch, **kwargs)
-        width = batch["input_ids"].shape[1]  # left padding: every prompt ends at the same column
-        yield from tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        batch = texts[start : start + batch_size]
+        for (answer,) in generate_samples(
+            model, tokenizer, batch, n=1, batch_size=batch_size, add_special_tokens=add_special_tokens, **kwargs
+        ):
+            yield answer
     del model
 
 

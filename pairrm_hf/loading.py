@@ -27,6 +27,7 @@ import logging
 import os
 import pickle
 import re
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,14 @@ from transformers import DebertaV2Config, PreTrainedTokenizerBase
 from .modeling_pairrm import PAIRRM_CONFIG_DEFAULTS, DebertaV2PairRM
 from .tokenization_pairrm import PREFIX_TOKENS, PairLengths, load_pairrm_tokenizer, load_ranker_tokenizer
 
-__all__ = ["LoadedPairRM", "resolve_checkpoint", "detect_layout", "load_pairrm", "convert_legacy_checkpoint"]
+__all__ = [
+    "LoadedPairRM",
+    "resolve_checkpoint",
+    "detect_layout",
+    "load_pairrm",
+    "convert_legacy_checkpoint",
+    "save_pairrm",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -437,15 +445,45 @@ def convert_legacy_checkpoint(
     if detect_layout(folder) != "legacy":
         raise ValueError(f"{folder!r} is already in the HF-native layout")
     model, tokenizer, lengths = _load_legacy(folder, backbone_config)
-    destination = os.fspath(destination)
-    model.config.source_max_length = lengths.source_max_length
-    model.config.candidate_max_length = lengths.candidate_max_length
-    model.save_pretrained(destination)
-    tokenizer.save_pretrained(destination)
-    # Keep the SentencePiece model so the NFKC normalizer can always be rebuilt.
-    spm = os.path.join(folder, "spm.model")
-    if os.path.isfile(spm):
-        import shutil
-
-        shutil.copyfile(spm, os.path.join(destination, "spm.model"))
+    destination = save_pairrm(model, tokenizer, destination, lengths, spm_source=folder)
     return destination
+
+
+def save_pairrm(
+    model: Any,
+    tokenizer: Any,
+    output_dir: str | os.PathLike,
+    lengths: PairLengths | None = None,
+    *,
+    spm_source: str | os.PathLike | None = None,
+    **save_kwargs: Any,
+) -> str:
+    """The one checkpoint writer: the HF-native layout that :func:`load_pairrm` / ``PairRM.from_pretrained`` load.
+
+    Writes the weights (safetensors), the config (with the row budgets when ``lengths`` is given), the tokenizer
+    (its SentencePiece normalizer lives in ``tokenizer.json``) and ``spm.model`` when one is known (from
+    ``spm_source``, the model's origin or the tokenizer's ``vocab_file``), so the NFKC normalizer can always be
+    rebuilt. ``save_kwargs`` go to the model's ``save_pretrained`` (e.g. ``state_dict``). Returns the folder.
+    Used by training checkpoints, :func:`convert_legacy_checkpoint` and the pipeline's ``save_pretrained``.
+    """
+    output_dir = os.fspath(output_dir)
+    if os.path.isfile(output_dir):
+        raise ValueError(f"output_dir {output_dir!r} is a file; pass a folder")
+    os.makedirs(output_dir, exist_ok=True)
+    if lengths is not None:
+        model.config.source_max_length = lengths.source_max_length
+        model.config.candidate_max_length = lengths.candidate_max_length
+    model.save_pretrained(output_dir, **save_kwargs)
+    tokenizer.save_pretrained(output_dir)
+    candidates = [
+        os.path.join(os.fspath(spm_source), "spm.model") if spm_source is not None else None,
+        getattr(model, "_pairrm_spm_file", None),
+        getattr(tokenizer, "vocab_file", None),
+    ]
+    target = os.path.join(output_dir, "spm.model")
+    for spm in candidates:
+        if spm and os.path.isfile(spm) and spm.endswith(".model"):
+            if os.path.abspath(spm) != os.path.abspath(target):
+                shutil.copyfile(spm, target)
+            break
+    return output_dir

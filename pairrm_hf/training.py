@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,7 +25,7 @@ from transformers.models.deberta_v2.modeling_deberta_v2 import DebertaV2Model
 
 from .data import is_mixinstruct_row, mixinstruct_to_pairs
 from .inputs import check_input_format, preference_texts
-from .loading import detect_layout, load_pairrm, resolve_checkpoint
+from .loading import detect_layout, load_pairrm, resolve_checkpoint, save_pairrm
 from .modeling_pairrm import DebertaV2PairRM
 from .tokenization_pairrm import PREFIX_TOKENS, PairEncoder, PairLengths, restore_sentencepiece_normalizer
 
@@ -141,33 +140,6 @@ def pairwise_accuracy_metric(eval_pred) -> dict[str, float]:
     if len(labels) % 2 == 0 and np.all(labels[0::2] > 0) and np.all(labels[1::2] < 0):
         out["pairwise_accuracy"] = float(np.mean(logits[0::2] - logits[1::2] > 0))
     return out
-
-
-def _spm_file(model: DebertaV2PairRM, tokenizer: PreTrainedTokenizerBase) -> str | None:
-    for path in (getattr(model, "_pairrm_spm_file", None), getattr(tokenizer, "vocab_file", None)):
-        if path and os.path.isfile(path):
-            return path
-    return None
-
-
-def save_pairrm(
-    model: DebertaV2PairRM, tokenizer: PreTrainedTokenizerBase, output_dir: str | os.PathLike,
-    lengths: PairLengths | None = None, *, state_dict: dict | None = None, safe_serialization: bool = True,
-) -> str:  # fmt: skip
-    """Write the HF-native layout ``PairRM.from_pretrained`` loads: weights, config (with the row budgets),
-    tokenizer (its SentencePiece normalizer lives in ``tokenizer.json``) and ``spm.model``. Returns the folder."""
-    output_dir = os.fspath(output_dir)
-    os.makedirs(output_dir, exist_ok=True)
-    if lengths is not None:
-        model.config.source_max_length = lengths.source_max_length
-        model.config.candidate_max_length = lengths.candidate_max_length
-    model.save_pretrained(output_dir, state_dict=state_dict)
-    tokenizer.save_pretrained(output_dir)
-    spm = _spm_file(model, tokenizer)
-    target = os.path.join(output_dir, "spm.model")
-    if spm is not None and os.path.abspath(spm) != os.path.abspath(target):
-        shutil.copyfile(spm, target)
-    return output_dir
 
 
 class PairRMTrainer(Trainer):

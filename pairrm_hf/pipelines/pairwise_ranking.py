@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from ..aggregation import competition_ranks
 from ..inputs import check_input_format, is_messages
+from ..loading import save_pairrm
 from ..ranker import REF_MODES, PairRM
 from ..schedules import RANKING_METHODS
 from ..tokenization_pairrm import PairLengths, restore_sentencepiece_normalizer
@@ -194,15 +194,7 @@ class PairwiseRankingPipeline(InputBatchPipeline):
         """
         if os.path.isfile(save_directory):
             raise ValueError(f"save_directory {os.fspath(save_directory)!r} is a file; pass a folder")
-        os.makedirs(save_directory, exist_ok=True)
-        self.model.save_pretrained(save_directory, **kwargs)
-        self.tokenizer.save_pretrained(save_directory)
-        # The SentencePiece model lets the NFKC normalizer be rebuilt even by tools that rewrite tokenizer.json.
-        if self._folder is not None:
-            spm = os.path.join(self._folder, "spm.model")
-            target = os.path.join(save_directory, "spm.model")
-            if os.path.isfile(spm) and not os.path.exists(target):
-                shutil.copyfile(spm, target)
+        save_pairrm(self.model, self.tokenizer, save_directory, spm_source=self._folder, **kwargs)
 
     # ----------------------------------------------------------------------------------- helpers
     def best_of_n_generate(self, model, tokenizer, prompts: Sequence[str], **kwargs) -> list:
