@@ -36,6 +36,7 @@ import numpy as np
 
 from .aggregation import competition_ranks, scores_from_matrix
 from .inputs import preference_texts
+from .schedules import RANKING_METHODS
 
 __all__ = [
     "kendall_tau",
@@ -257,6 +258,10 @@ def _summary(selected: list[int], ranks: list[np.ndarray], scores: list[np.ndarr
     return row
 
 
+#: Methods that aggregate a (partial) comparison matrix, so :func:`selection_tradeoff` can sweep their budget.
+_MATRIX_METHODS = ("max_logits", "max_wins")
+
+
 def selection_tradeoff(
     rm,
     prompts: Sequence[str],
@@ -274,7 +279,8 @@ def selection_tradeoff(
 
     The model scores every ordered pair once (``rm.comparison_matrices``); ``max_logits``/``max_wins`` at budget
     fraction ``f`` then use a seeded random ``f`` share of the unordered pairs (both orders each, at least one pair),
-    so ``f = 1`` is the full ranking. ``bubble`` is one seeded bubble pass (``rm.rank_batch``, 2(n−1) comparisons).
+    so ``f = 1`` is the full ranking. The budgeted schedules of :data:`~pairrm_hf.schedules.RANKING_METHODS`
+    (``bubble``, ``reference``, ``sort``, ``knockout``) run through ``rm.rank_batch`` at their own cost.
     Two reference rows frame the table: ``random`` (the expected value of a uniform pick, 0 comparisons) and
     ``oracle`` (the best reference candidate). Each row: ``aggregation``, ``budget``, ``comparisons`` (mean ordered
     pairs per example), ``gpt_rank``, ``top1_percent`` and, with ``ref_scores``, ``mean_ref_score``.
@@ -284,9 +290,9 @@ def selection_tradeoff(
     for b in budgets:
         if not 0 < b <= 1:
             raise ValueError(f"budgets must be fractions in (0, 1], got {b!r}")
-    unknown = [a for a in aggregations if a not in ("max_logits", "max_wins", "bubble")]
+    unknown = [a for a in aggregations if a not in RANKING_METHODS]
     if unknown:
-        raise ValueError(f"aggregations must be among 'max_logits', 'max_wins', 'bubble'; got {unknown}")
+        raise ValueError(f"aggregations must be among {RANKING_METHODS}; got {unknown}")
     scores = _ranks_list("ref_scores", ref_scores) if ref_scores is not None else None
     ranks = [ranks_from_scores(s) for s in scores] if scores is not None else _ranks_list("ref_ranks", ref_ranks)
     for k, (r, c) in enumerate(zip(ranks, candidates)):
@@ -300,7 +306,7 @@ def selection_tradeoff(
     if scores is not None:
         rand["mean_ref_score"] = float(np.mean([s.mean() for s in scores]))
     rows.append(rand)
-    full = [a for a in aggregations if a != "bubble"]
+    full = [a for a in aggregations if a in _MATRIX_METHODS]
     if full:
         matrices = rm.comparison_matrices(prompts, candidates, instructions=instructions, input_format=input_format)
         rng = np.random.default_rng(seed)
@@ -326,14 +332,15 @@ def selection_tradeoff(
                         **_summary(selected, ranks, scores),
                     }
                 )
-    if "bubble" in aggregations:
+    for agg in (a for a in aggregations if a not in _MATRIX_METHODS):
+        # A budgeted schedule (bubble, reference, sort, knockout) spends its own number of comparisons.
         rankings = rm.rank_batch(
-            prompts, candidates, aggregation="bubble", instructions=instructions, seed=seed, input_format=input_format
+            prompts, candidates, aggregation=agg, instructions=instructions, seed=seed, input_format=input_format
         )
         selected = [int(np.argmin(r.ranks)) for r in rankings]
         comps = float(np.mean([r.comparisons for r in rankings]))
         full_comps = float(np.mean([len(c) * (len(c) - 1) for c in candidates]))
-        rows.append({"aggregation": "bubble", "budget": comps / full_comps if full_comps else 1.0, "comparisons": comps,
+        rows.append({"aggregation": agg, "budget": comps / full_comps if full_comps else 1.0, "comparisons": comps,
                      **_summary(selected, ranks, scores)})  # fmt: skip
     best = [int(np.argmin(r)) for r in ranks]
     rows.append({"aggregation": "oracle", "budget": math.nan, "comparisons": math.nan, **_summary(best, ranks, scores)})

@@ -218,3 +218,19 @@ def test_eval_main_preference_and_ranking(tiny_hf_dir, tmp_path, capsys):
     assert [r["aggregation"] for r in table] == ["random", "max_logits", "max_wins", "bubble", "oracle"]
     assert eval_main(["--model", str(tiny_hf_dir), "--data", str(tmp_path / "missing.jsonl")]) == 2
     assert "pairrm eval: error" in capsys.readouterr().err
+
+
+def test_selection_tradeoff_takes_every_ranking_method(tiny_rm):
+    from pairrm_hf.schedules import RANKING_METHODS
+
+    table = selection_tradeoff(tiny_rm, PROMPTS, CANDS, ref_scores=SCORES, aggregations=RANKING_METHODS, budgets=(1.0,))
+    rows = {r["aggregation"]: r for r in table}
+    assert set(RANKING_METHODS) <= set(rows)
+    for method in ("reference", "sort", "knockout"):
+        rankings = tiny_rm.rank_batch(PROMPTS, CANDS, aggregation=method)
+        # each schedule's row reports the comparisons it spent and the pick its ranking makes
+        assert rows[method]["comparisons"] == pytest.approx(np.mean([r.comparisons for r in rankings]))
+        selected = [int(np.argmin(r.ranks)) for r in rankings]
+        assert rows[method]["gpt_rank"] == pytest.approx(gpt_rank(selected, [ranks_from_scores(s) for s in SCORES]))
+    with pytest.raises(ValueError, match="aggregations must be among"):
+        selection_tradeoff(tiny_rm, PROMPTS, CANDS, ref_scores=SCORES, aggregations=("tournament",))
