@@ -236,21 +236,11 @@ class DualRankerCollator:
 # ------------------------------------------------------------------------------------------------- training
 def _resolve(model_or_path: Any, tokenizer: Any, ranker_type: str | None, lengths: PairLengths | None, config_kwargs):
     from .loading import detect_layout, load_pairrm, resolve_checkpoint
-    from .ranker import PairRM
+    from .training import given_model
 
-    if isinstance(model_or_path, PairRM):
-        return model_or_path.model, model_or_path.tokenizer, model_or_path.lengths
-    if isinstance(model_or_path, tuple) and len(model_or_path) == 2:
-        return model_or_path[0], model_or_path[1], None
-    if isinstance(model_or_path, EncoderRankerPreTrainedModel):
-        if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
-            raise ValueError("model_or_path is a ranker model: pass its tokenizer= too")
-        return model_or_path, tokenizer, None
-    if not isinstance(model_or_path, (str, os.PathLike)):
-        raise TypeError(
-            "model_or_path must be a folder/Hub id, a PairRM, a ranker model or a (model, tokenizer) tuple, "
-            f"got {type(model_or_path).__name__}"
-        )
+    given = given_model(model_or_path, tokenizer, EncoderRankerPreTrainedModel)
+    if given is not None:
+        return given
     folder = resolve_checkpoint(model_or_path)
     try:
         layout = detect_layout(folder)

@@ -170,25 +170,37 @@ class PairRMTrainer(Trainer):
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
 
-def _resolve_model(model_or_path: Any, tokenizer: Any):
-    """(model, tokenizer, lengths) from a path (PairRM checkpoint or backbone), a (model, tokenizer) pair or a PairRM.
+def given_model(model_or_path: Any, tokenizer: Any, model_class: type) -> tuple | None:
+    """``(model, tokenizer, lengths)`` when ``model_or_path`` is already loaded (a :class:`~pairrm_hf.PairRM`, a
+    ``(model, tokenizer)`` tuple, or a ``model_class`` instance with ``tokenizer=``); ``None`` for a folder/Hub id.
 
-    ``tokenizer`` is a tokenizer object for a bare ``DebertaV2PairRM``, or a tokenizer folder for a backbone path."""
+    Shared by :func:`train_pairrm` and :func:`~pairrm_hf.ranker_training.train_ranker`."""
     from .ranker import PairRM
 
     if isinstance(model_or_path, PairRM):
         return model_or_path.model, model_or_path.tokenizer, model_or_path.lengths
     if isinstance(model_or_path, tuple) and len(model_or_path) == 2:
         return model_or_path[0], model_or_path[1], None
-    if isinstance(model_or_path, DebertaV2PairRM):
+    name = model_class.__name__
+    if isinstance(model_or_path, model_class):
         if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
-            raise ValueError("model_or_path is a DebertaV2PairRM: pass its tokenizer= too")
+            raise ValueError(f"model_or_path is a {name}: pass its tokenizer= too")
         return model_or_path, tokenizer, None
     if not isinstance(model_or_path, (str, os.PathLike)):
         raise TypeError(
-            "model_or_path must be a folder/Hub id, a PairRM, a DebertaV2PairRM or a (model, tokenizer) tuple, "
+            f"model_or_path must be a folder/Hub id, a PairRM, a {name} or a (model, tokenizer) tuple, "
             f"got {type(model_or_path).__name__}"
         )
+    return None
+
+
+def _resolve_model(model_or_path: Any, tokenizer: Any):
+    """(model, tokenizer, lengths) from a path (PairRM checkpoint or backbone), a (model, tokenizer) pair or a PairRM.
+
+    ``tokenizer`` is a tokenizer object for a bare ``DebertaV2PairRM``, or a tokenizer folder for a backbone path."""
+    given = given_model(model_or_path, tokenizer, DebertaV2PairRM)
+    if given is not None:
+        return given
     folder = resolve_checkpoint(model_or_path)
     try:
         layout = detect_layout(folder)
