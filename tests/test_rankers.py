@@ -274,31 +274,38 @@ def _accuracy(rm: PairRM, rows: list[dict]) -> float:
 
 _FAST = dict(per_device_train_batch_size=8, lr_scheduler_type="constant", weight_decay=0.0, seed=0, use_cpu=True,
              save_strategy="no", disable_tqdm=True, logging_steps=1000)  # fmt: skip
-#: (ranker type, encoder family, training rows, steps, learning rate). PairRanker needs more steps than the others:
-#: from a random encoder its prefix tokens must first learn to gather their own segment. On tiny random BERT/RoBERTa
-#: encoders 300–400 steps reach only 0.87–0.88 here (ModernBERT passes), so those stay out until tuned; their rows
-#: and batch invariance are tested above.
+#: PairRanker on BERT/RoBERTa/XLM-R: from a random encoder the prefix tokens must first learn to gather their own
+#: segment through absolute position embeddings; a constant 5e-3 for 300–400 steps stalls at 0.81–0.96 depending on
+#: the seed, a warmed-up, linearly decaying 2e-3 over 1000 steps reaches 1.00 on 300 held-out pairs for seeds 0–3
+#: (ModernBERT's rotary positions make the rule easier; its constant schedule passes).
+_PAIR_SCHEDULE = dict(lr_scheduler_type="linear", warmup_steps=50)
+#: (ranker type, encoder family, training rows, steps, learning rate, TrainingArguments overriding _FAST)
 LEARNING = {
-    "summareranker-bert": ("summareranker", "bert", 800, 200, 3e-3),
-    "dual-bert": ("dual", "bert", 800, 150, 3e-3),
-    "pairranker-modernbert": ("pairranker", "modernbert", 2400, 400, 5e-3),
+    "summareranker-bert": ("summareranker", "bert", 800, 200, 3e-3, {}),
+    "dual-bert": ("dual", "bert", 800, 150, 3e-3, {}),
+    "pairranker-bert": ("pairranker", "bert", 2400, 1000, 2e-3, _PAIR_SCHEDULE),
+    "pairranker-roberta": ("pairranker", "roberta", 2400, 1000, 2e-3, _PAIR_SCHEDULE),
+    "pairranker-xlm-roberta": ("pairranker", "xlm-roberta", 2400, 1000, 2e-3, _PAIR_SCHEDULE),
+    "pairranker-modernbert": ("pairranker", "modernbert", 2400, 400, 5e-3, {}),
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(LEARNING))
 def test_each_ranker_type_and_backbone_learns_a_preference_rule(case, tmp_path):
-    kind, family, n_rows, steps, lr = LEARNING[case]
+    kind, family, n_rows, steps, lr, schedule = LEARNING[case]
     backbone = build_tiny_encoder(tmp_path / "backbone", family, seed=0)
     held_out = synthetic_preference_rows(100, seed=999)
     out = tmp_path / "trained"
     train_ranker(str(backbone), synthetic_preference_rows(n_rows, seed=0), ranker_type=kind, output_dir=out,
-                 lengths=PairLengths(32, 32), max_steps=steps, learning_rate=lr, **_FAST)  # fmt: skip
+                 lengths=PairLengths(32, 32), max_steps=steps, learning_rate=lr, **{**_FAST, **schedule})  # fmt: skip
     rm = _load(out)
     assert type(rm.model).__name__ == {"pairranker": "PairRanker", "summareranker": "SummaReranker",
                                        "dual": "DualReranker"}[kind]  # fmt: skip
     assert _accuracy(rm, held_out) >= 0.9
-    assert rm.rank("which one?", ["the sorry a", "the good a", "it is no"])[0].text == "the good a"
+    # answers of the task's form (two marked words, q = 0, 2, 1): a rule learned on pairs must pick q = 2. Answers
+    # with one marked word lie outside the training rows; tiny PairRankers may order them arbitrarily.
+    assert rm.rank("which one?", ["the sorry a no", "the good a yes", "it is no good"])[0].text == "the good a yes"
 
 
 @pytest.mark.slow
