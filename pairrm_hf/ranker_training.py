@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase, TrainingArguments
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from .data import METRIC_WEIGHTS, MixInstructExample, is_mixinstruct_row
 from .inputs import check_input_format, preference_texts
@@ -287,7 +287,7 @@ def train_ranker(
         input_format: how preference rows become texts (``"auto"`` or ``"conversation"``; :mod:`pairrm_hf.inputs`).
         **training_args: ``transformers.TrainingArguments`` fields; ``report_to`` defaults to ``"none"``.
     """
-    from .training import PairRMDataCollator, PairRMTrainer, _as_rows, pairwise_accuracy_metric
+    from .training import PairRMDataCollator, _as_rows, pairwise_accuracy_metric, run_trainer
 
     seed = int(training_args.get("seed", 42))
     check_input_format(input_format)
@@ -326,17 +326,7 @@ def train_ranker(
             collator = PointwiseRankerCollator(tok, lengths, n_tasks=int(model.config.n_tasks))
         else:
             collator = DualRankerCollator(tok, lengths)
-    training_args.setdefault("report_to", "none")
-    if eval_rows is None:
-        training_args.setdefault("eval_strategy", "no")
-    args = TrainingArguments(output_dir=os.fspath(output_dir), remove_unused_columns=False, **training_args)
-    model.train()
-    trainer = PairRMTrainer(
-        model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tok,
+    return run_trainer(
+        model, tok, train_rows, eval_rows, output_dir, save_final, training_args,
         data_collator=collator, lengths=lengths, compute_metrics=compute_metrics,
     )  # fmt: skip
-    trainer.train()
-    if save_final:
-        trainer.save_model(os.fspath(output_dir))
-    model.eval()
-    return trainer

@@ -291,14 +291,36 @@ def train_pairrm(
     lengths = lengths or loaded_lengths or PairLengths()
     train_rows = _as_rows(train_dataset, metrics, pairs_per_example, seed, "train_dataset")
     eval_rows = _as_rows(eval_dataset, metrics, pairs_per_example, seed, "eval_dataset")
+    return run_trainer(
+        model, tok, train_rows, eval_rows, output_dir, save_final, training_args,
+        lengths=lengths, input_format=input_format, compute_metrics=pairwise_accuracy_metric,
+    )  # fmt: skip
+
+
+def run_trainer(
+    model: Any,
+    tokenizer: Any,
+    train_rows: Any,
+    eval_rows: Any,
+    output_dir: str | os.PathLike,
+    save_final: bool,
+    training_args: dict[str, Any],
+    **trainer_kwargs: Any,
+) -> PairRMTrainer:
+    """Train ``model`` with :class:`PairRMTrainer` (``report_to="none"`` and no evaluation unless asked), save the
+    final model to ``output_dir`` when ``save_final``, and return the trainer in eval mode.
+
+    The one training loop of :func:`train_pairrm` and :func:`~pairrm_hf.ranker_training.train_ranker`;
+    ``trainer_kwargs`` go to :class:`PairRMTrainer` (``lengths``, ``data_collator``, ``compute_metrics``…).
+    """
     training_args.setdefault("report_to", "none")
     if eval_rows is None:
         training_args.setdefault("eval_strategy", "no")
     args = TrainingArguments(output_dir=os.fspath(output_dir), remove_unused_columns=False, **training_args)
     model.train()
     trainer = PairRMTrainer(
-        model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tok,
-        lengths=lengths, input_format=input_format, compute_metrics=pairwise_accuracy_metric,
+        model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer,
+        **trainer_kwargs,
     )  # fmt: skip
     trainer.train()
     if save_final:
