@@ -15,6 +15,7 @@ from torch import nn
 from transformers.modeling_outputs import ModelOutput
 
 from .modeling_encoder_ranker import EncoderRankerConfig, EncoderRankerPreTrainedModel
+from .modeling_pairrm import prefix_positions
 
 __all__ = ["PairRankerConfig", "PairRanker", "PairRankerOutput", "PAIR_LOSS_TYPES"]
 
@@ -77,17 +78,7 @@ class PairRanker(EncoderRankerPreTrainedModel):
 
     def _prefix_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
         """``[batch, 3]`` positions of the source/candidate1/candidate2 prefix tokens (exactly one of each per row)."""
-        prefix = torch.tensor(self.prefix_ids, device=input_ids.device)
-        hits = input_ids.unsqueeze(-1) == prefix  # [B, L, 3]
-        counts = hits.sum(dim=1)
-        bad = (counts != 1).any(dim=1)
-        if bool(bad.any()):
-            row = int(bad.nonzero()[0, 0])
-            raise ValueError(
-                f"input_ids row {row} must contain exactly one of each prefix token (ids {self.prefix_ids}); "
-                f"found counts {counts[row].tolist()}"
-            )
-        return hits.to(torch.int8).argmax(dim=1)
+        return prefix_positions(input_ids, self.prefix_ids)
 
     def forward(
         self,

@@ -11,7 +11,7 @@ pairwise logit is the difference, positive when candidate 1 is the better answer
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -35,6 +35,26 @@ PAIRRM_CONFIG_DEFAULTS = {
     "cand_prefix_id": 128004,
     "pairrm_attention": "fused",
 }
+
+
+def prefix_positions(input_ids: torch.Tensor, prefix_ids: Sequence[int]) -> torch.Tensor:
+    """Positions ``[batch, 3]`` of the three prefix tokens ``prefix_ids`` in ``input_ids`` (``[batch, seq]``).
+
+    Each row must hold exactly one of each, else ``ValueError`` naming the row and the counts found. Shared by
+    :class:`DebertaV2PairRM` and the PairRanker on other encoders.
+    """
+    prefix = torch.tensor(list(prefix_ids), device=input_ids.device)
+    hits = input_ids.unsqueeze(-1) == prefix  # [B, L, 3]
+    counts = hits.sum(dim=1)  # [B, 3]
+    bad = (counts != 1).any(dim=1)
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        names = ("source", "candidate1", "candidate2")
+        found = ", ".join(f"{n}={int(c)}" for n, c in zip(names, counts[row].tolist()))
+        raise ValueError(
+            f"input_ids row {row} must contain exactly one of each prefix token (ids {list(prefix_ids)}); found {found}"
+        )
+    return hits.to(torch.int8).argmax(dim=1)
 
 
 @dataclass
@@ -130,19 +150,7 @@ class DebertaV2PairRM(DebertaV2PreTrainedModel):
 
     def _prefix_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Positions ``[batch, 3]`` of the source/candidate1/candidate2 prefix tokens, one of each per row."""
-        prefix = torch.tensor(self.prefix_ids, device=input_ids.device)
-        hits = input_ids.unsqueeze(-1) == prefix  # [B, L, 3]
-        counts = hits.sum(dim=1)  # [B, 3]
-        bad = (counts != 1).any(dim=1)
-        if bool(bad.any()):
-            row = int(bad.nonzero()[0, 0])
-            names = ("source", "candidate1", "candidate2")
-            found = ", ".join(f"{n}={int(c)}" for n, c in zip(names, counts[row].tolist()))
-            raise ValueError(
-                f"input_ids row {row} must contain exactly one of each prefix token "
-                f"(ids {self.prefix_ids}); found {found}"
-            )
-        return hits.to(torch.int8).argmax(dim=1)
+        return prefix_positions(input_ids, self.prefix_ids)
 
     def forward(
         self,
