@@ -337,9 +337,10 @@ class PairRM:
         ``max_wins`` (same pairs, score = fraction of comparisons won), ``bubble`` (2(n−1) pairs, one seeded
         bubble pass; the winner ranks first, the others by how many comparisons they won), ``reference`` (2n pairs,
         score = :meth:`rank_with_ref` reward against the longest candidate) or ``sort`` (≤ 2·n·⌈log2 n⌉ pairs, merge
-        sort on symmetric logits; score = n − position) or ``knockout`` (2(n−4) + 12 pairs: single elimination down
-        to 4 finalists, then a round robin among them; score = n − position, the winner is exact when the model's
-        preferences are transitive). See ``benchmarks/RESULTS.md`` for their agreement with ``max_logits``.
+        sort on symmetric logits; score = n − position) or ``knockout`` (60 pairs for n = 16, 282 for n = 64: single
+        elimination down to n/8 finalists (at least 4), then a round robin among them and the closest losers of the
+        last round, :func:`~pairrm_hf.schedules.knockout_rank`; score = n − position, the winner is exact when the
+        model's preferences are transitive). See ``benchmarks/RESULTS.md`` for their agreement with ``max_logits``.
         """
         if aggregation not in RANKING_METHODS:
             raise ValueError(f"aggregation must be one of {RANKING_METHODS}, got {aggregation!r}")

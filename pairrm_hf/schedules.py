@@ -9,8 +9,9 @@ schedule      ordered pairs per input     what it returns
 bubble        2(n−1)                      the winner of one seeded pass (``PairRM._bubble``)
 reference     2n                          symmetric logit of each candidate against one reference
 sort          ≤ 2·n·⌈log2 n⌉              a full order from merge sort on symmetric logits
-knockout      2(n−r) + r(r−1), r ≤ f      single elimination down to ``f`` finalists (4), then a
-                                          round robin among them; the best of the round robin wins
+knockout      60 (n = 16), 282 (n = 64)   single elimination down to ``f`` finalists (4 for n = 16,
+                                          8 for n = 64), then a round robin among them and the
+                                          closest losers of the last round; its best wins
 ============  ==========================  ==========================================================
 
 ``benchmarks/bench_agreement.py`` measures how often each agrees with the full ``max_logits`` ranking of a random
@@ -29,7 +30,8 @@ from .engine import EncodedExample, PairwiseEngine
 
 __all__ = [
     "RANKING_METHODS", "SortResult", "merge_sort_rank", "max_sort_comparisons", "bubble_pass", "bubble_wins",
-    "knockout_rank", "knockout_comparisons",
+    "knockout_rank", "knockout_comparisons", "knockout_finalists",
+    "knockout_lucky_losers",
 ]  # fmt: skip
 
 
@@ -168,16 +170,38 @@ def merge_sort_rank(
     return [SortResult(r[0] if r else [], c, s) for r, c, s in zip(runs, counts, seen)]
 
 
-def knockout_comparisons(n: int, finalists: int = 4) -> int:
-    """Ordered pairs :func:`knockout_rank` scores for ``n`` candidates: ``2(n − r) + r(r − 1)``.
+def knockout_finalists(n: int) -> int:
+    """Default finalists of :func:`knockout_rank` for ``n`` candidates: ``n/8`` rounded to a power of two, at least 4
+    (16 → 4, 64 → 8, 128 → 16): the round robin grows with the field so that a strong candidate knocked out by one
+    upset still has a way back, while the cost stays a few percent of ``n(n−1)`` for large ``n``."""
+    return max(4, 2 ** round(math.log2(max(n, 1) / 8))) if n > 0 else 4
 
-    ``r`` is how many remain when the knockout first leaves at most ``finalists`` (halving, rounded up, from ``n``):
-    ``finalists`` itself when ``n`` is ``finalists`` times a power of two (16 → 36 pairs, 64 → 132 with 4).
+
+def knockout_lucky_losers(finalists: int) -> int:
+    """Default lucky losers of :func:`knockout_rank`: three quarters of ``finalists``, rounded up (4 → 3, 8 → 6)."""
+    return -(-3 * finalists // 4)
+
+
+def _knockout_plan(n: int, finalists: int | None, lucky_losers: int | None) -> tuple[int, int, int]:
+    """``(survivors r, lucky losers l, matches)`` of one input's knockout: ``n − r`` knockout matches, then a round
+    robin among the ``r + l`` finalists that replays none of the ``l`` matches the lucky losers lost."""
+    f = knockout_finalists(n) if finalists is None else finalists
+    lucky = knockout_lucky_losers(f) if lucky_losers is None else lucky_losers
+    r, last_round = n, 0
+    while r > f:
+        last_round, r = r // 2, (r + 1) // 2
+    lucky = min(lucky, last_round)
+    group = r + lucky
+    return r, lucky, (n - r) + group * (group - 1) // 2 - lucky
+
+
+def knockout_comparisons(n: int, finalists: int | None = None, lucky_losers: int | None = None) -> int:
+    """Ordered pairs :func:`knockout_rank` scores for ``n`` candidates (two per symmetric comparison).
+
+    With ``r`` left after the knockout (``finalists`` when ``n`` is ``finalists`` times a power of two) and ``l``
+    lucky losers: ``2·(n − r + (r+l)(r+l−1)/2 − l)``. Defaults: 16 → 60 (4 finalists + 3), 64 → 282 (8 + 6).
     """
-    r = n
-    while r > finalists:
-        r = (r + 1) // 2
-    return 2 * (n - r) + r * (r - 1)
+    return 2 * _knockout_plan(n, finalists, lucky_losers)[2]
 
 
 def _symmetric(engine: PairwiseEngine, examples, matches: list[tuple[int, int, int]]) -> list[float]:
@@ -190,52 +214,79 @@ def _symmetric(engine: PairwiseEngine, examples, matches: list[tuple[int, int, i
 
 
 def knockout_rank(
-    engine: PairwiseEngine, examples: Sequence[EncodedExample], sizes: Sequence[int], finalists: int = 4
+    engine: PairwiseEngine,
+    examples: Sequence[EncodedExample],
+    sizes: Sequence[int],
+    finalists: int | None = None,
+    lucky_losers: int | None = None,
 ) -> list[SortResult]:
-    """Single elimination on symmetric logits down to ``finalists`` candidates, then a round robin among them.
+    """Single elimination on symmetric logits down to ``finalists``, then a round robin with ``lucky_losers``.
 
     Each round pairs the survivors in order (1st vs 2nd, 3rd vs 4th…; an odd one out advances without playing);
     the winner of ``C[a,b] − C[b,a]`` advances (a tie lets the earlier one through). Once at most ``finalists``
-    remain, every pair of them is compared and they are ordered by their summed symmetric logits, so the winner
-    is the best finalist by the same measure ``max_logits`` uses. The others follow by the round they fell in
-    (later is better), then by the margin they lost by. ``n − r`` knockout matches and ``r(r−1)/2`` round-robin
-    matches for the ``r ≤ finalists`` left, two ordered pairs each (:func:`knockout_comparisons`); when the model's preferences are transitive
-    the winner is exactly the ``max_logits`` best. Every round of every input is one engine call.
+    remain, the ``lucky_losers`` who lost the last round by the smallest margins join them, and the group plays a
+    round robin (the lucky losers' lost matches are reused, not replayed). The group is ordered by summed symmetric
+    logits, the measure ``max_logits`` uses, so one upset in the knockout (a model that prefers B to A head to head
+    while A does better against the field) need not cost the best candidate the win. The others follow by the
+    round they fell in (later is better), then by the margin they lost by. Defaults grow with ``n``
+    (:func:`knockout_finalists`, :func:`knockout_lucky_losers`); :func:`knockout_comparisons` gives the cost.
+    When the model's preferences are transitive the winner is exactly the ``max_logits`` best. Every round of
+    every input is one engine call.
     """
-    if finalists < 1:
+    if finalists is not None and finalists < 1:
         raise ValueError(f"finalists must be >= 1, got {finalists!r}")
+    if lucky_losers is not None and lucky_losers < 0:
+        raise ValueError(f"lucky_losers must be >= 0, got {lucky_losers!r}")
+    plans = [_knockout_plan(n, finalists, lucky_losers) for n in sizes]
     alive = [list(range(n)) for n in sizes]
     # (round eliminated, margin lost by) per candidate: sorts the eliminated ones
     fell: list[dict[int, tuple[int, float]]] = [{} for _ in sizes]
     seen: list[dict[tuple[int, int], float]] = [{} for _ in sizes]
+    last_losers: list[list[tuple[float, int]]] = [[] for _ in sizes]
     round_no = 0
     while True:
         matches = [
-            (ex, a[k], a[k + 1]) for ex, a in enumerate(alive) if len(a) > finalists for k in range(0, len(a) - 1, 2)
+            (ex, a[k], a[k + 1]) for ex, a in enumerate(alive) if len(a) > plans[ex][0] for k in range(0, len(a) - 1, 2)
         ]
         if not matches:
             break
         round_no += 1
-        winners: list[list[int]] = [[] if len(a) > finalists else a for a in alive]
+        playing = {ex for ex, _, _ in matches}
+        winners: list[list[int]] = [[] if ex in playing else a for ex, a in enumerate(alive)]
+        for ex in playing:
+            last_losers[ex] = []
         for (ex, a, b), d in zip(matches, _symmetric(engine, examples, matches)):
             seen[ex][(a, b)] = d
             win, lose = (a, b) if d >= 0 else (b, a)
             winners[ex].append(win)
             fell[ex][lose] = (round_no, -abs(d))
-        for ex, a in enumerate(alive):
-            if len(a) > finalists and len(a) % 2:  # the odd one out advances; keep the input order
-                winners[ex].append(a[-1])
+            last_losers[ex].append((abs(d), lose))
+        for ex in playing:
+            if len(alive[ex]) % 2:  # the odd one out advances; keep the input order
+                winners[ex].append(alive[ex][-1])
                 winners[ex].sort()
         alive = winners
-    matches = [(ex, a[i], a[j]) for ex, a in enumerate(alive) for i in range(len(a)) for j in range(i + 1, len(a))]
-    totals: list[dict[int, float]] = [dict.fromkeys(a, 0.0) for a in alive]
+    for ex, (_, lucky, _) in enumerate(plans):
+        for _, loser in sorted(last_losers[ex])[:lucky]:  # narrowest losses first (ties: lower index)
+            alive[ex].append(loser)
+            del fell[ex][loser]
+    matches = [
+        (ex, a[i], a[j])
+        for ex, a in enumerate(alive)
+        for i in range(len(a))
+        for j in range(i + 1, len(a))
+        if (a[i], a[j]) not in seen[ex] and (a[j], a[i]) not in seen[ex]
+    ]
     for (ex, a, b), d in zip(matches, _symmetric(engine, examples, matches)):
         seen[ex][(a, b)] = d
-        totals[ex][a] += d
-        totals[ex][b] -= d
     results = []
     for ex in range(len(sizes)):
-        top = sorted(alive[ex], key=lambda c: (-totals[ex][c], c))
+        totals = dict.fromkeys(alive[ex], 0.0)
+        for (a, b), d in seen[ex].items():
+            if a in totals and b in totals:
+                totals[a] += d
+                totals[b] -= d
+        top = sorted(alive[ex], key=lambda c: (-totals[c], c))
         rest = sorted(fell[ex], key=lambda c: (-fell[ex][c][0], -fell[ex][c][1], c))
         results.append(SortResult(top + rest, 2 * len(seen[ex]), seen[ex]))
     return results

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pairrm_hf.schedules import RANKING_METHODS, knockout_comparisons, knockout_rank
+from pairrm_hf.schedules import (
+    RANKING_METHODS,
+    knockout_comparisons,
+    knockout_finalists,
+    knockout_lucky_losers,
+    knockout_rank,
+)  # fmt: skip
 
 
 class MatrixEngine:
@@ -36,6 +42,29 @@ def _transitive(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return c.astype(np.float32), s
 
 
+def _group_size(n: int) -> int:
+    """Finalists + lucky losers, counted by hand from the bracket (not from the module's plan)."""
+    f = knockout_finalists(n)
+    left, last_round = n, 0
+    while left > f:
+        last_round, left = left // 2, (left + 1) // 2
+    return left + min(knockout_lucky_losers(f), last_round)
+
+
+def test_default_budgets_hand_counted():
+    # n = 16: 12 knockout matches (16 → 8 → 4), 4 finalists + 3 lucky losers = 7 → 21 round-robin pairs, 3 of
+    # them already played (each lucky loser against its conqueror): 12 + 18 = 30 matches = 60 ordered pairs.
+    assert knockout_finalists(16) == 4 and knockout_lucky_losers(4) == 3
+    assert knockout_comparisons(16) == 60 <= 0.25 * 16 * 15
+    # n = 64: 56 knockout matches (→ 8), 8 + 6 = 14 → 91 − 6 = 85: 141 matches = 282 ordered pairs.
+    assert knockout_finalists(64) == 8 and knockout_lucky_losers(8) == 6
+    assert knockout_comparisons(64) == 282 <= 0.1 * 64 * 63
+    # the old plain knockout is still there: 4 finalists, no lucky loser
+    assert knockout_comparisons(16, finalists=4, lucky_losers=0) == 36
+    # a field no larger than the finalists is a full round robin
+    assert [knockout_comparisons(n) for n in (1, 2, 3, 4)] == [0, 2, 6, 12]
+
+
 @pytest.mark.parametrize("sizes", [[16], [64], [1, 2, 3, 5, 7, 16, 33]])
 def test_budget_and_exact_winner_on_transitive_preferences(sizes):
     mats = [_transitive(n, seed) for seed, n in enumerate(sizes)]
@@ -45,13 +74,32 @@ def test_budget_and_exact_winner_on_transitive_preferences(sizes):
         assert sorted(result.order) == list(range(n))
         assert result.order[0] == int(np.argmax(s))  # the true best, whatever the bracket
         assert result.comparisons == knockout_comparisons(n)
-        assert sum(1 for e, _, _ in engine.asked if e == ex) == result.comparisons
-        f = min(n, 4) if n != 33 else 3  # 33 → 17 → 9 → 5 → 3 left for the round robin
-        # the finalists are the top of the order, sorted by their true strength (the round robin is exact here)
-        assert list(result.order[:f]) == sorted(result.order[:f], key=lambda c: -s[c])
-    # one engine call per round for all inputs together: ⌈log2(64/4)⌉ = 4 knockout rounds + 1 round robin
-    assert engine.calls == 5 if max(sizes) == 64 else engine.calls <= 5
-    assert knockout_comparisons(16) == 36 <= 60 and knockout_comparisons(64) == 132 <= 0.1 * 64 * 63
+        asked = [(a, b) for e, a, b in engine.asked if e == ex]
+        assert len(asked) == result.comparisons == len(set(asked))  # no ordered pair is scored twice
+        g = _group_size(n)
+        # the round-robin group is the top of the order, sorted by true strength (the round robin is exact here)
+        assert list(result.order[:g]) == sorted(result.order[:g], key=lambda c: -s[c])
+    # one engine call per round for all inputs together: 64 → 32 → 16 → 8 is 3 knockout rounds + 1 round robin
+    assert engine.calls == 4 if max(sizes) == 64 else engine.calls <= 5
+
+
+def test_a_lucky_loser_can_win():
+    """An intransitive field: 0 is the best against the field but loses narrowly to 2 in the last knockout round
+    (16 → 8 → 4: 0 beats 1, 2 beats 3, then 2 beats 0); 2 loses to everyone else. ``max_logits`` ranks 0 first;
+    the plain knockout loses it, the lucky loser brings it back."""
+    n = 16
+    s = np.linspace(0, -3, n)  # a transitive base: lower index is better
+    c = ((s[:, None] - s[None, :]) / 2).astype(np.float32)
+    for j in range(n):
+        c[2, j], c[j, 2] = -0.5, 0.5  # 2 is weak against the field…
+    c[2, 3], c[3, 2] = 2.0, -2.0  # …except 3, whom it beats in round one
+    c[2, 0], c[0, 2] = 0.05, -0.05  # and 0, by a hair, in round two: the upset
+    np.fill_diagonal(c, 0)
+    assert int(np.argmax((c - c.T).sum(1))) == 0
+    plain = knockout_rank(MatrixEngine([c]), [None], [n], finalists=4, lucky_losers=0)[0]
+    lucky = knockout_rank(MatrixEngine([c]), [None], [n])[0]
+    assert 0 not in plain.order[:4] and plain.order[0] != 0
+    assert lucky.order[0] == 0
 
 
 def test_same_answer_every_time_and_symmetric_logits_recorded():
@@ -64,6 +112,8 @@ def test_same_answer_every_time_and_symmetric_logits_recorded():
         assert d == pytest.approx(float(c[a, b]) - float(c[b, a]), abs=1e-6)
     with pytest.raises(ValueError, match="finalists"):
         knockout_rank(MatrixEngine([c]), [None], [16], finalists=0)
+    with pytest.raises(ValueError, match="lucky_losers"):
+        knockout_rank(MatrixEngine([c]), [None], [16], lucky_losers=-1)
 
 
 def test_knockout_through_the_api_on_the_tiny_model(tiny_rm):
@@ -76,7 +126,7 @@ def test_knockout_through_the_api_on_the_tiny_model(tiny_rm):
     sym = matrix - matrix.T
     order = [int(i) for i in np.argsort(ranking.ranks)]
     # the winner beats every other finalist in the round robin sum, by the model's own symmetric logits
-    finalists = order[:4]
+    finalists = order[: _group_size(len(cands))]
     totals = {a: sum(sym[a, b] for b in finalists if b != a) for a in finalists}
     assert order[0] == max(finalists, key=lambda a: (totals[a], -a))
     (again,) = tiny_rm.rank_batch(["Which one?"], [cands], aggregation="knockout")
