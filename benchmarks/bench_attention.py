@@ -3,6 +3,7 @@
 Run from the repository root::
 
     python -m benchmarks.bench_attention --threads 1 --repeats 3 --json attention.json
+    python -m benchmarks.bench_attention --hidden 768 --shapes 8x48 8x80 8x128 --repeats 7   # chosen cases
 
 For each (hidden, heads) and (batch, length) it builds one random encoder layer with PairRM's attention settings,
 pads the first row to half its length, alternates ``eager`` and ``fused`` ``--repeats`` times in one process and
@@ -23,8 +24,8 @@ from pairrm_hf.attention import set_attention_implementation
 
 #: (hidden, heads, [(batch, length)…]): the tiny shape (head size 8) and the base shape (head size 64).
 CASES = [
-    (32, 4, [(16, 64), (16, 256), (4, 1024), (2, 2048)]),
-    (768, 12, [(16, 64), (16, 256), (4, 1024), (1, 2048)]),
+    (32, 4, [(8, 80), (16, 64), (16, 256), (4, 1024), (2, 2048)]),
+    (768, 12, [(8, 80), (16, 64), (16, 256), (4, 1024), (1, 2048)]),
 ]
 
 
@@ -44,11 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", default=None)
+    p.add_argument("--hidden", type=int, nargs="+", default=None, help="only these hidden sizes of the table")
+    p.add_argument("--shapes", nargs="+", default=None, help="BATCHxLENGTH cases instead of the table's, e.g. 8x80")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
     for hidden, heads, shapes in CASES:
+        if args.hidden and hidden not in args.hidden:
+            continue
+        if args.shapes:
+            shapes = [tuple(int(v) for v in case.lower().split("x")) for case in args.shapes]
         encoder = encoder_layer(hidden, heads)
         for batch, length in shapes:
             x = torch.randn(batch, length, hidden)

@@ -279,7 +279,14 @@ def main(argv: list[str] | None = None) -> int:
         for workload in args.workloads:
             for op in args.ops:
                 for n in args.n if op != "compare" else [2]:
-                    rows += bench_config(model, tokenizer, args, shape, workload, n, op, device, gemm)
+                    # Re-probe the matmul rate next to each configuration (the best of the run so far): on a shared
+                    # or throttling machine a single probe at the start says little about the minutes that follow.
+                    gemm = {k: max(v, gemm_rate(torch.float32 if k == "fp32" else torch.bfloat16, device))
+                            if v == v else v for k, v in gemm.items()}  # fmt: skip
+                    config_rows = bench_config(model, tokenizer, args, shape, workload, n, op, device, gemm)
+                    for r in config_rows:
+                        r["gemm_gflops"] = {k: v / 1e9 for k, v in gemm.items()}
+                    rows += config_rows
                     print_table(rows[-len(args.variants) :])
                     sys.stdout.flush()
     print()

@@ -16,7 +16,9 @@ passes:
 The numbers match the eager module to float rounding (~1e-6); tests hold the two paths to 1e-5. The fused path
 runs only in eval mode with gradients off (``torch.no_grad``/``inference_mode``, as every pairrm-hf engine call),
 without ``output_attentions`` and outside ``torch.compile`` tracing; training, attention maps and compiled graphs
-take transformers' eager code, so gradients and outputs there are exactly upstream's.
+take transformers' eager code, so gradients and outputs there are exactly upstream's. On CPU, short rows with
+large heads also take the eager code, where it measured as fast or faster
+(:attr:`PairRMSelfAttention.cpu_eager_below_length`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ class PairRMSelfAttention(DisentangledSelfAttention):
     #: a 2-core EPYC (512 KB L2 per core, shared L3). ``None``: one tile per call, as on GPU.
     tile_elements: int | None = 1 << 19
 
+    #: On CPU, rows shorter than this take the eager path when the head size is 32 or more: there the ``[L, L]``
+    #: passes the fused path saves are small, and one DeBERTa-v3-base layer measured 0.84–1.08× eager's time for
+    #: 32–96-token rows (``benchmarks/bench_attention.py``), so eager is kept where fused is not reliably faster.
+    #: From 128 tokens on, and at every length for small heads, fused was faster (0.31–0.92×). ``0`` disables it.
+    cpu_eager_below_length: int = 128
+
     def __init__(self, config, implementation: str = "fused"):
         super().__init__(config)
         self.implementation = _checked(implementation)
@@ -64,14 +72,7 @@ class PairRMSelfAttention(DisentangledSelfAttention):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Same contract as ``DisentangledSelfAttention.forward``: ``hidden_states`` ``[B, L, hidden]`` and an
         attention mask ``[B, 1, L, L]`` (or ``[B, L, L]``) → ``(context [B, L, hidden], attention maps or None)``."""
-        if (
-            self.training
-            or torch.is_grad_enabled()
-            or output_attentions
-            or self.implementation != "fused"
-            or (query_states is not None and query_states.shape != hidden_states.shape)
-            or torch.compiler.is_compiling()  # the eager graph compiles whole; the tile loop would be unrolled
-        ):
+        if not self.runs_fused(hidden_states, output_attentions, query_states):
             return super().forward(
                 hidden_states, attention_mask, output_attentions, query_states, relative_pos, rel_embeddings
             )
@@ -116,15 +117,40 @@ class PairRMSelfAttention(DisentangledSelfAttention):
                 context[r0:r1, :, start:stop] = torch.matmul(probs, value[r0:r1])
         return context.transpose(1, 2).reshape(b, lq, h * d), None
 
+    def runs_fused(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, query_states: torch.Tensor | None = None
+    ) -> bool:
+        """Whether a call with these inputs (``hidden_states`` ``[B, L, hidden]``) takes the fused path: eval mode
+        with gradients off, no attention maps, not inside ``torch.compile`` tracing (the eager graph compiles
+        whole; the tile loop would be unrolled), and not a short row on CPU (:attr:`cpu_eager_below_length`)."""
+        return not (
+            self.training
+            or torch.is_grad_enabled()
+            or output_attentions
+            or self.implementation != "fused"
+            or (query_states is not None and query_states.shape != hidden_states.shape)
+            or torch.compiler.is_compiling()
+            or (
+                hidden_states.device.type == "cpu"
+                and self.attention_head_size >= 32
+                and hidden_states.size(1) < self.cpu_eager_below_length
+            )
+        )
+
     def _tile_shape(self, b: int, h: int, lq: int, lk: int, device: torch.device) -> tuple[int, int]:
         """(rows, query block) of one score tile ``[rows, H, block, Lk]``.
 
-        On CPU a tile is one row and as many queries as fit in ``tile_elements``, so the passes over the scores
-        (position terms, mask, softmax, product with V) stay in cache instead of streaming ``[B·H, L, L]``
-        tensors through memory. Elsewhere (GPU) one tile is the whole batch: fewer, larger kernels.
+        On CPU a tile holds as many queries as fit in ``tile_elements``, so the passes over the scores (position
+        terms, mask, softmax, product with V) stay in cache instead of streaming ``[B·H, L, L]`` tensors through
+        memory: part of one row for long rows, several whole rows for short ones (one row of 70 tokens is too
+        little work per product to keep both cores busy; measured 0.9× eager that way). Elsewhere (GPU) one tile
+        is the whole batch: fewer, larger kernels.
         """
         if device.type != "cpu" or self.tile_elements is None:
             return b, lq
+        per_row = h * lq * lk
+        if per_row <= self.tile_elements:
+            return max(1, min(b, self.tile_elements // per_row)), lq
         return 1, max(8, min(lq, self.tile_elements // max(h * lk, 1)))
 
     def _position_tables(self, query, key, relative_pos, rel_embeddings, scale):

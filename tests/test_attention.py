@@ -47,7 +47,7 @@ def _ragged_batch(lengths: list[int], vocab: int = 60, seed: int = 0) -> tuple[t
     return ids * mask, mask
 
 
-@pytest.mark.parametrize("tiles", ["small", "whole batch"])
+@pytest.mark.parametrize("tiles", ["small", "two rows", "whole batch"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_fused_backbone_matches_eager_on_real_tokens(variant, tiles):
     torch.manual_seed(0)
@@ -55,9 +55,11 @@ def test_fused_backbone_matches_eager_on_real_tokens(variant, tiles):
     fused = copy.deepcopy(eager)
     assert set_attention_implementation(fused, "fused") == 2
     for layer in fused.encoder.layer:
-        # "small": several query blocks per row with a ragged last one (the CPU path); "whole batch": one tile
-        # for all rows and queries (the GPU path).
-        layer.attention.self.tile_elements = 4 * 4 * 97 if tiles == "small" else None
+        # "small": several query blocks per row with a ragged last one (the CPU path for long rows); "two rows":
+        # whole rows, two per tile, the last tile ragged (CPU, short rows); "whole batch": one tile for all rows
+        # and queries (the GPU path).
+        sizes = {"small": 4 * 4 * 97, "two rows": 2 * 4 * 97 * 97, "whole batch": None}
+        layer.attention.self.tile_elements = sizes[tiles]
     ids, mask = _ragged_batch([97, 61, 12])
     with torch.inference_mode():
         want = eager(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -65,6 +67,35 @@ def test_fused_backbone_matches_eager_on_real_tokens(variant, tiles):
     real = mask.bool()
     assert torch.allclose(got[real], want[real], atol=1e-5, rtol=1e-5)
     assert torch.isfinite(got).all()  # padded query rows stay finite, so they never poison later layers
+
+
+def test_short_rows_with_large_heads_take_the_eager_path_on_cpu():
+    """The measured per-shape choice: head size 64 on CPU runs eager below ``cpu_eager_below_length`` tokens and
+    fused from there on; small heads run fused at every length. Both choices give eager's numbers."""
+    torch.manual_seed(0)
+    eager = DebertaV2Model(_config(hidden_size=128, num_attention_heads=2, intermediate_size=128)).eval()
+    fused = copy.deepcopy(eager)
+    set_attention_implementation(fused, "fused")
+    module = fused.encoder.layer[0].attention.self
+    assert module.attention_head_size == 64 and module.cpu_eager_below_length == 128
+    with torch.inference_mode():
+        assert not module.runs_fused(torch.zeros(2, 127, 128))
+        assert module.runs_fused(torch.zeros(2, 128, 128))
+        small_heads = DebertaV2Model(_config(hidden_size=128, num_attention_heads=8, intermediate_size=128)).eval()
+        set_attention_implementation(small_heads, "fused")
+        assert small_heads.encoder.layer[0].attention.self.runs_fused(torch.zeros(2, 12, 128))  # head size 16
+        module.cpu_eager_below_length = 0
+        assert module.runs_fused(torch.zeros(2, 12, 128))
+        module.cpu_eager_below_length = 128
+    assert not module.runs_fused(torch.zeros(2, 300, 128))  # gradients on: always eager
+    for lengths in ([97, 61, 12], [150, 131, 40]):
+        ids, mask = _ragged_batch(lengths)
+        with torch.inference_mode():
+            want = eager(input_ids=ids, attention_mask=mask).last_hidden_state
+            got = fused(input_ids=ids, attention_mask=mask).last_hidden_state
+        real = mask.bool()
+        # head size 64: longer dot products than the tiny heads above, so rounding reaches ~2e-5 on outputs of ~4
+        assert torch.allclose(got[real], want[real], atol=1e-4, rtol=1e-5)
 
 
 def test_swap_keeps_parameters_and_state_dict():
