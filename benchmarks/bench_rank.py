@@ -281,8 +281,9 @@ def main(argv: list[str] | None = None) -> int:
                 for n in args.n if op != "compare" else [2]:
                     # Re-probe the matmul rate next to each configuration (the best of the run so far): on a shared
                     # or throttling machine a single probe at the start says little about the minutes that follow.
-                    gemm = {k: max(v, gemm_rate(torch.float32 if k == "fp32" else torch.bfloat16, device))
-                            if v == v else v for k, v in gemm.items()}  # fmt: skip
+                    gemm["fp32"] = max(gemm["fp32"], gemm_rate(torch.float32, device))
+                    if half:
+                        gemm["bf16"] = max(gemm["bf16"], gemm_rate(torch.bfloat16, device))
                     config_rows = bench_config(model, tokenizer, args, shape, workload, n, op, device, gemm)
                     for r in config_rows:
                         r["gemm_gflops"] = {k: v / 1e9 for k, v in gemm.items()}

@@ -235,18 +235,14 @@ class DualRankerCollator:
 
 # ------------------------------------------------------------------------------------------------- training
 def _resolve(model_or_path: Any, tokenizer: Any, ranker_type: str | None, lengths: PairLengths | None, config_kwargs):
-    from .loading import detect_layout, load_pairrm, resolve_checkpoint
-    from .training import given_model
+    from .loading import load_pairrm, resolve_checkpoint
+    from .training import checkpoint_layout, given_model
 
     given = given_model(model_or_path, tokenizer, EncoderRankerPreTrainedModel)
     if given is not None:
         return given
     folder = resolve_checkpoint(model_or_path)
-    try:
-        layout = detect_layout(folder)
-    except ValueError:
-        layout = None
-    if layout == "ranker":
+    if checkpoint_layout(folder) == "ranker":
         loaded = load_pairrm(folder)
         return loaded.model, loaded.tokenizer, loaded.lengths
     if ranker_type is None:

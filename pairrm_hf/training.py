@@ -194,6 +194,16 @@ def given_model(model_or_path: Any, tokenizer: Any, model_class: type) -> tuple 
     return None
 
 
+def checkpoint_layout(folder: str | os.PathLike) -> str | None:
+    """:func:`~pairrm_hf.loading.detect_layout` of ``folder``, or ``None`` when it is no PairRM or ranker checkpoint
+    (a backbone to start training from). Shared by :func:`train_pairrm` and
+    :func:`~pairrm_hf.ranker_training.train_ranker`."""
+    try:
+        return detect_layout(os.fspath(folder))
+    except ValueError:
+        return None
+
+
 def _resolve_model(model_or_path: Any, tokenizer: Any):
     """(model, tokenizer, lengths) from a path (PairRM checkpoint or backbone), a (model, tokenizer) pair or a PairRM.
 
@@ -202,10 +212,7 @@ def _resolve_model(model_or_path: Any, tokenizer: Any):
     if given is not None:
         return given
     folder = resolve_checkpoint(model_or_path)
-    try:
-        layout = detect_layout(folder)
-    except ValueError:
-        layout = None
+    layout = checkpoint_layout(folder)
     with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
         config = json.load(f)
     if layout == "legacy" or (layout == "hf" and "source_prefix_id" in config):
@@ -227,12 +234,7 @@ def _is_encoder_ranker(model_or_path: Any) -> bool:
         model = model[0]
     if isinstance(model, EncoderRankerPreTrainedModel):
         return True
-    if isinstance(model, (str, os.PathLike)) and os.path.isdir(model):
-        try:
-            return detect_layout(os.fspath(model)) == "ranker"
-        except ValueError:
-            return False
-    return False
+    return isinstance(model, (str, os.PathLike)) and os.path.isdir(model) and checkpoint_layout(model) == "ranker"
 
 
 def _as_rows(dataset: Any, metrics: Sequence[str] | None, pairs_per_example: int, seed: int, name: str):
