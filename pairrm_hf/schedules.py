@@ -185,6 +185,10 @@ def knockout_lucky_losers(finalists: int) -> int:
 def _knockout_plan(n: int, finalists: int | None, lucky_losers: int | None) -> tuple[int, int, int]:
     """``(survivors r, lucky losers l, matches)`` of one input's knockout: ``n − r`` knockout matches, then a round
     robin among the ``r + l`` finalists that replays none of the ``l`` matches the lucky losers lost."""
+    if finalists is not None and (not isinstance(finalists, int) or finalists < 1):
+        raise ValueError(f"finalists must be an int >= 1, got {finalists!r}")
+    if lucky_losers is not None and (not isinstance(lucky_losers, int) or lucky_losers < 0):
+        raise ValueError(f"lucky_losers must be an int >= 0, got {lucky_losers!r}")
     f = knockout_finalists(n) if finalists is None else finalists
     lucky = knockout_lucky_losers(f) if lucky_losers is None else lucky_losers
     r, last_round = n, 0
@@ -233,10 +237,6 @@ def knockout_rank(
     When the model's preferences are transitive the winner is exactly the ``max_logits`` best. Every round of
     every input is one engine call.
     """
-    if finalists is not None and finalists < 1:
-        raise ValueError(f"finalists must be >= 1, got {finalists!r}")
-    if lucky_losers is not None and lucky_losers < 0:
-        raise ValueError(f"lucky_losers must be >= 0, got {lucky_losers!r}")
     plans = [_knockout_plan(n, finalists, lucky_losers) for n in sizes]
     alive = [list(range(n)) for n in sizes]
     # (round eliminated, margin lost by) per candidate: sorts the eliminated ones

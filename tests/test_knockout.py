@@ -114,6 +114,10 @@ def test_same_answer_every_time_and_symmetric_logits_recorded():
         knockout_rank(MatrixEngine([c]), [None], [16], finalists=0)
     with pytest.raises(ValueError, match="lucky_losers"):
         knockout_rank(MatrixEngine([c]), [None], [16], lucky_losers=-1)
+    with pytest.raises(ValueError, match="finalists"):  # the cost formula checks too (0 would never stop halving)
+        knockout_comparisons(16, finalists=0)
+    with pytest.raises(ValueError, match="lucky_losers"):
+        knockout_comparisons(16, lucky_losers=1.5)
 
 
 def test_knockout_through_the_api_on_the_tiny_model(tiny_rm):
