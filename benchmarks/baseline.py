@@ -2,8 +2,8 @@
 
 Upstream ``Blender.rank`` loads ``batch_size`` inputs at a time and, for every ordered candidate pair ``(i, j)``,
 runs one forward pass over that batch of inputs, padded to the longest row of the batch, with no sorting.
-This module reproduces exactly that schedule on the rows our :class:`~pairrm_hf.tokenization_pairrm.PairEncoder`
-builds (same rows, same model), so the only difference to :class:`~pairrm_hf.engine.PairwiseEngine` is the
+This module reproduces exactly that schedule on the rows our :class:`~pairrm_hf.tokenization.tokenization_pairrm.PairEncoder`
+builds (same rows, same model), so the only difference to :class:`~pairrm_hf.ranking.engine.PairwiseEngine` is the
 schedule. Upstream's batch-dependent truncation is not reproduced (rows are identical on both sides). It runs
 transformers' eager attention, as upstream did.
 """
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from pairrm_hf.engine import EncodedExample
+from pairrm_hf.ranking.engine import EncodedExample
 
 
 def baseline_pair_logits(

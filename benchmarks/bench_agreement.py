@@ -22,7 +22,7 @@ import torch
 
 from benchmarks.workloads import SHAPES, WORKLOADS, build_model, build_tokenizer, make_inputs
 from pairrm_hf import PairRM
-from pairrm_hf.evaluation import kendall_tau
+from pairrm_hf.evaluation.metrics import kendall_tau
 
 SCHEDULES = ("bubble", "reference", "sort")
 
@@ -36,11 +36,15 @@ def agreement(rm: PairRM, prompts, cands) -> dict[str, dict[str, float]]:
         top1 = [bool(f.ranks[int(np.argmin(g.ranks))] == 1) for f, g in zip(full, got)]
         taus = [kendall_tau(f.scores, g.scores) for f, g in zip(full, got)]
         out[name] = {
-            "top1_agreement": float(np.mean(top1)), "kendall_tau": float(np.nanmean(taus)),
+            "top1_agreement": float(np.mean(top1)),
+            "kendall_tau": float(np.nanmean(taus)),
             "pairs_per_input": float(np.mean([g.comparisons for g in got])),
-        }  # fmt: skip
-    out["max_logits"] = {"top1_agreement": 1.0, "kendall_tau": 1.0,
-                         "pairs_per_input": float(np.mean([f.comparisons for f in full]))}  # fmt: skip
+        }
+    out["max_logits"] = {
+        "top1_agreement": 1.0,
+        "kendall_tau": 1.0,
+        "pairs_per_input": float(np.mean([f.comparisons for f in full])),
+    }
     return out
 
 
@@ -59,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     models = (
         [(args.model, PairRM.from_pretrained(args.model))]
         if args.model
-        else [(s, PairRM(build_model(s, tokenizer), tokenizer, device="cpu" if not torch.cuda.is_available() else None))
-              for s in args.shapes]
-    )  # fmt: skip
+        else [
+            (s, PairRM(build_model(s, tokenizer), tokenizer, device="cpu" if not torch.cuda.is_available() else None))
+            for s in args.shapes
+        ]
+    )
     rows = []
     for name, rm in models:
         for workload in args.workloads:
@@ -70,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
                 prompts, cands = make_inputs(tokenizer, workload, args.inputs, n, seed=args.seed)
                 for schedule, m in agreement(rm, prompts, cands).items():
                     rows.append({"model": name, "workload": workload, "n": n, "schedule": schedule, **m})
-                    print(f"{name:8} {workload:6} n={n:<3} {schedule:10} top1={m['top1_agreement']:.2f} "
-                          f"tau={m['kendall_tau']:.3f} pairs/input={m['pairs_per_input']:.1f}", flush=True)  # fmt: skip
+                    print(
+                        f"{name:8} {workload:6} n={n:<3} {schedule:10} top1={m['top1_agreement']:.2f} "
+                        f"tau={m['kendall_tau']:.3f} pairs/input={m['pairs_per_input']:.1f}",
+                        flush=True,
+                    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

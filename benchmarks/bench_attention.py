@@ -20,7 +20,7 @@ import torch
 from transformers import DebertaV2Config
 from transformers.models.deberta_v2.modeling_deberta_v2 import DebertaV2Encoder
 
-from pairrm_hf.attention import set_attention_implementation
+from pairrm_hf.models.attention import set_attention_implementation
 
 #: (hidden, heads, [(batch, length)…]): the tiny shape (head size 8) and the base shape (head size 64).
 CASES = [
@@ -32,10 +32,17 @@ CASES = [
 def encoder_layer(hidden: int, heads: int) -> DebertaV2Encoder:
     """One random encoder layer with PairRM's relative-attention configuration."""
     cfg = DebertaV2Config(
-        hidden_size=hidden, num_hidden_layers=1, num_attention_heads=heads, intermediate_size=4 * hidden,
-        relative_attention=True, position_buckets=256 if hidden > 32 else 64, norm_rel_ebd="layer_norm",
-        share_att_key=True, pos_att_type=["p2c", "c2p"], max_relative_positions=-1,
-    )  # fmt: skip
+        hidden_size=hidden,
+        num_hidden_layers=1,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        relative_attention=True,
+        position_buckets=256 if hidden > 32 else 64,
+        norm_rel_ebd="layer_norm",
+        share_att_key=True,
+        pos_att_type=["p2c", "c2p"],
+        max_relative_positions=-1,
+    )
     return DebertaV2Encoder(cfg).eval()
 
 
@@ -68,12 +75,21 @@ def main(argv: list[str] | None = None) -> int:
                     start = time.perf_counter()
                     encoder(x, mask)
                     times[impl].append(time.perf_counter() - start)
-            row = {"hidden": hidden, "heads": heads, "batch": batch, "length": length,
-                   "eager_ms": 1000 * min(times["eager"]), "fused_ms": 1000 * min(times["fused"])}  # fmt: skip
+            row = {
+                "hidden": hidden,
+                "heads": heads,
+                "batch": batch,
+                "length": length,
+                "eager_ms": 1000 * min(times["eager"]),
+                "fused_ms": 1000 * min(times["fused"]),
+            }
             row["fused_over_eager"] = row["fused_ms"] / row["eager_ms"]
             rows.append(row)
-            print(f"hidden {hidden:4} heads {heads:2} batch {batch:2} L {length:4}: eager {row['eager_ms']:9.1f} ms "
-                  f"fused {row['fused_ms']:9.1f} ms  fused/eager {row['fused_over_eager']:.2f}", flush=True)  # fmt: skip
+            print(
+                f"hidden {hidden:4} heads {heads:2} batch {batch:2} L {length:4}: eager {row['eager_ms']:9.1f} ms "
+                f"fused {row['fused_ms']:9.1f} ms  fused/eager {row['fused_over_eager']:.2f}",
+                flush=True,
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"threads": torch.get_num_threads(), "rows": rows}, f, indent=1)

@@ -2,7 +2,7 @@
 
 It trains a tiny PairRM (``train_pairrm`` from a random tiny checkpoint, linear schedule with warm-up, the recipe
 of the ranker learning tests) on a noisy synthetic preference rule, then ranks ``n`` candidates per prompt with
-every ranking method of :data:`pairrm_hf.schedules.RANKING_METHODS` and reports, against that model's own full
+every ranking method of :data:`pairrm_hf.ranking.schedules.RANKING_METHODS` and reports, against that model's own full
 ``max_logits`` ranking: top-1 agreement (the schedule's best is a rank-1 candidate of the full ranking), mean
 Kendall tau-b of the scores and the ordered pairs scored per input. ``--int8`` also reports the decision flips of
 ``quantize="int8"`` on the same data. Run from the repository root (about 10 minutes on 2 CPU threads)::
@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from pairrm_hf import PairRM
-from pairrm_hf.evaluation import kendall_tau
-from pairrm_hf.schedules import RANKING_METHODS
+from pairrm_hf.evaluation.metrics import kendall_tau
+from pairrm_hf.ranking.schedules import RANKING_METHODS
 from pairrm_hf.testing import build_tiny_pairrm
 from pairrm_hf.training import train_pairrm
 
@@ -91,10 +91,21 @@ def train(folder: Path, steps: int, seed: int) -> Path:
     # A warmed-up linear 2e-3 schedule: a constant 5e-3 over 150 steps left a model that followed the rule at 0.81
     # and was strongly intransitive; 3000 steps of this one reach about 0.97 (see benchmarks/RESULTS.md).
     train_pairrm(
-        str(start), preference_rows(16 * steps, seed=seed), output_dir=out, max_steps=steps, learning_rate=2e-3,
-        per_device_train_batch_size=16, lr_scheduler_type="linear", warmup_steps=50, weight_decay=0.0, seed=seed,
-        use_cpu=True, save_strategy="no", disable_tqdm=True, logging_steps=10**6,
-    )  # fmt: skip
+        str(start),
+        preference_rows(16 * steps, seed=seed),
+        output_dir=out,
+        max_steps=steps,
+        learning_rate=2e-3,
+        per_device_train_batch_size=16,
+        lr_scheduler_type="linear",
+        warmup_steps=50,
+        weight_decay=0.0,
+        seed=seed,
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=10**6,
+    )
     return out
 
 
@@ -116,10 +127,12 @@ def measure(rm: PairRM, prompts, cands, quality) -> dict[str, dict[str, float]]:
         top1 = [bool(f.ranks[int(np.argmin(g.ranks))] == 1) for f, g in zip(full, got)]
         taus = [kendall_tau(f.scores, g.scores) for f, g in zip(full, got)]
         out[name] = {
-            "top1_agreement": float(np.mean(top1)), "kendall_tau": float(np.nanmean(taus)),
-            "pairs_per_input": float(np.mean([g.comparisons for g in got])), "seconds": took,
+            "top1_agreement": float(np.mean(top1)),
+            "kendall_tau": float(np.nanmean(taus)),
+            "pairs_per_input": float(np.mean([g.comparisons for g in got])),
+            "seconds": took,
             "model_vs_rule_tau": rule_tau,
-        }  # fmt: skip
+        }
     return out
 
 
@@ -154,23 +167,37 @@ def main(argv: list[str] | None = None) -> int:
         prompts, cands, quality = ranking_inputs(count, n, seed=args.seed + n)
         for name, m in measure(rm, prompts, cands, quality).items():
             rows.append({"n": n, "inputs": count, "method": name, **m})
-            print(f"{n:>3} {count:>6} {name:10} {m['top1_agreement']:5.2f} {m['kendall_tau']:6.3f} "
-                  f"{m['pairs_per_input']:11.1f} {100 * m['pairs_per_input'] / (n * (n - 1)):11.1f} "
-                  f"{m['seconds']:6.1f}", flush=True)  # fmt: skip
+            print(
+                f"{n:>3} {count:>6} {name:10} {m['top1_agreement']:5.2f} {m['kendall_tau']:6.3f} "
+                f"{m['pairs_per_input']:11.1f} {100 * m['pairs_per_input'] / (n * (n - 1)):11.1f} "
+                f"{m['seconds']:6.1f}",
+                flush=True,
+            )
         print(f"    model's full ranking vs the rule: Kendall tau {rows[-1]['model_vs_rule_tau']:.3f}")
         if args.int8:
             report = rm_int8.check_precision(prompts, cands)
             decisions = count * n * (n - 1) // 2
             int8_rows.append({"n": n, "inputs": count, "decisions": decisions, **dataclasses.asdict(report)})
-            print(f"    int8 vs fp32 on these inputs: max |Δ logit| {report.max_abs_logit_diff:.3g}, "
-                  f"{report.symmetric_flips} of {decisions} symmetric decisions flipped "
-                  f"({100 * report.symmetric_flips / decisions:.2f}%), top-1 changed on {report.top1_changes} "
-                  f"of {count} inputs", flush=True)  # fmt: skip
+            print(
+                f"    int8 vs fp32 on these inputs: max |Δ logit| {report.max_abs_logit_diff:.3g}, "
+                f"{report.symmetric_flips} of {decisions} symmetric decisions flipped "
+                f"({100 * report.symmetric_flips / decisions:.2f}%), top-1 changed on {report.top1_changes} "
+                f"of {count} inputs",
+                flush=True,
+            )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "train_seconds": train_s, "heldout_accuracy": accuracy, "rows": rows,
-                       "int8": int8_rows}, f,
-                      indent=1)  # fmt: skip
+            json.dump(
+                {
+                    "args": vars(args),
+                    "train_seconds": train_s,
+                    "heldout_accuracy": accuracy,
+                    "rows": rows,
+                    "int8": int8_rows,
+                },
+                f,
+                indent=1,
+            )
     return 0
 
 

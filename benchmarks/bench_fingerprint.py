@@ -3,7 +3,7 @@
 Writes a synthetic JSONL input of ``--size-mb`` MB (rows like the CLI's: a prompt and four candidates), then
 times, on a warm page cache (the job reads the input just before fingerprinting it):
 
-* ``blake2b``: :func:`pairrm_hf.cli.io.content_fingerprint` (what the job's identity uses),
+* ``blake2b``: :func:`pairrm_hf.jobs.io.content_fingerprint` (what the job's identity uses),
 * ``sampled``: size + 3 × 1 MiB samples (what the model's identity uses; misses edits between samples),
 * ``json parse``: ``json.loads`` of every line of the first ``--parse-mb`` MB (a lower bound of the job's own read),
 
@@ -18,12 +18,16 @@ import os
 import tempfile
 import time
 
-from pairrm_hf.cli.io import content_fingerprint
+from pairrm_hf.jobs.io import content_fingerprint
 
 
 def _write_input(path: str, size_mb: int) -> int:
-    line = json.dumps({"prompt": "What is the capital of France? " * 4,
-                       "candidates": ["Paris is the capital. " * 6, "Berlin. " * 10, "I do not know. " * 8, "Lyon"]})  # fmt: skip
+    line = json.dumps(
+        {
+            "prompt": "What is the capital of France? " * 4,
+            "candidates": ["Paris is the capital. " * 6, "Berlin. " * 10, "I do not know. " * 8, "Lyon"],
+        }
+    )
     block = "".join(line.replace("France", f"France {k}") + "\n" for k in range(1000)).encode()
     with open(path, "wb") as f:
         written = 0
@@ -45,15 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parse-mb", type=int, default=100, help="MB parsed as JSON for the comparison")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    from pairrm_hf.cli.jobs import _sample_hash
+    from pairrm_hf.jobs.runner import _sample_hash
 
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "input.jsonl")
         size = _write_input(path, args.size_mb)
         content_fingerprint(path)  # warm the page cache, as the job's own read does
         mb = size / 1e6
-        rows = [{"method": "blake2b (full)", "mb": mb, "seconds": _timed(lambda: content_fingerprint(path))},
-                {"method": "sampled (3 MiB + size)", "mb": mb, "seconds": _timed(lambda: _sample_hash(path))}]  # fmt: skip
+        rows = [
+            {"method": "blake2b (full)", "mb": mb, "seconds": _timed(lambda: content_fingerprint(path))},
+            {"method": "sampled (3 MiB + size)", "mb": mb, "seconds": _timed(lambda: _sample_hash(path))},
+        ]
 
         def parse():
             limit = args.parse_mb * 1_000_000

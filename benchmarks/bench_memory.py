@@ -68,14 +68,26 @@ def main(argv: list[str] | None = None) -> int:
             except _Stop:
                 finished = False
         rm.model.forward = engine_forward
-        row = {"shape": args.shape, "workload": args.workload, "n": n, "inputs": args.inputs,
-               "batch_size": args.batch_size, "rows_total": args.inputs * n * (n - 1), "rows_done": done[0],
-               "finished": finished, "seconds": time.perf_counter() - start, "weights_mb": weights / 2**20,
-               "rss_after_load_mb": base.peak / 2**20, "peak_rss_mb": mem.peak / 2**20}  # fmt: skip
+        row = {
+            "shape": args.shape,
+            "workload": args.workload,
+            "n": n,
+            "inputs": args.inputs,
+            "batch_size": args.batch_size,
+            "rows_total": args.inputs * n * (n - 1),
+            "rows_done": done[0],
+            "finished": finished,
+            "seconds": time.perf_counter() - start,
+            "weights_mb": weights / 2**20,
+            "rss_after_load_mb": base.peak / 2**20,
+            "peak_rss_mb": mem.peak / 2**20,
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"peak RSS − weights: {[round(r['peak_rss_mb'] - r['weights_mb']) for r in rows]} MB "
-          f"(n = {[r['n'] for r in rows]}); spread {np.ptp([r['peak_rss_mb'] for r in rows]):.0f} MB")  # fmt: skip
+    print(
+        f"peak RSS − weights: {[round(r['peak_rss_mb'] - r['weights_mb']) for r in rows]} MB "
+        f"(n = {[r['n'] for r in rows]}); spread {np.ptp([r['peak_rss_mb'] for r in rows]):.0f} MB"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -29,8 +29,16 @@ from benchmarks.baseline import baseline_pair_logits
 from benchmarks.workloads import SHAPES, WORKLOADS, build_model, build_tokenizer, make_inputs, nonembedding_params
 from pairrm_hf import PairRM
 
-VARIANTS = ("baseline", "engine", "engine+eager", "engine+bf16", "engine+compile", "engine+compile+bf16", "engine+fp16",
-            "engine+int8")  # fmt: skip
+VARIANTS = (
+    "baseline",
+    "engine",
+    "engine+eager",
+    "engine+bf16",
+    "engine+compile",
+    "engine+compile+bf16",
+    "engine+fp16",
+    "engine+int8",
+)
 OPS = ("rank", "compare", "rank_with_ref")
 
 
@@ -191,15 +199,28 @@ def bench_config(model, tokenizer, args, shape, workload, n, op, device, gemm):
         flops = model_flops(rm.model, real_lengths)
         peak_rate = gemm["bf16"] if ("bf16" in variant or "fp16" in variant) else gemm["fp32"]
         row = {
-            "shape": shape, "workload": workload, "n": len(cands[0]), "op": op, "variant": variant,
-            "inputs": len(prompts), "pairs": pairs, "rows": stats["rows"], "seconds": seconds, "times": times,
-            "warmup_s": warmup, "pairs_per_s": pairs / seconds, "tokens_per_s": stats["real_tokens"] / seconds,
+            "shape": shape,
+            "workload": workload,
+            "n": len(cands[0]),
+            "op": op,
+            "variant": variant,
+            "inputs": len(prompts),
+            "pairs": pairs,
+            "rows": stats["rows"],
+            "seconds": seconds,
+            "times": times,
+            "warmup_s": warmup,
+            "pairs_per_s": pairs / seconds,
+            "tokens_per_s": stats["real_tokens"] / seconds,
             "padding_fraction": 1 - stats["real_tokens"] / max(stats["padded_tokens"], 1),
-            "max_batch_rows": stats["max_batch_rows"], "peak_rss_mb": peak / 2**20,
+            "max_batch_rows": stats["max_batch_rows"],
+            "peak_rss_mb": peak / 2**20,
             "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
-            "model_flops": flops, "flops_per_s": flops / seconds, "fraction_of_gemm_peak": flops / seconds / peak_rate,
+            "model_flops": flops,
+            "flops_per_s": flops / seconds,
+            "fraction_of_gemm_peak": flops / seconds / peak_rate,
             "logit_std": float(np.std(out)),
-        }  # fmt: skip
+        }
         if reference is not None:
             row["max_abs_diff_vs_baseline"] = float(np.abs(out - reference).max())
             row["decision_flips_vs_baseline"] = decision_flips(op, out, reference)
@@ -221,8 +242,10 @@ def _real_row_lengths(rm: PairRM, op: str, prompts, cands) -> np.ndarray:
 
 
 def print_table(rows: list[dict]) -> None:
-    head = (f"{'shape':6} {'work':6} {'n':>3} {'op':13} {'variant':20} {'pairs/s':>9} {'tok/s':>9} {'pad%':>5} "
-            f"{'RSS MB':>7} {'GFLOP/s':>8} {'%peak':>6} {'×base':>6} {'max|Δ|':>9} {'flips':>5}")  # fmt: skip
+    head = (
+        f"{'shape':6} {'work':6} {'n':>3} {'op':13} {'variant':20} {'pairs/s':>9} {'tok/s':>9} {'pad%':>5} "
+        f"{'RSS MB':>7} {'GFLOP/s':>8} {'%peak':>6} {'×base':>6} {'max|Δ|':>9} {'flips':>5}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -254,8 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--llm-blender-python", default=None, help="not implemented; see benchmarks/README.md")
     args = p.parse_args(argv)
     if args.llm_blender_python:
-        print("--llm-blender-python: the subprocess comparison with the original package is not implemented; "
-              "see benchmarks/README.md", file=sys.stderr)  # fmt: skip
+        print(
+            "--llm-blender-python: the subprocess comparison with the original package is not implemented; "
+            "see benchmarks/README.md",
+            file=sys.stderr,
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -266,11 +292,16 @@ def main(argv: list[str] | None = None) -> int:
         "bf16": gemm_rate(torch.bfloat16, device) if half else float("nan"),
     }
     machine = {
-        "platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(device),
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "gemm_fp32_gflops": gemm["fp32"] / 1e9, "gemm_bf16_gflops": gemm["bf16"] / 1e9,
-    }  # fmt: skip
+        "gemm_fp32_gflops": gemm["fp32"] / 1e9,
+        "gemm_bf16_gflops": gemm["bf16"] / 1e9,
+    }
     print(json.dumps(machine))
     tokenizer = build_tokenizer()
     rows = []

@@ -106,13 +106,28 @@ def run_shape(args: argparse.Namespace, shape: str, tokenizer) -> list[dict]:
         ("direct (per request)", per_request_s, 0.0),
         ("direct (one call)", one_call_s, one_call_delta),
     ):
-        rows.append({"shape": shape, "n": n, "config": name, "requests": requests, "seconds": seconds,
-                     "req_per_s": requests / seconds, "pairs_per_s": requests * pairs_per_request / seconds,
-                     "p50_ms": None, "p99_ms": None, "errors": 0, "max_delta": delta})  # fmt: skip
+        rows.append(
+            {
+                "shape": shape,
+                "n": n,
+                "config": name,
+                "requests": requests,
+                "seconds": seconds,
+                "req_per_s": requests / seconds,
+                "pairs_per_s": requests * pairs_per_request / seconds,
+                "p50_ms": None,
+                "p99_ms": None,
+                "errors": 0,
+                "max_delta": delta,
+            }
+        )
 
     for batching in (True, False):
-        service = PairRMService(make_ranker(model, tokenizer, device="cpu", batch_size=args.batch_size),
-                                max_wait_ms=args.max_wait_ms, batching=batching)  # fmt: skip
+        service = PairRMService(
+            make_ranker(model, tokenizer, device="cpu", batch_size=args.batch_size),
+            max_wait_ms=args.max_wait_ms,
+            batching=batching,
+        )
         with BackgroundServer(create_app(service, max_pending=max(256, args.clients))) as server:
             _load(server.url, payloads[: min(len(payloads), 2 * args.clients)][:4], 4, args.time_limit)  # warm-up
             out = _load(server.url, payloads, args.clients, args.time_limit)
@@ -123,16 +138,24 @@ def run_shape(args: argparse.Namespace, shape: str, tokenizer) -> list[dict]:
         delta = max(
             (float(np.abs(np.asarray(out["answers"][k]) - direct[k]).max()) for k in done), default=float("nan")
         )
-        rows.append({
-            "shape": shape, "n": n, "config": f"server, batching {'on' if batching else 'off'}", "requests": len(done),
-            "seconds": out["seconds"], "req_per_s": len(done) / out["seconds"],
-            "pairs_per_s": len(done) * pairs_per_request / out["seconds"],
-            "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
-            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
-            "errors": len(out["errors"]) + (requests - len(done) - len(out["errors"])), "max_delta": delta,
-            "jobs_per_batch": batcher["jobs_per_batch_mean"], "batch_fill": batcher["batch_fill"],
-            "error_samples": out["errors"][:3],
-        })  # fmt: skip
+        rows.append(
+            {
+                "shape": shape,
+                "n": n,
+                "config": f"server, batching {'on' if batching else 'off'}",
+                "requests": len(done),
+                "seconds": out["seconds"],
+                "req_per_s": len(done) / out["seconds"],
+                "pairs_per_s": len(done) * pairs_per_request / out["seconds"],
+                "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+                "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
+                "errors": len(out["errors"]) + (requests - len(done) - len(out["errors"])),
+                "max_delta": delta,
+                "jobs_per_batch": batcher["jobs_per_batch_mean"],
+                "batch_fill": batcher["batch_fill"],
+                "error_samples": out["errors"][:3],
+            }
+        )
     for row in rows:
         row["vs_direct_per_request"] = row["req_per_s"] / rows[0]["req_per_s"]
         row["vs_direct_one_call"] = row["req_per_s"] / rows[1]["req_per_s"]
@@ -155,9 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32, help="engine rows per forward pass")
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--time-limit", type=float, default=300.0, help="seconds per configuration")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: on a CPU shared with other work, 2 spinning OpenMP threads "
-                        "can be many times slower than 1)")  # fmt: skip
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: on a CPU shared with other work, 2 spinning OpenMP threads "
+        "can be many times slower than 1)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -166,18 +193,28 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for shape in args.shapes:
         rows += run_shape(args, shape, tokenizer)
-    header = ("| shape | n | config | requests | req/s | pairs/s | × direct (per request) | × direct (one call) | p50 ms | "
-              "p99 ms | errors | max\\|Δ\\| vs direct | jobs/batch |")  # fmt: skip
+    header = (
+        "| shape | n | config | requests | req/s | pairs/s | × direct (per request) | × direct (one call) | p50 ms | "
+        "p99 ms | errors | max\\|Δ\\| vs direct | jobs/batch |"
+    )
     print(header)
     print("|" + "---|" * 13)
     for row in rows:
-        print(f"| {row['shape']} | {row['n']} | {row['config']} | {row['requests']} | {row['req_per_s']:.2f} | "
-              f"{row['pairs_per_s']:.1f} | {row['vs_direct_per_request']:.2f} | {row['vs_direct_one_call']:.2f} | "
-              f"{_fmt(row['p50_ms'], '.0f')} | {_fmt(row['p99_ms'], '.0f')} | {row['errors']} | "
-              f"{row['max_delta']:.1e} | {_fmt(row.get('jobs_per_batch'), '.1f')} |")  # fmt: skip
+        print(
+            f"| {row['shape']} | {row['n']} | {row['config']} | {row['requests']} | {row['req_per_s']:.2f} | "
+            f"{row['pairs_per_s']:.1f} | {row['vs_direct_per_request']:.2f} | {row['vs_direct_one_call']:.2f} | "
+            f"{_fmt(row['p50_ms'], '.0f')} | {_fmt(row['p99_ms'], '.0f')} | {row['errors']} | "
+            f"{row['max_delta']:.1e} | {_fmt(row.get('jobs_per_batch'), '.1f')} |"
+        )
     if args.json:
-        meta = {"args": vars(args), "python": sys.version.split()[0], "torch": torch.__version__,
-                "machine": platform.machine(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}  # fmt: skip
+        meta = {
+            "args": vars(args),
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%d"),
+        }
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)
     return 0

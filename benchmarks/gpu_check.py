@@ -150,8 +150,15 @@ def check_precision(shape, device, tokenizer, args, flash_ok) -> list[dict]:
             continue
         cast = _with_dtype(model, dtype)
         for backend in backends:
-            row = {"part": "precision", "shape": shape, "dtype": dname, "attention": backend,
-                   "inputs": len(prompts), "n": len(cands[0]), "median_abs_symmetric_logit_fp32": float(np.median(sym))}  # fmt: skip
+            row = {
+                "part": "precision",
+                "shape": shape,
+                "dtype": dname,
+                "attention": backend,
+                "inputs": len(prompts),
+                "n": len(cands[0]),
+                "median_abs_symmetric_logit_fp32": float(np.median(sym)),
+            }
             try:
                 if backend == "flashdeberta":
                     m = copy.deepcopy(cast)
@@ -202,8 +209,15 @@ def speed(shape, device, tokenizer, args, gemm, flash_ok) -> list[dict]:
         prompts, cands = make_inputs(tokenizer, workload, args.inputs, args.n, seed=args.seed)
         ref = None
         for name, (m, attention) in variants.items():
-            row = {"part": "speed", "shape": shape, "workload": workload, "variant": name, "inputs": len(prompts),
-                   "n": args.n, "pairs": len(prompts) * args.n * (args.n - 1)}  # fmt: skip
+            row = {
+                "part": "speed",
+                "shape": shape,
+                "workload": workload,
+                "variant": name,
+                "inputs": len(prompts),
+                "n": args.n,
+                "pairs": len(prompts) * args.n * (args.n - 1),
+            }
             try:
                 rm = PairRM(m, tokenizer, device=device, attention=attention, batch_size=args.batch_size)
                 if name == "baseline":  # baseline_pair_logits runs transformers' eager attention, as upstream
@@ -220,13 +234,20 @@ def speed(shape, device, tokenizer, args, gemm, flash_ok) -> list[dict]:
                 seconds, out = _timed(call, device, args.repeats)
                 lengths = rm.engine._row_lengths(
                     rm.engine.encode(prompts, cands),
-                    np.array([(e, i, j) for e in range(len(prompts)) for i in range(args.n) for j in range(args.n)
-                              if i != j]),
-                )  # fmt: skip
+                    np.array(
+                        [(e, i, j) for e in range(len(prompts)) for i in range(args.n) for j in range(args.n) if i != j]
+                    ),
+                )
                 flops = model_flops(m, lengths)
                 rate = gemm["fp32"] if "fp32" in name or name == "baseline" else gemm["bf16"]
-                row.update(seconds=seconds, pairs_per_s=row["pairs"] / seconds, model_tflops=flops / seconds / 1e12,
-                           fraction_of_matmul_rate=flops / seconds / rate, mean_row_tokens=float(lengths.mean()), ok=True)  # fmt: skip
+                row.update(
+                    seconds=seconds,
+                    pairs_per_s=row["pairs"] / seconds,
+                    model_tflops=flops / seconds / 1e12,
+                    fraction_of_matmul_rate=flops / seconds / rate,
+                    mean_row_tokens=float(lengths.mean()),
+                    ok=True,
+                )
                 if ref is None:
                     ref = out
                 flips, total = _symmetric_flips(out, ref)
@@ -254,8 +275,13 @@ def fixed_length_rate(shape, device, tokenizer, args, gemm, variants) -> list[di
     prompts, cands = fixed_length_inputs(tokenizer, args.row_tokens, args.fixed_inputs, seed=args.seed)
     rows = []
     for name, (m, attention) in variants.items():
-        row = {"part": "fixed_length", "shape": shape, "variant": name, "row_tokens": args.row_tokens,
-               "rows": 2 * len(prompts)}  # fmt: skip
+        row = {
+            "part": "fixed_length",
+            "shape": shape,
+            "variant": name,
+            "row_tokens": args.row_tokens,
+            "rows": 2 * len(prompts),
+        }
         try:
             rm = PairRM(m, tokenizer, device=device, attention=attention, batch_size=args.batch_size)
             a, b = [c[0] for c in cands], [c[1] for c in cands]
@@ -265,8 +291,13 @@ def fixed_length_rate(shape, device, tokenizer, args, gemm, variants) -> list[di
             lengths = np.full(stats["rows"], stats["real_tokens"] / stats["rows"])
             flops = model_flops(m, lengths)
             rate = gemm["fp32"] if "fp32" in name else gemm["bf16"]
-            row.update(seconds=seconds, mean_row_tokens=float(lengths[0]), model_tflops=flops / seconds / 1e12,
-                       fraction_of_matmul_rate=flops / seconds / rate, ok=True)  # fmt: skip
+            row.update(
+                seconds=seconds,
+                mean_row_tokens=float(lengths[0]),
+                model_tflops=flops / seconds / 1e12,
+                fraction_of_matmul_rate=flops / seconds / rate,
+                ok=True,
+            )
         except Exception as err:
             row.update(ok=False, error=f"{type(err).__name__}: {err}")
             traceback.print_exc()
@@ -291,9 +322,17 @@ def memory(shape, device, tokenizer, args) -> list[dict]:
         with PeakRSS() as rss:
             rm.comparison_matrices(prompts, cands)
             _sync(device)
-        row = {"part": "memory", "shape": shape, "dtype": str(dtype).replace("torch.", ""), "n": n,
-               "inputs": len(prompts), "weights_mb": weights / 2**20, "peak_rss_mb": rss.peak / 2**20,
-               "max_batch_rows": rm.engine.last_stats["max_batch_rows"], "ok": True}  # fmt: skip
+        row = {
+            "part": "memory",
+            "shape": shape,
+            "dtype": str(dtype).replace("torch.", ""),
+            "n": n,
+            "inputs": len(prompts),
+            "weights_mb": weights / 2**20,
+            "peak_rss_mb": rss.peak / 2**20,
+            "max_batch_rows": rm.engine.last_stats["max_batch_rows"],
+            "ok": True,
+        }
         if device.type == "cuda":
             row["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         rows.append(row)
@@ -316,19 +355,31 @@ def print_tables(rows: list[dict]) -> None:
     """Markdown tables, one per part, ready for RESULTS.md."""
     columns = {
         "precision": ["shape", "dtype", "attention", "max_abs_diff", "flips", "decisions"],
-        "speed": ["workload", "variant", "pairs_per_s", "speedup_vs_baseline", "model_tflops",
-                  "fraction_of_matmul_rate", "max_abs_diff_vs_baseline", "flips"],
+        "speed": [
+            "workload",
+            "variant",
+            "pairs_per_s",
+            "speedup_vs_baseline",
+            "model_tflops",
+            "fraction_of_matmul_rate",
+            "max_abs_diff_vs_baseline",
+            "flips",
+        ],
         "fixed_length": ["variant", "mean_row_tokens", "model_tflops", "fraction_of_matmul_rate"],
         "memory": ["shape", "dtype", "n", "inputs", "weights_mb", "peak_gpu_mb", "peak_rss_mb"],
-    }  # fmt: skip
+    }
     for part, cols in columns.items():
         selected = [r for r in rows if r["part"] == part]
         if not selected:
             continue
         print(f"\n### {part}\n\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
         for r in selected:
-            cells = [_fmt(r.get(c, "")) if r.get("ok") or c in ("shape", "dtype", "attention", "variant") else
-                     ("FAILED: " + r.get("error", "")[:60] if c == cols[-1] else "") for c in cols]  # fmt: skip
+            cells = [
+                _fmt(r.get(c, ""))
+                if r.get("ok") or c in ("shape", "dtype", "attention", "variant")
+                else ("FAILED: " + r.get("error", "")[:60] if c == cols[-1] else "")
+                for c in cols
+            ]
             print("| " + " | ".join(cells) + " |")
 
 
@@ -365,9 +416,12 @@ def main(argv: list[str] | None = None) -> int:
     flash_ok, flash_note = flashdeberta_available() if cuda else (False, "needs CUDA and triton")
     skipped = []
     if not cuda:
-        skipped += ["precision on the large shape (fp16/bf16 on a 0.4B model is emulated on most CPUs)",
-                    "speed and memory on the large shape (run on the tiny shape instead, as a smoke test)",
-                    "bf16 matmul rate", "flashdeberta (needs CUDA and triton)"]  # fmt: skip
+        skipped += [
+            "precision on the large shape (fp16/bf16 on a 0.4B model is emulated on most CPUs)",
+            "speed and memory on the large shape (run on the tiny shape instead, as a smoke test)",
+            "bf16 matmul rate",
+            "flashdeberta (needs CUDA and triton)",
+        ]
     elif not flash_ok:
         skipped.append(f"flashdeberta: {flash_note}")
     start = time.perf_counter()
@@ -376,13 +430,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         gemm = {"fp32": gemm_rate(torch.float32, device), "bf16": float("nan")}
     machine = {
-        "platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
-        "transformers": __import__("transformers").__version__, "device": str(device),
-        "gpu": torch.cuda.get_device_name(device) if cuda else None, "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if cuda else None,
+        "cpu_count": os.cpu_count(),
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32 if cuda else None,
-        "matmul_fp32_tflops": gemm["fp32"] / 1e12, "matmul_bf16_tflops": gemm["bf16"] / 1e12,
-        "flashdeberta": flash_note, "skipped": skipped,
-    }  # fmt: skip
+        "matmul_fp32_tflops": gemm["fp32"] / 1e12,
+        "matmul_bf16_tflops": gemm["bf16"] / 1e12,
+        "flashdeberta": flash_note,
+        "skipped": skipped,
+    }
     print(json.dumps(machine, indent=1), flush=True)
     tokenizer = build_tokenizer()
     big = "large" if cuda else "tiny"

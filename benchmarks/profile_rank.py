@@ -48,9 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     flops = model_flops(rm.model, _real_row_lengths(rm, "rank", prompts, cands))
     stats = rm.engine.last_stats
-    print(f"fp32 matmul {rate / 1e9:.1f} GFLOP/s; model {flops / seconds / 1e9:.1f} GFLOP/s = "
-          f"{100 * flops / seconds / rate:.1f}% in {seconds:.1f} s; rows {stats['rows']}, "
-          f"padding {100 * (1 - stats['real_tokens'] / max(stats['padded_tokens'], 1)):.1f}%")  # fmt: skip
+    print(
+        f"fp32 matmul {rate / 1e9:.1f} GFLOP/s; model {flops / seconds / 1e9:.1f} GFLOP/s = "
+        f"{100 * flops / seconds / rate:.1f}% in {seconds:.1f} s; rows {stats['rows']}, "
+        f"padding {100 * (1 - stats['real_tokens'] / max(stats['padded_tokens'], 1)):.1f}%"
+    )
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         rm.comparison_matrices(prompts, cands)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))

@@ -15,7 +15,7 @@ import torch
 from transformers import DebertaV2Config, DebertaV2Tokenizer
 
 from pairrm_hf import DebertaV2PairRM, PairRM
-from pairrm_hf.tokenization_pairrm import PREFIX_TOKENS, PairEncoder
+from pairrm_hf.tokenization.tokenization_pairrm import PREFIX_TOKENS, PairEncoder
 
 SHAPES = {
     # hidden, layers, heads, vocab (None = the tokenizer's), position buckets
@@ -42,13 +42,28 @@ def build_model(shape: str, tokenizer, seed: int = 0) -> DebertaV2PairRM:
     hidden, layers, heads, vocab, buckets = SHAPES[shape]
     ids = [tokenizer.get_vocab()[t] for t in PREFIX_TOKENS]
     config = DebertaV2Config(
-        vocab_size=vocab or len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=4 * hidden, relative_attention=True, position_buckets=buckets, norm_rel_ebd="layer_norm",
-        share_att_key=True, pos_att_type=["p2c", "c2p"], position_biased_input=False, max_relative_positions=-1,
-        type_vocab_size=0, pad_token_id=0, n_tasks=1, drop_out=0.05, source_prefix_id=ids[0],
-        cand1_prefix_id=ids[1], cand2_prefix_id=ids[2], cand_prefix_id=ids[3],
+        vocab_size=vocab or len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        relative_attention=True,
+        position_buckets=buckets,
+        norm_rel_ebd="layer_norm",
+        share_att_key=True,
+        pos_att_type=["p2c", "c2p"],
+        position_biased_input=False,
+        max_relative_positions=-1,
+        type_vocab_size=0,
+        pad_token_id=0,
+        n_tasks=1,
+        drop_out=0.05,
+        source_prefix_id=ids[0],
+        cand1_prefix_id=ids[1],
+        cand2_prefix_id=ids[2],
+        cand_prefix_id=ids[3],
         initializer_range=0.2 if shape == "tiny" else 0.02,
-    )  # fmt: skip
+    )
     torch.manual_seed(seed)
     return DebertaV2PairRM(config).eval()
 

@@ -57,9 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"{len(labelled)} preference pairs; first: {labelled[0]}")
     config = DPOConfig(
-        output_dir=str(work / "out"), max_steps=args.max_steps, per_device_train_batch_size=2, logging_steps=1,
-        report_to="none", save_strategy="no", use_cpu=args.cpu, bf16=not args.cpu, activation_checkpointing=False,
-    )  # fmt: skip
+        output_dir=str(work / "out"),
+        max_steps=args.max_steps,
+        per_device_train_batch_size=2,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=args.cpu,
+        bf16=not args.cpu,
+        activation_checkpointing=False,
+    )
     DPOTrainer(model=model, args=config, train_dataset=labelled, processing_class=tokenizer).train()
     print("done")
     return 0

@@ -50,18 +50,31 @@ def main(argv: list[str] | None = None) -> int:
         policy, ranker = policy or tiny_policy, ranker or tiny_ranker
 
     # Conversational prompt-only data with a reference answer column (reward = C[c, ref] − C[ref, c]).
-    data = datasets.Dataset.from_dict({
-        "prompt": [[{"role": "user", "content": q}] for q in ["What is the capital of France?", "Name a blue thing."]] * 2,
-        "reference": ["The capital of France is Paris.", "The sky is blue."] * 2,
-    })  # fmt: skip
+    data = datasets.Dataset.from_dict(
+        {
+            "prompt": [
+                [{"role": "user", "content": q}] for q in ["What is the capital of France?", "Name a blue thing."]
+            ]
+            * 2,
+            "reference": ["The capital of France is Paris.", "The sky is blue."] * 2,
+        }
+    )
     tokenizer = AutoTokenizer.from_pretrained(policy)
     model = AutoModelForCausalLM.from_pretrained(policy)
     reward = PairRMReward(ranker, mode=args.mode)  # loads lazily on the first reward call
     config = GRPOConfig(
-        output_dir=str(work / "out"), max_steps=args.max_steps, per_device_train_batch_size=args.num_generations * 2,
-        num_generations=args.num_generations, max_completion_length=args.max_completion_length, logging_steps=1,
-        report_to="none", save_strategy="no", use_cpu=args.cpu, bf16=not args.cpu, activation_checkpointing=False,
-    )  # fmt: skip
+        output_dir=str(work / "out"),
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.num_generations * 2,
+        num_generations=args.num_generations,
+        max_completion_length=args.max_completion_length,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=args.cpu,
+        bf16=not args.cpu,
+        activation_checkpointing=False,
+    )
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=data, processing_class=tokenizer)
     trainer.train()
     rewards = [

@@ -30,20 +30,28 @@ with BackgroundServer(create_app(service)) as server:  # 127.0.0.1, a free port
     prompt = "User: What is the capital of France?\nAssistant: "
     responses = ["Paris.", "It is Paris.", "Berlin."]
     body = {"query": [prompt + r for r in responses], "prompts": [prompt] * 3, "labels": ["", "", ""]}
-    request = urllib.request.Request(f"{server.url}/get_reward", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    request = urllib.request.Request(
+        f"{server.url}/get_reward", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request) as answer:
         rewards = json.loads(answer.read())["rewards"]
     print("OpenRLHF /get_reward (group-relative):", [round(r, 3) for r in rewards])
 
     # 2. TRL: the same modes and numbers as PairRMReward, computed by the server
     reward = PairRMRemoteReward(server.url, mode="reference")
-    print("TRL reward vs reference:", [round(r, 3) for r in reward(["Capital of France?"] * 2, ["Paris.", "Lyon."],
-                                                                 reference=["Paris is the capital."] * 2)])  # fmt: skip
+    print(
+        "TRL reward vs reference:",
+        [
+            round(r, 3)
+            for r in reward(["Capital of France?"] * 2, ["Paris.", "Lyon."], reference=["Paris is the capital."] * 2)
+        ],
+    )
 
     # 3. verl: reward of a solution against the ground truth
-    print("verl compute_score:", round(compute_score("demo", "Paris.", "Paris", {"question": "Capital of France?"},
-                                                     url=server.url), 3))  # fmt: skip
+    print(
+        "verl compute_score:",
+        round(compute_score("demo", "Paris.", "Paris", {"question": "Capital of France?"}, url=server.url), 3),
+    )
 
     # 4. PairRM's own methods over HTTP
     for r in RemotePairRM(server.url).rank("Capital of France?", ["Paris.", "Berlin.", "Lyon."]):

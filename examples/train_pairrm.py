@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from pairrm_hf import PairRM
-from pairrm_hf.evaluation import pairwise_accuracy
+from pairrm_hf.evaluation.metrics import pairwise_accuracy
 from pairrm_hf.training import train_pairrm
 
 GOOD, BAD = ["good", "yes", "best", "thanks"], ["bad", "no", "worst", "sorry"]
@@ -29,8 +29,14 @@ def synthetic_rows(n: int, seed: int) -> list[dict]:
     def filler(k):
         return " ".join(rng.choice(FILL) for _ in range(k))
 
-    return [{"prompt": filler(4) + "?", "chosen": f"{filler(rng.randint(0, 3))} {rng.choice(GOOD)}",
-             "rejected": f"{filler(rng.randint(0, 3))} {rng.choice(BAD)}"} for _ in range(n)]  # fmt: skip
+    return [
+        {
+            "prompt": filler(4) + "?",
+            "chosen": f"{filler(rng.randint(0, 3))} {rng.choice(GOOD)}",
+            "rejected": f"{filler(rng.randint(0, 3))} {rng.choice(BAD)}",
+        }
+        for _ in range(n)
+    ]
 
 
 def main(argv=None) -> int:
@@ -49,13 +55,24 @@ def main(argv=None) -> int:
         model = str(build_tiny_pairrm(work / "start", hidden=32))
     output = args.output or str(work / "trained")
     held_out = synthetic_rows(100, seed=999)
-    print("held-out accuracy before:", pairwise_accuracy(PairRM.from_pretrained(model, device="cpu"), held_out)["accuracy"]
-          if args.model is None else "(skipped)")  # fmt: skip
+    print(
+        "held-out accuracy before:",
+        pairwise_accuracy(PairRM.from_pretrained(model, device="cpu"), held_out)["accuracy"]
+        if args.model is None
+        else "(skipped)",
+    )
     train_pairrm(
-        model, synthetic_rows(1000, seed=0), output_dir=output, max_steps=args.steps, learning_rate=args.lr,
-        per_device_train_batch_size=8, lr_scheduler_type="constant", weight_decay=0.0, save_strategy="no",
+        model,
+        synthetic_rows(1000, seed=0),
+        output_dir=output,
+        max_steps=args.steps,
+        learning_rate=args.lr,
+        per_device_train_batch_size=8,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        save_strategy="no",
         logging_steps=20,
-    )  # fmt: skip
+    )
     rm = PairRM.from_pretrained(output)
     print("held-out accuracy after:", pairwise_accuracy(rm, held_out)["accuracy"])
     print("saved to", output)

@@ -18,10 +18,10 @@ import tempfile
 from pathlib import Path
 
 from pairrm_hf import PairRM, compare_rankers, format_comparison_table
-from pairrm_hf.data import read_jsonl
-from pairrm_hf.ranker_training import train_ranker
+from pairrm_hf.data.mixinstruct import read_jsonl
 from pairrm_hf.testing import build_tiny_encoder, synthetic_ranking_rows
-from pairrm_hf.tokenization_pairrm import PairLengths
+from pairrm_hf.tokenization.tokenization_pairrm import PairLengths
+from pairrm_hf.training.rankers import train_ranker
 
 #: ranker type → (steps, learning rate) for the tiny default run; PairRanker's pair rows need more steps.
 TINY_SETTINGS = {"pairranker": (300, 5e-3), "summareranker": (100, 3e-3), "dual": (100, 3e-3)}
@@ -54,11 +54,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for kind in args.types:
         steps, lr = TINY_SETTINGS[kind]
         train_ranker(
-            backbone, train, ranker_type=kind, output_dir=out / kind, metrics=metrics, lengths=lengths,
-            max_steps=args.steps or steps, learning_rate=args.learning_rate or lr, per_device_train_batch_size=8,
-            lr_scheduler_type="constant", weight_decay=0.0, seed=0, save_strategy="no", disable_tqdm=True,
+            backbone,
+            train,
+            ranker_type=kind,
+            output_dir=out / kind,
+            metrics=metrics,
+            lengths=lengths,
+            max_steps=args.steps or steps,
+            learning_rate=args.learning_rate or lr,
+            per_device_train_batch_size=8,
+            lr_scheduler_type="constant",
+            weight_decay=0.0,
+            seed=0,
+            save_strategy="no",
+            disable_tqdm=True,
             logging_steps=10_000,
-        )  # fmt: skip
+        )
         rankers[kind] = PairRM.from_pretrained(out / kind)
     results = compare_rankers(rankers, test, metrics=metrics, top_k=(1, 2), beat=[0])
     print(format_comparison_table(results))

@@ -1,35 +1,45 @@
 """pairrm-hf: PairRM (LLM-Blender) on transformers 5 — rank, compare and fuse LLM answers, and reward RLHF."""
 
-from .aggregation import competition_ranks, scores_from_matrix
-from .auto import AutoModelForPairwiseRanking
 from .blender import Blender, get_topk_candidates_from_ranks
-from .fusion import fuse_generate, load_fuser
-from .generation import best_of_n_generate, sample_n
-from .loading import LoadedPairRM, convert_legacy_checkpoint, detect_layout, load_pairrm, save_pairrm
-from .modeling_dual_reranker import DualReranker, DualRerankerConfig
-from .modeling_pair_ranker import PairRanker, PairRankerConfig
-from .modeling_pairrm import DebertaV2PairRM, PairRMOutput
-from .modeling_summareranker import SummaReranker, SummaRerankerConfig
+from .checkpoints.auto import AutoModelForPairwiseRanking
+from .checkpoints.loading import LoadedPairRM, convert_legacy_checkpoint, detect_layout, load_pairrm, save_pairrm
+from .generation.fusion import fuse_generate, load_fuser
+from .generation.sampling import best_of_n_generate, sample_n
+from .models.modeling_dual_reranker import DualReranker, DualRerankerConfig
+from .models.modeling_pair_ranker import PairRanker, PairRankerConfig
+from .models.modeling_pairrm import DebertaV2PairRM, PairRMOutput
+from .models.modeling_summareranker import SummaReranker, SummaRerankerConfig
 from .pipelines import GenerativeFusionPipeline, PairwiseRankingPipeline  # registers the pipeline tasks
-from .precision import PrecisionReport, check_precision
-from .preferences import preference_pairs
-from .ranker import PairRM, RankedCandidate, Ranking
-from .schedules import RANKING_METHODS, merge_sort_rank
-from .tokenization_pairrm import PairEncoder, PairLengths, load_pairrm_tokenizer
-
-__version__ = "0.1.0"
+from .ranking.aggregation import competition_ranks, scores_from_matrix
+from .ranking.precision import PrecisionReport, check_precision
+from .ranking.preferences import preference_pairs
+from .ranking.ranker import PairRM, RankedCandidate, Ranking
+from .ranking.schedules import RANKING_METHODS, merge_sort_rank
+from .tokenization.tokenization_pairrm import PairEncoder, PairLengths, load_pairrm_tokenizer
+from .utils.version import __version__ as __version__
 
 # Training, evaluation and data helpers import heavier modules (Trainer, scipy); load them on first use.
 _LAZY = {
-    "init_pairrm_from_backbone": "training", "train_pairrm": "training", "PairRMTrainer": "training",
-    "PairRMDataCollator": "training",
-    "pairwise_accuracy": "evaluation", "selection_tradeoff": "evaluation", "gpt_rank": "evaluation",
-    "top_k_percent": "evaluation", "kendall_tau": "evaluation", "beat_percent": "evaluation", "rank_correlations": "evaluation",
-    "MixInstructExample": "data", "Candidate": "data", "load_mixinstruct": "data",
-    "generate_candidates": "candidates",
-    "train_ranker": "ranker_training", "init_ranker_from_backbone": "ranker_training",
-    "compare_rankers": "evaluation", "format_comparison_table": "evaluation",
-}  # fmt: skip
+    "init_pairrm_from_backbone": "training.pairrm",
+    "train_pairrm": "training.pairrm",
+    "PairRMTrainer": "training.pairrm",
+    "PairRMDataCollator": "training.pairrm",
+    "pairwise_accuracy": "evaluation.metrics",
+    "selection_tradeoff": "evaluation.metrics",
+    "gpt_rank": "evaluation.metrics",
+    "top_k_percent": "evaluation.metrics",
+    "kendall_tau": "evaluation.metrics",
+    "beat_percent": "evaluation.metrics",
+    "rank_correlations": "evaluation.metrics",
+    "MixInstructExample": "data.mixinstruct",
+    "Candidate": "data.mixinstruct",
+    "load_mixinstruct": "data.mixinstruct",
+    "generate_candidates": "generation.candidates",
+    "train_ranker": "training.rankers",
+    "init_ranker_from_backbone": "training.rankers",
+    "compare_rankers": "evaluation.metrics",
+    "format_comparison_table": "evaluation.metrics",
+}
 
 
 def __getattr__(name: str):

@@ -2,7 +2,7 @@
 
 Method names, arguments and return types follow the original (int32 ranks, float32 scores, float64 rewards).
 Where the original had a bug, this facade fixes it; each difference is listed in the README's migration section.
-Inputs follow the one input rule (:mod:`pairrm_hf.inputs`): plain strings stay plain, as the original; prompts and
+Inputs follow the one input rule (:mod:`pairrm_hf.ranking.inputs`): plain strings stay plain, as the original; prompts and
 candidates may also be chat messages (the original's conversation template), and ``input_format="conversation"``
 puts plain strings through that template too.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .aggregation import topk_indices
-from .ranker import PairRM
+from .ranking.aggregation import topk_indices
+from .ranking.ranker import PairRM
 
 __all__ = ["Blender", "get_topk_candidates_from_ranks"]
 
@@ -123,9 +123,13 @@ class Blender:
             raise ValueError(f"mode must be one of {list(_COMPARE_MODES)}, got {mode!r}")
         ranker = self._with_batch(batch_size, disable_tqdm)
         logits = ranker.compare(
-            inputs, candidates_A, candidates_B, mode=_COMPARE_MODES[mode], instructions=instructions,
+            inputs,
+            candidates_A,
+            candidates_B,
+            mode=_COMPARE_MODES[mode],
+            instructions=instructions,
             input_format=input_format,
-        )  # fmt: skip
+        )
         return logits if return_logits else logits > 0
 
     def compare_conversations(
@@ -137,7 +141,7 @@ class Blender:
         mode: str = "[A,B]+[B,A]",
     ) -> np.ndarray:
         """Compare multi-turn conversations sharing their user turns (upstream's template, typo included)."""
-        from .inputs import conversation_pair_texts
+        from .ranking.inputs import conversation_pair_texts
 
         sources, cands_a, cands_b = conversation_pair_texts(conversations_a, conversations_b)
         return self.compare(sources, cands_a, cands_b, batch_size=batch_size, return_logits=return_logits, mode=mode)
@@ -165,12 +169,16 @@ class Blender:
             raise TypeError(f"rank_with_ref() got unexpected keyword arguments {sorted(kwargs)}")
         ranker = self._with_batch(batch_size, disable_tqdm)
         rewards = ranker.rank_with_ref(
-            inputs, candidates, ref_mode=ref_mode, references=ref_candidates, instructions=instructions,
+            inputs,
+            candidates,
+            ref_mode=ref_mode,
+            references=ref_candidates,
+            instructions=instructions,
             input_format=input_format,
-        )  # fmt: skip
+        )
         if return_scores:
             return _stack(rewards, np.float64)
-        from .aggregation import competition_ranks
+        from .ranking.aggregation import competition_ranks
 
         return _stack([competition_ranks(r) for r in rewards], np.int32)
 
@@ -188,9 +196,14 @@ class Blender:
         """Best candidate per input by one seeded ``bubble`` pass or a ``full`` ranking (see :meth:`PairRM.best_of_n`)."""
         ranker = self._with_batch(batch_size)
         return ranker.best_of_n(
-            inputs, candidates, method=pairrm_cmp_type, return_all=return_all, instructions=instructions, seed=seed,
+            inputs,
+            candidates,
+            method=pairrm_cmp_type,
+            return_all=return_all,
+            instructions=instructions,
+            seed=seed,
             input_format=input_format,
-        )  # fmt: skip
+        )
 
     def get_worst_of_n(
         self,
@@ -206,9 +219,14 @@ class Blender:
         """Worst candidate per input; the mirror of :meth:`get_best_of_n`."""
         ranker = self._with_batch(batch_size)
         return ranker.worst_of_n(
-            inputs, candidates, method=pairrm_cmp_type, return_all=return_all, instructions=instructions, seed=seed,
+            inputs,
+            candidates,
+            method=pairrm_cmp_type,
+            return_all=return_all,
+            instructions=instructions,
+            seed=seed,
             input_format=input_format,
-        )  # fmt: skip
+        )
 
     # ------------------------------------------------------------------------------------------ generation
     def n_generate(
@@ -229,12 +247,19 @@ class Blender:
         (upstream never applied one, so prompts were usually rendered by the caller); ``max_new_tokens`` defaults
         to 128 (upstream: ``model_max_length``).
         """
-        from .generation import sample_n
+        from .generation.sampling import sample_n
 
         return sample_n(
-            model, model_tokenizer, inputs, n=n, instructions=instructions, batch_size=batch_size,
-            use_chat_template=use_chat_template, sampling_mode=sampling_mode, **generate_kwargs,
-        )  # fmt: skip
+            model,
+            model_tokenizer,
+            inputs,
+            n=n,
+            instructions=instructions,
+            batch_size=batch_size,
+            use_chat_template=use_chat_template,
+            sampling_mode=sampling_mode,
+            **generate_kwargs,
+        )
 
     def best_of_n_generate(
         self,
@@ -254,26 +279,36 @@ class Blender:
         """Sample ``n`` completions per input and keep the one the ranker likes best (upstream ``best_of_n_generate``).
 
         Generation as :meth:`n_generate`, selection as :meth:`get_best_of_n` (ranking batch ``min(batch_size, 32)``
-        as upstream). See :func:`pairrm_hf.generation.best_of_n_generate`.
+        as upstream). See :func:`pairrm_hf.generation.sampling.best_of_n_generate`.
         """
-        from .generation import best_of_n_generate
+        from .generation.sampling import best_of_n_generate
 
         ranker = self._with_batch(min(batch_size, 32))
         return best_of_n_generate(
-            model, model_tokenizer, inputs, n=n, ranker=ranker, method=pairrm_cmp_type, instructions=instructions,
-            return_all=return_all, batch_size=batch_size, seed=seed, use_chat_template=use_chat_template,
-            sampling_mode=sampling_mode, **generate_kwargs,
-        )  # fmt: skip
+            model,
+            model_tokenizer,
+            inputs,
+            n=n,
+            ranker=ranker,
+            method=pairrm_cmp_type,
+            instructions=instructions,
+            return_all=return_all,
+            batch_size=batch_size,
+            seed=seed,
+            use_chat_template=use_chat_template,
+            sampling_mode=sampling_mode,
+            **generate_kwargs,
+        )
 
     # ------------------------------------------------------------------------------------------ fusion
     def loadfuser(
         self, fuser_path: str = "llm-blender/gen_fuser_3b", device: str | None = None, dtype: Any = "bfloat16", **kwargs
     ) -> None:
-        """Load a fuser: GenFuser / any seq2seq LM, or a causal chat LM (see :func:`pairrm_hf.fusion.load_fuser`).
+        """Load a fuser: GenFuser / any seq2seq LM, or a causal chat LM (see :func:`pairrm_hf.generation.fusion.load_fuser`).
 
         ``dtype`` defaults to bfloat16 as upstream (``torch_dtype=`` is accepted as an alias).
         """
-        from .fusion import load_fuser
+        from .generation.fusion import load_fuser
 
         if "torch_dtype" in kwargs:
             dtype = kwargs.pop("torch_dtype")
@@ -300,16 +335,22 @@ class Blender:
         sets both. Unlike upstream the caller's candidate lists are left untouched, and ``num_return_sequences=k``
         gives one list of k texts per input instead of one flat list.
         """
-        from .fusion import CANDIDATE_MAXLENGTH, fuse_generate
+        from .generation.fusion import CANDIDATE_MAXLENGTH, fuse_generate
 
         model, tokenizer = self._need_fuser()
         maxlength = generate_kwargs.pop("candidate_max_length", None)
         if maxlength is not None:
             generate_kwargs.setdefault("max_new_tokens", maxlength)
         return fuse_generate(
-            model, tokenizer, inputs, candidates, instructions, batch_size=batch_size,
-            candidate_maxlength=maxlength or CANDIDATE_MAXLENGTH, **generate_kwargs,
-        )  # fmt: skip
+            model,
+            tokenizer,
+            inputs,
+            candidates,
+            instructions,
+            batch_size=batch_size,
+            candidate_maxlength=maxlength or CANDIDATE_MAXLENGTH,
+            **generate_kwargs,
+        )
 
     def rank_and_fuse(
         self,
@@ -326,7 +367,7 @@ class Blender:
         Returns ``(fused, ranks)``, or ``(fused, scores)`` with ``return_scores``. ``top_k`` larger than an input's
         candidate count is a ``ValueError`` (upstream silently fused all).
         """
-        from .fusion import rank_top_k
+        from .generation.fusion import rank_top_k
 
         ranker = self._with_batch(batch_size)
         top, rankings = rank_top_k(ranker, inputs, candidates, instructions, top_k=top_k)

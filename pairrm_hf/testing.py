@@ -40,13 +40,26 @@ from transformers import (
     XLMRobertaConfig,
 )
 
-from .modeling_pairrm import DebertaV2PairRM
-from .tokenization_pairrm import PREFIX_TOKENS
+from .models.modeling_pairrm import DebertaV2PairRM
+from .tokenization.tokenization_pairrm import PREFIX_TOKENS
 
-__all__ = ["train_spm", "build_tiny_pairrm", "build_tiny_tokenizer", "build_tiny_policy", "build_tiny_t5",
-           "build_tiny_llama", "POLICY_CHAT_TEMPLATE", "LLAMA_CHAT_TEMPLATE", "ENCODER_FAMILIES",
-           "build_tiny_word_tokenizer", "tiny_encoder_config", "build_tiny_encoder", "build_tiny_ranker",
-           "synthetic_ranking_rows", "synthetic_preference_rows"]  # fmt: skip
+__all__ = [
+    "train_spm",
+    "build_tiny_pairrm",
+    "build_tiny_tokenizer",
+    "build_tiny_policy",
+    "build_tiny_t5",
+    "build_tiny_llama",
+    "POLICY_CHAT_TEMPLATE",
+    "LLAMA_CHAT_TEMPLATE",
+    "ENCODER_FAMILIES",
+    "build_tiny_word_tokenizer",
+    "tiny_encoder_config",
+    "build_tiny_encoder",
+    "build_tiny_ranker",
+    "synthetic_ranking_rows",
+    "synthetic_preference_rows",
+]
 
 _WORDS = (
     "the a an is are was were be to of and in that it for on with as at by this from or which one two three four five "
@@ -73,11 +86,24 @@ def train_spm(folder: Path, vocab_size: int = 300, name: str = "spm.model", seed
     corpus = _corpus(folder / "corpus.txt", seed=seed)
     prefix = folder / name.removesuffix(".model")
     spm.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(prefix), vocab_size=vocab_size, model_type="unigram",
-        pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece="[PAD]", bos_piece="[CLS]", eos_piece="[SEP]",
-        unk_piece="[UNK]", byte_fallback=False, character_coverage=1.0, normalization_rule_name="nmt_nfkc",
-        minloglevel=2, num_threads=1,
-    )  # fmt: skip
+        input=str(corpus),
+        model_prefix=str(prefix),
+        vocab_size=vocab_size,
+        model_type="unigram",
+        pad_id=0,
+        bos_id=1,
+        eos_id=2,
+        unk_id=3,
+        pad_piece="[PAD]",
+        bos_piece="[CLS]",
+        eos_piece="[SEP]",
+        unk_piece="[UNK]",
+        byte_fallback=False,
+        character_coverage=1.0,
+        normalization_rule_name="nmt_nfkc",
+        minloglevel=2,
+        num_threads=1,
+    )
     corpus.unlink()
     (folder / (prefix.name + ".vocab")).unlink()
     return prefix.with_suffix(".model")
@@ -94,12 +120,28 @@ def build_tiny_pairrm(
     vocab = tokenizer.get_vocab()
     ids = [vocab[t] for t in PREFIX_TOKENS]
     config = DebertaV2Config(
-        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=2 * hidden, relative_attention=True, position_buckets=64, norm_rel_ebd="layer_norm",
-        share_att_key=True, pos_att_type=["p2c", "c2p"], position_biased_input=False, max_relative_positions=-1,
-        type_vocab_size=0, pad_token_id=0, initializer_range=0.2, n_tasks=1, drop_out=0.05, source_prefix_id=ids[0],
-        cand1_prefix_id=ids[1], cand2_prefix_id=ids[2], cand_prefix_id=ids[3],
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        relative_attention=True,
+        position_buckets=64,
+        norm_rel_ebd="layer_norm",
+        share_att_key=True,
+        pos_att_type=["p2c", "c2p"],
+        position_biased_input=False,
+        max_relative_positions=-1,
+        type_vocab_size=0,
+        pad_token_id=0,
+        initializer_range=0.2,
+        n_tasks=1,
+        drop_out=0.05,
+        source_prefix_id=ids[0],
+        cand1_prefix_id=ids[1],
+        cand2_prefix_id=ids[2],
+        cand_prefix_id=ids[3],
+    )
     torch.manual_seed(seed)
     model = DebertaV2PairRM(config)
     with torch.no_grad():
@@ -140,9 +182,15 @@ def build_tiny_policy(folder: Path, *, seed: int = 0, hidden: int = 32, layers: 
     folder = Path(folder)
     tokenizer = build_tiny_tokenizer()
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=256, n_embd=hidden, n_layer=layers, n_head=2,
-        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        n_positions=256,
+        n_embd=hidden,
+        n_layer=layers,
+        n_head=2,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -163,10 +211,18 @@ def build_tiny_t5(folder: Path, tokenizer_dir: Path, *, seed: int = 0) -> Path:
     folder = Path(folder)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     config = T5Config(
-        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-        feed_forward_proj="gated-gelu", tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0,
+        vocab_size=len(tokenizer),
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        decoder_start_token_id=0,
+        pad_token_id=0,
         eos_token_id=1,
-    )  # fmt: skip
+    )
     torch.manual_seed(seed)
     T5ForConditionalGeneration(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -180,10 +236,18 @@ def build_tiny_llama(folder: Path, tokenizer_dir: Path, *, seed: int = 0) -> Pat
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     tokenizer.chat_template = LLAMA_CHAT_TEMPLATE
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -193,10 +257,22 @@ def build_tiny_llama(folder: Path, tokenizer_dir: Path, *, seed: int = 0) -> Pat
 # ------------------------------------------------------------------------------------------ encoder rankers
 #: Encoder families the tiny builders make; each maps to its special tokens (BERT-style or RoBERTa-style).
 ENCODER_FAMILIES = ("bert", "roberta", "xlm-roberta", "modernbert", "deberta-v2")
-_BERT_SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
-                  "mask_token": "[MASK]"}  # fmt: skip
-_ROBERTA_SPECIALS = {"bos_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>",
-                     "cls_token": "<s>", "sep_token": "</s>", "mask_token": "<mask>"}  # fmt: skip
+_BERT_SPECIALS = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
+_ROBERTA_SPECIALS = {
+    "bos_token": "<s>",
+    "pad_token": "<pad>",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+    "cls_token": "<s>",
+    "sep_token": "</s>",
+    "mask_token": "<mask>",
+}
 
 
 def _family(family: str) -> str:
@@ -221,25 +297,52 @@ def build_tiny_word_tokenizer(family: str = "bert") -> PreTrainedTokenizerFast:
     return fast
 
 
-def tiny_encoder_config(family: str, tokenizer: PreTrainedTokenizerFast, *, hidden: int = 32, layers: int = 2,
-                        heads: int = 4) -> PretrainedConfig:  # fmt: skip
+def tiny_encoder_config(
+    family: str, tokenizer: PreTrainedTokenizerFast, *, hidden: int = 32, layers: int = 2, heads: int = 4
+) -> PretrainedConfig:
     """A random tiny encoder config of ``family`` sized for ``tokenizer`` (rows up to 512 tokens)."""
-    common = dict(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                  intermediate_size=2 * hidden, pad_token_id=tokenizer.pad_token_id, initializer_range=0.05)  # fmt: skip
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        pad_token_id=tokenizer.pad_token_id,
+        initializer_range=0.05,
+    )
     family = _family(family)
     if family == "bert":
         return BertConfig(**common, max_position_embeddings=512)
     if family in ("roberta", "xlm-roberta"):
         cls = RobertaConfig if family == "roberta" else XLMRobertaConfig
-        return cls(**common, max_position_embeddings=514, type_vocab_size=1, bos_token_id=tokenizer.bos_token_id,
-                   eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+        return cls(
+            **common,
+            max_position_embeddings=514,
+            type_vocab_size=1,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
     if family == "modernbert":
-        return ModernBertConfig(**common, max_position_embeddings=512, cls_token_id=tokenizer.cls_token_id,
-                                sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
-                                eos_token_id=tokenizer.sep_token_id, global_attn_every_n_layers=1)  # fmt: skip
-    return DebertaV2Config(**common, max_position_embeddings=512, relative_attention=True, position_buckets=64,
-                           norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"],
-                           position_biased_input=False, type_vocab_size=0)  # fmt: skip
+        return ModernBertConfig(
+            **common,
+            max_position_embeddings=512,
+            cls_token_id=tokenizer.cls_token_id,
+            sep_token_id=tokenizer.sep_token_id,
+            bos_token_id=tokenizer.cls_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+            global_attn_every_n_layers=1,
+        )
+    return DebertaV2Config(
+        **common,
+        max_position_embeddings=512,
+        relative_attention=True,
+        position_buckets=64,
+        norm_rel_ebd="layer_norm",
+        share_att_key=True,
+        pos_att_type=["p2c", "c2p"],
+        position_biased_input=False,
+        type_vocab_size=0,
+    )
 
 
 def build_tiny_encoder(folder: Path, family: str = "bert", *, seed: int = 0, **sizes) -> Path:
@@ -253,11 +356,20 @@ def build_tiny_encoder(folder: Path, family: str = "bert", *, seed: int = 0, **s
     return folder
 
 
-def build_tiny_ranker(folder: Path, ranker_type: str = "pairranker", family: str = "bert", *, n_tasks: int = 1,
-                      seed: int = 0, source_max_length: int = 64, candidate_max_length: int = 64, **sizes) -> Path:  # fmt: skip
+def build_tiny_ranker(
+    folder: Path,
+    ranker_type: str = "pairranker",
+    family: str = "bert",
+    *,
+    n_tasks: int = 1,
+    seed: int = 0,
+    source_max_length: int = 64,
+    candidate_max_length: int = 64,
+    **sizes,
+) -> Path:
     """Save a random tiny ranker (``pairranker``, ``summareranker`` or ``dual``) on a ``family`` encoder; returns
     the folder (loads with ``PairRM.from_pretrained``)."""
-    from .ranker_training import ranker_class
+    from .training.rankers import ranker_class
 
     folder = Path(folder)
     tokenizer = build_tiny_word_tokenizer(family)
@@ -265,9 +377,12 @@ def build_tiny_ranker(folder: Path, ranker_type: str = "pairranker", family: str
     torch.manual_seed(seed)
     encoder = AutoModel.from_config(tiny_encoder_config(family, tokenizer, **sizes))
     model = ranker_class(ranker_type).from_encoder(
-        encoder, prefix_ids=tuple(ids), n_tasks=n_tasks, source_max_length=source_max_length,
+        encoder,
+        prefix_ids=tuple(ids),
+        n_tasks=n_tasks,
+        source_max_length=source_max_length,
         candidate_max_length=candidate_max_length,
-    )  # fmt: skip
+    )
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -302,8 +417,15 @@ def synthetic_ranking_rows(n: int, *, n_candidates: int = 4, seed: int = 0) -> l
         cands = [
             {"text": answer(q), "scores": {"quality": float(q), "quality_x2": float(2 * q - 2)}} for q in qualities
         ]
-        rows.append({"id": f"synthetic-{seed}-{k}", "instruction": "", "input": " ".join(filler(4)) + "?",
-                     "output": answer(2), "candidates": cands})  # fmt: skip
+        rows.append(
+            {
+                "id": f"synthetic-{seed}-{k}",
+                "instruction": "",
+                "input": " ".join(filler(4)) + "?",
+                "output": answer(2),
+                "candidates": cands,
+            }
+        )
     return rows
 
 

@@ -1,4 +1,4 @@
-"""The fused disentangled attention (pairrm_hf.attention) against transformers' eager module: same numbers."""
+"""The fused disentangled attention (pairrm_hf.models.attention) against transformers' eager module: same numbers."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from transformers import DebertaV2Config
 from transformers.models.deberta_v2.modeling_deberta_v2 import DebertaV2Model, DisentangledSelfAttention
 
 from pairrm_hf import PairRM
-from pairrm_hf.attention import PairRMSelfAttention, set_attention_implementation
-from pairrm_hf.modeling_pairrm import DebertaV2PairRM
+from pairrm_hf.models.attention import PairRMSelfAttention, set_attention_implementation
+from pairrm_hf.models.modeling_pairrm import DebertaV2PairRM
 
 # Relative-attention variants of DeBERTa-v2/v3 configs. Small bucket counts with a short max distance put rows of
 # ~100 tokens into the log-bucket and clamped ranges, not only the linear band near the diagonal.
@@ -29,11 +29,22 @@ VARIANTS = {
 
 def _config(**overrides) -> DebertaV2Config:
     fields = dict(
-        vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        relative_attention=True, position_buckets=16, max_relative_positions=-1, norm_rel_ebd="layer_norm",
-        share_att_key=True, pos_att_type=["p2c", "c2p"], position_biased_input=False, type_vocab_size=0,
-        initializer_range=0.2, max_position_embeddings=256,
-    )  # fmt: skip
+        vocab_size=60,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        relative_attention=True,
+        position_buckets=16,
+        max_relative_positions=-1,
+        norm_rel_ebd="layer_norm",
+        share_att_key=True,
+        pos_att_type=["p2c", "c2p"],
+        position_biased_input=False,
+        type_vocab_size=0,
+        initializer_range=0.2,
+        max_position_embeddings=256,
+    )
     fields.update(overrides)
     return DebertaV2Config(**fields)
 
@@ -144,8 +155,10 @@ def test_pairrm_defaults_to_fused_and_switches(make_tiny_pairrm):
 
 def test_engine_logits_agree_between_attention_paths(tiny_hf_dir):
     prompts = ["What is the capital of France?", "Write a haiku about the sea, please, with some words " * 6]
-    cands = [["Paris.", "Berlin is the capital", "the capital city of france is paris " * 5],
-             ["waves", "the sea is blue and deep " * 9, "salt and foam", "no"]]  # fmt: skip
+    cands = [
+        ["Paris.", "Berlin is the capital", "the capital city of france is paris " * 5],
+        ["waves", "the sea is blue and deep " * 9, "salt and foam", "no"],
+    ]
     fused = PairRM.from_pretrained(tiny_hf_dir, device="cpu", batch_size=3)
     eager = PairRM.from_pretrained(tiny_hf_dir, device="cpu", batch_size=3, attention="eager")
     assert eager.engine.model.attention_implementation == "eager"

@@ -13,35 +13,81 @@ def blender(tiny_rm):
     return Blender(tiny_rm)
 
 
-@pytest.mark.parametrize("call,error,match", [
-    (lambda rm: rm.rank_batch(["a", "b"], [["x", "y"]]), ValueError, "candidates has 1 items but prompts has 2"),
-    (lambda rm: rm.rank_batch(["a"], [[]]), ValueError, r"candidates\[0\] is empty"),
-    (lambda rm: rm.rank_batch(["a", "b"], [["x"], ["y", None]]), TypeError, r"candidates\[1\]\[1\] must be a str or a list of .*messages, got NoneType"),
-    (lambda rm: rm.rank_batch(["a", 3], [["x"], ["y"]]), TypeError, r"prompts\[1\] must be a str or a list of .*messages, got int"),
-    (lambda rm: rm.rank_batch([], []), ValueError, "prompts is empty"),
-    (lambda rm: rm.rank_batch("abc", [["x"]]), TypeError, r"prompts must be a list \(of str or chat messages\), got str"),
-    (lambda rm: rm.rank_batch(["a"], ["xy"]), TypeError, r"candidates\[0\] must be a list \(of answers: str or chat messages\), got str"),
-    (lambda rm: rm.rank_batch(["a"], [["x", "y"]], instructions=["i", "j"]), ValueError, "instructions has 2 items"),
-    (lambda rm: rm.rank_batch(["a"], [["x", "y"]], aggregation="best"), ValueError, "aggregation must be one of"),
-    (lambda rm: rm.compare(["a"], ["x"], ["y", "z"]), ValueError, "candidates_b has 2 items but prompts has 1"),
-    (lambda rm: rm.compare(["a"], [b"x"], ["y"]), TypeError, r"candidates_a\[0\] must be a str or a list of .*messages, got bytes"),
-    (lambda rm: rm.compare(["a"], ["x"], ["y"], mode="both"), ValueError, "mode must be one of"),
-    (lambda rm: rm.compare_proba(["a"], ["x"], ["y"], temperature=0), ValueError, "temperature must be > 0"),
-    (lambda rm: rm.rank("a", ["x"], top_k=0), ValueError, "top_k must be a positive int"),
-    (lambda rm: rm.rank(3, ["x"]), TypeError, "prompt must be a str or a list of .*messages, got int"),
-    (lambda rm: rm.rank(None, ["x"]), TypeError, r"prompts\[0\] must be a str .*None only when the answers are whole"),
-    (lambda rm: rm.rank_with_ref(["a"], [["x"]], references=["r", "s"]), ValueError, "references has 2 items"),
-    (lambda rm: rm.rank_with_ref(["a"], [["x"]], ref_mode="random"), ValueError, "ref_mode must be one of"),
-    (lambda rm: rm.best_of_n(["a"], [["x"]], method="tournament"), ValueError, "method must be 'bubble' or 'full'"),
-    (lambda rm: rm.compare_conversations([[{"role": "user", "content": "q"}]], [[{"role": "user", "content": "q"}]]),
-     ValueError, "even, non-zero number of messages"),
-    (lambda rm: rm.compare_conversations([[{"role": "assistant", "content": "q"}, {"role": "user", "content": "a"}]],
-                                         [[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]]),
-     ValueError, r"conversations_a\[0\]\[0\] has role 'assistant'; expected 'user'"),
-    (lambda rm: rm.compare_conversations([[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]],
-                                         [[{"role": "user", "content": "other"}, {"role": "assistant", "content": "a"}]]),
-     ValueError, "must have the same user turns"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda rm: rm.rank_batch(["a", "b"], [["x", "y"]]), ValueError, "candidates has 1 items but prompts has 2"),
+        (lambda rm: rm.rank_batch(["a"], [[]]), ValueError, r"candidates\[0\] is empty"),
+        (
+            lambda rm: rm.rank_batch(["a", "b"], [["x"], ["y", None]]),
+            TypeError,
+            r"candidates\[1\]\[1\] must be a str or a list of .*messages, got NoneType",
+        ),
+        (
+            lambda rm: rm.rank_batch(["a", 3], [["x"], ["y"]]),
+            TypeError,
+            r"prompts\[1\] must be a str or a list of .*messages, got int",
+        ),
+        (lambda rm: rm.rank_batch([], []), ValueError, "prompts is empty"),
+        (
+            lambda rm: rm.rank_batch("abc", [["x"]]),
+            TypeError,
+            r"prompts must be a list \(of str or chat messages\), got str",
+        ),
+        (
+            lambda rm: rm.rank_batch(["a"], ["xy"]),
+            TypeError,
+            r"candidates\[0\] must be a list \(of answers: str or chat messages\), got str",
+        ),
+        (
+            lambda rm: rm.rank_batch(["a"], [["x", "y"]], instructions=["i", "j"]),
+            ValueError,
+            "instructions has 2 items",
+        ),
+        (lambda rm: rm.rank_batch(["a"], [["x", "y"]], aggregation="best"), ValueError, "aggregation must be one of"),
+        (lambda rm: rm.compare(["a"], ["x"], ["y", "z"]), ValueError, "candidates_b has 2 items but prompts has 1"),
+        (
+            lambda rm: rm.compare(["a"], [b"x"], ["y"]),
+            TypeError,
+            r"candidates_a\[0\] must be a str or a list of .*messages, got bytes",
+        ),
+        (lambda rm: rm.compare(["a"], ["x"], ["y"], mode="both"), ValueError, "mode must be one of"),
+        (lambda rm: rm.compare_proba(["a"], ["x"], ["y"], temperature=0), ValueError, "temperature must be > 0"),
+        (lambda rm: rm.rank("a", ["x"], top_k=0), ValueError, "top_k must be a positive int"),
+        (lambda rm: rm.rank(3, ["x"]), TypeError, "prompt must be a str or a list of .*messages, got int"),
+        (
+            lambda rm: rm.rank(None, ["x"]),
+            TypeError,
+            r"prompts\[0\] must be a str .*None only when the answers are whole",
+        ),
+        (lambda rm: rm.rank_with_ref(["a"], [["x"]], references=["r", "s"]), ValueError, "references has 2 items"),
+        (lambda rm: rm.rank_with_ref(["a"], [["x"]], ref_mode="random"), ValueError, "ref_mode must be one of"),
+        (lambda rm: rm.best_of_n(["a"], [["x"]], method="tournament"), ValueError, "method must be 'bubble' or 'full'"),
+        (
+            lambda rm: rm.compare_conversations(
+                [[{"role": "user", "content": "q"}]], [[{"role": "user", "content": "q"}]]
+            ),
+            ValueError,
+            "even, non-zero number of messages",
+        ),
+        (
+            lambda rm: rm.compare_conversations(
+                [[{"role": "assistant", "content": "q"}, {"role": "user", "content": "a"}]],
+                [[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]],
+            ),
+            ValueError,
+            r"conversations_a\[0\]\[0\] has role 'assistant'; expected 'user'",
+        ),
+        (
+            lambda rm: rm.compare_conversations(
+                [[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]],
+                [[{"role": "user", "content": "other"}, {"role": "assistant", "content": "a"}]],
+            ),
+            ValueError,
+            "must have the same user turns",
+        ),
+    ],
+)
 def test_clear_errors(tiny_rm, call, error, match):
     with pytest.raises(error, match=match):
         call(tiny_rm)

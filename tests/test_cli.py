@@ -14,17 +14,30 @@ import numpy as np
 import pytest
 
 from pairrm_hf.cli import main
-from pairrm_hf.cli.io import read_table, write_rows
-from pairrm_hf.preferences import preference_pairs as select_pairs
+from pairrm_hf.jobs.io import read_table, write_rows
+from pairrm_hf.ranking.preferences import preference_pairs as select_pairs
 
 ROWS = [
-    {"id": 0, "prompt": "What is the capital of France?", "candidates": ["Paris.", "Berlin is.", "I don't know."],
-     "a": "Paris.", "b": "Berlin.", "ref": "Paris is the capital.", "inst": "Answer briefly. "},
-    {"id": 1, "prompt": "Write a haiku about rain.", "candidates": ["Rain falls softly down", "no"],
-     "a": "no", "b": "Rain on the roof", "ref": "Drops on leaves", "inst": "Be poetic. "},
-    {"id": 2, "prompt": "2+2?", "candidates": ["4", "5", "four", "22"],
-     "a": "4", "b": "4", "ref": "4", "inst": ""},
-]  # fmt: skip
+    {
+        "id": 0,
+        "prompt": "What is the capital of France?",
+        "candidates": ["Paris.", "Berlin is.", "I don't know."],
+        "a": "Paris.",
+        "b": "Berlin.",
+        "ref": "Paris is the capital.",
+        "inst": "Answer briefly. ",
+    },
+    {
+        "id": 1,
+        "prompt": "Write a haiku about rain.",
+        "candidates": ["Rain falls softly down", "no"],
+        "a": "no",
+        "b": "Rain on the roof",
+        "ref": "Drops on leaves",
+        "inst": "Be poetic. ",
+    },
+    {"id": 2, "prompt": "2+2?", "candidates": ["4", "5", "four", "22"], "a": "4", "b": "4", "ref": "4", "inst": ""},
+]
 FORMATS = ["jsonl", "json", "csv", "parquet"]
 ATOL = 1e-5
 
@@ -85,8 +98,12 @@ def test_compare_each_format_matches_api(fmt, model, tiny_rm, tmp_path):
         _run("compare", _write_input(tmp_path, fmt), "-o", out, "--model", model, "--instruction-column", "inst") == 0
     )
     got = _read_output(out)
-    want = tiny_rm.compare([r["prompt"] for r in ROWS], [r["a"] for r in ROWS], [r["b"] for r in ROWS],
-                           instructions=[r["inst"] for r in ROWS])  # fmt: skip
+    want = tiny_rm.compare(
+        [r["prompt"] for r in ROWS],
+        [r["a"] for r in ROWS],
+        [r["b"] for r in ROWS],
+        instructions=[r["inst"] for r in ROWS],
+    )
     np.testing.assert_allclose([g["pairrm_logit"] for g in got], want, atol=ATOL)
     assert got[2]["pairrm_logit"] == 0.0  # identical answers: the symmetric logit is exactly 0
     np.testing.assert_allclose([g["pairrm_prob_a"] for g in got], 1 / (1 + np.exp(-want)), atol=ATOL)
@@ -97,8 +114,9 @@ def test_score_each_format_matches_api(fmt, model, tiny_rm, tmp_path):
     out = tmp_path / f"out.{fmt}"
     assert _run("score", _write_input(tmp_path, fmt), "-o", out, "--model", model, "--reference-column", "ref") == 0
     got = _read_output(out)
-    want = tiny_rm.rank_with_ref([r["prompt"] for r in ROWS], [r["candidates"] for r in ROWS],
-                                 references=[r["ref"] for r in ROWS])  # fmt: skip
+    want = tiny_rm.rank_with_ref(
+        [r["prompt"] for r in ROWS], [r["candidates"] for r in ROWS], references=[r["ref"] for r in ROWS]
+    )
     for g, w in zip(got, want):
         np.testing.assert_allclose(g["pairrm_rewards"], w, atol=ATOL)
 
@@ -185,11 +203,15 @@ def test_dataset_folder_and_conversations(model, tiny_rm, tmp_path):
     import datasets
 
     convs = [
-        {"a": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
-         "b": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Go away."}]},
-        {"a": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}],
-         "b": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "5"}]},
-    ]  # fmt: skip
+        {
+            "a": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
+            "b": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Go away."}],
+        },
+        {
+            "a": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}],
+            "b": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "5"}],
+        },
+    ]
     datasets.Dataset.from_list(convs).save_to_disk(str(tmp_path / "ds"))
     assert _run("compare", tmp_path / "ds", "-o", tmp_path / "c.jsonl", "--model", model) == 0
     got = _read_output(tmp_path / "c.jsonl")
@@ -212,13 +234,18 @@ def _chunk_files(parts: Path) -> dict[str, tuple[int, int]]:
 
 @pytest.mark.slow  # a fresh interpreter imports torch + transformers: ~5-30 s depending on load
 def test_kill_and_resume(model, tmp_path, capsys):
-    rows = [{"prompt": f"Question number {i}?", "candidates": [f"answer {i}", f"reply {i} x", "no idea", f"{i}"]}
-            for i in range(16)]  # fmt: skip
+    rows = [
+        {"prompt": f"Question number {i}?", "candidates": [f"answer {i}", f"reply {i} x", "no idea", f"{i}"]}
+        for i in range(16)
+    ]
     src = _write_input(tmp_path, "jsonl", rows)
     out, parts = tmp_path / "out.jsonl", tmp_path / "out.jsonl.parts"
     args = ["rank", str(src), "-o", str(out), "--model", model, "--chunk-size", "1", "--keep-parts", "--no-progress"]
-    proc = subprocess.Popen([sys.executable, "-m", "pairrm_hf.cli", *args], stderr=subprocess.DEVNULL,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pairrm_hf.cli", *args],
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(list(parts.glob("chunk-*.jsonl"))) < 3 and proc.poll() is None:
         time.sleep(0.005)
@@ -277,8 +304,24 @@ def test_two_processes_torchrun(model, tmp_path):
     single = tmp_path / "single.jsonl"
     assert _run("rank", src, "-o", single, "--model", model, "--chunk-size", 1) == 0
     out = tmp_path / "multi.jsonl"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "pairrm_hf.cli", "rank",
-           str(src), "-o", str(out), "--model", model, "--chunk-size", "1", "--no-progress"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "pairrm_hf.cli",
+        "rank",
+        str(src),
+        "-o",
+        str(out),
+        "--model",
+        model,
+        "--chunk-size",
+        "1",
+        "--no-progress",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert res.returncode == 0, res.stderr[-3000:]
     # Each process computed its own round-robin share (chunks 0,2,4 and 1,3), and only one wrote the output.
@@ -292,13 +335,33 @@ def test_two_processes_torchrun(model, tmp_path):
 
 # ------------------------------------------------------------------------------------------- bad input
 BAD_CASES = {
-    "malformed_json": (b'{"prompt": "ok", "candidates": ["a", "b"]}\n{"prompt": "x", "candidates": [\n', "line 2", "malformed JSON"),
-    "missing_column": (b'{"prompt": "ok", "candidates": ["a"]}\n{"prompt": "x"}\n', "line 2", "'candidates': missing column"),
-    "wrong_type": (b'{"prompt": "ok", "candidates": ["a"]}\n{"prompt": 7, "candidates": ["a"]}\n', "line 2", "'prompt': must be a str or a list of"),
+    "malformed_json": (
+        b'{"prompt": "ok", "candidates": ["a", "b"]}\n{"prompt": "x", "candidates": [\n',
+        "line 2",
+        "malformed JSON",
+    ),
+    "missing_column": (
+        b'{"prompt": "ok", "candidates": ["a"]}\n{"prompt": "x"}\n',
+        "line 2",
+        "'candidates': missing column",
+    ),
+    "wrong_type": (
+        b'{"prompt": "ok", "candidates": ["a"]}\n{"prompt": 7, "candidates": ["a"]}\n',
+        "line 2",
+        "'prompt': must be a str or a list of",
+    ),
     "wrong_item_type": (b'{"prompt": "ok", "candidates": ["a", 3]}\n', "line 1", "'candidates[1]'"),
-    "empty_candidates": (b'{"prompt": "ok", "candidates": ["a"]}\n\n{"prompt": "x", "candidates": []}\n', "line 3", "'candidates': is an empty list"),
-    "non_utf8": (b'{"prompt": "ok", "candidates": ["a"]}\n{"prompt": "\xff\xfe", "candidates": ["a"]}\n', "line 2", "not valid UTF-8"),
-}  # fmt: skip
+    "empty_candidates": (
+        b'{"prompt": "ok", "candidates": ["a"]}\n\n{"prompt": "x", "candidates": []}\n',
+        "line 3",
+        "'candidates': is an empty list",
+    ),
+    "non_utf8": (
+        b'{"prompt": "ok", "candidates": ["a"]}\n{"prompt": "\xff\xfe", "candidates": ["a"]}\n',
+        "line 2",
+        "not valid UTF-8",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
@@ -367,7 +430,7 @@ def test_convert_and_info(tiny_legacy_dir, tiny_backbone_dir, tiny_rm, tmp_path,
 def test_rank_batch_fn_with_datasets_map(model, tiny_rm):
     import datasets
 
-    from pairrm_hf.map_functions import rank_batch_fn
+    from pairrm_hf.jobs.map_functions import rank_batch_fn
 
     ds = datasets.Dataset.from_list([{"prompt": r["prompt"], "candidates": r["candidates"]} for r in ROWS])
     out = ds.map(rank_batch_fn(model=model, device="cpu"), batched=True, batch_size=2, with_rank=True)
@@ -377,7 +440,7 @@ def test_rank_batch_fn_with_datasets_map(model, tiny_rm):
 
 
 def test_ray_predictor_on_plain_batches(model, tiny_rm):
-    from pairrm_hf.map_functions import PairRMPredictor
+    from pairrm_hf.jobs.map_functions import PairRMPredictor
 
     predictor = PairRMPredictor(model=model, task="compare", device="cpu")
     batch = {"prompt": [r["prompt"] for r in ROWS], "a": [r["a"] for r in ROWS], "b": [r["b"] for r in ROWS]}

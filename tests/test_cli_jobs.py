@@ -34,11 +34,13 @@ import pytest
 
 from pairrm_hf import __version__
 from pairrm_hf.cli import main
-from pairrm_hf.cli.io import write_rows
-from pairrm_hf.cli.locks import JobLock
+from pairrm_hf.jobs.io import write_rows
+from pairrm_hf.jobs.locks import JobLock
 
-ROWS = [{"prompt": f"Question {i}: what is {i} + {i}?", "candidates": [f"{2 * i}", f"maybe {i}", "no idea", f"{i}{i}"]}
-        for i in range(6)]  # fmt: skip
+ROWS = [
+    {"prompt": f"Question {i}: what is {i} + {i}?", "candidates": [f"{2 * i}", f"maybe {i}", "no idea", f"{i}{i}"]}
+    for i in range(6)
+]
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +67,12 @@ def _clean(model: str, src: Path, folder: Path, *options) -> bytes:
 
 
 def _subprocess(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pairrm_hf.cli", *args, "--no-progress"], stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "pairrm_hf.cli", *args, "--no-progress"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 # ------------------------------------------------------------------------------------------- concurrency
@@ -124,9 +130,17 @@ def test_overwrite_refuses_while_another_process_works(model, tmp_path, capsys):
     out = tmp_path / "o.jsonl"
     assert _run("rank", src, "-o", out, "--model", model, "--chunk-size", 1, "--shard", "0/2") == 0
     parts = Path(str(out) + ".parts")
-    probe = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
-                              "fcntl.lockf(fd, fcntl.LOCK_SH, 1, 0); print('locked', flush=True); time.sleep(60)",
-                              str(parts / ".lock")], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    probe = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
+            "fcntl.lockf(fd, fcntl.LOCK_SH, 1, 0); print('locked', flush=True); time.sleep(60)",
+            str(parts / ".lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert probe.stdout.readline().strip() == "locked"
         assert _run("rank", src, "-o", out, "--model", model, "--chunk-size", 1, "--overwrite") == 2
@@ -183,11 +197,14 @@ def test_same_size_same_mtime_edit_is_detected(model, tmp_path, capsys):
     assert out.read_bytes() == _clean(model, src, tmp_path / "ref", "--chunk-size", 1)
 
 
-@pytest.mark.parametrize("bad,message", [
-    ({"--dtype": "float64"}, "dtype must be one of"),
-    ({"--model": "{tmp}/no-such-model-folder"}, "could not find"),
-    ({"-o": "{tmp}/o.txt"}, "unknown output type"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ({"--dtype": "float64"}, "dtype must be one of"),
+        ({"--model": "{tmp}/no-such-model-folder"}, "could not find"),
+        ({"-o": "{tmp}/o.txt"}, "unknown output type"),
+    ],
+)
 def test_failed_start_leaves_nothing_that_refuses_the_fix(bad, message, model, tmp_path, capsys):
     src = _input(tmp_path)
     out = tmp_path / "o.jsonl"
@@ -298,8 +315,10 @@ def test_progress_moves_per_batch_of_pairs_and_obeys_hf_switches(model, tmp_path
     import huggingface_hub.utils as hub_utils
     import transformers
 
-    rows = [{"prompt": f"Question {i}?", "candidates": [f"a{i}", f"b {i}", f"c  {i}", f"{i} d", f"e{i}e"]}
-            for i in range(20)]  # fmt: skip
+    rows = [
+        {"prompt": f"Question {i}?", "candidates": [f"a{i}", f"b {i}", f"c  {i}", f"{i} d", f"e{i}e"]}
+        for i in range(20)
+    ]
     src = _input(tmp_path, rows)
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
@@ -310,8 +329,10 @@ def test_progress_moves_per_batch_of_pairs_and_obeys_hf_switches(model, tmp_path
     assert counts and counts[-1] == (total, total), terminal.getvalue()[-500:]
     # One chunk of 20 rows: a bar that moved per chunk would jump from 0 to the end; this one moves per batch.
     assert any(0 < n < total for n, _ in counts), counts
-    for disable, enable in [(hub_utils.disable_progress_bars, hub_utils.enable_progress_bars),
-                            (transformers.utils.logging.disable_progress_bar, transformers.utils.logging.enable_progress_bar)]:  # fmt: skip
+    for disable, enable in [
+        (hub_utils.disable_progress_bars, hub_utils.enable_progress_bars),
+        (transformers.utils.logging.disable_progress_bar, transformers.utils.logging.enable_progress_bar),
+    ]:
         terminal.seek(0)
         terminal.truncate()
         disable()
@@ -332,11 +353,14 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"pairrm-hf {__version__}"
 
 
-@pytest.mark.parametrize("missing,target,extra", [
-    ("pyarrow", "out.parquet", "pyarrow"),
-    ("pyarrow", "in.parquet", "pyarrow"),
-    ("datasets", "folder", "datasets"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "missing,target,extra",
+    [
+        ("pyarrow", "out.parquet", "pyarrow"),
+        ("pyarrow", "in.parquet", "pyarrow"),
+        ("datasets", "folder", "datasets"),
+    ],
+)
 def test_missing_extra_is_named_before_any_compute(missing, target, extra, tmp_path, monkeypatch, capsys):
     src = _input(tmp_path)
     if target == "in.parquet":

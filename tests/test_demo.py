@@ -24,7 +24,7 @@ def _free_port() -> int:
 
 
 def test_demo_in_headless_chromium(tiny_hf_dir, tiny_rm, tmp_path):
-    from pairrm_hf.fusion import fuse_generate, load_fuser
+    from pairrm_hf.generation.fusion import fuse_generate, load_fuser
     from pairrm_hf.serve.demo import build_demo
     from tests.conftest import ORACLE_FUSER
 

@@ -38,8 +38,12 @@ def test_dynamic_padding_and_length_buckets(tiny_rm):
     stats = tiny_rm.engine.last_stats
     n_pairs = sum(len(c) * (len(c) - 1) for c in CANDIDATES)
     assert stats["rows"] < n_pairs  # duplicate texts ("hello!" twice) share rows
-    longest = max(len(tiny_rm.engine.encoder.encode_pair(p, c[i], c[j])) for p, c in zip(PROMPTS, CANDIDATES)
-                  for i in range(len(c)) for j in range(len(c)))  # fmt: skip
+    longest = max(
+        len(tiny_rm.engine.encoder.encode_pair(p, c[i], c[j]))
+        for p, c in zip(PROMPTS, CANDIDATES)
+        for i in range(len(c))
+        for j in range(len(c))
+    )
     # batches hold rows of similar length: far less padding than padding every row to the longest (or to 2048)
     assert stats["padded_tokens"] < 0.5 * longest * stats["rows"]
     assert stats["padded_tokens"] >= stats["real_tokens"]

@@ -8,9 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from pairrm_hf.aggregation import scores_from_matrix
 from pairrm_hf.cli.eval_command import eval_main
-from pairrm_hf.evaluation import (
+from pairrm_hf.evaluation.metrics import (
     _partial_scores,
     accuracy_from_margins,
     beat_percent,
@@ -22,6 +21,7 @@ from pairrm_hf.evaluation import (
     selection_tradeoff,
     top_k_percent,
 )
+from pairrm_hf.ranking.aggregation import scores_from_matrix
 
 # ------------------------------------------------------------------------------------------------ hand-computed
 
@@ -122,8 +122,10 @@ def test_partial_scores_with_every_pair_rank_like_full_matrix():
 # ------------------------------------------------------------------------------------------------ with a model
 
 PROMPTS = ["What is the capital of France?", "Write a poem about the sea."]
-CANDS = [["Paris.", "Berlin is the capital.", "I do not know.", "Paris is the capital of France."],
-         ["The sea is blue and deep.", "No.", "Waves, waves, the water sings."]]  # fmt: skip
+CANDS = [
+    ["Paris.", "Berlin is the capital.", "I do not know.", "Paris is the capital of France."],
+    ["The sea is blue and deep.", "No.", "Waves, waves, the water sings."],
+]
 SCORES = [[0.9, 0.1, 0.0, 1.0], [0.7, 0.0, 0.9]]
 
 
@@ -137,11 +139,12 @@ def test_pairwise_accuracy_uses_symmetric_margins_and_counts_ties(tiny_rm):
             "chosen": [{"role": "assistant", "content": "hello!"}],
             "rejected": [{"role": "assistant", "content": "go away"}],
             "subset": "x",
-        },  # fmt: skip
+        },
     ]
     out = pairwise_accuracy(tiny_rm, rows, section_map={"all": ["x", "y"]})
-    expected = tiny_rm.compare([r["prompt"] for r in rows[:3]], [r["chosen"] for r in rows[:3]],
-                               [r["rejected"] for r in rows[:3]])  # fmt: skip
+    expected = tiny_rm.compare(
+        [r["prompt"] for r in rows[:3]], [r["chosen"] for r in rows[:3]], [r["rejected"] for r in rows[:3]]
+    )
     conv = tiny_rm.compare_conversations(
         [rows[3]["prompt"] + rows[3]["chosen"]], [rows[3]["prompt"] + rows[3]["rejected"]]
     )
@@ -200,19 +203,48 @@ def test_plot_tradeoff_writes_png(tmp_path):
 
 def test_eval_main_preference_and_ranking(tiny_hf_dir, tmp_path, capsys):
     pref = tmp_path / "pref.jsonl"
-    pref.write_text("\n".join(json.dumps({"prompt": p, "chosen": c[0], "rejected": c[1], "subset": "s"})
-                              for p, c in zip(PROMPTS, CANDS)) + "\n")  # fmt: skip
+    pref.write_text(
+        "\n".join(
+            json.dumps({"prompt": p, "chosen": c[0], "rejected": c[1], "subset": "s"}) for p, c in zip(PROMPTS, CANDS)
+        )
+        + "\n"
+    )
     out = tmp_path / "out.json"
     assert eval_main(["--model", str(tiny_hf_dir), "--data", str(pref), "--device", "cpu", "-o", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["n"] == 2 and "s" in result["subsets"]
     mix = tmp_path / "mix.jsonl"
-    mix.write_text("\n".join(json.dumps({"id": str(k), "instruction": "", "input": p,
-        "candidates": [{"text": t, "scores": {"bartscore": s}} for t, s in zip(c, sc)]})
-        for k, (p, c, sc) in enumerate(zip(PROMPTS, CANDS, SCORES))) + "\n")  # fmt: skip
+    mix.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "id": str(k),
+                    "instruction": "",
+                    "input": p,
+                    "candidates": [{"text": t, "scores": {"bartscore": s}} for t, s in zip(c, sc)],
+                }
+            )
+            for k, (p, c, sc) in enumerate(zip(PROMPTS, CANDS, SCORES))
+        )
+        + "\n"
+    )
     capsys.readouterr()
-    code = eval_main(["--model", str(tiny_hf_dir), "--data", str(mix), "--task", "ranking", "--metric", "bartscore",
-                      "--device", "cpu", "--budgets", "1.0"])  # fmt: skip
+    code = eval_main(
+        [
+            "--model",
+            str(tiny_hf_dir),
+            "--data",
+            str(mix),
+            "--task",
+            "ranking",
+            "--metric",
+            "bartscore",
+            "--device",
+            "cpu",
+            "--budgets",
+            "1.0",
+        ]
+    )
     assert code == 0
     table = json.loads(capsys.readouterr().out)
     assert [r["aggregation"] for r in table] == ["random", "max_logits", "max_wins", "bubble", "oracle"]
@@ -221,7 +253,7 @@ def test_eval_main_preference_and_ranking(tiny_hf_dir, tmp_path, capsys):
 
 
 def test_selection_tradeoff_takes_every_ranking_method(tiny_rm):
-    from pairrm_hf.schedules import RANKING_METHODS
+    from pairrm_hf.ranking.schedules import RANKING_METHODS
 
     table = selection_tradeoff(tiny_rm, PROMPTS, CANDS, ref_scores=SCORES, aggregations=RANKING_METHODS, budgets=(1.0,))
     rows = {r["aggregation"]: r for r in table}

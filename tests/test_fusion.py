@@ -10,9 +10,9 @@ import torch
 from transformers import AutoTokenizer, pipeline
 
 import pairrm_hf  # noqa: F401  (registers the pipeline tasks)
-from pairrm_hf import fusion
 from pairrm_hf.blender import Blender
-from pairrm_hf.generation import best_of_n_generate, sample_n
+from pairrm_hf.generation import fusion
+from pairrm_hf.generation.sampling import best_of_n_generate, sample_n
 from pairrm_hf.testing import build_tiny_llama, build_tiny_t5
 from tests.conftest import ORACLE_FUSER
 

@@ -8,8 +8,8 @@ import torch
 
 from pairrm_hf import PairRM
 from pairrm_hf.blender import Blender
-from pairrm_hf.fusion import load_fuser
-from pairrm_hf.generation import _model_inputs, has_chat_template_prefix, sample_n
+from pairrm_hf.generation.fusion import load_fuser
+from pairrm_hf.generation.sampling import _model_inputs, has_chat_template_prefix, sample_n
 from pairrm_hf.testing import build_tiny_llama
 from tests.conftest import ORACLE_FUSER
 

@@ -17,8 +17,8 @@ import torch
 
 from pairrm_hf import Blender
 from pairrm_hf.cli import main
-from pairrm_hf.evaluation import pairwise_accuracy
-from pairrm_hf.inputs import answer_texts, preference_texts
+from pairrm_hf.evaluation.metrics import pairwise_accuracy
+from pairrm_hf.ranking.inputs import answer_texts, preference_texts
 from pairrm_hf.training import PairRMDataCollator
 from pairrm_hf.trl import PairRMJudge, PairRMPairwiseReward, PairRMRankJudge, PairRMReward, label_preferences
 
@@ -55,12 +55,22 @@ CHAT1_SOURCE = INSTR + "USER: " + QUESTION + "\nAssistant: <Response 1>"
 CASES = {
     "string": (QUESTION, "auto", QUESTION, ANSWER_A, ANSWER_B),
     "chat1": ([user(QUESTION)], "auto", CHAT1_SOURCE, "<Response 1>: " + ANSWER_A, "<Response 1>: " + ANSWER_B),
-    "chat3": (CHAT3_PROMPT, "auto", CHAT3_SOURCE,
-              CHAT3_HISTORY + "<Response 3>: " + ANSWER_A, CHAT3_HISTORY + "<Response 3>: " + ANSWER_B),
+    "chat3": (
+        CHAT3_PROMPT,
+        "auto",
+        CHAT3_SOURCE,
+        CHAT3_HISTORY + "<Response 3>: " + ANSWER_A,
+        CHAT3_HISTORY + "<Response 3>: " + ANSWER_B,
+    ),
     # RewardBench's way: a plain row formatted as a one-turn chat
-    "string_as_conversation": (QUESTION, "conversation", CHAT1_SOURCE,
-                               "<Response 1>: " + ANSWER_A, "<Response 1>: " + ANSWER_B),
-}  # fmt: skip
+    "string_as_conversation": (
+        QUESTION,
+        "conversation",
+        CHAT1_SOURCE,
+        "<Response 1>: " + ANSWER_A,
+        "<Response 1>: " + ANSWER_B,
+    ),
+}
 
 
 @pytest.fixture(params=list(CASES), scope="module")
@@ -68,8 +78,15 @@ def case(request, tiny_rm):
     prompt, fmt, source, text_a, text_b = CASES[request.param]
     # the reference: the hand-written texts scored as plain strings (no formatting involved)
     c = tiny_rm.comparison_matrices([source], [[text_a, text_b]])[0].astype(np.float64)
-    return {"name": request.param, "prompt": prompt, "format": fmt, "source": source, "texts": (text_a, text_b),
-            "s": c[0, 1] - c[1, 0], "matrix": c}  # fmt: skip
+    return {
+        "name": request.param,
+        "prompt": prompt,
+        "format": fmt,
+        "source": source,
+        "texts": (text_a, text_b),
+        "s": c[0, 1] - c[1, 0],
+        "matrix": c,
+    }
 
 
 def _answers(case):
@@ -203,13 +220,17 @@ def test_pairwise_accuracy(case, tiny_rm):
 REWARDBENCH_ROWS = [
     {"prompt": "What is the capital of France?", "chosen": "Paris.", "rejected": "Berlin.", "subset": "facts"},
     {"prompt": "2+2?", "chosen": "4", "rejected": "5", "subset": "math"},
-    {"prompt": "Say hi politely.", "chosen": "Hello, nice to meet you!", "rejected": "What do you want?",
-     "subset": "chat"},
+    {
+        "prompt": "Say hi politely.",
+        "chosen": "Hello, nice to meet you!",
+        "rejected": "What do you want?",
+        "subset": "chat",
+    },
     {"prompt": "Name a color.", "chosen": "Blue.", "rejected": "The number seven.", "subset": "chat"},
     {"prompt": "Translate 'chat' to English.", "chosen": "Cat.", "rejected": "Chat.", "subset": "facts"},
     {"prompt": "Is the earth flat?", "chosen": "No, it is roughly a sphere.", "rejected": "Yes.", "subset": "facts"},
     {"prompt": "Write one word.", "chosen": "Word", "rejected": "", "subset": "math"},
-]  # fmt: skip
+]
 
 
 def _rewardbench_pairrm(model, tokenizer, rows):

@@ -5,19 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pairrm_hf.schedules import (
+from pairrm_hf.ranking.schedules import (
     RANKING_METHODS,
     knockout_comparisons,
     knockout_finalists,
     knockout_lucky_losers,
     knockout_rank,
-)  # fmt: skip
+)
 
 
 class MatrixEngine:
     """Answers ``pair_logits`` from fixed matrices ``C[input][i, j]`` and counts what it was asked.
 
-    A stand-in for :class:`~pairrm_hf.engine.PairwiseEngine` so the schedule can be checked against preferences
+    A stand-in for :class:`~pairrm_hf.ranking.engine.PairwiseEngine` so the schedule can be checked against preferences
     chosen by the test (a transitive order known in advance); the real engine is exercised below on the tiny model.
     """
 

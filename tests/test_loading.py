@@ -136,11 +136,14 @@ def test_pickled_weights_are_loaded_without_code_execution(tiny_legacy_dir, tiny
     assert "executed" not in str(err.value) and not isinstance(err.value, SystemExit)
 
 
-@pytest.mark.parametrize("remove,message", [
-    ("config.json", "no config.json"),
-    ("model.safetensors", "no weights"),
-    ("tokenizer.json+spm.model", "no tokenizer"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "remove,message",
+    [
+        ("config.json", "no config.json"),
+        ("model.safetensors", "no weights"),
+        ("tokenizer.json+spm.model", "no tokenizer"),
+    ],
+)
 def test_missing_files_are_named(tiny_hf_dir, tmp_path, remove, message):
     folder = tmp_path / "broken"
     shutil.copytree(tiny_hf_dir, folder)

@@ -26,12 +26,26 @@ def test_state_dict_keys_are_the_published_ones(tiny_hf_dir):
 def test_real_checkpoint_shapes_have_published_parameter_count():
     """The PairRM-hf config (upstream-facts §1a) builds 436,014,081 parameters (on the meta device: no memory)."""
     config = DebertaV2Config(
-        vocab_size=128005, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-        position_buckets=256, relative_attention=True, share_att_key=True, pos_att_type=["p2c", "c2p"],
-        norm_rel_ebd="layer_norm", position_biased_input=False, type_vocab_size=0, max_relative_positions=-1,
-        n_tasks=1, drop_out=0.05, source_prefix_id=128001, cand1_prefix_id=128002, cand2_prefix_id=128003,
+        vocab_size=128005,
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        position_buckets=256,
+        relative_attention=True,
+        share_att_key=True,
+        pos_att_type=["p2c", "c2p"],
+        norm_rel_ebd="layer_norm",
+        position_biased_input=False,
+        type_vocab_size=0,
+        max_relative_positions=-1,
+        n_tasks=1,
+        drop_out=0.05,
+        source_prefix_id=128001,
+        cand1_prefix_id=128002,
+        cand2_prefix_id=128003,
         cand_prefix_id=128004,
-    )  # fmt: skip
+    )
     with torch.device("meta"):
         model = DebertaV2PairRM(config)
     assert sum(p.numel() for p in model.parameters()) == 436_014_081

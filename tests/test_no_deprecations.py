@@ -95,10 +95,13 @@ def test_the_hook_catches_a_deprecated_training_argument(tmp_path):
     with pytest.raises(AssertionError, match="gradient_checkpointing"):
         with no_deprecations_from_us():
             exec(  # a call whose caller frame is a pairrm_hf file
-                compile("TrainingArguments(output_dir=out, gradient_checkpointing=False)", str(PACKAGE / "training.py"),
-                        "exec"),
+                compile(
+                    "TrainingArguments(output_dir=out, gradient_checkpointing=False)",
+                    str(PACKAGE / "training.py"),
+                    "exec",
+                ),
                 {"TrainingArguments": TrainingArguments, "out": str(tmp_path)},
-            )  # fmt: skip
+            )
     with no_deprecations_from_us():
         TrainingArguments(output_dir=str(tmp_path), gradient_checkpointing=False)  # the test's own call: not ours
 
@@ -108,8 +111,8 @@ def test_representative_calls_raise_no_deprecation_warnings(tiny_hf_dir, tiny_le
     from transformers import pipeline
 
     from pairrm_hf import Blender, PairRM, convert_legacy_checkpoint, load_pairrm
-    from pairrm_hf.fusion import load_fuser
-    from pairrm_hf.generation import best_of_n_generate
+    from pairrm_hf.generation.fusion import load_fuser
+    from pairrm_hf.generation.sampling import best_of_n_generate
     from pairrm_hf.testing import build_tiny_llama
     from pairrm_hf.training import train_pairrm
     from pairrm_hf.trl import PairRMJudge, PairRMPairwiseReward, PairRMReward, label_preferences
@@ -152,6 +155,11 @@ def test_representative_calls_raise_no_deprecation_warnings(tiny_hf_dir, tiny_le
         train_pairrm(
             str(tiny_hf_dir),
             [{"prompt": prompts[0], "chosen": "Paris.", "rejected": "Lyon."}] * 2,
-            output_dir=tmp_path / "trained", max_steps=1, per_device_train_batch_size=2, use_cpu=True,
-            save_strategy="no", logging_strategy="no", save_final=False,
-        )  # fmt: skip
+            output_dir=tmp_path / "trained",
+            max_steps=1,
+            per_device_train_batch_size=2,
+            use_cpu=True,
+            save_strategy="no",
+            logging_strategy="no",
+            save_final=False,
+        )

@@ -132,7 +132,7 @@ def test_chat_inputs(rank_pipe, tiny_rm):
     for out in (rank_pipe(convs), rank_pipe({"conversations": convs})):
         first = next(r for r in out if r["index"] == 0)
         assert first["logit"] == pytest.approx(logit, abs=1e-5)
-    # a single-turn prompt with plain-text answers: the original's conversation template (pairrm_hf.inputs)
+    # a single-turn prompt with plain-text answers: the original's conversation template (pairrm_hf.ranking.inputs)
     one_turn = [[user[0], {"role": "assistant", "content": a}] for a in ("hello", "go away")]
     want = float(tiny_rm.compare_conversations([one_turn[0]], [one_turn[1]])[0])
     for candidates in (["hello", "go away"], [conv[1:] for conv in one_turn]):
@@ -181,7 +181,7 @@ def test_dtype_and_device(tiny_hf_dir, rank_pipe):
             ),
             ValueError,
             "user/assistant pairs",
-        ),  # fmt: skip
+        ),
         (lambda p: p(3, CANDS), TypeError, "inputs must be"),
         (
             lambda p: p([{"prompt": PROMPT, "candidates": CANDS}, {"prompt": 1, "candidates": CANDS}]),
@@ -337,9 +337,11 @@ def test_save_pretrained_round_trip(rank_pipe, tiny_rm, tmp_path):
 
 def test_legacy_layout_loads_in_the_pipeline(tiny_legacy_dir, tiny_backbone_dir, rank_pipe, tmp_path):
     legacy = pipeline(
-        "pairwise-ranking", model=str(tiny_legacy_dir), device="cpu",
+        "pairwise-ranking",
+        model=str(tiny_legacy_dir),
+        device="cpu",
         model_kwargs={"backbone_config": str(tiny_backbone_dir)},
-    )  # fmt: skip
+    )
     assert type(legacy.model) is DebertaV2PairRM
     assert legacy.ranker.lengths == rank_pipe.ranker.lengths
     for prompt, cands in ((PROMPT, CANDS), (PROMPT, NFKC_CANDS)):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pairrm_hf import PairRM
-from pairrm_hf.quantization import quantize_int8
+from pairrm_hf.ranking.quantization import quantize_int8
 
 PROMPTS = ["What is the capital of France?", "Write a poem about the sea."]
 CANDS = [

@@ -24,21 +24,16 @@ from pairrm_hf import (
     format_comparison_table,
 )
 from pairrm_hf.cli import main as cli_main
-from pairrm_hf.modeling_dual_reranker import simcls_loss
-from pairrm_hf.ranker_training import (
+from pairrm_hf.models.modeling_dual_reranker import simcls_loss
+from pairrm_hf.testing import build_tiny_encoder, build_tiny_ranker, synthetic_preference_rows, synthetic_ranking_rows
+from pairrm_hf.tokenization.tokenization_pairrm import PREFIX_TOKENS, PairLengths
+from pairrm_hf.training.rankers import (
     DualRankerCollator,
     PointwiseRankerCollator,
     candidate_sets,
     init_ranker_from_backbone,
     train_ranker,
 )
-from pairrm_hf.testing import (
-    build_tiny_encoder,
-    build_tiny_ranker,
-    synthetic_preference_rows,
-    synthetic_ranking_rows,
-)
-from pairrm_hf.tokenization_pairrm import PREFIX_TOKENS, PairLengths
 
 PROMPTS = ["what is the capital of france?", "hello, how are you?"]
 CANDIDATES = [
@@ -106,8 +101,11 @@ def test_simcls_loss_matches_hand_computation():
     with_target = simcls_loss(scores, metric, valid, torch.tensor([0.3]), torch.tensor([True]))
     assert float(with_target) == pytest.approx(expected + 0.2 / 3, abs=1e-6)
     # a padding slot takes part in nothing
-    padded = simcls_loss(torch.tensor([[0.2, 0.5, 0.1, 9.0]]), torch.tensor([[3.0, 2.0, 1.0, 9.0]]),
-                         torch.tensor([[True, True, True, False]]))  # fmt: skip
+    padded = simcls_loss(
+        torch.tensor([[0.2, 0.5, 0.1, 9.0]]),
+        torch.tensor([[3.0, 2.0, 1.0, 9.0]]),
+        torch.tensor([[True, True, True, False]]),
+    )
     assert float(padded) == pytest.approx(expected, abs=1e-6)
 
 
@@ -190,8 +188,21 @@ def test_pair_ranker_rows_and_batch_invariance(tiny_rankers, name):
     row = rm.engine.encoder.encode_pair("hello sun", "good", "bad")
     names = tok.convert_ids_to_tokens(row)
     cls, sep = ("<s>", "</s>") if name == "pair_roberta" else ("[CLS]", "[SEP]")
-    assert names == [cls, "<|source|>", "hello", "sun", sep, cls, "<|candidate1|>", "good", sep,
-                     cls, "<|candidate2|>", "bad", sep]  # fmt: skip
+    assert names == [
+        cls,
+        "<|source|>",
+        "hello",
+        "sun",
+        sep,
+        cls,
+        "<|candidate1|>",
+        "good",
+        sep,
+        cls,
+        "<|candidate2|>",
+        "bad",
+        sep,
+    ]
     with torch.no_grad():
         direct = float(rm.model(input_ids=torch.tensor([row])).logits[0])
     assert rm.compare(["hello sun"], ["good"], ["bad"], mode="ab")[0] == pytest.approx(direct, abs=1e-5)
@@ -219,8 +230,23 @@ def test_pipeline_trl_reward_and_cli_accept_every_ranker(tiny_rankers, capsys):
         values = reward([PROMPTS[1]] * 3, CANDIDATES[1])
         assert [CANDIDATES[1][i] for i in np.argsort(values)[::-1]] == expected
         capsys.readouterr()
-        assert cli_main(["rank", "--model", str(folder), "--device", "cpu", "--json", "--prompt", PROMPTS[1],
-                         "--candidates", *CANDIDATES[1]]) == 0  # fmt: skip
+        assert (
+            cli_main(
+                [
+                    "rank",
+                    "--model",
+                    str(folder),
+                    "--device",
+                    "cpu",
+                    "--json",
+                    "--prompt",
+                    PROMPTS[1],
+                    "--candidates",
+                    *CANDIDATES[1],
+                ]
+            )
+            == 0
+        )
         assert [r["text"] for r in json.loads(capsys.readouterr().out)] == expected
 
 
@@ -234,16 +260,34 @@ def test_eval_compare_runs_the_paper_table_for_several_rankers(tiny_rankers, tmp
         assert 1 <= r["gpt_rank"] <= 4 and 0 <= r["top1_percent"] <= 100 and 0 <= r["beat_0_percent"] <= 100
     # GPT-Rank by hand for the dual encoder: the reference rank of its top choice
     quality = [[c["scores"]["quality"] for c in row["candidates"]] for row in rows]
-    picks = [int(np.argmin(r.ranks)) for r in rankers["dual"].rank_batch(
-        [row["input"] for row in rows], [[c["text"] for c in row["candidates"]] for row in rows])]  # fmt: skip
+    picks = [
+        int(np.argmin(r.ranks))
+        for r in rankers["dual"].rank_batch(
+            [row["input"] for row in rows], [[c["text"] for c in row["candidates"]] for row in rows]
+        )
+    ]
     hand = np.mean([1 + sum(v > q[p] for v in q) for q, p in zip(quality, picks)])
     assert results[2]["gpt_rank"] == pytest.approx(hand)
     assert "| pair_bert |" in format_comparison_table(results)
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     capsys.readouterr()
-    argv = ["eval", "--task", "compare", "--data", str(data), "--metric", "quality", "--models",
-            str(tiny_rankers["summa"]), str(tiny_rankers["dual"]), "--device", "cpu", "--output", str(tmp_path / "cmp.json")]  # fmt: skip
+    argv = [
+        "eval",
+        "--task",
+        "compare",
+        "--data",
+        str(data),
+        "--metric",
+        "quality",
+        "--models",
+        str(tiny_rankers["summa"]),
+        str(tiny_rankers["dual"]),
+        "--device",
+        "cpu",
+        "--output",
+        str(tmp_path / "cmp.json"),
+    ]
     assert cli_main(argv) == 0
     assert "gpt_rank" in capsys.readouterr().out and len(json.loads((tmp_path / "cmp.json").read_text())) == 2
 
@@ -252,8 +296,9 @@ def test_eval_compare_runs_the_paper_table_for_several_rankers(tiny_rankers, tmp
 def test_collators_label_the_best_and_pad_candidate_sets(tmp_path):
     rows = synthetic_ranking_rows(2, n_candidates=4, seed=5)
     sets = candidate_sets(rows, metrics=["quality", "quality_x2"])
-    model, tok = init_ranker_from_backbone(build_tiny_encoder(tmp_path / "bb"), "summareranker", n_tasks=2,
-                                           lengths=PairLengths(32, 32))  # fmt: skip
+    model, tok = init_ranker_from_backbone(
+        build_tiny_encoder(tmp_path / "bb"), "summareranker", n_tasks=2, lengths=PairLengths(32, 32)
+    )
     batch = PointwiseRankerCollator(tok, PairLengths(32, 32), n_tasks=2)(sets)
     n = [len(s["candidates"]) for s in sets]
     assert batch["input_ids"].shape[0] == sum(n) and batch["labels"].shape == (sum(n), 2)
@@ -272,8 +317,16 @@ def _accuracy(rm: PairRM, rows: list[dict]) -> float:
     return float(np.mean(margins > 0))
 
 
-_FAST = dict(per_device_train_batch_size=8, lr_scheduler_type="constant", weight_decay=0.0, seed=0, use_cpu=True,
-             save_strategy="no", disable_tqdm=True, logging_steps=1000)  # fmt: skip
+_FAST = dict(
+    per_device_train_batch_size=8,
+    lr_scheduler_type="constant",
+    weight_decay=0.0,
+    seed=0,
+    use_cpu=True,
+    save_strategy="no",
+    disable_tqdm=True,
+    logging_steps=1000,
+)
 #: PairRanker on BERT/RoBERTa/XLM-R: from a random encoder the prefix tokens must first learn to gather their own
 #: segment through absolute position embeddings; a constant 5e-3 for 300–400 steps stalls at 0.81–0.96 depending on
 #: the seed, a warmed-up, linearly decaying 2e-3 over 1000 steps reaches 1.00 on 300 held-out pairs for seeds 0–3
@@ -297,11 +350,21 @@ def test_each_ranker_type_and_backbone_learns_a_preference_rule(case, tmp_path):
     backbone = build_tiny_encoder(tmp_path / "backbone", family, seed=0)
     held_out = synthetic_preference_rows(100, seed=999)
     out = tmp_path / "trained"
-    train_ranker(str(backbone), synthetic_preference_rows(n_rows, seed=0), ranker_type=kind, output_dir=out,
-                 lengths=PairLengths(32, 32), max_steps=steps, learning_rate=lr, **{**_FAST, **schedule})  # fmt: skip
+    train_ranker(
+        str(backbone),
+        synthetic_preference_rows(n_rows, seed=0),
+        ranker_type=kind,
+        output_dir=out,
+        lengths=PairLengths(32, 32),
+        max_steps=steps,
+        learning_rate=lr,
+        **{**_FAST, **schedule},
+    )
     rm = _load(out)
-    assert type(rm.model).__name__ == {"pairranker": "PairRanker", "summareranker": "SummaReranker",
-                                       "dual": "DualReranker"}[kind]  # fmt: skip
+    assert (
+        type(rm.model).__name__
+        == {"pairranker": "PairRanker", "summareranker": "SummaReranker", "dual": "DualReranker"}[kind]
+    )
     assert _accuracy(rm, held_out) >= 0.9
     # answers of the task's form (two marked words, q = 0, 2, 1): a rule learned on pairs must pick q = 2. Answers
     # with one marked word lie outside the training rows; tiny PairRankers may order them arbitrarily.
@@ -312,9 +375,18 @@ def test_each_ranker_type_and_backbone_learns_a_preference_rule(case, tmp_path):
 def test_summareranker_learns_from_mixinstruct_rows_with_two_metrics(tmp_path):
     backbone = build_tiny_encoder(tmp_path / "backbone", "bert", seed=0)
     out = tmp_path / "trained"
-    train_ranker(str(backbone), synthetic_ranking_rows(200, seed=0), ranker_type="summareranker", output_dir=out,
-                 model_kwargs={"n_tasks": 2}, metrics=["quality", "quality_x2"], lengths=PairLengths(32, 32),
-                 max_steps=200, learning_rate=3e-3, **_FAST)  # fmt: skip
+    train_ranker(
+        str(backbone),
+        synthetic_ranking_rows(200, seed=0),
+        ranker_type="summareranker",
+        output_dir=out,
+        model_kwargs={"n_tasks": 2},
+        metrics=["quality", "quality_x2"],
+        lengths=PairLengths(32, 32),
+        max_steps=200,
+        learning_rate=3e-3,
+        **_FAST,
+    )
     rm = _load(out)
     assert rm.model.config.n_tasks == 2
     # SummaReranker's objective is "best of its set" per metric: it must pick the best held-out answer.
@@ -327,10 +399,22 @@ def test_train_rankers_example_runs(tmp_path):
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root)}
     done = subprocess.run(
-        [sys.executable, "examples/train_rankers.py", "--steps", "3", "--output-dir", str(tmp_path),
-         "--json", str(tmp_path / "table.json")],
-        cwd=root, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "examples/train_rankers.py",
+            "--steps",
+            "3",
+            "--output-dir",
+            str(tmp_path),
+            "--json",
+            str(tmp_path / "table.json"),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     table = json.loads((tmp_path / "table.json").read_text())
     assert [r["ranker"] for r in table] == ["pairranker", "summareranker", "dual"]

@@ -13,7 +13,7 @@ import pytest
 from transformers import DebertaV2Tokenizer
 
 from pairrm_hf import PairEncoder, PairLengths
-from pairrm_hf.tokenization_pairrm import PREFIX_TOKENS, TEXT_MARKER, restore_sentencepiece_normalizer
+from pairrm_hf.tokenization.tokenization_pairrm import PREFIX_TOKENS, TEXT_MARKER, restore_sentencepiece_normalizer
 from tests.conftest import ORACLE
 
 REAL_SPM = ORACLE / "real_vocab" / "spm.model"

@@ -35,8 +35,11 @@ CANDIDATES = [["4", "four", "5", "It is 4."], ["red", "blue"], ["hello", "hi the
 @pytest.fixture(scope="module")
 def service(tiny_hf_dir):
     # batch_size 4 (the direct model uses 8): served results come from differently cut batches
-    svc = PairRMService(PairRM.from_pretrained(tiny_hf_dir, device="cpu", batch_size=4), max_wait_ms=50.0,
-                        limits=Limits(max_items=64, max_candidates=16))  # fmt: skip
+    svc = PairRMService(
+        PairRM.from_pretrained(tiny_hf_dir, device="cpu", batch_size=4),
+        max_wait_ms=50.0,
+        limits=Limits(max_items=64, max_candidates=16),
+    )
     yield svc
     svc.close()
 
@@ -74,8 +77,10 @@ def test_rank_equals_direct(remote, tiny_rm, aggregation):
 def test_compare_equals_direct(remote, tiny_rm, mode):
     a, b = ["4", "red", "hello"], ["5", "blue", "bye"]
     assert close(remote.compare(PROMPTS, a, b, mode=mode), tiny_rm.compare(PROMPTS, a, b, mode=mode))
-    assert close(remote.compare_proba(PROMPTS, a, b, mode=mode, temperature=2.0),
-                 tiny_rm.compare_proba(PROMPTS, a, b, mode=mode, temperature=2.0))  # fmt: skip
+    assert close(
+        remote.compare_proba(PROMPTS, a, b, mode=mode, temperature=2.0),
+        tiny_rm.compare_proba(PROMPTS, a, b, mode=mode, temperature=2.0),
+    )
     # identical answers give exactly 0 in symmetric mode, served or not
     assert remote.compare(["q"], ["same"], ["same"])[0] == 0.0
 
@@ -88,8 +93,10 @@ def test_score_equals_direct(remote, tiny_rm):
         ):
             assert close(s, d)
     instr = ["Answer briefly. ", "", "Be polite. "]
-    assert close(remote.rank_with_ref(PROMPTS, CANDIDATES, instructions=instr)[0],
-                 tiny_rm.rank_with_ref(PROMPTS, CANDIDATES, instructions=instr)[0])  # fmt: skip
+    assert close(
+        remote.rank_with_ref(PROMPTS, CANDIDATES, instructions=instr)[0],
+        tiny_rm.rank_with_ref(PROMPTS, CANDIDATES, instructions=instr)[0],
+    )
 
 
 def test_health_and_metrics(server, remote):
@@ -216,8 +223,12 @@ def test_openrlhf_get_reward(server, tiny_rm):
     labels = ["", None, "", "", "", "", "the reference"]
     queries = [p + r for p, r in zip(prompts, responses)]
     queries[5] = "a rendering that does not start with its prompt"
-    r = requests.post(f"{server.url}/get_reward", json={"query": queries, "prompts": prompts, "labels": labels},
-                      headers={"Content-Type": "application/json"}, timeout=60)  # fmt: skip
+    r = requests.post(
+        f"{server.url}/get_reward",
+        json={"query": queries, "prompts": prompts, "labels": labels},
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
     r.raise_for_status()
     out = r.json()
     assert set(out) == {"rewards", "scores", "extra_logs"} and out["scores"] == out["rewards"]
@@ -266,8 +277,9 @@ def test_verl_compute_score(server, tiny_rm):
     got = compute_score("demo", "Paris", "Paris.", {"question": "Capital of France?"}, url=server.url)
     assert isinstance(got, float) and close(got, direct)
     assert compute_score("demo", "same", "same", None, url=server.url) == 0.0
-    batch = compute_score_batch(["d", "d"], ["Paris", "Lyon"], ["Paris.", "Paris."],
-                                [{"question": "Capital of France?"}, None], url=server.url)  # fmt: skip
+    batch = compute_score_batch(
+        ["d", "d"], ["Paris", "Lyon"], ["Paris.", "Paris."], [{"question": "Capital of France?"}, None], url=server.url
+    )
     assert close(batch[0], direct)
     assert close(batch[1], tiny_rm.rank_with_ref([""], [["Lyon"]], references=["Paris."])[0][0])
 
@@ -341,8 +353,11 @@ def test_cli_serve_subprocess(tiny_hf_dir, tiny_rm):
     env = {**os.environ, "PAIRRM_API_KEY": "k"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "pairrm_hf.cli", "serve", "--model", str(tiny_hf_dir), "--port", "0", "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     try:
         url = None
         deadline = time.time() + 120
@@ -369,7 +384,13 @@ def test_example_runs(tiny_hf_dir):
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    done = subprocess.run([sys.executable, "examples/serve_rewards.py", "--model", str(tiny_hf_dir), "--device", "cpu"],
-                          cwd=root, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "examples/serve_rewards.py", "--model", str(tiny_hf_dir), "--device", "cpu"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "OpenRLHF /get_reward" in done.stdout and done.stdout.count("rank ") == 3

@@ -32,8 +32,13 @@ def ray_url(tiny_hf_dir):
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        app = build_deployment(str(tiny_hf_dir), replicas=2, model_kwargs={"device": "cpu", "batch_size": 4},
-                               limits={"max_candidates": 16}, api_key="k")  # fmt: skip
+        app = build_deployment(
+            str(tiny_hf_dir),
+            replicas=2,
+            model_kwargs={"device": "cpu", "batch_size": 4},
+            limits={"max_candidates": 16},
+            api_key="k",
+        )
         serve.run(app, route_prefix="/")
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -64,8 +69,12 @@ def test_ray_serve_two_replicas_equal_embedded(ray_url, tiny_rm):
     for k in range(n):
         served, direct = results[k]
         assert np.allclose(served, direct, atol=1e-5, rtol=0), k
-    reward = httpx.post(f"{ray_url}/get_reward", headers=headers, timeout=60,
-                        json={"query": ["qa", "qb"], "prompts": ["q", "q"], "labels": ["", ""]}).json()  # fmt: skip
+    reward = httpx.post(
+        f"{ray_url}/get_reward",
+        headers=headers,
+        timeout=60,
+        json={"query": ["qa", "qb"], "prompts": ["q", "q"], "labels": ["", ""]},
+    ).json()
     c = tiny_rm.comparison_matrices(["q"], [["a", "b"]])[0]
     assert np.allclose(reward["rewards"], [c[0, 1] - c[1, 0], c[1, 0] - c[0, 1]], atol=1e-5)
     # two replicas behind Ray's proxy: /health answers from both processes

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pairrm_hf import PairRM
-from pairrm_hf.evaluation import kendall_tau
-from pairrm_hf.schedules import max_sort_comparisons, merge_sort_rank
+from pairrm_hf.evaluation.metrics import kendall_tau
+from pairrm_hf.ranking.schedules import max_sort_comparisons, merge_sort_rank
 
 PROMPTS = ["What is the capital of France?", "Write a poem about the sea."]
 CANDS = [
@@ -69,10 +69,16 @@ def test_sort_single_candidate_and_reference_aggregation(tiny_rm):
 
 def test_results_do_not_depend_on_batch_size(tiny_hf_dir):
     outs = [
-        np.concatenate([m.ravel() for m in PairRM.from_pretrained(tiny_hf_dir, device="cpu", batch_size=b)
-                        .comparison_matrices(PROMPTS, CANDS)])
+        np.concatenate(
+            [
+                m.ravel()
+                for m in PairRM.from_pretrained(tiny_hf_dir, device="cpu", batch_size=b).comparison_matrices(
+                    PROMPTS, CANDS
+                )
+            ]
+        )
         for b in (1, 3, 64)
-    ]  # fmt: skip
+    ]
     assert max(float(np.abs(o - outs[0]).max()) for o in outs) <= 1e-5
 
 

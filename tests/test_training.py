@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from pairrm_hf import PairRM
-from pairrm_hf.data import MixInstructExample, load_mixinstruct, mixinstruct_to_pairs
-from pairrm_hf.inputs import preference_texts
-from pairrm_hf.tokenization_pairrm import PREFIX_TOKENS, PairEncoder, PairLengths
-from pairrm_hf.training import PairRMDataCollator, init_pairrm_from_backbone, save_pairrm, train_pairrm
+from pairrm_hf import PairRM, save_pairrm
+from pairrm_hf.data.mixinstruct import MixInstructExample, load_mixinstruct, mixinstruct_to_pairs
+from pairrm_hf.ranking.inputs import preference_texts
+from pairrm_hf.tokenization.tokenization_pairrm import PREFIX_TOKENS, PairEncoder, PairLengths
+from pairrm_hf.training import PairRMDataCollator, init_pairrm_from_backbone, train_pairrm
 
 # ------------------------------------------------------------------------------------------------ backbone init
 
@@ -68,8 +68,11 @@ def test_init_from_backbone_rejects_non_deberta(tmp_path):
 
 def test_preference_texts_standard_and_conversational():
     assert preference_texts({"prompt": "p", "chosen": "a", "rejected": "b"}) == ("p", "a", "b")
-    conv = {"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "A"}],
-            "rejected": [{"role": "assistant", "content": "B"}]}  # fmt: skip
+    conv = {
+        "prompt": [{"role": "user", "content": "hi"}],
+        "chosen": [{"role": "assistant", "content": "A"}],
+        "rejected": [{"role": "assistant", "content": "B"}],
+    }
     src, a, b = preference_texts(conv)
     assert a == "<Response 1>: A" and b == "<Response 1>: B" and "USER: hi" in src
     implicit = {"chosen": conv["prompt"] + conv["chosen"], "rejected": conv["prompt"] + conv["rejected"]}
@@ -87,11 +90,20 @@ def test_preference_texts_standard_and_conversational():
     assert preference_texts(plain, input_format="conversation") == (src, a, b)
 
 
-MIX = [{"id": "e1", "instruction": "Say ", "input": "hi", "output": "hi",
-        "candidates": [{"text": "hi", "model": "m1", "scores": {"bleu": 90.0, "rouge": 0.1}},
-                       {"text": "hello", "model": "m2", "scores": {"bleu": 50.0, "rouge": 0.5}},
-                       {"text": "hi", "model": "m3", "scores": {"bleu": 10.0, "rouge": 0.0}},
-                       {"text": "bye", "model": "m4", "scores": {"bleu": 10.0, "rouge": 0.4}}]}]  # fmt: skip
+MIX = [
+    {
+        "id": "e1",
+        "instruction": "Say ",
+        "input": "hi",
+        "output": "hi",
+        "candidates": [
+            {"text": "hi", "model": "m1", "scores": {"bleu": 90.0, "rouge": 0.1}},
+            {"text": "hello", "model": "m2", "scores": {"bleu": 50.0, "rouge": 0.5}},
+            {"text": "hi", "model": "m3", "scores": {"bleu": 10.0, "rouge": 0.0}},
+            {"text": "bye", "model": "m4", "scores": {"bleu": 10.0, "rouge": 0.4}},
+        ],
+    }
+]
 
 
 def test_mixinstruct_pairs_by_score_sign_and_dedup():
@@ -122,8 +134,10 @@ def test_collator_uses_core_encoding_both_orders(tiny_hf_dir):
 
     tok = load_pairrm_tokenizer(str(tiny_hf_dir))
     lengths = PairLengths(16, 8)
-    rows = [{"prompt": "What is two plus two?", "chosen": "Four.", "rejected": "Five, I think, or maybe six."},
-            {"prompt": "Hi", "chosen": "Hello", "rejected": "Go"}]  # fmt: skip
+    rows = [
+        {"prompt": "What is two plus two?", "chosen": "Four.", "rejected": "Five, I think, or maybe six."},
+        {"prompt": "Hi", "chosen": "Hello", "rejected": "Go"},
+    ]
     batch = PairRMDataCollator(tok, lengths)(rows)
     enc = PairEncoder(tok, lengths)
     expected = [
@@ -156,7 +170,7 @@ def _synthetic(n: int, seed: int) -> list[dict]:
             "prompt": filler(4) + "?",
             "chosen": f"{filler(rng.randint(0, 3))} {rng.choice(GOOD)} {filler(rng.randint(0, 3))}",
             "rejected": f"{filler(rng.randint(0, 3))} {rng.choice(BAD)} {filler(rng.randint(0, 3))}",
-        }  # fmt: skip
+        }
         for _ in range(n)
     ]
 
@@ -174,10 +188,20 @@ def test_training_learns_a_preference_rule_and_round_trips(make_tiny_pairrm, tmp
     assert 0.2 <= before <= 0.8  # a random head: near chance
     out = tmp_path / "trained"
     trainer = train_pairrm(
-        str(start), _synthetic(1000, seed=0), output_dir=out, max_steps=80, learning_rate=5e-3,
-        per_device_train_batch_size=8, lr_scheduler_type="constant", weight_decay=0.0, seed=0, use_cpu=True,
-        save_strategy="no", disable_tqdm=True, logging_steps=1000,
-    )  # fmt: skip
+        str(start),
+        _synthetic(1000, seed=0),
+        output_dir=out,
+        max_steps=80,
+        learning_rate=5e-3,
+        per_device_train_batch_size=8,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        seed=0,
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=1000,
+    )
     assert trainer.state.global_step == 80
     rm = PairRM.from_pretrained(out, device="cpu")
     assert _accuracy(rm, held_out) >= 0.9
@@ -222,7 +246,7 @@ def _tiny_causal_lm(folder, tokenizer_dir, seed):
 def test_generate_candidates_batched_left_padding_and_resume(tiny_hf_dir, tmp_path):
     import shutil
 
-    from pairrm_hf.candidates import generate_candidates
+    from pairrm_hf.generation.candidates import generate_candidates
 
     lm_a = _tiny_causal_lm(tmp_path / "lm_a", tiny_hf_dir, 0)
     lm_b = _tiny_causal_lm(tmp_path / "lm_b", tiny_hf_dir, 1)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pairrm_hf import PairRM
-from pairrm_hf.inputs import conversation_texts
+from pairrm_hf.ranking.inputs import conversation_texts
 from pairrm_hf.trl import PairRMJudge, PairRMPairwiseReward, PairRMRankJudge, PairRMReward, label_preferences
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,7 +224,7 @@ def test_judges_bad_inputs_and_lazy_load(tiny_rm, tiny_hf_dir):
 
 
 def test_label_preferences_loads_a_path_once_per_process(tiny_hf_dir, monkeypatch):
-    from pairrm_hf import ranker as ranker_module
+    from pairrm_hf.ranking import ranker as ranker_module
 
     loads = []
     real = PairRM.from_pretrained.__func__
@@ -279,23 +279,37 @@ def test_label_all_pairs_ties_margin_and_random(tiny_rm):
     assert all(r["score_chosen"] > r["score_rejected"] for r in skipped)
     margin = abs(kept[0]["score_chosen"] - kept[0]["score_rejected"])
     assert len(label_preferences(ds, "q", "samples", strategy="all_pairs", ranker=tiny_rm, min_margin=margin + 1)) == 0
-    rnd = label_preferences([{"prompt": PROMPTS[1], "completions": ANSWERS[1]}] * 5, strategy="best_vs_random",
-                            ranker=tiny_rm, seed=7, batch_size=2)  # fmt: skip
+    rnd = label_preferences(
+        [{"prompt": PROMPTS[1], "completions": ANSWERS[1]}] * 5,
+        strategy="best_vs_random",
+        ranker=tiny_rm,
+        seed=7,
+        batch_size=2,
+    )
     best = ANSWERS[1][int(np.argmax(_scores(tiny_rm, PROMPTS[1:], ANSWERS[1:])[0]))]
     assert all(r["chosen"] == best and r["rejected"] != best for r in rnd)
-    again = label_preferences([{"prompt": PROMPTS[1], "completions": ANSWERS[1]}] * 5, strategy="best_vs_random",
-                              ranker=tiny_rm, seed=7, batch_size=5)  # fmt: skip
+    again = label_preferences(
+        [{"prompt": PROMPTS[1], "completions": ANSWERS[1]}] * 5,
+        strategy="best_vs_random",
+        ranker=tiny_rm,
+        seed=7,
+        batch_size=5,
+    )
     assert again["rejected"] == rnd["rejected"]  # the draw does not depend on batch_size
 
 
 def test_label_conversational_keeps_messages(tiny_rm):
-    messages = label_preferences([{"prompt": user(PROMPTS[0]), "completions": [assistant(a) for a in ANSWERS[0][:2]]}],
-                                 ranker=tiny_rm)  # fmt: skip
+    messages = label_preferences(
+        [{"prompt": user(PROMPTS[0]), "completions": [assistant(a) for a in ANSWERS[0][:2]]}], ranker=tiny_rm
+    )
     strings = label_preferences([{"prompt": user(PROMPTS[1]), "completions": ANSWERS[1][:2]}], ranker=tiny_rm)
     out = [messages[0], strings[0]]
     # chats use the conversation template, as the standard rows do with input_format="conversation"
-    std = label_preferences([{"prompt": p, "completions": c[:2]} for p, c in zip(PROMPTS, ANSWERS)], ranker=tiny_rm,
-                            input_format="conversation")  # fmt: skip
+    std = label_preferences(
+        [{"prompt": p, "completions": c[:2]} for p, c in zip(PROMPTS, ANSWERS)],
+        ranker=tiny_rm,
+        input_format="conversation",
+    )
     for row, srow in zip(out, std):
         assert row["prompt"][0]["role"] == "user"
         assert row["chosen"] == assistant(srow["chosen"]) and row["rejected"] == assistant(srow["rejected"])
@@ -322,8 +336,18 @@ def policy_dir(tmp_path_factory):
 
 
 def _cpu_args(tmp_path, **kwargs):
-    return dict(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", activation_checkpointing=False,
-                save_strategy="no", max_steps=1, logging_steps=1, learning_rate=1e-3, **kwargs)  # fmt: skip
+    return dict(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        activation_checkpointing=False,
+        save_strategy="no",
+        max_steps=1,
+        logging_steps=1,
+        learning_rate=1e-3,
+        **kwargs,
+    )
 
 
 def _load(policy_dir):
@@ -407,9 +431,24 @@ def test_dpo_step_on_labelled_data(tiny_rm, policy_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("script", ["grpo_with_pairrm.py", "dpo_label_and_train.py"])
 def test_examples_run_on_tiny_models(script, tiny_hf_dir, policy_dir, tmp_path):
-    cmd = [sys.executable, str(ROOT / "examples" / script), "--policy", str(policy_dir), "--ranker", str(tiny_hf_dir),
-           "--output-dir", str(tmp_path), "--cpu"]  # fmt: skip
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1"})  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "examples" / script),
+        "--policy",
+        str(policy_dir),
+        "--ranker",
+        str(tiny_hf_dir),
+        "--output-dir",
+        str(tmp_path),
+        "--cpu",
+    ]
+    result = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "done" in result.stdout

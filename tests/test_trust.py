@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from pairrm_hf import PairRM
+from pairrm_hf.checkpoints.loading import load_pairrm
 from pairrm_hf.cli import main
 from pairrm_hf.cli.eval_command import eval_main
-from pairrm_hf.engine import NonFiniteLogitsError
-from pairrm_hf.loading import load_pairrm
+from pairrm_hf.ranking.engine import NonFiniteLogitsError
 
 PROMPTS = ["What is 2+2?", "Say hi."]
 CANDIDATES = [["4", "five", "22", "four"], ["hello there", "go", "hi!"]]
@@ -51,7 +51,7 @@ def test_fp16_overflow_is_recomputed_in_fp32_on_every_surface(overflow_model, ca
     pairs = np.array([(0, i, j) for i in range(4) for j in range(4) if i != j])
     raw = fp16.engine._unique_pair_logits(fp16.engine.encode(PROMPTS[:1], CANDIDATES[:1]), pairs)
     assert not np.isfinite(raw).all()  # the overflow is real, not hypothetical
-    with caplog.at_level(logging.WARNING, logger="pairrm_hf.engine"):
+    with caplog.at_level(logging.WARNING, logger="pairrm_hf.ranking.engine"):
         got = fp16.rank_batch(PROMPTS, CANDIDATES)
     assert "non-finite logits" in caplog.text and "float32" in caplog.text
     want = expected.rank_batch(PROMPTS, CANDIDATES)
@@ -160,10 +160,17 @@ def _damage(kind: str, folder):
     return path, "holds Python objects besides tensors"
 
 
-@pytest.mark.parametrize("kind,layout", [
-    ("config_not_json", "pairrm_hf"), ("safetensors_truncated", "pairrm_hf"), ("safetensors_truncated", "pairrm_blender"),
-    ("bin_truncated", "pairrm_blender"), ("bin_garbage", "pairrm_blender"), ("bin_code", "pairrm_blender"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kind,layout",
+    [
+        ("config_not_json", "pairrm_hf"),
+        ("safetensors_truncated", "pairrm_hf"),
+        ("safetensors_truncated", "pairrm_blender"),
+        ("bin_truncated", "pairrm_blender"),
+        ("bin_garbage", "pairrm_blender"),
+        ("bin_code", "pairrm_blender"),
+    ],
+)
 def test_damaged_checkpoint_files_are_named_with_the_fix(kind, layout, oracle_dir, tiny_backbone_dir, tmp_path):
     folder = tmp_path / layout
     shutil.copytree(oracle_dir / "tiny" / layout, folder)
@@ -180,8 +187,11 @@ def test_damaged_checkpoint_files_are_named_with_the_fix(kind, layout, oracle_di
 def test_label_preferences_rows_with_fewer_than_two_completions(tiny_rm, tiny_hf_dir, tmp_path, capsys):
     from pairrm_hf.trl import label_preferences
 
-    rows = [{"prompt": "p", "completions": ["a", "b"]}, {"prompt": "q", "completions": ["only one"]},
-            {"prompt": "r", "completions": []}]  # fmt: skip
+    rows = [
+        {"prompt": "p", "completions": ["a", "b"]},
+        {"prompt": "q", "completions": ["only one"]},
+        {"prompt": "r", "completions": []},
+    ]
     with pytest.raises(ValueError, match=r"2 of 3 rows with fewer than 2 completions \(first: completions\[1\]\)"):
         label_preferences(rows, ranker=tiny_rm)
     with warnings.catch_warnings(record=True) as caught:
@@ -205,9 +215,11 @@ def test_label_preferences_always_returns_the_documented_schema(tiny_rm):
     from pairrm_hf.trl import label_preferences
 
     user = [{"role": "user", "content": "p"}]
-    for rows in ([{"prompt": "p", "completions": ["same", "same"]}],  # one tie, skipped: no pair left
-                 [{"prompt": user, "completions": ["same", "same"]}],
-                 [{"prompt": "p", "completions": ["only"]}]):  # fmt: skip
+    for rows in (
+        [{"prompt": "p", "completions": ["same", "same"]}],  # one tie, skipped: no pair left
+        [{"prompt": user, "completions": ["same", "same"]}],
+        [{"prompt": "p", "completions": ["only"]}],
+    ):
         out = label_preferences(rows, ranker=tiny_rm, on_error="skip")
         assert len(out) == 0 and out.column_names == DOCUMENTED
     full = label_preferences([{"prompt": user, "completions": ["a", "bb"]}], ranker=tiny_rm)

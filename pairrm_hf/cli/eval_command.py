@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..evaluation import pairwise_accuracy, plot_tradeoff, selection_tradeoff
-from ..inputs import INPUT_FORMATS
+from ..evaluation.metrics import pairwise_accuracy, plot_tradeoff, selection_tradeoff
+from ..ranking.inputs import INPUT_FORMATS
 
 __all__ = ["eval_main"]
 
@@ -18,7 +18,7 @@ _FILE_TYPES = (".jsonl", ".json", ".ndjson", ".csv", ".parquet", ".pq", ".txt")
 
 
 def _load_rows(data: str, split: str) -> list[dict]:
-    from ..data import read_jsonl
+    from ..data.mixinstruct import read_jsonl
 
     if os.path.isfile(data):
         return read_jsonl(data)
@@ -51,9 +51,13 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--subset-key", default="subset")
     parser.add_argument("--section-map", help="JSON file {section: [subsets]} for RewardBench section scores")
     parser.add_argument("--tie-value", type=float, default=0.0, help="credit of an exact tie (preference task)")
-    parser.add_argument("--input-format", default="auto", choices=INPUT_FORMATS,
-                        help="conversation: format every row through the original's conversation template, as "
-                        "RewardBench scores PairRM (default: %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--input-format",
+        default="auto",
+        choices=INPUT_FORMATS,
+        help="conversation: format every row through the original's conversation template, as "
+        "RewardBench scores PairRM (default: %(default)s)",
+    )
     parser.add_argument("--metric", action="append", help="candidate score metric(s) to rank by (ranking task)")
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     parser.add_argument("--plot", help="write the trade-off plot to this PNG (ranking task; needs matplotlib)")
@@ -62,8 +66,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device")
     parser.add_argument("--output", "-o", help="also write the JSON result here")
     args = parser.parse_args(argv)
-    from ..data import MixInstructExample, _weighted_score
-    from ..ranker import PairRM
+    from ..data.mixinstruct import MixInstructExample, _weighted_score
+    from ..ranking.ranker import PairRM
 
     try:
         rows = _load_rows(args.data, args.split)[: args.limit]
@@ -76,9 +80,13 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
                 with open(args.section_map, encoding="utf-8") as f:
                     section_map = json.load(f)
             result: Any = pairwise_accuracy(
-                rm, rows, subset_key=args.subset_key, section_map=section_map, tie_value=args.tie_value,
+                rm,
+                rows,
+                subset_key=args.subset_key,
+                section_map=section_map,
+                tie_value=args.tie_value,
                 input_format=args.input_format,
-            )  # fmt: skip
+            )
             result.pop("margins")
         else:
             examples = [MixInstructExample.from_dict(r, k) for k, r in enumerate(rows)]
@@ -89,9 +97,13 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
                     raise ValueError(f"example {ex.id!r} has a candidate without the metric(s) {args.metric}")
                 ref.append(vals)
             result = selection_tradeoff(
-                rm, [ex.source for ex in examples], [[c.text for c in ex.candidates] for ex in examples],
-                ref_scores=ref, budgets=args.budgets, input_format=args.input_format,
-            )  # fmt: skip
+                rm,
+                [ex.source for ex in examples],
+                [[c.text for c in ex.candidates] for ex in examples],
+                ref_scores=ref,
+                budgets=args.budgets,
+                input_format=args.input_format,
+            )
             if args.plot:
                 plot_tradeoff(result, args.plot)
     except (ValueError, TypeError, OSError, ImportError) as err:
@@ -107,8 +119,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 
 def _compare(args, rows: list[dict]) -> int:
     """``--task compare``: every ranker on the same rows; prints the side-by-side table."""
-    from ..evaluation import compare_rankers, format_comparison_table
-    from ..ranker import PairRM
+    from ..evaluation.metrics import compare_rankers, format_comparison_table
+    from ..ranking.ranker import PairRM
 
     if not args.models:
         raise ValueError("--task compare needs --models (two or more ranker folders or ids)")

@@ -2,7 +2,7 @@
 
 ``pairrm rank --prompt P --candidates A B C`` ranks answers to one prompt; ``pairrm rank data.jsonl -o out.jsonl``
 ranks every row of a file (JSONL, JSON, CSV, Parquet, a ``datasets`` folder or a Hub dataset id). File jobs are
-chunked and resumable (see :mod:`pairrm_hf.cli.jobs`). Exit codes: 0 success, 2 usage or input errors, 1 other failures.
+chunked and resumable (see :mod:`pairrm_hf.jobs.runner`). Exit codes: 0 success, 2 usage or input errors, 1 other failures.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import json
 import os
 import sys
 
-from .. import __version__
-from ..inputs import INPUT_FORMATS
-from ..loading import DEFAULT_MODEL
-from ..ranker import REF_MODES
-from ..schedules import RANKING_METHODS
-from .io import InputError
+from ..checkpoints.loading import DEFAULT_MODEL
+from ..jobs.io import InputError
+from ..jobs.tasks import LABEL_STRATEGIES, TaskSpec
+from ..ranking.inputs import INPUT_FORMATS
+from ..ranking.ranker import REF_MODES
+from ..ranking.schedules import RANKING_METHODS
+from ..utils.version import __version__
 from .serve_command import add_serve_parsers, demo_command, serve_command  # servers import lazily
-from .tasks import LABEL_STRATEGIES, TaskSpec
 
 __all__ = ["main", "build_parser"]
 
@@ -40,14 +40,20 @@ class _Exit(Exception):
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint folder or Hub id (default: %(default)s)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available; "
-                        "under accelerate launch: the process's device)")  # fmt: skip
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:1 … (default: cuda when available; under accelerate launch: the process's device)",
+    )
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: as loaded)")
     parser.add_argument(
         "--batch-size", type=_positive, default=16, help="pairs per forward pass (default: %(default)s)"
     )
-    parser.add_argument("--backbone-config", default=None,
-                        help="legacy checkpoints with an unknown backbone: folder with the backbone's config.json")  # fmt: skip
+    parser.add_argument(
+        "--backbone-config",
+        default=None,
+        help="legacy checkpoints with an unknown backbone: folder with the backbone's config.json",
+    )
 
 
 def _shard(value: str) -> tuple[int, int]:
@@ -71,15 +77,22 @@ def _positive(value: str) -> int:
 
 
 def _add_input_format(parser) -> None:
-    parser.add_argument("--input-format", default="auto", choices=INPUT_FORMATS,
-                        help="auto: plain strings stay plain, chat messages use the original's conversation template; "
-                        "conversation: the template for plain strings too, as RewardBench (default: %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--input-format",
+        default="auto",
+        choices=INPUT_FORMATS,
+        help="auto: plain strings stay plain, chat messages use the original's conversation template; "
+        "conversation: the template for plain strings too, as RewardBench (default: %(default)s)",
+    )
 
 
 def _add_job_options(parser: argparse.ArgumentParser, required_input: bool = True) -> None:
     g = parser.add_argument_group("input and output")
-    g.add_argument("input", nargs=None if required_input else "?",
-                   help="a .jsonl/.json/.csv/.parquet file, a datasets folder (save_to_disk) or a Hub dataset id")  # fmt: skip
+    g.add_argument(
+        "input",
+        nargs=None if required_input else "?",
+        help="a .jsonl/.json/.csv/.parquet file, a datasets folder (save_to_disk) or a Hub dataset id",
+    )
     g.add_argument("-o", "--output", help="output file; its extension picks the format (.jsonl .json .csv .parquet)")
     g.add_argument("--split", default=None, help="split of a DatasetDict folder or Hub dataset")
     g.add_argument("--limit", type=_positive, default=None, help="only the first N rows")
@@ -88,10 +101,19 @@ def _add_job_options(parser: argparse.ArgumentParser, required_input: bool = Tru
     _add_input_format(g)
     j = parser.add_argument_group("job")
     j.add_argument("--chunk-size", type=_positive, default=1000, help="rows per resumable chunk (default: %(default)s)")
-    j.add_argument("--shard", type=_shard, default=(0, 1), metavar="INDEX/COUNT",
-                   help="compute only chunks k with k %% COUNT == INDEX (round-robin); then run `pairrm merge OUTPUT`")  # fmt: skip
-    j.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                   help="bad rows: stop before computing (raise, default) or write them to OUTPUT.rejects.jsonl (skip)")  # fmt: skip
+    j.add_argument(
+        "--shard",
+        type=_shard,
+        default=(0, 1),
+        metavar="INDEX/COUNT",
+        help="compute only chunks k with k %% COUNT == INDEX (round-robin); then run `pairrm merge OUTPUT`",
+    )
+    j.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default="raise",
+        help="bad rows: stop before computing (raise, default) or write them to OUTPUT.rejects.jsonl (skip)",
+    )
     j.add_argument("--overwrite", action="store_true", help="discard an existing output or unfinished job")
     j.add_argument("--keep-parts", action="store_true", help="keep OUTPUT.parts/ after assembling")
     j.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -104,9 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pairrm-hf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    rank = sub.add_parser("rank", help="rank candidates: one prompt (--prompt/--candidates) or every row of a file",
-                          description="Rank candidate answers. Adds pairrm_scores and pairrm_ranks (1 = best) to "
-                          "every row of INPUT, or prints the ranking of --prompt/--candidates.")  # fmt: skip
+    rank = sub.add_parser(
+        "rank",
+        help="rank candidates: one prompt (--prompt/--candidates) or every row of a file",
+        description="Rank candidate answers. Adds pairrm_scores and pairrm_ranks (1 = best) to "
+        "every row of INPUT, or prints the ranking of --prompt/--candidates.",
+    )
     _add_job_options(rank, required_input=False)
     rank.add_argument("--prompt", help="rank the answers to this one prompt (no file)")
     rank.add_argument("--candidates", nargs="+", help="candidate answers for --prompt")
@@ -115,42 +140,61 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--aggregation", default="max_logits", choices=RANKING_METHODS)
     rank.add_argument("--seed", type=int, default=0, help="seed of the bubble aggregation")
 
-    compare = sub.add_parser("compare", help="compare two answer columns",
-                             description="Adds pairrm_logit (> 0: A is better) and pairrm_prob_a = sigmoid(logit).")  # fmt: skip
+    compare = sub.add_parser(
+        "compare",
+        help="compare two answer columns",
+        description="Adds pairrm_logit (> 0: A is better) and pairrm_prob_a = sigmoid(logit).",
+    )
     _add_job_options(compare)
     compare.add_argument("--a-column", default="a", help="default: %(default)s")
     compare.add_argument("--b-column", default="b", help="default: %(default)s")
     compare.add_argument("--mode", default="symmetric", choices=["symmetric", "ab", "ba"])
 
-    score = sub.add_parser("score", help="rewards of candidates against a reference",
-                           description="Adds pairrm_rewards: C[c,ref] - C[ref,c] per candidate (PairRM.rank_with_ref).")  # fmt: skip
+    score = sub.add_parser(
+        "score",
+        help="rewards of candidates against a reference",
+        description="Adds pairrm_rewards: C[c,ref] - C[ref,c] per candidate (PairRM.rank_with_ref).",
+    )
     _add_job_options(score)
     score.add_argument("--candidates-column", default="candidates", help="default: %(default)s")
     score.add_argument("--reference-column", default=None, help="reference answers (default: pick by --ref-mode)")
-    score.add_argument("--ref-mode", default="longest", choices=REF_MODES,
-                       help="reference pick without --reference-column (longest_lexical: ties by text, not input order)")  # fmt: skip
+    score.add_argument(
+        "--ref-mode",
+        default="longest",
+        choices=REF_MODES,
+        help="reference pick without --reference-column (longest_lexical: ties by text, not input order)",
+    )
 
-    label = sub.add_parser("label", help="DPO preference pairs from ranked candidates",
-                           description="Writes one row per pair: input columns + chosen, rejected, chosen_index, "
-                           "rejected_index, score_chosen, score_rejected, rank_chosen, rank_rejected. Rows whose candidates all tie give no pair.")  # fmt: skip
+    label = sub.add_parser(
+        "label",
+        help="DPO preference pairs from ranked candidates",
+        description="Writes one row per pair: input columns + chosen, rejected, chosen_index, "
+        "rejected_index, score_chosen, score_rejected, rank_chosen, rank_rejected. Rows whose candidates all tie give no pair.",
+    )
     _add_job_options(label)
     label.add_argument("--candidates-column", default="candidates", help="default: %(default)s")
     label.add_argument("--strategy", default="best_vs_worst", choices=list(LABEL_STRATEGIES))
     label.add_argument("--aggregation", default="max_logits", choices=RANKING_METHODS)
     label.add_argument("--seed", type=int, default=0, help="seed of best_vs_random and bubble")
 
-    merge = sub.add_parser("merge", help="assemble OUTPUT from the chunks written by --shard jobs",
-                           description="Reads OUTPUT.parts/manifest.json, checks every chunk is done, writes OUTPUT.")  # fmt: skip
+    merge = sub.add_parser(
+        "merge",
+        help="assemble OUTPUT from the chunks written by --shard jobs",
+        description="Reads OUTPUT.parts/manifest.json, checks every chunk is done, writes OUTPUT.",
+    )
     merge.add_argument("output")
     merge.add_argument("--keep-parts", action="store_true")
 
     convert = sub.add_parser("convert", help="convert a legacy llm-blender/PairRM checkpoint to the HF-native layout")
     convert.add_argument("source", help="legacy checkpoint folder or Hub id")
     convert.add_argument("destination", help="new folder")
-    convert.add_argument("--backbone-config", default=None, help="folder with the backbone's config.json, when "
-                         "the legacy config's model_name is not a DeBERTa-v3 size")  # fmt: skip
+    convert.add_argument(
+        "--backbone-config",
+        default=None,
+        help="folder with the backbone's config.json, when the legacy config's model_name is not a DeBERTa-v3 size",
+    )
 
-    # `pairrm eval` has its own parser (pairrm_hf.evaluation.eval_main); listed here for `pairrm --help`.
+    # `pairrm eval` has its own parser (pairrm_hf.cli.eval_command.eval_main); listed here for `pairrm --help`.
     sub.add_parser(
         "eval",
         help="evaluate a ranker: preference accuracy or the selection trade-off (see eval --help)",
@@ -164,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _rank_one(args: argparse.Namespace) -> int:
-    from ..ranker import PairRM
+    from ..ranking.ranker import PairRM
 
     if not args.candidates:
         raise InputError("--prompt needs --candidates")
@@ -185,8 +229,12 @@ def _rank_one(args: argparse.Namespace) -> int:
 
 
 def _spec(args: argparse.Namespace) -> TaskSpec:
-    kwargs = {"task": args.command, "prompt_column": args.prompt_column, "instruction_column": args.instruction_column,
-              "input_format": args.input_format}  # fmt: skip
+    kwargs = {
+        "task": args.command,
+        "prompt_column": args.prompt_column,
+        "instruction_column": args.instruction_column,
+        "input_format": args.input_format,
+    }
     for name in (
         "candidates_column",
         "a_column",
@@ -213,7 +261,7 @@ def _print_summary(s: dict) -> None:
         f" ({s['chunks_done_before']} chunks were already done){by_others}; rejected: {s['rejected']}",
         f"time: {s['seconds']:.1f} s, {rows_rate:.1f} rows/s; ordered pairs scored: {s['pairs']} ({rate:.1f} pairs/s; "
         f"{s['forward_rows']} model rows after de-duplication)",
-    ]  # fmt: skip
+    ]
     if s.get("rejects"):
         lines.append(f"rejected rows written to {s['rejects']}")
     if s["output"]:
@@ -226,7 +274,7 @@ def _print_summary(s: dict) -> None:
 
 
 def _job(args: argparse.Namespace) -> int:
-    from .jobs import JobConfig, run_job
+    from ..jobs.runner import JobConfig, run_job
 
     if args.command == "rank" and args.prompt is not None:
         if args.input is not None:
@@ -237,24 +285,36 @@ def _job(args: argparse.Namespace) -> int:
     if args.output is None:
         raise InputError("missing -o/--output")
     cfg = JobConfig(
-        input=args.input, output=args.output, spec=_spec(args), model=args.model, device=args.device, dtype=args.dtype,
-        batch_size=args.batch_size, backbone_config=args.backbone_config, split=args.split, limit=args.limit, chunk_size=args.chunk_size,
-        on_error=args.on_error, overwrite=args.overwrite, shard=args.shard, keep_parts=args.keep_parts,
+        input=args.input,
+        output=args.output,
+        spec=_spec(args),
+        model=args.model,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        backbone_config=args.backbone_config,
+        split=args.split,
+        limit=args.limit,
+        chunk_size=args.chunk_size,
+        on_error=args.on_error,
+        overwrite=args.overwrite,
+        shard=args.shard,
+        keep_parts=args.keep_parts,
         progress=not args.no_progress,
-    )  # fmt: skip
+    )
     _print_summary(run_job(cfg))
     return 0
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from .jobs import merge_job
+    from ..jobs.runner import merge_job
 
     _print_summary(merge_job(args.output, keep_parts=args.keep_parts))
     return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from ..loading import convert_legacy_checkpoint
+    from ..checkpoints.loading import convert_legacy_checkpoint
 
     if os.path.exists(args.destination) and os.listdir(args.destination):
         raise InputError(f"{args.destination}: exists and is not empty")
@@ -263,20 +323,26 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from ..engine import resolve_device
-    from ..loading import load_pairrm
+    from ..checkpoints.loading import load_pairrm
+    from ..utils.devices import resolve_device
 
     loaded = load_pairrm(args.model, dtype=args.dtype, backbone_config=args.backbone_config)
     device = resolve_device(args.device)
     model = loaded.model
     data = {
-        "model": args.model, "folder": loaded.folder, "layout": loaded.layout, "device": str(device),
+        "model": args.model,
+        "folder": loaded.folder,
+        "layout": loaded.layout,
+        "device": str(device),
         "dtype": str(args.dtype or next(model.parameters()).dtype).replace("torch.", ""),
-        "parameters": sum(p.numel() for p in model.parameters()), "hidden_size": model.config.hidden_size,
-        "layers": model.config.num_hidden_layers, "n_tasks": getattr(model.config, "n_tasks", None),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "hidden_size": model.config.hidden_size,
+        "layers": model.config.num_hidden_layers,
+        "n_tasks": getattr(model.config, "n_tasks", None),
         "source_max_length": loaded.lengths.source_max_length,
-        "candidate_max_length": loaded.lengths.candidate_max_length, "vocab_size": len(loaded.tokenizer),
-    }  # fmt: skip
+        "candidate_max_length": loaded.lengths.candidate_max_length,
+        "vocab_size": len(loaded.tokenizer),
+    }
     if args.json:
         print(json.dumps(data))
     else:

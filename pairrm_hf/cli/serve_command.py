@@ -14,9 +14,12 @@ def _missing(extra: str, err: ImportError) -> RuntimeError:
 
 def add_serve_parsers(sub, add_model_options, positive) -> None:
     """Add the ``serve`` and ``demo`` subcommands to the ``pairrm`` parser."""
-    serve = sub.add_parser("serve", help="serve PairRM over HTTP (/rank /compare /score /get_reward /health /metrics)",
-                           description="An HTTP server with dynamic batching across concurrent requests. Binds "
-                           "127.0.0.1 unless --host says otherwise.")  # fmt: skip
+    serve = sub.add_parser(
+        "serve",
+        help="serve PairRM over HTTP (/rank /compare /score /get_reward /health /metrics)",
+        description="An HTTP server with dynamic batching across concurrent requests. Binds "
+        "127.0.0.1 unless --host says otherwise.",
+    )
     add_model_options(serve)
     serve.set_defaults(batch_size=32)
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
@@ -33,8 +36,12 @@ def add_serve_parsers(sub, add_model_options, positive) -> None:
     serve.add_argument(
         "--max-candidates", type=positive, default=64, help="candidates per prompt (default: %(default)s)"
     )
-    serve.add_argument("--labels", choices=["reference", "ignore"], default="reference",
-                       help="/get_reward: non-empty labels are reference answers, or ignore them")  # fmt: skip
+    serve.add_argument(
+        "--labels",
+        choices=["reference", "ignore"],
+        default="reference",
+        help="/get_reward: non-empty labels are reference answers, or ignore them",
+    )
     serve.add_argument("--ray", action="store_true", help="deploy on Ray Serve (needs the ray extra)")
     serve.add_argument("--replicas", type=positive, default=1, help="Ray Serve replicas (one per GPU)")
 
@@ -57,9 +64,18 @@ def serve_command(args: argparse.Namespace) -> int:
             from ..serve.ray_app import run_ray
         except ImportError as err:
             raise _missing("ray", err) from None
-        run_ray(args.model, replicas=args.replicas, host=args.host, port=args.port, api_key=api_key,
-                max_body_bytes=int(args.max_body_mb * 2**20), max_pending=args.max_pending, limits=limits,
-                model_kwargs=model, **options)  # fmt: skip
+        run_ray(
+            args.model,
+            replicas=args.replicas,
+            host=args.host,
+            port=args.port,
+            api_key=api_key,
+            max_body_bytes=int(args.max_body_mb * 2**20),
+            max_pending=args.max_pending,
+            limits=limits,
+            model_kwargs=model,
+            **options,
+        )
         return 0
     try:
         import uvicorn
@@ -70,8 +86,9 @@ def serve_command(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise _missing("serve", err) from None
     service = PairRMService.from_pretrained(args.model, limits=Limits(**limits), **model, **options)
-    app = create_app(service, api_key=api_key, max_body_bytes=int(args.max_body_mb * 2**20),
-                     max_pending=args.max_pending)  # fmt: skip
+    app = create_app(
+        service, api_key=api_key, max_body_bytes=int(args.max_body_mb * 2**20), max_pending=args.max_pending
+    )
     if not api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"pairrm serve: warning: listening on {args.host} without an API key", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

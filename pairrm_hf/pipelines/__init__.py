@@ -10,8 +10,8 @@ from __future__ import annotations
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from ..auto import AutoModelForPairwiseRanking
-from ..loading import DEFAULT_MODEL
+from ..checkpoints.auto import AutoModelForPairwiseRanking
+from ..checkpoints.loading import DEFAULT_MODEL
 from .generative_fusion import GenerativeFusionPipeline
 from .pairwise_ranking import PairwiseRankingPipeline
 
@@ -25,14 +25,19 @@ def register_pipelines() -> None:
     # v5 reads defaults as {"model": (repo, revision)} (the v4 {"pt": ...} form breaks pipeline(task)).
     # The auto class loads the HF-native and the legacy layouts (as PairRM.from_pretrained does).
     PIPELINE_REGISTRY.register_pipeline(
-        "pairwise-ranking", pipeline_class=PairwiseRankingPipeline, pt_model=AutoModelForPairwiseRanking,
-        default={"model": (DEFAULT_MODEL, "main")}, type="text",
-    )  # fmt: skip
-    PIPELINE_REGISTRY.register_pipeline(
-        "generative-fusion", pipeline_class=GenerativeFusionPipeline,
-        pt_model=(AutoModelForSeq2SeqLM, AutoModelForCausalLM), default={"model": (DEFAULT_FUSER, "main")},
+        "pairwise-ranking",
+        pipeline_class=PairwiseRankingPipeline,
+        pt_model=AutoModelForPairwiseRanking,
+        default={"model": (DEFAULT_MODEL, "main")},
         type="text",
-    )  # fmt: skip
+    )
+    PIPELINE_REGISTRY.register_pipeline(
+        "generative-fusion",
+        pipeline_class=GenerativeFusionPipeline,
+        pt_model=(AutoModelForSeq2SeqLM, AutoModelForCausalLM),
+        default={"model": (DEFAULT_FUSER, "main")},
+        type="text",
+    )
 
 
 if "pairwise-ranking" not in PIPELINE_REGISTRY.get_supported_tasks():

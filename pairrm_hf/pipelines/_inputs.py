@@ -1,6 +1,6 @@
 """How the pipelines read their arguments: the call form (one input, a list, a stream) and each input's fields.
 
-Texts are made only by :mod:`pairrm_hf.inputs` (the one input rule); this module only finds the prompt, the
+Texts are made only by :mod:`pairrm_hf.ranking.inputs` (the one input rule); this module only finds the prompt, the
 candidates and the optional fields of each input, and names the input in errors (``inputs[3]``).
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..inputs import answer_set_texts, is_messages
-from ..validation import check_texts
+from ..ranking.inputs import answer_set_texts, is_messages
+from ..utils.checks import check_texts
 
 __all__ = [
     "NamedInput",
@@ -241,9 +241,14 @@ def rank_item(input_: Any, input_format: str = "auto") -> RankItem:
     reference = _optional_str(name, row, "reference")
     answers = candidates if reference is None else [*candidates, reference]
     source, texts = answer_set_texts(
-        prompt, answers, instruction=instruction, input_format=input_format, name=name,
-        prompt_name=f"{name} prompt", answers_name=f"{name} candidates",
-    )  # fmt: skip
+        prompt,
+        answers,
+        instruction=instruction,
+        input_format=input_format,
+        name=name,
+        prompt_name=f"{name} prompt",
+        answers_name=f"{name} candidates",
+    )
     if reference is None:
         return RankItem(source, texts, candidates, name=name)
     return RankItem(source, texts[:-1], candidates, texts[-1], name=name)
@@ -258,7 +263,12 @@ def fuse_item(input_: Any, input_format: str = "auto") -> FuseItem:
     candidates = check_texts(f"{name} candidates", candidates)
     instruction = _optional_str(name, row, "instruction")
     source, texts = answer_set_texts(
-        prompt, candidates, instruction=instruction, input_format=input_format, name=name,
-        prompt_name=f"{name} prompt", answers_name=f"{name} candidates",
-    )  # fmt: skip
+        prompt,
+        candidates,
+        instruction=instruction,
+        input_format=input_format,
+        name=name,
+        prompt_name=f"{name} prompt",
+        answers_name=f"{name} candidates",
+    )
     return FuseItem(prompt, candidates, instruction, source, texts, name)

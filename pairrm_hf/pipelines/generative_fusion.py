@@ -18,10 +18,10 @@ from typing import Any
 
 from transformers import GenerationConfig
 
-from .. import fusion
-from ..aggregation import topk_indices
-from ..inputs import check_input_format
-from ..validation import check_top_k
+from ..generation import fusion
+from ..ranking.aggregation import topk_indices
+from ..ranking.inputs import check_input_format
+from ..utils.checks import check_top_k
 from ._batching import InputBatchPipeline
 from ._inputs import CallForm, FuseItem, call_form, fuse_item
 
@@ -35,8 +35,8 @@ class GenerativeFusionPipeline(InputBatchPipeline):
     """Fuses each input's candidates (task ``"generative-fusion"``).
 
     Seq2seq models (``llm-blender/gen_fuser_3b``, Flan-T5) get upstream's exact GenFuser input (see
-    :mod:`pairrm_hf.fusion`; defaults ``num_beams=4``, ``max_new_tokens=candidate_maxlength=128``). Causal chat LMs
-    get :data:`pairrm_hf.fusion.AGGREGATOR_TEMPLATE` through their chat template, left padding, and only the new
+    :mod:`pairrm_hf.generation.fusion`; defaults ``num_beams=4``, ``max_new_tokens=candidate_maxlength=128``). Causal chat LMs
+    get :data:`pairrm_hf.generation.fusion.AGGREGATOR_TEMPLATE` through their chat template, left padding, and only the new
     tokens are returned (default ``max_new_tokens=128``, greedy unless you pass sampling parameters).
 
     Call forms: ``pipe(prompt, candidates)``, ``pipe({"prompt": …, "candidates": […], "instruction": …})``,
@@ -49,7 +49,7 @@ class GenerativeFusionPipeline(InputBatchPipeline):
     rank first (one PairRM engine call per batch) and fuse the best ``top_k`` (upstream ``rank_and_fuse``; without
     ``top_k`` the best 3, or all when fewer). ``top_k`` without a ranker, or larger than an input's candidate
     count, is a ``ValueError``. ``input_format`` (``"auto"``/``"conversation"``): how the ranker sees the texts
-    (see :mod:`pairrm_hf.inputs`). ``candidate_maxlength`` (tokens per candidate, default 128), ``max_length``
+    (see :mod:`pairrm_hf.ranking.inputs`). ``candidate_maxlength`` (tokens per candidate, default 128), ``max_length``
     (input tokens, default 1024). Every other keyword goes to ``generate`` (``top_k`` is the candidate count
     here; pass a sampling top-k inside ``generation_config``).
     """
@@ -103,7 +103,7 @@ class GenerativeFusionPipeline(InputBatchPipeline):
     def _load_ranker(self, ranker: Any):
         """A ``PairRM`` from what the caller passed; a path loads once per process (``shared_pairrm``)."""
         if isinstance(ranker, (str, os.PathLike)):
-            from ..ranker import shared_pairrm
+            from ..ranking.ranker import shared_pairrm
 
             return shared_pairrm(os.fspath(ranker), device=str(self.device))
         return fusion.as_pairrm(ranker)
@@ -120,7 +120,7 @@ class GenerativeFusionPipeline(InputBatchPipeline):
         return call_form(inputs, candidates, single=lambda x: isinstance(x, str), conversations=False)
 
     def preprocess(self, inputs: Any, input_format: str = "auto") -> FuseItem:
-        """One input's fuser prompt and candidates, and the PairRM texts a ranker scores (:mod:`pairrm_hf.inputs`)."""
+        """One input's fuser prompt and candidates, and the PairRM texts a ranker scores (:mod:`pairrm_hf.ranking.inputs`)."""
         return fuse_item(inputs, input_format)
 
     def _forward(
@@ -145,14 +145,25 @@ class GenerativeFusionPipeline(InputBatchPipeline):
                 keep = topk_indices(ranking.ranks, min(top_k or DEFAULT_TOP_K, len(it.candidates)))
                 chosen.append([it.candidates[i] for i in keep])
                 rankings.append(
-                    [{"index": int(i), "candidate": it.candidates[i], "score": float(ranking.scores[i]),
-                      "rank": int(ranking.ranks[i])} for i in topk_indices(ranking.ranks)]
-                )  # fmt: skip
+                    [
+                        {
+                            "index": int(i),
+                            "candidate": it.candidates[i],
+                            "score": float(ranking.scores[i]),
+                            "rank": int(ranking.ranks[i]),
+                        }
+                        for i in topk_indices(ranking.ranks)
+                    ]
+                )
         instructions = [it.instruction or "" for it in items] if any(it.instruction for it in items) else None
         texts = fusion.fuser_texts(
-            self.tokenizer, [it.prompt for it in items], chosen, instructions,
-            seq2seq=self.seq2seq, candidate_maxlength=candidate_maxlength,
-        )  # fmt: skip
+            self.tokenizer,
+            [it.prompt for it in items],
+            chosen,
+            instructions,
+            seq2seq=self.seq2seq,
+            candidate_maxlength=candidate_maxlength,
+        )
         enc = self.tokenizer(
             texts, add_special_tokens=False, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
         )

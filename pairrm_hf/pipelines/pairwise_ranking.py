@@ -12,7 +12,7 @@ or the caller's messages), ``score`` (higher is better; left out with ``return_s
 entry with ``index == 0`` thus holds the probability that the first candidate is better. A single input returns
 that list, a list of inputs a list of them, a generator or dataset an iterator over them (in input order).
 
-The pipeline follows transformers' flow: ``preprocess`` makes one input's PairRM texts (:mod:`pairrm_hf.inputs`),
+The pipeline follows transformers' flow: ``preprocess`` makes one input's PairRM texts (:mod:`pairrm_hf.ranking.inputs`),
 the DataLoader gathers ``batch_size`` inputs, ``_forward`` ranks them in one call to the engine of a
 :class:`pairrm_hf.PairRM` (which batches and deduplicates the pairs of all those inputs together), and
 ``postprocess`` formats each input's ranking.
@@ -27,13 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from ..aggregation import competition_ranks
-from ..inputs import check_input_format, is_messages
-from ..loading import save_pairrm
-from ..ranker import REF_MODES, PairRM
-from ..schedules import RANKING_METHODS
-from ..tokenization_pairrm import PairLengths, restore_sentencepiece_normalizer
-from ..validation import check_top_k
+from ..checkpoints.loading import save_pairrm
+from ..ranking.aggregation import competition_ranks
+from ..ranking.inputs import check_input_format, is_messages
+from ..ranking.ranker import REF_MODES, PairRM
+from ..ranking.rewards import win_probability
+from ..ranking.schedules import RANKING_METHODS
+from ..tokenization.tokenization_pairrm import PairLengths, restore_sentencepiece_normalizer
+from ..utils.checks import check_top_k
 from ._batching import InputBatchPipeline, check_positive_int
 from ._inputs import CallForm, RankItem, call_form, rank_item
 
@@ -74,13 +75,13 @@ class PairwiseRankingPipeline(InputBatchPipeline):
 
     Parameters (at construction or per call):
 
-    * ``aggregation``: one of :data:`pairrm_hf.schedules.RANKING_METHODS` (default ``max_logits``);
+    * ``aggregation``: one of :data:`pairrm_hf.ranking.schedules.RANKING_METHODS` (default ``max_logits``);
     * ``top_k``: keep the best k (a positive int, at most the input's candidate count, else ``ValueError``);
     * ``return_scores`` (default True);
-    * ``reference``: ``True`` or a mode of :data:`pairrm_hf.ranker.REF_MODES`: score each candidate against a
+    * ``reference``: ``True`` or a mode of :data:`pairrm_hf.ranking.ranker.REF_MODES`: score each candidate against a
       reference picked from the candidates, score = ``C[c, ref] − C[ref, c]``; inputs with a ``"reference"`` key
       use that answer;
-    * ``seed`` (bubble order); ``input_format``: ``"auto"`` or ``"conversation"`` (see :mod:`pairrm_hf.inputs`);
+    * ``seed`` (bubble order); ``input_format``: ``"auto"`` or ``"conversation"`` (see :mod:`pairrm_hf.ranking.inputs`);
     * ``batch_size``: inputs per engine call (default 16; transformers' meaning), ``num_workers``: DataLoader
       workers for ``preprocess`` (default 0), ``pair_batch_size``: rows (ordered pairs) per forward pass (default
       16; results do not depend on it).
@@ -170,7 +171,7 @@ class PairwiseRankingPipeline(InputBatchPipeline):
             if logit is not None:
                 value = logit if i == 0 else -logit
                 row["logit"] = float(value)
-                row["probability"] = float(1.0 / (1.0 + np.exp(-value)))
+                row["probability"] = float(win_probability(value))
             rows.append(row)
         return rows
 
@@ -200,9 +201,9 @@ class PairwiseRankingPipeline(InputBatchPipeline):
     def best_of_n_generate(self, model, tokenizer, prompts: Sequence[str], **kwargs) -> list:
         """Sample ``n`` answers per prompt from a causal LM and keep the best by this pipeline's PairRM.
 
-        See :func:`pairrm_hf.generation.best_of_n_generate` for the arguments.
+        See :func:`pairrm_hf.generation.sampling.best_of_n_generate` for the arguments.
         """
-        from ..generation import best_of_n_generate
+        from ..generation.sampling import best_of_n_generate
 
         return best_of_n_generate(model, tokenizer, prompts, ranker=self.ranker, **kwargs)
 

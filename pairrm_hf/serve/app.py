@@ -105,8 +105,12 @@ def create_app(
         return bool(token) and hmac.compare_digest(token.encode(), api_key.encode())
 
     def unauthorized() -> JSONResponse:
-        return _error(401, "Authorization", "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                      {"WWW-Authenticate": "Bearer"})  # fmt: skip
+        return _error(
+            401,
+            "Authorization",
+            "missing or wrong API key: send 'Authorization: Bearer <key>'",
+            {"WWW-Authenticate": "Bearer"},
+        )
 
     async def handle(endpoint: str, request: Request) -> JSONResponse:
         start = time.perf_counter()
@@ -182,8 +186,11 @@ def create_app(
 
     @app.exception_handler(404)
     async def not_found(request: Request, exc) -> JSONResponse:
-        return _error(404, "path", f"no endpoint {request.url.path}; expected /rank, /compare, /score, /get_reward, "
-                      "/health or /metrics")  # fmt: skip
+        return _error(
+            404,
+            "path",
+            f"no endpoint {request.url.path}; expected /rank, /compare, /score, /get_reward, /health or /metrics",
+        )
 
     @app.exception_handler(405)
     async def wrong_method(request: Request, exc) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""Dynamic batching across concurrent requests, in front of the one :class:`~pairrm_hf.engine.PairwiseEngine`.
+"""Dynamic batching across concurrent requests, in front of the one :class:`~pairrm_hf.ranking.engine.PairwiseEngine`.
 
 Each request runs the ordinary :class:`~pairrm_hf.PairRM` method in its own worker thread, on a *view* of the
 served PairRM whose engine is a :class:`BatchedEngine`. Tokenizing happens in the request's thread; every
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..engine import EncodedExample, PairwiseEngine
+from ..ranking.engine import EncodedExample, PairwiseEngine
 
 __all__ = ["BatchedEngine", "Cancelled", "PairBatcher", "RequestScope"]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ranker import RankedCandidate, Ranking
+from ..ranking.ranker import RankedCandidate, Ranking
 
 __all__ = ["RemotePairRM", "RemoteError", "compute_score", "compute_score_batch", "URL_ENV"]
 
@@ -91,60 +91,140 @@ class RemotePairRM:
         return self.request("health")
 
     # ------------------------------------------------------------------------------------- PairRM's methods
-    def compare(self, prompts: Sequence[str], candidates_a: Sequence[str], candidates_b: Sequence[str], *,
-                mode: str = "symmetric", instructions: Sequence[str] | None = None) -> np.ndarray:  # fmt: skip
+    def compare(
+        self,
+        prompts: Sequence[str],
+        candidates_a: Sequence[str],
+        candidates_b: Sequence[str],
+        *,
+        mode: str = "symmetric",
+        instructions: Sequence[str] | None = None,
+    ) -> np.ndarray:
         """:meth:`PairRM.compare`: float32 logits, > 0 when ``candidates_a[k]`` is better."""
-        out = self.request("compare", _drop_none({"prompts": _list(prompts), "candidates_a": _list(candidates_a),
-                           "candidates_b": _list(candidates_b), "mode": mode, "instructions": _list(instructions)}))  # fmt: skip
+        out = self.request(
+            "compare",
+            _drop_none(
+                {
+                    "prompts": _list(prompts),
+                    "candidates_a": _list(candidates_a),
+                    "candidates_b": _list(candidates_b),
+                    "mode": mode,
+                    "instructions": _list(instructions),
+                }
+            ),
+        )
         return np.asarray(out["logits"], dtype=np.float32)
 
-    def compare_proba(self, prompts: Sequence[str], candidates_a: Sequence[str], candidates_b: Sequence[str], *,
-                      temperature: float = 1.0, mode: str = "symmetric",
-                      instructions: Sequence[str] | None = None) -> np.ndarray:  # fmt: skip
+    def compare_proba(
+        self,
+        prompts: Sequence[str],
+        candidates_a: Sequence[str],
+        candidates_b: Sequence[str],
+        *,
+        temperature: float = 1.0,
+        mode: str = "symmetric",
+        instructions: Sequence[str] | None = None,
+    ) -> np.ndarray:
         """:meth:`PairRM.compare_proba`: float32 probability that A is better."""
-        out = self.request("compare", _drop_none({"prompts": _list(prompts), "candidates_a": _list(candidates_a),
-                           "candidates_b": _list(candidates_b), "mode": mode, "temperature": temperature,
-                           "instructions": _list(instructions)}))  # fmt: skip
+        out = self.request(
+            "compare",
+            _drop_none(
+                {
+                    "prompts": _list(prompts),
+                    "candidates_a": _list(candidates_a),
+                    "candidates_b": _list(candidates_b),
+                    "mode": mode,
+                    "temperature": temperature,
+                    "instructions": _list(instructions),
+                }
+            ),
+        )
         return np.asarray(out["probabilities"], dtype=np.float32)
 
-    def rank_batch(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]], *,
-                   aggregation: str = "max_logits", instructions: Sequence[str] | None = None,
-                   seed: int = 0) -> list[Ranking]:  # fmt: skip
+    def rank_batch(
+        self,
+        prompts: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        *,
+        aggregation: str = "max_logits",
+        instructions: Sequence[str] | None = None,
+        seed: int = 0,
+    ) -> list[Ranking]:
         """:meth:`PairRM.rank_batch`: one :class:`~pairrm_hf.Ranking` per prompt (``matrix`` included)."""
         candidates = [_list(c) for c in candidates] if isinstance(candidates, (list, tuple)) else candidates
-        out = self.request("rank", _drop_none({"prompts": _list(prompts), "candidates": candidates,
-                           "aggregation": aggregation, "instructions": _list(instructions), "seed": seed,
-                           "return_matrix": True}))  # fmt: skip
+        out = self.request(
+            "rank",
+            _drop_none(
+                {
+                    "prompts": _list(prompts),
+                    "candidates": candidates,
+                    "aggregation": aggregation,
+                    "instructions": _list(instructions),
+                    "seed": seed,
+                    "return_matrix": True,
+                }
+            ),
+        )
         rankings = []
         for item, cands in zip(out["rankings"], candidates):
             matrix = None if item.get("matrix") is None else np.asarray(item["matrix"], dtype=np.float32)
-            rankings.append(Ranking(np.asarray(item["scores"], dtype=np.float32),
-                                    np.asarray(item["ranks"], dtype=np.int32), matrix, item["comparisons"],
-                                    list(cands)))  # fmt: skip
+            rankings.append(
+                Ranking(
+                    np.asarray(item["scores"], dtype=np.float32),
+                    np.asarray(item["ranks"], dtype=np.int32),
+                    matrix,
+                    item["comparisons"],
+                    list(cands),
+                )
+            )
         return rankings
 
-    def rank(self, prompt: str, candidates: Sequence[str], *, aggregation: str = "max_logits",
-             top_k: int | None = None, instruction: str | None = None) -> list[RankedCandidate]:  # fmt: skip
+    def rank(
+        self,
+        prompt: str,
+        candidates: Sequence[str],
+        *,
+        aggregation: str = "max_logits",
+        top_k: int | None = None,
+        instruction: str | None = None,
+    ) -> list[RankedCandidate]:
         """:meth:`PairRM.rank`: the candidates best first."""
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
-        ranked = self.rank_batch([prompt], [candidates], aggregation=aggregation,
-                                 instructions=None if instruction is None else [instruction])[0].ranked()  # fmt: skip
+        ranked = self.rank_batch(
+            [prompt], [candidates], aggregation=aggregation, instructions=None if instruction is None else [instruction]
+        )[0].ranked()
         return ranked if top_k is None else ranked[:top_k]
 
-    def comparison_matrices(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]], *,
-                            instructions: Sequence[str] | None = None) -> list[np.ndarray]:  # fmt: skip
+    def comparison_matrices(
+        self, prompts: Sequence[str], candidates: Sequence[Sequence[str]], *, instructions: Sequence[str] | None = None
+    ) -> list[np.ndarray]:
         """:meth:`PairRM.comparison_matrices`: float32 ``[n, n]`` logits per prompt."""
         return [r.matrix for r in self.rank_batch(prompts, candidates, instructions=instructions)]
 
-    def rank_with_ref(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]], *,
-                      ref_mode: str = "longest", references: Sequence[str] | None = None,
-                      instructions: Sequence[str] | None = None) -> list[np.ndarray]:  # fmt: skip
+    def rank_with_ref(
+        self,
+        prompts: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        *,
+        ref_mode: str = "longest",
+        references: Sequence[str] | None = None,
+        instructions: Sequence[str] | None = None,
+    ) -> list[np.ndarray]:
         """:meth:`PairRM.rank_with_ref`: float64 rewards against each prompt's reference."""
         candidates = [_list(c) for c in candidates] if isinstance(candidates, (list, tuple)) else candidates
-        out = self.request("score", _drop_none({"prompts": _list(prompts), "candidates": candidates,
-                           "references": _list(references), "ref_mode": ref_mode,
-                           "instructions": _list(instructions)}))  # fmt: skip
+        out = self.request(
+            "score",
+            _drop_none(
+                {
+                    "prompts": _list(prompts),
+                    "candidates": candidates,
+                    "references": _list(references),
+                    "ref_mode": ref_mode,
+                    "instructions": _list(instructions),
+                }
+            ),
+        )
         return [np.asarray(r, dtype=np.float64) for r in out["rewards"]]
 
 
@@ -192,8 +272,9 @@ def compute_score(
     data preprocessing scripts often keep it there), else empty. ``url``/``api_key`` come from verl's
     ``custom_reward_function.reward_kwargs`` or ``$PAIRRM_URL``/``$PAIRRM_API_KEY``.
     """
-    rewards = _client(url, api_key).rank_with_ref([_prompt(extra_info, prompt_key)], [[solution_str]],
-                                                  references=[ground_truth])  # fmt: skip
+    rewards = _client(url, api_key).rank_with_ref(
+        [_prompt(extra_info, prompt_key)], [[solution_str]], references=[ground_truth]
+    )
     return float(rewards[0][0])
 
 
@@ -211,6 +292,7 @@ def compute_score_batch(
     """:func:`compute_score` for a whole batch in one request (verl's batch reward manager passes lists)."""
     n = len(solution_strs)
     infos = list(extra_infos) if extra_infos is not None else [None] * n
-    rewards = _client(url, api_key).rank_with_ref([_prompt(i, prompt_key) for i in infos],
-                                                  [[s] for s in solution_strs], references=list(ground_truths))  # fmt: skip
+    rewards = _client(url, api_key).rank_with_ref(
+        [_prompt(i, prompt_key) for i in infos], [[s] for s in solution_strs], references=list(ground_truths)
+    )
     return [float(r[0]) for r in rewards]

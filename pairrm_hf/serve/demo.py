@@ -3,7 +3,7 @@
 A prompt (or a chat as JSON messages), N candidate answers and a model picker give: the ranked list with scores,
 the n×n comparison matrix ``C[i, j]`` as a heat map, the probability that each answer beats each other one
 (``sigmoid(C[i, j] − C[j, i])``) and, when a fuser is given, the fused answer of the best three. Texts go through
-the one input rule (:func:`pairrm_hf.inputs.answer_set_texts`) and models load once (:func:`shared_pairrm`).
+the one input rule (:func:`pairrm_hf.ranking.inputs.answer_set_texts`) and models load once (:func:`shared_pairrm`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..inputs import answer_set_texts
-from ..ranker import shared_pairrm
+from ..ranking.inputs import answer_set_texts
+from ..ranking.ranker import shared_pairrm
+from ..ranking.rewards import win_probability
 
 __all__ = ["build_demo", "rank_view", "split_candidates"]
 
@@ -60,8 +61,10 @@ def _matrix_html(
                 v = float(values[i, j])
                 cells.append(f'<td style="background:{_color(v - center, scale)}">{format(v, fmt)}</td>')
         rows.append(f"<tr><th>{html.escape(label)}</th>{''.join(cells)}</tr>")
-    return (f'<table id="{table_id}" class="pairrm-matrix"><caption>{html.escape(caption)}</caption>'
-            f'<tr><th></th>{head}</tr>{"".join(rows)}</table>')  # fmt: skip
+    return (
+        f'<table id="{table_id}" class="pairrm-matrix"><caption>{html.escape(caption)}</caption>'
+        f"<tr><th></th>{head}</tr>{''.join(rows)}</table>"
+    )
 
 
 def rank_view(rm, prompt: str | list, candidates: Sequence[str]) -> dict[str, Any]:
@@ -69,7 +72,7 @@ def rank_view(rm, prompt: str | list, candidates: Sequence[str]) -> dict[str, An
     source, texts = answer_set_texts(prompt, list(candidates), name="candidates")
     ranking = rm.rank_batch([source], [texts])[0]
     c = ranking.matrix.astype(np.float64)
-    win = 1.0 / (1.0 + np.exp(-(c - c.T)))
+    win = win_probability(c - c.T)
     return {"source": source, "ranking": ranking, "matrix": c, "win_probability": win}
 
 
@@ -93,7 +96,7 @@ def build_demo(
 ):
     """The Gradio Blocks app; ``models`` fill the model picker (any layout pairrm-hf loads).
 
-    ``fuse_kwargs`` go to :func:`pairrm_hf.fusion.fuse_generate` (e.g. ``max_new_tokens``, ``num_beams``).
+    ``fuse_kwargs`` go to :func:`pairrm_hf.generation.fusion.fuse_generate` (e.g. ``max_new_tokens``, ``num_beams``).
     """
     import gradio as gr
 
@@ -101,7 +104,7 @@ def build_demo(
     fuser_state: dict[str, Any] = {}
 
     def fused_answer(source: str, top: list[str]) -> str:
-        from ..fusion import fuse_generate, load_fuser
+        from ..generation.fusion import fuse_generate, load_fuser
 
         if "model" not in fuser_state:
             fuser_state["model"], fuser_state["tokenizer"] = load_fuser(fuser, device=device, dtype=dtype or "float32")
@@ -142,10 +145,16 @@ def build_demo(
             with gr.Column():
                 model = gr.Dropdown(models, value=models[0], label="Model", elem_id="pairrm-model")
                 prompt = gr.Textbox(label="Prompt", lines=2, elem_id="pairrm-prompt")
-                chat = gr.Textbox(label='Chat instead of a prompt (JSON: [{"role": "user", "content": "..."}])',
-                                  lines=2, elem_id="pairrm-chat")  # fmt: skip
-                candidates = gr.Textbox(label="Candidate answers (one per line, or separated by lines of ---)",
-                                        lines=6, elem_id="pairrm-candidates")  # fmt: skip
+                chat = gr.Textbox(
+                    label='Chat instead of a prompt (JSON: [{"role": "user", "content": "..."}])',
+                    lines=2,
+                    elem_id="pairrm-chat",
+                )
+                candidates = gr.Textbox(
+                    label="Candidate answers (one per line, or separated by lines of ---)",
+                    lines=6,
+                    elem_id="pairrm-candidates",
+                )
                 button = gr.Button("Rank", variant="primary", elem_id="pairrm-run")
             with gr.Column():
                 ranked = gr.HTML(label="Ranking", elem_id="pairrm-ranking-box")

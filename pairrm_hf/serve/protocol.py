@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from ..ranker import COMPARE_MODES, REF_MODES, PairRM
-from ..schedules import RANKING_METHODS
-from ..validation import check_candidate_lists, check_same_length, check_texts
+from ..ranking.ranker import COMPARE_MODES, REF_MODES, PairRM
+from ..ranking.rewards import group_rewards, win_probability
+from ..ranking.schedules import RANKING_METHODS
+from ..utils.checks import check_candidate_lists, check_same_length, check_texts
 
 __all__ = ["ENDPOINTS", "LABEL_MODES", "Limits", "RequestError", "get_reward"]
 
@@ -96,9 +97,9 @@ def _candidate_lists(body: Mapping, name: str, limits: Limits) -> list[list[str]
     for k, cands in enumerate(lists):
         if len(cands) > limits.max_candidates:
             raise RequestError(
-                f"{name}[{k}]", f"{name}[{k}] has {len(cands)} candidates; this server takes at most "
-                f"{limits.max_candidates}",
-            )  # fmt: skip
+                f"{name}[{k}]",
+                f"{name}[{k}] has {len(cands)} candidates; this server takes at most {limits.max_candidates}",
+            )
     return lists
 
 
@@ -165,8 +166,7 @@ def compare(rm: PairRM, payload: Any, limits: Limits) -> dict:
     if not temperature > 0:
         raise RequestError("temperature", f"temperature must be > 0, got {temperature!r}")
     logits = rm.compare(prompts, a, b, mode=mode, instructions=instructions)
-    # the same expression as PairRM.compare_proba, on the same logits (one model call for both outputs)
-    proba = (1.0 / (1.0 + np.exp(-logits.astype(np.float64) / temperature))).astype(np.float32)
+    proba = win_probability(logits, temperature).astype(np.float32)  # PairRM.compare_proba on the same logits
     return {"logits": _floats(logits), "probabilities": _floats(proba)}
 
 
@@ -238,22 +238,22 @@ def get_reward(rm: PairRM, payload: Any, limits: Limits) -> dict:
     if grouped:
         if prompts is None:
             raise RequestError(
-                "prompts", "prompts is required for group-relative rewards (responses without a label are compared "
+                "prompts",
+                "prompts is required for group-relative rewards (responses without a label are compared "
                 "with the other responses to the same prompt)",
-            )  # fmt: skip
+            )
         groups: dict[str, list[int]] = {}
         for k in grouped:
             groups.setdefault(sources[k], []).append(k)
         for members in groups.values():
             if len(members) > limits.max_candidates:
                 raise RequestError(
-                    "query", f"{len(members)} responses share prompts[{members[0]}]; this server compares at most "
+                    "query",
+                    f"{len(members)} responses share prompts[{members[0]}]; this server compares at most "
                     f"{limits.max_candidates} per prompt",
-                )  # fmt: skip
-        from ..trl.rewards import PairRMReward  # the group reward of the TRL adapter, so both give the same numbers
-
+                )
         order = [k for members in groups.values() for k in members]  # contiguous runs of equal prompts
-        values = PairRMReward._group(rm, [sources[k] for k in order], [responses[k] for k in order])
+        values = group_rewards(rm, [sources[k] for k in order], [responses[k] for k in order])
         for k, v in zip(order, values):
             rewards[k] = float(v)
     return {

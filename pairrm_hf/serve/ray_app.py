@@ -55,8 +55,9 @@ class PairRMDeployment:
             # Ray sets CUDA_VISIBLE_DEVICES to the replica's GPU, so "cuda" is this replica's own device
             model_kwargs["device"] = "cuda" if torch.cuda.is_available() else "cpu"
         service_kwargs.setdefault("max_wait_ms", 1000.0 * batch_wait_timeout_s + 5.0)
-        self.service = PairRMService.from_pretrained(model, limits=Limits(**(limits or {})), **model_kwargs,
-                                                     **service_kwargs)  # fmt: skip
+        self.service = PairRMService.from_pretrained(
+            model, limits=Limits(**(limits or {})), **model_kwargs, **service_kwargs
+        )
         self._api_key = api_key
         self._max_body_bytes = max_body_bytes
         self._max_pending = max_pending
@@ -64,8 +65,13 @@ class PairRMDeployment:
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.service, api_key=self._api_key, max_body_bytes=self._max_body_bytes,
-                          max_pending=self._max_pending, execute=self._execute)  # fmt: skip
+        return create_app(
+            self.service,
+            api_key=self._api_key,
+            max_body_bytes=self._max_body_bytes,
+            max_pending=self._max_pending,
+            execute=self._execute,
+        )
 
     async def _execute(self, endpoint: str, payload: Any, scope: RequestScope) -> dict:
         status, value = await self._batched(endpoint, payload, scope)
@@ -79,8 +85,9 @@ class PairRMDeployment:
         # and merges their pairs into one engine call. Errors are returned per request, never for the whole batch.
         async def one(endpoint: str, payload: Any, scope: RequestScope) -> tuple:
             try:
-                result = await anyio.to_thread.run_sync(self.service.handle, endpoint, payload, scope,
-                                                        abandon_on_cancel=True)  # fmt: skip
+                result = await anyio.to_thread.run_sync(
+                    self.service.handle, endpoint, payload, scope, abandon_on_cancel=True
+                )
                 return ("ok", result)
             except Exception as err:  # noqa: BLE001 - delivered to its own request by _execute
                 return ("error", err)
@@ -130,10 +137,17 @@ def run_ray(
         ray.init(ignore_reinit_error=True)
     serve.start(http_options={"host": host, "port": port})
     app = build_deployment(
-        model, replicas=replicas, model_kwargs=model_kwargs, limits=limits, api_key=api_key,
-        max_body_bytes=max_body_bytes, max_pending=max_pending, batch_wait_timeout_s=max_wait_ms / 1000.0,
-        max_batch_pairs=max_batch_pairs, batching=batching,
-    )  # fmt: skip
+        model,
+        replicas=replicas,
+        model_kwargs=model_kwargs,
+        limits=limits,
+        api_key=api_key,
+        max_body_bytes=max_body_bytes,
+        max_pending=max_pending,
+        batch_wait_timeout_s=max_wait_ms / 1000.0,
+        max_batch_pairs=max_batch_pairs,
+        batching=batching,
+    )
     serve.run(app, route_prefix="/")
     print(f"pairrm serve: Ray Serve on http://{host}:{port} with {replicas} replica(s)", flush=True)
     try:

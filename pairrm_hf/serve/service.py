@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from ..ranker import PairRM
+from ..ranking.ranker import PairRM
+from ..utils.version import __version__
 from .batcher import BatchedEngine, PairBatcher, RequestScope
 from .protocol import ENDPOINTS, Limits, RequestError
 
@@ -44,8 +44,9 @@ class PairRMService:
         model_name: str | None = None,
     ):
         self.rm = rm
-        self.batcher = PairBatcher(rm.engine, max_wait_ms=max_wait_ms, max_batch_pairs=max_batch_pairs,
-                                   batching=batching)  # fmt: skip
+        self.batcher = PairBatcher(
+            rm.engine, max_wait_ms=max_wait_ms, max_batch_pairs=max_batch_pairs, batching=batching
+        )
         self.limits = limits or Limits()
         self.model_name = model_name or str(getattr(rm.model, "name_or_path", "") or "pairrm")
         self.started = time.time()
@@ -65,8 +66,9 @@ class PairRMService:
         **kwargs: Any,
     ) -> PairRMService:
         """Load ``model`` (any layout :meth:`PairRM.from_pretrained` loads) and serve it."""
-        rm = PairRM.from_pretrained(model, device=device, dtype=dtype, batch_size=batch_size,
-                                    backbone_config=backbone_config)  # fmt: skip
+        rm = PairRM.from_pretrained(
+            model, device=device, dtype=dtype, batch_size=batch_size, backbone_config=backbone_config
+        )
         return cls(rm, model_name=os.fspath(model), **kwargs)
 
     def view(self, scope: RequestScope) -> PairRM:

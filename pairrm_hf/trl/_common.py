@@ -1,7 +1,7 @@
 """Shared pieces of the TRL adapters: a lazily loaded, picklable PairRM handle and list checks.
 
 Nothing here imports ``trl``: TRL's reward/judge contracts are plain duck-typed callables. TRL's prompts and
-completions (standard or conversational) become PairRM texts by the one input rule, :mod:`pairrm_hf.inputs`.
+completions (standard or conversational) become PairRM texts by the one input rule, :mod:`pairrm_hf.ranking.inputs`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from ..loading import DEFAULT_MODEL
-from ..ranker import PairRM
+from ..checkpoints.loading import DEFAULT_MODEL
+from ..ranking.ranker import PairRM
 
 __all__ = ["LazyPairRM", "check_list"]
 
@@ -32,7 +32,7 @@ class LazyPairRM:
     Args:
         ranker: a local folder / Hub id, or an already loaded :class:`~pairrm_hf.PairRM`.
         device: where to load it; ``None`` = the current CUDA device when there is one, else CPU, decided at load.
-        shared: load through :func:`pairrm_hf.ranker.shared_pairrm`, so every handle of this path and these
+        shared: load through :func:`pairrm_hf.ranking.ranker.shared_pairrm`, so every handle of this path and these
             settings in the process uses one model (``load_kwargs`` then limited to ``dtype``, ``batch_size``,
             ``backbone_config``).
         **load_kwargs: passed to :meth:`PairRM.from_pretrained` (``dtype``, ``batch_size``, ...).
@@ -82,7 +82,7 @@ class LazyPairRM:
         if self._rm is None:
             device = self.device if self.device is not None else _default_device()
             if getattr(self, "shared", False):
-                from ..ranker import shared_pairrm
+                from ..ranking.ranker import shared_pairrm
 
                 self._rm = shared_pairrm(self.path, device=str(device), **self.load_kwargs)
             else:

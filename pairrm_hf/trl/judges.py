@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from ..inputs import answer_set_texts, check_input_format
-from ..loading import DEFAULT_MODEL
-from ..ranker import PairRM
-from ..validation import check_same_length
+from ..checkpoints.loading import DEFAULT_MODEL
+from ..ranking.inputs import answer_set_texts, check_input_format
+from ..ranking.ranker import PairRM
+from ..ranking.rewards import win_probability
+from ..utils.checks import check_same_length
 from ._common import LazyPairRM, check_list
 
 __all__ = ["PairRMJudge", "PairRMRankJudge"]
@@ -84,7 +85,7 @@ class PairRMJudge(_Judge):
             ``Accelerator`` is built) or a loaded :class:`~pairrm_hf.PairRM`.
         seed: seed of the shuffling generator.
         input_format: ``"auto"`` (str prompts and completions stay plain, chat messages use the conversation
-            template) or ``"conversation"`` (the template for all); see :mod:`pairrm_hf.inputs`.
+            template) or ``"conversation"`` (the template for all); see :mod:`pairrm_hf.ranking.inputs`.
         on_tie: the answer for an exact tie: ``0`` (default, as the original), ``1``, or ``-1`` to mark ties.
         device, **load_kwargs: where / how to load a path (see :meth:`PairRM.from_pretrained`).
     """
@@ -123,7 +124,7 @@ class PairRMJudge(_Judge):
         s = self.ranker.rm.compare(sources, first, second).astype(np.float64)
         s = np.where(flip, -s, s)
         if return_scores:
-            return [float(x) for x in 1.0 / (1.0 + np.exp(-s / temperature))]
+            return [float(x) for x in win_probability(s, temperature)]
         return [0 if x > 0 else 1 if x < 0 else self.on_tie if x == 0 else -1 for x in s]  # NaN: -1
 
 

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..generation import generate_samples
-from ..inputs import answer_set_texts, check_input_format, is_messages
-from ..loading import DEFAULT_MODEL
-from ..preferences import PAIR_STRATEGIES, preference_pairs
-from ..ranker import PairRM
+from ..checkpoints.loading import DEFAULT_MODEL
+from ..generation.sampling import generate_samples
+from ..ranking.inputs import answer_set_texts, check_input_format, is_messages
+from ..ranking.preferences import PAIR_STRATEGIES, preference_pairs
+from ..ranking.ranker import PairRM
 from ._common import LazyPairRM, check_list
 
 __all__ = ["label_preferences", "generate_and_label", "STRATEGIES"]
@@ -31,8 +31,17 @@ _COLUMNS = ("prompt", "chosen", "rejected", "score_chosen", "score_rejected", "r
 class _Labeler:
     """The batched ``map`` function; an object (not a closure) so it pickles as a model path for ``num_proc``."""
 
-    def __init__(self, ranker: LazyPairRM, prompt_column: str, completions_column: str, strategy: str,
-                 min_margin: float | None, ties: str, seed: int, input_format: str = "auto"):  # fmt: skip
+    def __init__(
+        self,
+        ranker: LazyPairRM,
+        prompt_column: str,
+        completions_column: str,
+        strategy: str,
+        min_margin: float | None,
+        ties: str,
+        seed: int,
+        input_format: str = "auto",
+    ):
         self.ranker, self.prompt_column, self.completions_column = ranker, prompt_column, completions_column
         self.strategy, self.min_margin, self.ties, self.seed = strategy, min_margin, ties, seed
         self.input_format = input_format
@@ -46,9 +55,12 @@ class _Labeler:
             if len(cands) < 2:
                 continue  # nothing to pair
             source, cand_texts = answer_set_texts(
-                prompt, cands, input_format=self.input_format, prompt_name=f"{self.prompt_column}[{row}]",
+                prompt,
+                cands,
+                input_format=self.input_format,
+                prompt_name=f"{self.prompt_column}[{row}]",
                 answers_name=f"{self.completions_column}[{row}]",
-            )  # fmt: skip
+            )
             sources.append(source)
             texts.append(cand_texts)
             rows.append((row, prompt, cands))
@@ -114,11 +126,11 @@ def label_preferences(
         prompt_column: prompts: str (standard) or message lists (conversational; kept as messages).
         completions_column: per row a list of completions: str, or ``[{"role": "assistant", "content": ...}]``.
         ranker: PairRM folder / Hub id or a loaded :class:`PairRM`. A path is loaded once per process
-            (:func:`pairrm_hf.ranker.shared_pairrm`) and reused by later calls; with ``num_proc`` each worker loads
+            (:func:`pairrm_hf.ranking.ranker.shared_pairrm`) and reused by later calls; with ``num_proc`` each worker loads
             its own copy.
         batch_size: rows per ``datasets.map`` batch (one PairRM call each).
         input_format: ``"auto"`` (str prompts/completions stay plain, chat messages use the original's
-            conversation template) or ``"conversation"`` (the template for all); see :mod:`pairrm_hf.inputs`.
+            conversation template) or ``"conversation"`` (the template for all); see :mod:`pairrm_hf.ranking.inputs`.
         on_error: rows with fewer than two completions: ``"raise"`` or ``"skip"`` (with a warning).
 
     Returns:
@@ -152,12 +164,30 @@ def label_preferences(
     lazy = LazyPairRM(ranker, shared=True)  # a path loads once per process, reused by later calls and batches
     labeler = _Labeler(lazy, prompt_column, completions_column, strategy, min_margin, ties, seed, input_format)
     # An explicit fingerprint: hashing the function would otherwise hash the whole model's weights.
-    key = repr((dataset._fingerprint, lazy.path, id(lazy._rm), prompt_column, completions_column, strategy,
-                min_margin, ties, seed, input_format))  # fmt: skip
+    key = repr(
+        (
+            dataset._fingerprint,
+            lazy.path,
+            id(lazy._rm),
+            prompt_column,
+            completions_column,
+            strategy,
+            min_margin,
+            ties,
+            seed,
+            input_format,
+        )
+    )
     out = dataset.map(
-        labeler, batched=True, batch_size=batch_size, with_indices=True, remove_columns=dataset.column_names,
-        num_proc=num_proc, new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16], desc="PairRM labelling",
-    )  # fmt: skip
+        labeler,
+        batched=True,
+        batch_size=batch_size,
+        with_indices=True,
+        remove_columns=dataset.column_names,
+        num_proc=num_proc,
+        new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16],
+        desc="PairRM labelling",
+    )
     if len(out) == 0 and out.column_names != list(_COLUMNS):
         # datasets keeps the input's columns when every batch returned nothing; give the documented schema.
         out = datasets.Dataset.from_dict(
@@ -204,8 +234,17 @@ def _empty_features(dataset, prompt_column: str, completions_column: str):
     if isinstance(answer, list) and hasattr(datasets, "List"):
         answer = datasets.List(answer[0])
     number, rank = datasets.Value("float64"), datasets.Value("int64")
-    return datasets.Features({"prompt": prompt, "chosen": answer, "rejected": answer, "score_chosen": number,
-                              "score_rejected": number, "rank_chosen": rank, "rank_rejected": rank})  # fmt: skip
+    return datasets.Features(
+        {
+            "prompt": prompt,
+            "chosen": answer,
+            "rejected": answer,
+            "score_chosen": number,
+            "score_rejected": number,
+            "rank_chosen": rank,
+            "rank_rejected": rank,
+        }
+    )
 
 
 def generate_and_label(

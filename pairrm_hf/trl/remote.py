@@ -50,8 +50,14 @@ class PairRMRemoteReward(PairRMReward):
     ):
         remote = RemotePairRM(url, api_key=api_key, timeout=timeout)
         # the parent only records the path here (its model loads lazily); the handle below replaces it
-        super().__init__(remote.url, mode=mode, reference_column=reference_column, baseline_column=baseline_column,
-                         baseline_fn=baseline_fn, name=name)  # fmt: skip
+        super().__init__(
+            remote.url,
+            mode=mode,
+            reference_column=reference_column,
+            baseline_column=baseline_column,
+            baseline_fn=baseline_fn,
+            name=name,
+        )
         self.ranker = _RemoteHandle(remote)
 
     def __repr__(self) -> str:

@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from ..inputs import answer_texts, check_input_format
-from ..loading import DEFAULT_MODEL
-from ..ranker import PairRM
-from ..validation import check_same_length
+from ..checkpoints.loading import DEFAULT_MODEL
+from ..ranking.inputs import answer_texts, check_input_format
+from ..ranking.ranker import PairRM
+from ..ranking.rewards import group_rewards
+from ..utils.checks import check_same_length
 from ._common import LazyPairRM, check_list
 
 __all__ = ["PairRMReward", "PairRMPairwiseReward", "REWARD_MODES"]
@@ -86,7 +87,7 @@ class PairRMReward:
         **load_kwargs: passed to :meth:`PairRM.from_pretrained` on lazy load (``dtype``, ``batch_size``, ...).
 
     Prompts/completions may be standard (str) or conversational (message lists); they become PairRM texts by the
-    one input rule (:mod:`pairrm_hf.inputs`): standard ones stay plain, conversational ones (one turn or many) go
+    one input rule (:mod:`pairrm_hf.ranking.inputs`): standard ones stay plain, conversational ones (one turn or many) go
     through the original's conversation template, so a conversational dataset does *not* score like its standard
     twin unless ``input_format="conversation"`` puts both through the template. The object pickles as its path.
     """
@@ -139,7 +140,7 @@ class PairRMReward:
         sources, cands = _texts(prompts, completions, self.input_format)
         rm = self.ranker.rm
         if self.mode == "group":
-            return self._group(rm, sources, cands)
+            return group_rewards(rm, sources, cands)
         if self.mode == "reference":
             others = self._column(kwargs, self.reference_column, len(cands))
         elif self.baseline_fn is None:
@@ -166,28 +167,15 @@ class PairRMReward:
                 )
             for k, ((s, p), a) in enumerate(zip(todo.items(), answers)):
                 # check now, with the right name, before the answer is cached
-                answer_texts(p, a, input_format=self.input_format, prompt_name="baseline_fn prompt",
-                             answer_name=f"baseline_fn(prompts)[{k}]")  # fmt: skip
+                answer_texts(
+                    p,
+                    a,
+                    input_format=self.input_format,
+                    prompt_name="baseline_fn prompt",
+                    answer_name=f"baseline_fn(prompts)[{k}]",
+                )
                 self._baseline_cache[s] = a
         return [self._baseline_cache[s] for s in sources]
-
-    @staticmethod
-    def _group(rm: PairRM, sources: list[str], cands: list[str]) -> list[float]:
-        groups: list[tuple[int, int]] = []  # [start, end) runs of equal sources
-        start = 0
-        for k in range(1, len(sources) + 1):
-            if k == len(sources) or sources[k] != sources[start]:
-                groups.append((start, k))
-                start = k
-        rewards = [0.0] * len(cands)
-        multi = [(a, b) for a, b in groups if b - a > 1]
-        if multi:
-            rankings = rm.rank_batch([sources[a] for a, _ in multi], [cands[a:b] for a, b in multi])
-            for (a, b), ranking in zip(multi, rankings):
-                c = ranking.matrix.astype(np.float64)
-                # mean over the n−1 opponents (rank_batch's max_logits score divides by n, as upstream does)
-                rewards[a:b] = [float(x) for x in (c - c.T).sum(axis=1) / (b - a - 1)]
-        return rewards
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

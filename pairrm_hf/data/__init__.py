@@ -1,0 +1,1 @@
+"""Datasets in the paper's form (MixInstruct rows with candidates and metric scores)."""

@@ -1,0 +1,1 @@
+"""Generation: sampling candidates, best-of-n, and generative fusion of the top answers (GenFuser)."""

@@ -1,0 +1,459 @@
+"""The one forward loop of pairrm-hf: encoded texts → pair schedule → length-bucketed batches → logits.
+
+Every public operation (ranking, comparison, references, bubble, pipelines, TRL adapters, CLI) asks this engine
+for the logits of a set of ordered pairs ``(input, i, j)``; ``C[input][i, j]`` is the logit with candidate ``i``
+in slot 1 and ``j`` in slot 2. The engine
+
+* tokenizes every distinct text once and reuses it in every pair that contains it,
+* sorts the pairs of a call by row length and cuts batches by row count and a token budget, padding each batch
+  only to its own longest row (never to 2048),
+* runs under ``torch.inference_mode`` and returns logits in the order the pairs were asked for, so results do
+  not depend on batch size or input order.
+
+Non-finite logits (NaN/inf, e.g. fp16 overflow) never leave the engine. The one policy, inherited by every
+surface: the affected pairs are computed again in fp32 eager mode (a warning says how many); if a logit is still
+not finite, :class:`NonFiniteLogitsError` names the input, the candidates and the start of their texts.
+
+Pointwise and dual-encoder rankers (``model.ranking_style``, see :mod:`pairrm_hf.models.modeling_encoder_ranker`) go
+through :meth:`PairwiseEngine.point_scores`: one score per distinct (source, candidate), from n rows per input
+(pointwise) or 1 + n encodings (dual: each distinct source and candidate text embedded once), with the same
+tokenize-once, dedup and length bucketing. For them a pair's logit is defined as the score difference
+``C[i, j] = s_i − s_j``, so every pairwise schedule still runs, at the cost of the distinct candidates it touches.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..models.modeling_pairrm import DebertaV2PairRM
+from ..tokenization.tokenization_pairrm import DualEncoder, PairEncoder, PointEncoder
+from ..utils.devices import resolve_device, resolve_dtype
+from .quantization import check_quantize, quantize_int8
+
+__all__ = ["EncodedExample", "NonFiniteLogitsError", "PairwiseEngine"]
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLogitsError(FloatingPointError):
+    """PairRM gave NaN or infinite logits even in fp32 (see the engine's non-finite policy)."""
+
+
+@dataclass
+class EncodedExample:
+    """One prompt with its candidates, tokenized once.
+
+    Attributes:
+        source: the packed source segment ``[CLS]<|source|>…[SEP]``.
+        candidates: each candidate's text ids, already cut to this example's candidate budget.
+        source_key / candidate_keys: ids of the distinct texts of one ``encode`` call; equal keys mean equal rows.
+    """
+
+    source: list[int]
+    candidates: list[list[int]]
+    source_key: int = -1
+    candidate_keys: tuple[int, ...] = ()
+
+
+class PairwiseEngine:
+    """Runs a :class:`DebertaV2PairRM` over ordered candidate pairs in length-bucketed batches.
+
+    Args:
+        model: the PairRM model (moved to ``device``/``dtype`` and put in eval mode).
+        encoder: the pair encoder holding the tokenizer and token budgets.
+        device: where to run; ``None`` picks CUDA when available.
+        dtype: weights dtype (``torch.float32``, ``torch.bfloat16``, ``torch.float16``); ``None`` keeps it.
+        batch_size: most rows per forward pass.
+        max_batch_tokens: most padded tokens (rows × longest row) per forward pass; ``None`` = no limit.
+        autocast_dtype: run the forward under ``torch.autocast`` in this dtype (e.g. bf16 on CPU); logits are fp32.
+        show_progress: show a tqdm bar over batches.
+        compile: run the model through ``torch.compile(dynamic=True)``. Same logits up to float rounding; the first
+            call pays a one-off warm-up (tens of seconds on CPU for a base-size model, once per process) and a new
+            batch shape may add a short recompile. Pays off for long jobs, mostly together with bf16 autocast.
+        attention: ``"fused"`` or ``"eager"`` self-attention for this engine's model (see
+            :mod:`pairrm_hf.models.attention`); ``None`` keeps the model's setting (``"fused"`` unless changed).
+        quantize: ``"int8"`` runs the linear layers as dynamically quantized int8 on CPU (see
+            :mod:`pairrm_hf.ranking.quantization`); the fp32 model is kept as ``reference_model`` for reference runs.
+    """
+
+    def __init__(
+        self,
+        model: DebertaV2PairRM,
+        encoder: PairEncoder,
+        *,
+        device: str | int | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        batch_size: int = 16,
+        max_batch_tokens: int | None = None,
+        autocast_dtype: str | torch.dtype | None = None,
+        show_progress: bool = False,
+        compile: bool = False,  # noqa: A002 - the name users know from torch.compile
+        attention: str | None = None,
+        quantize: str | None = None,
+    ):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if max_batch_tokens is not None and max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
+        # int8 runs on CPU only: with no device named, pick the CPU even when a GPU is present
+        check_quantize(quantize, device)
+        self.device = resolve_device("cpu" if device is None and quantize is not None else device)
+        dtype = resolve_dtype(dtype)
+        self.model = model.to(self.device) if dtype in (None, "auto") else model.to(self.device, dtype=dtype)
+        self.model.eval()
+        if attention is not None:
+            self.model.set_attention_implementation(attention)
+        #: the fp32 model that :meth:`reference_pair_logits` runs when ``self.model`` is quantized, else None.
+        self.reference_model: DebertaV2PairRM | None = None
+        if quantize == "int8":
+            self.reference_model, self.model = self.model, quantize_int8(self.model)
+        self.encoder = encoder
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.autocast_dtype = resolve_dtype(autocast_dtype)
+        self.show_progress = show_progress
+        self.compile = bool(compile)
+        self._compiled = None
+        #: called after every forward batch with the number of requested ordered pairs it answered (pairs
+        #: that share one row count once each); the ``pairrm`` command moves its progress bar with it.
+        self.progress_callback: Callable[[int], None] | None = None
+        #: counters of the last call: forward passes, rows, real tokens, padded tokens fed to the model and the
+        #: most rows assembled at once (memory grows with the batch, never with the number of pairs).
+        self.last_stats: dict[str, int] = {}
+
+    @contextmanager
+    def _compiled_backbone(self, reference: bool):
+        """Swap in the compiled DeBERTa backbone for one call, then restore the plain module.
+
+        Only the backbone is compiled: it traces as one graph, while the PairRM wrapper checks its inputs with
+        data-dependent branches that would split the graph. Swapping per call keeps ``self.model`` (its
+        ``state_dict`` included) untouched for the caller and for fp32 reference runs.
+        """
+        if reference or not self.compile:
+            yield
+            return
+        backbone = self.model.pretrained_model
+        if self._compiled is None:
+            # dynamic=True: batch widths change with every bucket; static shapes would recompile for each one.
+            self._compiled = torch.compile(backbone, dynamic=True)
+        self.model.pretrained_model = self._compiled
+        try:
+            yield
+        finally:
+            self.model.pretrained_model = backbone
+
+    # ----------------------------------------------------------------------------------------------- encoding
+    def encode(self, sources: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[EncodedExample]:
+        """Tokenize each distinct text once and cut it to its example's budget."""
+        distinct: dict[str, int] = {}
+        for text in sources:
+            distinct.setdefault(text, len(distinct))
+        for cands in candidates:
+            for text in cands:
+                distinct.setdefault(text, len(distinct))
+        ids = self.encoder.tokenize(list(distinct))
+        # Keys name distinct token sequences, so texts that tokenize alike (e.g. two whitespace-only answers)
+        # share one row and tie exactly.
+        row_keys: dict[tuple[int, ...], int] = {}
+        examples = []
+        for source, cands in zip(sources, candidates):
+            segment = self.encoder.source_segment(ids[distinct[source]])
+            budget = self.encoder.candidate_budget(len(segment))
+            bodies = [self.encoder.candidate_body(ids[distinct[c]], budget) for c in cands]
+            source_key = row_keys.setdefault(tuple(segment), len(row_keys))
+            keys = tuple(row_keys.setdefault((-1, *body), len(row_keys)) for body in bodies)
+            examples.append(EncodedExample(segment, bodies, source_key, keys))
+        return examples
+
+    # ------------------------------------------------------------------------------------------------ forward
+    def _row_lengths(self, examples: Sequence[EncodedExample], pairs: np.ndarray) -> np.ndarray:
+        src = np.array([len(e.source) for e in examples], dtype=np.int64)
+        offsets = np.zeros(len(examples) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(e.candidates) for e in examples])
+        cand = np.fromiter((len(b) for e in examples for b in e.candidates), dtype=np.int64, count=int(offsets[-1]))
+        ex, i, j = pairs[:, 0], pairs[:, 1], pairs[:, 2]
+        return src[ex] + cand[offsets[ex] + i] + cand[offsets[ex] + j] + 6
+
+    def _batches(self, lengths: np.ndarray) -> list[np.ndarray]:
+        """Pair indices grouped into batches of similar length, longest first (peak memory shows up at once)."""
+        order = np.argsort(-lengths, kind="stable")
+        batches, start = [], 0
+        while start < len(order):
+            longest = int(lengths[order[start]])
+            rows = self.batch_size
+            if self.max_batch_tokens is not None:
+                rows = max(1, min(rows, self.max_batch_tokens // max(longest, 1)))
+            batches.append(order[start : start + rows])
+            start += rows
+        return batches
+
+    def _assemble(self, examples: Sequence[EncodedExample], pairs: np.ndarray, batch: np.ndarray, width: int):
+        enc = self.encoder
+        input_ids = np.full((len(batch), width), enc.pad_id, dtype=np.int64)
+        attention = np.zeros((len(batch), width), dtype=np.int64)
+        for row, k in enumerate(batch):
+            ex, i, j = pairs[k]
+            e = examples[ex]
+            ids = enc.pack(e.source, e.candidates[i], e.candidates[j])
+            input_ids[row, : len(ids)] = ids
+            attention[row, : len(ids)] = 1
+        return torch.from_numpy(input_ids), torch.from_numpy(attention)
+
+    def pair_logits(
+        self, examples: Sequence[EncodedExample], pairs: np.ndarray | Sequence[Sequence[int]]
+    ) -> np.ndarray:
+        """Logits ``C[ex][i, j]`` (float32, shape ``[len(pairs)]``) for ordered pairs ``(ex, i, j)``.
+
+        For a pointwise or dual model: the score differences ``s_i − s_j`` (see :meth:`point_scores`).
+        """
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
+        if self.ranking_style != "pairwise":
+            return self._score_difference_logits(examples, pairs, reference=False)
+        if len(pairs):
+            # Pairs whose texts are identical (duplicate candidates, repeated prompts) share one row.
+            keys = np.array(
+                [
+                    (examples[ex].source_key, examples[ex].candidate_keys[i], examples[ex].candidate_keys[j])
+                    for ex, i, j in pairs.tolist()
+                ],
+                dtype=np.int64,
+            )
+            _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+            inverse = inverse.reshape(-1)
+            weights = np.bincount(inverse, minlength=len(first))
+            logits = self._unique_pair_logits(examples, pairs[first], weights=weights)
+            return self._finite(examples, pairs[first], logits)[inverse]
+        self.last_stats = {"forward_calls": 0, "rows": 0, "real_tokens": 0, "padded_tokens": 0, "max_batch_rows": 0}
+        return np.zeros(0, dtype=np.float32)
+
+    def reference_pair_logits(
+        self, examples: Sequence[EncodedExample], pairs: np.ndarray | Sequence[Sequence[int]]
+    ) -> np.ndarray:
+        """Like :meth:`pair_logits` but in plain fp32 eager mode (transformers' attention, no autocast, no compile,
+        fp32 weights).
+
+        The yardstick for the fast paths; when the weights are not fp32 it runs on a temporary fp32 copy.
+        """
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
+        if self.ranking_style != "pairwise":
+            return self._score_difference_logits(examples, pairs, reference=True)
+        logits = self._unique_pair_logits(examples, pairs, reference=True)
+        bad = ~np.isfinite(logits)
+        if bad.any():
+            self._raise_non_finite(examples, pairs[bad], logits[bad])
+        return logits
+
+    def _finite(self, examples: Sequence[EncodedExample], pairs: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """The non-finite policy: recompute NaN/inf logits in fp32 eager mode, raise if they stay non-finite."""
+        bad = ~np.isfinite(logits)
+        if not bad.any():
+            return logits
+        stats = self.last_stats
+        logger.warning(
+            "PairRM: %d of %d pairs gave non-finite logits (%s weights%s); computing them again in float32",
+            int(bad.sum()),
+            len(logits),
+            str(next(self.model.parameters()).dtype).replace("torch.", ""),
+            f", {self.autocast_dtype} autocast" if self.autocast_dtype is not None else "",
+        )
+        again = self._unique_pair_logits(examples, pairs[bad], reference=True)
+        self.last_stats = {**stats, "recomputed_fp32": int(bad.sum())}
+        still = ~np.isfinite(again)
+        if still.any():
+            self._raise_non_finite(examples, pairs[bad][still], again[still])
+        logits = logits.copy()
+        logits[bad] = again
+        return logits
+
+    def _raise_non_finite(self, examples: Sequence[EncodedExample], pairs: np.ndarray, values: np.ndarray):
+        decode = self.encoder.tokenizer.decode
+
+        def snippet(ids: list[int]) -> str:
+            text = decode(ids[:40], skip_special_tokens=True)
+            return repr(text[:60] + ("…" if len(text) > 60 else ""))
+
+        ex, i, j = (int(x) for x in pairs[0])
+        e = examples[ex]
+        raise NonFiniteLogitsError(
+            f"PairRM gave a non-finite logit ({values[0]}) even in float32 for input {ex} (source {snippet(e.source)}), "
+            f"candidates {i} ({snippet(e.candidates[i])}) and {j} ({snippet(e.candidates[j])})"
+            + (f", and {len(pairs) - 1} more pairs" if len(pairs) > 1 else "")
+            + "; the model's weights are probably damaged (check them for NaN/inf, or reload the checkpoint)"
+        )
+
+    def _unique_pair_logits(
+        self,
+        examples: Sequence[EncodedExample],
+        pairs: np.ndarray,
+        reference: bool = False,
+        weights: np.ndarray | None = None,
+    ) -> np.ndarray:
+        lengths = self._row_lengths(examples, pairs) if len(pairs) else np.zeros(0, dtype=np.int64)
+        return self._run_batches(
+            lengths,
+            lambda batch, width: self._assemble(examples, pairs, batch, width),
+            lambda model, ids, mask: model(input_ids=ids, attention_mask=mask).logits,
+            reference=reference,
+            weights=weights,
+            unit="pair",
+        )
+
+    def _run_batches(
+        self,
+        lengths: np.ndarray,
+        assemble,
+        forward,
+        *,
+        reference: bool = False,
+        weights: np.ndarray | None = None,
+        unit: str = "pair",
+    ) -> np.ndarray:
+        """The one batch loop: rows of these ``lengths`` in length-bucketed batches through the model.
+
+        ``assemble(batch, width)`` builds one batch's ``(input_ids, attention_mask)`` (``[rows, width]`` int64 CPU
+        tensors), ``forward(model, input_ids, attention_mask)`` returns one output per row (``[rows, ...]``).
+        Returns the float32 outputs in row order and fills ``last_stats``. ``reference`` runs plain fp32 eager
+        (no autocast, no compile, fp32 weights); ``weights`` counts how many asked-for items each row stands for
+        (for ``progress_callback``).
+        """
+        stats = {"forward_calls": 0, "rows": 0, "real_tokens": 0, "padded_tokens": 0, "max_batch_rows": 0}
+        out = np.zeros(len(lengths), dtype=np.float32)
+        model = self.reference_model if reference and self.reference_model is not None else self.model
+        if reference and any(p.dtype != torch.float32 for p in model.parameters()):
+            import copy
+
+            model = copy.deepcopy(model).float()
+        if len(lengths):
+            progress = None
+            if self.show_progress:
+                from huggingface_hub.utils import tqdm  # honours the Hugging Face progress-bar switches
+
+                progress = tqdm(total=len(lengths), desc="PairRM", unit=unit)
+            autocast = (
+                torch.autocast(self.device.type, dtype=self.autocast_dtype)
+                if self.autocast_dtype is not None and not reference
+                else nullcontext()
+            )
+            attention = model.use_attention("eager" if reference else None)
+            with torch.inference_mode(), autocast, attention, self._compiled_backbone(reference):
+                for batch in self._batches(lengths):
+                    width = int(lengths[batch].max())
+                    input_ids, mask = assemble(batch, width)
+                    value = forward(
+                        model,
+                        input_ids.to(self.device, non_blocking=True),
+                        mask.to(self.device, non_blocking=True),
+                    )
+                    value = value.float().cpu().numpy()
+                    if out.ndim != value.ndim:
+                        out = np.zeros((len(lengths), *value.shape[1:]), dtype=np.float32)
+                    out[batch] = value
+                    stats["forward_calls"] += 1
+                    stats["rows"] += len(batch)
+                    stats["real_tokens"] += int(lengths[batch].sum())
+                    stats["padded_tokens"] += width * len(batch)
+                    stats["max_batch_rows"] = max(stats["max_batch_rows"], len(batch))
+                    if progress is not None:
+                        progress.update(len(batch))
+                    if self.progress_callback is not None and not reference:
+                        self.progress_callback(int(weights[batch].sum()) if weights is not None else len(batch))
+            if progress is not None:
+                progress.close()
+        self.last_stats = stats
+        return out
+
+    # ---------------------------------------------------------------------------------- pointwise and dual models
+    @property
+    def ranking_style(self) -> str:
+        """``"pairwise"`` (PairRM, PairRanker), ``"pointwise"`` (SummaReranker) or ``"dual"`` (DualReranker)."""
+        return getattr(self.model, "ranking_style", "pairwise")
+
+    def point_scores(
+        self,
+        examples: Sequence[EncodedExample],
+        items: np.ndarray | Sequence[Sequence[int]],
+        *,
+        reference: bool = False,
+    ) -> np.ndarray:
+        """Scores ``s[ex][i]`` (float32, shape ``[len(items)]``, higher is better) for items ``(ex, i)``.
+
+        Pointwise models run one row per distinct (source, candidate); dual models embed each distinct source and
+        each distinct candidate once (1 + n rows for one input) and score by cosine similarity. ``reference``: plain
+        fp32, no autocast or compile (the yardstick of :meth:`reference_pair_logits`).
+        """
+        style = self.ranking_style
+        if style == "pairwise":
+            raise ValueError("point_scores needs a pointwise or dual model; a pairwise model only scores pairs")
+        items = np.asarray(items, dtype=np.int64).reshape(-1, 2)
+        if not len(items):
+            self.last_stats = {"forward_calls": 0, "rows": 0, "real_tokens": 0, "padded_tokens": 0, "max_batch_rows": 0}
+            return np.zeros(0, dtype=np.float32)
+        keys = np.array(
+            [(examples[ex].source_key, examples[ex].candidate_keys[i]) for ex, i in items.tolist()], dtype=np.int64
+        )
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        unique = items[first]
+        if style == "pointwise":
+            enc: PointEncoder = self.encoder  # type: ignore[assignment]
+            rows = [enc.pack_point(examples[ex].source, examples[ex].candidates[i]) for ex, i in unique.tolist()]
+            scores = self._run_rows(
+                rows, lambda model, ids, mask: model(input_ids=ids, attention_mask=mask).logits, reference
+            )
+            return scores.astype(np.float32)[inverse.reshape(-1)]
+        enc: DualEncoder = self.encoder  # type: ignore[assignment,no-redef]
+        row_of: dict[tuple[str, int], int] = {}
+        rows: list[list[int]] = []  # type: ignore[no-redef]
+        pairs = []
+        for ex, i in unique.tolist():
+            e = examples[ex]
+            src = row_of.setdefault(("s", e.source_key), len(rows))
+            if src == len(rows):
+                rows.append(list(e.source))
+            cand = row_of.setdefault(("c", e.candidate_keys[i]), len(rows))
+            if cand == len(rows):
+                rows.append(enc.candidate_row(e.candidates[i]))
+            pairs.append((src, cand))
+        emb = self._run_rows(rows, lambda model, ids, mask: model.embed(ids, mask), reference).astype(np.float64)
+        index = np.asarray(pairs, dtype=np.int64)
+        scores = (emb[index[:, 0]] * emb[index[:, 1]]).sum(axis=-1).astype(np.float32)
+        return scores[inverse.reshape(-1)]
+
+    def _score_difference_logits(
+        self, examples: Sequence[EncodedExample], pairs: np.ndarray, reference: bool
+    ) -> np.ndarray:
+        """``C[ex][i, j] = s_i − s_j`` for a pointwise or dual model, scoring each distinct candidate once."""
+        if not len(pairs):
+            return self.point_scores(examples, np.zeros((0, 2), dtype=np.int64), reference=reference)
+        items = np.concatenate([pairs[:, [0, 1]], pairs[:, [0, 2]]])
+        scores = self.point_scores(examples, items, reference=reference)
+        return (scores[: len(pairs)] - scores[len(pairs) :]).astype(np.float32)
+
+    def _run_rows(self, rows: list[list[int]], forward, reference: bool) -> np.ndarray:
+        """Token rows (pointwise rows, or the dual encoder's texts) through :meth:`_run_batches`, in the order given."""
+        lengths = np.array([len(r) for r in rows], dtype=np.int64)
+
+        def assemble(batch: np.ndarray, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+            input_ids = np.full((len(batch), width), self.encoder.pad_id, dtype=np.int64)
+            attention = np.zeros((len(batch), width), dtype=np.int64)
+            for row, k in enumerate(batch):
+                input_ids[row, : lengths[k]] = rows[k]
+                attention[row, : lengths[k]] = 1
+            return torch.from_numpy(input_ids), torch.from_numpy(attention)
+
+        out = self._run_batches(lengths, assemble, forward, reference=reference, unit="row")
+        if not reference and not np.isfinite(out).all():
+            # The engine's non-finite policy, for per-candidate outputs: recompute in fp32 eager, else raise.
+            out = self._run_batches(lengths, assemble, forward, reference=True, unit="row")
+            if not np.isfinite(out).all():
+                raise NonFiniteLogitsError(
+                    f"{type(self.model).__name__} gave non-finite outputs even in float32 for "
+                    f"{int((~np.isfinite(out)).any(axis=tuple(range(1, out.ndim))).sum())} rows; the model's weights "
+                    "are probably damaged (check them for NaN/inf, or reload the checkpoint)"
+                )
+        return out

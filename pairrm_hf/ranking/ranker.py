@@ -1,0 +1,597 @@
+"""`PairRM`: the ranking API. Every method is a schedule of ordered pairs handed to the one engine.
+
+>>> rm = PairRM.from_pretrained("llm-blender/PairRM-hf")           # doctest: +SKIP
+>>> rm.rank("What is the capital of France?", ["Paris.", "Berlin."])  # doctest: +SKIP
+[RankedCandidate(index=0, text='Paris.', score=0.41, rank=1), RankedCandidate(index=1, ...)]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoints.loading import DEFAULT_MODEL, load_pairrm
+from ..models.modeling_pairrm import DebertaV2PairRM
+from ..tokenization.tokenization_pairrm import PairLengths, encoder_for_style
+from ..utils.checks import check_same_length, check_top_k
+from .aggregation import competition_ranks, scores_from_matrix, topk_indices
+from .engine import PairwiseEngine
+from .inputs import batch_texts, compare_texts, conversation_pair_texts, is_messages
+from .rewards import win_probability
+from .schedules import RANKING_METHODS, bubble_pass, bubble_wins, knockout_rank, merge_sort_rank
+
+__all__ = ["PairRM", "RankedCandidate", "Ranking", "COMPARE_MODES", "REF_MODES", "shared_pairrm", "device_for_rank"]
+
+#: A prompt: a str, chat messages, or None when the answers are whole conversations (see :mod:`pairrm_hf.ranking.inputs`).
+Prompt = Any
+#: An answer: a str, or chat messages (assistant turns, or a whole conversation).
+Answer = Any
+
+#: ``symmetric`` = C[A,B] − C[B,A] (upstream default), ``ab`` = C[A,B], ``ba`` = −C[B,A]; > 0 always means A better.
+COMPARE_MODES = ("symmetric", "ab", "ba")
+#: How ``rank_with_ref`` picks each input's reference among its candidates (``len`` counts characters).
+#: ``longest`` is upstream's rule, kept for parity: among equally long candidates the first in input order wins,
+#: so shuffling the candidates can change the rewards. ``longest_lexical`` picks the same length, ties broken by
+#: the smallest text (code-point order): the same reference, and so the same rewards, in any input order.
+REF_MODES = ("longest", "longest_lexical", "shortest", "median_length", "first", "last")
+
+
+@dataclass(frozen=True)
+class RankedCandidate:
+    """One candidate in a ranking: its position in the input, the candidate as given (``text``: a str, or the
+    caller's chat messages), score (higher is better) and rank (1 = best)."""
+
+    index: int
+    text: Answer
+    score: float
+    rank: int
+
+
+@dataclass
+class Ranking:
+    """The ranking of one input's candidates, in input order.
+
+    Attributes:
+        scores: float32 ``[n]``, higher is better.
+        ranks: int32 ``[n]``, competition ranks, 1 = best.
+        matrix: float32 ``[n, n]`` logits ``C[i, j]`` when the aggregation compared every ordered pair, else None.
+        comparisons: the model cost for this input: ordered pairs scored (pairwise models), or rows run for a
+            pointwise model (n) and encodings for a dual encoder (1 + n) when they rank by their own scores.
+        candidates: the candidates as given (str, or the caller's chat messages).
+    """
+
+    scores: np.ndarray
+    ranks: np.ndarray
+    matrix: np.ndarray | None = None
+    comparisons: int = 0
+    candidates: list[Answer] = field(default_factory=list)
+
+    def ranked(self) -> list[RankedCandidate]:
+        """Candidates best first (ties in input order)."""
+        return [
+            RankedCandidate(int(i), self.candidates[i], float(self.scores[i]), int(self.ranks[i]))
+            for i in topk_indices(self.ranks)
+        ]
+
+
+class PairRM:
+    """Rank, compare and score LLM answers with a PairRM checkpoint or another LLM-Blender ranker.
+
+    Besides :class:`DebertaV2PairRM` the model may be a :class:`~pairrm_hf.PairRanker` (pairwise, any encoder), a
+    :class:`~pairrm_hf.SummaReranker` (pointwise) or a :class:`~pairrm_hf.DualReranker` (dual encoder). The last two
+    score each candidate on its own (``ranking_style`` ``"pointwise"``/``"dual"``): ``rank``/``rank_batch`` with
+    ``max_logits`` or ``max_wins`` and ``best_of_n(method="full")`` rank by those scores (n rows per input, or 1 + n
+    encodings), and every pairwise operation uses the engine's definition ``C[i, j] = s_i − s_j`` (each distinct
+    candidate scored once): ``compare`` gives ``s_A − s_B`` (``ab``/``ba``) or ``2·(s_A − s_B)`` (``symmetric``),
+    ``comparison_matrices`` and ``Ranking.matrix`` hold those differences, and ``bubble``, ``sort`` and
+    ``rank_with_ref`` run their schedules on them.
+
+    Every method takes prompts as str or chat messages and answers as str or chat messages, turned into PairRM
+    texts by the one input rule (:mod:`pairrm_hf.ranking.inputs`): plain strings stay plain, message lists use the
+    original's conversation template; ``input_format="conversation"`` formats plain strings through the template too.
+
+    Args:
+        model: a loaded :class:`DebertaV2PairRM` (or one of the rankers above).
+        tokenizer: its PairRM tokenizer (normalizer restored, see ``load_pairrm_tokenizer``).
+        lengths: token budgets of a packed row (default 1224/412).
+        device: ``None`` → CUDA when available, else CPU.
+        dtype: weights dtype (``"float32"``, ``"bfloat16"``, ``"float16"``); ``None`` keeps the loaded one.
+        batch_size: rows (ordered pairs) per forward pass; results do not depend on it.
+        max_batch_tokens: cap on padded tokens per forward pass, for long inputs on small devices.
+        show_progress: tqdm bar over the pairs of each call.
+        compile: run the model through ``torch.compile(dynamic=True)`` (one-off warm-up; see ``PairwiseEngine``).
+        attention: ``"fused"`` (the model's default: faster attention, same numbers to ~1e-6) or ``"eager"``
+            (transformers' own module); see :mod:`pairrm_hf.models.attention`.
+        quantize: ``"int8"``: dynamically quantized int8 linear layers on CPU (opt-in; faster, logits move by
+            ~1e-2, so check decisions with :meth:`check_precision`); see :mod:`pairrm_hf.ranking.quantization`.
+    """
+
+    def __init__(
+        self,
+        model: DebertaV2PairRM,
+        tokenizer,
+        *,
+        lengths: PairLengths | None = None,
+        device: str | int | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        batch_size: int = 16,
+        max_batch_tokens: int | None = None,
+        autocast_dtype: str | torch.dtype | None = None,
+        show_progress: bool = False,
+        compile: bool = False,  # noqa: A002
+        attention: str | None = None,
+        quantize: str | None = None,
+    ):
+        style = getattr(model, "ranking_style", "pairwise")
+        if hasattr(model, "check_row_budget"):
+            budget = lengths or PairLengths()
+            model.check_row_budget(budget.source_max_length, budget.candidate_max_length)
+        self.engine = PairwiseEngine(
+            model,
+            encoder_for_style(style, tokenizer, lengths),
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
+            autocast_dtype=autocast_dtype,
+            show_progress=show_progress,
+            compile=compile,
+            attention=attention,
+            quantize=quantize,
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike = DEFAULT_MODEL,
+        *,
+        device: str | int | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        source_max_length: int | None = None,
+        candidate_max_length: int | None = None,
+        backbone_config: Any = None,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | None = None,
+        **engine_kwargs,
+    ) -> PairRM:
+        """Load any published PairRM layout (local folder or Hub id); see :func:`pairrm_hf.load_pairrm`.
+
+        ``source_max_length``/``candidate_max_length`` override the checkpoint's row budgets.
+        """
+        loaded = load_pairrm(
+            name_or_path,
+            dtype=dtype,
+            backbone_config=backbone_config,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir,
+        )
+        lengths = PairLengths(
+            source_max_length or loaded.lengths.source_max_length,
+            candidate_max_length or loaded.lengths.candidate_max_length,
+        )
+        return cls(loaded.model, loaded.tokenizer, lengths=lengths, device=device, dtype=dtype, **engine_kwargs)
+
+    # ------------------------------------------------------------------------------------------ properties
+    @property
+    def model(self) -> DebertaV2PairRM:
+        """The underlying :class:`DebertaV2PairRM`."""
+        return self.engine.model
+
+    @property
+    def ranking_style(self) -> str:
+        """``"pairwise"`` (PairRM, PairRanker), ``"pointwise"`` (SummaReranker) or ``"dual"`` (DualReranker)."""
+        return self.engine.ranking_style
+
+    def candidate_scores(
+        self,
+        prompts: Sequence[Prompt] | None,
+        candidates: Sequence[Sequence[Any]],
+        *,
+        instructions: Sequence[str] | None = None,
+        input_format: str = "auto",
+    ) -> list[np.ndarray]:
+        """Per input, the float32 ``[n]`` scores of a pointwise or dual model (higher is better).
+
+        A pointwise model costs one row per distinct candidate, a dual encoder 1 + n encodings; a pairwise model has
+        no per-candidate score and raises ``ValueError`` (use ``rank_batch``). Inputs follow the one input rule.
+        """
+        if self.ranking_style == "pairwise":
+            raise ValueError("candidate_scores needs a pointwise or dual model; rank a pairwise model with rank_batch")
+        sources, texts = batch_texts(prompts, candidates, instructions=instructions, input_format=input_format)
+        return self._point_scores(self.engine.encode(sources, texts), texts)
+
+    def _point_scores(self, examples, candidates: list[list[str]]) -> list[np.ndarray]:
+        items = [(ex, i) for ex, cands in enumerate(candidates) for i in range(len(cands))]
+        flat = self.engine.point_scores(examples, items)
+        out, start = [], 0
+        for cands in candidates:
+            out.append(flat[start : start + len(cands)])
+            start += len(cands)
+        return out
+
+    def _own_score_cost(self, n: int) -> int:
+        return n + 1 if self.ranking_style == "dual" else n
+
+    @property
+    def tokenizer(self):
+        """The PairRM tokenizer."""
+        return self.engine.encoder.tokenizer
+
+    @property
+    def lengths(self) -> PairLengths:
+        """Token budgets of a packed row."""
+        return self.engine.encoder.lengths
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs."""
+        return self.engine.device
+
+    # ------------------------------------------------------------------------------------------ comparing
+    def compare(
+        self,
+        prompts: Sequence[Prompt] | None,
+        candidates_a: Sequence[Answer],
+        candidates_b: Sequence[Answer],
+        *,
+        mode: str = "symmetric",
+        instructions: Sequence[str] | None = None,
+        input_format: str = "auto",
+    ) -> np.ndarray:
+        """float32 ``[N]`` logits, > 0 when ``candidates_a[k]`` is the better answer to ``prompts[k]``.
+
+        ``mode``: ``symmetric`` = C[A,B] − C[B,A] (two passes, position bias cancels; identical texts give
+        exactly 0), ``ab`` = C[A,B], ``ba`` = −C[B,A] (one pass each). ``prompts=None``: each pair is two whole
+        conversations sharing their user turns. For a pointwise or dual model
+        ``C[A, B] = s_A − s_B``, so ``ab``/``ba`` give ``s_A − s_B`` and ``symmetric`` ``2·(s_A − s_B)``, from one
+        score per candidate.
+        """
+        if mode not in COMPARE_MODES:
+            raise ValueError(f"mode must be one of {COMPARE_MODES}, got {mode!r}")
+        sources, texts_a, texts_b = compare_texts(
+            prompts, candidates_a, candidates_b, instructions=instructions, input_format=input_format
+        )
+        return self._compare_texts(sources, texts_a, texts_b, mode)
+
+    def _compare_texts(self, sources: list[str], texts_a: list[str], texts_b: list[str], mode: str) -> np.ndarray:
+        examples = self.engine.encode(sources, [[a, b] for a, b in zip(texts_a, texts_b)])
+        idx = np.arange(len(sources))
+        ab = np.stack([idx, np.zeros_like(idx), np.ones_like(idx)], axis=1)
+        ba = ab[:, [0, 2, 1]]
+        if mode == "ab":
+            return self.engine.pair_logits(examples, ab)
+        if mode == "ba":
+            return -self.engine.pair_logits(examples, ba)
+        logits = self.engine.pair_logits(examples, np.concatenate([ab, ba]))
+        return logits[: len(idx)] - logits[len(idx) :]
+
+    def compare_proba(
+        self,
+        prompts: Sequence[Prompt] | None,
+        candidates_a: Sequence[Answer],
+        candidates_b: Sequence[Answer],
+        *,
+        temperature: float = 1.0,
+        mode: str = "symmetric",
+        instructions: Sequence[str] | None = None,
+        input_format: str = "auto",
+    ) -> np.ndarray:
+        """float32 ``[N]`` probability that A is better: ``sigmoid(logit / temperature)``."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        logits = self.compare(
+            prompts, candidates_a, candidates_b, mode=mode, instructions=instructions, input_format=input_format
+        )
+        return win_probability(logits, temperature).astype(np.float32)
+
+    def compare_conversations(
+        self,
+        conversations_a: Sequence[Sequence[Mapping]],
+        conversations_b: Sequence[Sequence[Mapping]],
+        *,
+        mode: str = "symmetric",
+    ) -> np.ndarray:
+        """Compare multi-turn conversations that share their user turns (upstream's template, see ``conversation``)."""
+        if mode not in COMPARE_MODES:
+            raise ValueError(f"mode must be one of {COMPARE_MODES}, got {mode!r}")
+        return self._compare_texts(*conversation_pair_texts(conversations_a, conversations_b), mode)
+
+    # ------------------------------------------------------------------------------------------ ranking
+    def comparison_matrices(
+        self,
+        prompts: Sequence[Prompt],
+        candidates: Sequence[Sequence[Answer]],
+        *,
+        instructions: Sequence[str] | None = None,
+        input_format: str = "auto",
+    ) -> list[np.ndarray]:
+        """For each input, the float32 ``[n, n]`` matrix ``C[i, j]`` over all ordered pairs (diagonal 0)."""
+        sources, texts = batch_texts(prompts, candidates, instructions=instructions, input_format=input_format)
+        return self._full_matrices(self.engine.encode(sources, texts), texts)
+
+    def _full_matrices(self, examples, candidates: list[list]) -> list[np.ndarray]:
+        pairs = []
+        for ex, cands in enumerate(candidates):
+            n = len(cands)
+            for i in range(n):
+                for j in range(n):
+                    if i != j:
+                        pairs.append((ex, i, j))
+        logits = self.engine.pair_logits(examples, pairs)
+        matrices = [np.zeros((len(c), len(c)), dtype=np.float32) for c in candidates]
+        for (ex, i, j), value in zip(pairs, logits):
+            matrices[ex][i, j] = value
+        return matrices
+
+    def rank_batch(
+        self,
+        prompts: Sequence[Prompt],
+        candidates: Sequence[Sequence[Answer]],
+        *,
+        aggregation: str = "max_logits",
+        instructions: Sequence[str] | None = None,
+        seed: int = 0,
+        input_format: str = "auto",
+    ) -> list[Ranking]:
+        """Rank each input's candidates; candidate counts may differ between inputs.
+
+        ``aggregation``: ``max_logits`` (upstream ``rank``; all n(n−1) ordered pairs, score = mean symmetric logit),
+        ``max_wins`` (same pairs, score = fraction of comparisons won), ``bubble`` (2(n−1) pairs, one seeded
+        bubble pass; the winner ranks first, the others by how many comparisons they won), ``reference`` (2n pairs,
+        score = :meth:`rank_with_ref` reward against the longest candidate) or ``sort`` (≤ 2·n·⌈log2 n⌉ pairs, merge
+        sort on symmetric logits; score = n − position) or ``knockout`` (60 pairs for n = 16, 282 for n = 64: single
+        elimination down to n/8 finalists (at least 4), then a round robin among them and the closest losers of the
+        last round, :func:`~pairrm_hf.ranking.schedules.knockout_rank`; score = n − position, the winner is exact when the
+        model's preferences are transitive). See ``benchmarks/RESULTS.md`` for their agreement with ``max_logits``.
+        """
+        if aggregation not in RANKING_METHODS:
+            raise ValueError(f"aggregation must be one of {RANKING_METHODS}, got {aggregation!r}")
+        sources, texts = batch_texts(prompts, candidates, instructions=instructions, input_format=input_format)
+        candidates = [list(c) for c in candidates]  # the caller's candidates, returned in the rankings
+        if aggregation == "reference":
+            rewards = self._rewards_vs_ref(sources, texts, [_pick_reference(t, "longest") for t in texts])
+            return [
+                Ranking(r.astype(np.float32), competition_ranks(r), None, 2 * len(c), c)
+                for r, c in zip(rewards, candidates)
+            ]
+        examples = self.engine.encode(sources, texts)
+        if aggregation in ("sort", "knockout"):
+            schedule = merge_sort_rank if aggregation == "sort" else knockout_rank
+            results = schedule(self.engine, examples, [len(c) for c in candidates])
+            return [Ranking(r.scores, r.ranks, None, r.comparisons, c) for r, c in zip(results, candidates)]
+        if aggregation == "bubble":
+            winners, logs = bubble_pass(self.engine, examples, [len(c) for c in candidates], seed)
+            rankings = []
+            for c, w, log in zip(candidates, winners, logs):
+                wins = bubble_wins(len(c), log)
+                wins[w] += 0.5  # the pass's winner ranks first even when another candidate won as often
+                rankings.append(Ranking(wins, competition_ranks(wins), None, 2 * (len(c) - 1), c))
+            return rankings
+        if self.ranking_style != "pairwise":
+            # A model that scores candidates on its own ranks by those scores (same order as the mean difference).
+            return [
+                Ranking(s, competition_ranks(s), s[:, None] - s[None, :], self._own_score_cost(len(c)), c)
+                for s, c in zip(self._point_scores(examples, candidates), candidates)
+            ]
+        rankings = []
+        for matrix, cands in zip(self._full_matrices(examples, texts), candidates):
+            scores = scores_from_matrix(matrix, aggregation)
+            n = len(cands)
+            rankings.append(Ranking(scores, competition_ranks(scores), matrix, n * (n - 1), cands))
+        return rankings
+
+    def rank(
+        self,
+        prompt: Prompt,
+        candidates: Sequence[Answer],
+        *,
+        aggregation: str = "max_logits",
+        top_k: int | None = None,
+        instruction: str | None = None,
+        input_format: str = "auto",
+    ) -> list[RankedCandidate]:
+        """Rank the candidates for one prompt, best first; ``top_k`` keeps only the best k.
+
+        ``prompt`` is a str or chat messages (``None`` when the candidates are whole conversations).
+        ``top_k``: ``None`` or a positive int (not a bool) up to the number of candidates; more is a ``ValueError``
+        (the same rule as the pipelines and fusion, see :func:`~pairrm_hf.utils.checks.check_top_k`).
+        """
+        if prompt is not None and not isinstance(prompt, str) and not is_messages(prompt):
+            raise TypeError(
+                f"prompt must be a str or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}"
+            )
+        check_top_k(top_k)
+        if isinstance(candidates, Sequence) and not isinstance(candidates, str):
+            check_top_k(top_k, len(candidates))
+        ranking = self.rank_batch(
+            [prompt],
+            [candidates],
+            aggregation=aggregation,
+            instructions=None if instruction is None else [instruction],
+            input_format=input_format,
+        )[0]
+        ranked = ranking.ranked()
+        return ranked if top_k is None else ranked[:top_k]
+
+    def check_precision(
+        self, prompts: Sequence[str], candidates: Sequence[Sequence[str]], *, instructions: Sequence[str] | None = None
+    ):
+        """Run the full ranking of these inputs with the current settings and in fp32 eager; report the differences.
+
+        Returns a :class:`~pairrm_hf.ranking.precision.PrecisionReport` (max |Δ logit|, symmetric sign flips, rank and
+        top-1 changes). Use it on a sample of your own data before turning on bf16/fp16 or ``compile``.
+        """
+        from .precision import check_precision
+
+        return check_precision(self, prompts, candidates, instructions=instructions)
+
+    def _select(self, prompts, candidates, instructions, method, return_all, seed, worst, input_format):
+        if method not in ("bubble", "full"):
+            raise ValueError(f"method must be 'bubble' or 'full', got {method!r}")
+        sources, texts = batch_texts(prompts, candidates, instructions=instructions, input_format=input_format)
+        candidates = [list(c) for c in candidates]
+        examples = self.engine.encode(sources, texts)
+        if method == "bubble":
+            winners, logs = bubble_pass(self.engine, examples, [len(c) for c in candidates], seed, worst=worst)
+            if not return_all:
+                return [c[w] for c, w in zip(candidates, winners)]
+            # Upstream listed the comparison losers in an order that is no ranking; ours sorts by wins in the pass.
+            out = []
+            for c, w, log in zip(candidates, winners, logs):
+                wins = bubble_wins(len(c), log)
+                wins[w] = np.inf
+                out.append([c[i] for i in np.argsort(-wins, kind="stable")])
+            return out
+        if self.ranking_style != "pairwise":
+            all_scores = self._point_scores(examples, texts)
+        else:
+            all_scores = [scores_from_matrix(m) for m in self._full_matrices(examples, texts)]
+        out = []
+        for scores, cands in zip(all_scores, candidates):
+            ranks = competition_ranks(scores)
+            order = topk_indices(-ranks if worst else ranks)
+            out.append([cands[i] for i in order] if return_all else cands[order[0]])
+        return out
+
+    def best_of_n(
+        self,
+        prompts: Sequence[Prompt],
+        candidates: Sequence[Sequence[Answer]],
+        *,
+        method: str = "full",
+        return_all: bool = False,
+        instructions: Sequence[str] | None = None,
+        seed: int = 0,
+        input_format: str = "auto",
+    ) -> list:
+        """The best candidate per input: ``full`` ranking (n(n−1) pairs) or one seeded ``bubble`` pass (2(n−1)).
+
+        ``return_all``: for ``full``, all candidates best first; for ``bubble``, the winner then each comparison's
+        loser in comparison order (upstream's list, not a sort).
+        """
+        return self._select(prompts, candidates, instructions, method, return_all, seed, False, input_format)
+
+    def worst_of_n(
+        self,
+        prompts: Sequence[Prompt],
+        candidates: Sequence[Sequence[Answer]],
+        *,
+        method: str = "full",
+        return_all: bool = False,
+        instructions: Sequence[str] | None = None,
+        seed: int = 0,
+        input_format: str = "auto",
+    ) -> list:
+        """The worst candidate per input; the mirror of :meth:`best_of_n`."""
+        return self._select(prompts, candidates, instructions, method, return_all, seed, True, input_format)
+
+    # ------------------------------------------------------------------------------------------ references
+    def rank_with_ref(
+        self,
+        prompts: Sequence[Prompt],
+        candidates: Sequence[Sequence[Answer]],
+        *,
+        ref_mode: str = "longest",
+        references: Sequence[Answer] | None = None,
+        instructions: Sequence[str] | None = None,
+        input_format: str = "auto",
+    ) -> list[np.ndarray]:
+        """Per input, float64 rewards ``C[c, ref] − C[ref, c]`` for each candidate (2n pairs, exactly 0 for the reference).
+
+        The reference is ``references[k]`` when given (rendered like an answer to the same prompt), else picked
+        from the candidates by ``ref_mode`` (one of :data:`REF_MODES`; lengths are of the PairRM candidate texts).
+        ``longest`` (the default, upstream's rule) breaks length ties by input order; ``longest_lexical`` breaks them
+        by text, so the rewards do not depend on the candidates' order.
+        """
+        if references is None and ref_mode not in REF_MODES:
+            raise ValueError(f"ref_mode must be one of {REF_MODES}, got {ref_mode!r}")
+        sources, texts = batch_texts(prompts, candidates, instructions=instructions, input_format=input_format)
+        if references is None:
+            ref_texts = [_pick_reference(t, ref_mode) for t in texts]
+        else:
+            if isinstance(references, (str, bytes)) or not isinstance(references, Sequence):
+                raise TypeError(f"references must be a list, got {type(references).__name__}")
+            check_same_length("prompts", sources, references=references)
+            ref_sources, ref_lists = batch_texts(
+                prompts,
+                [[r] for r in references],
+                instructions=instructions,
+                input_format=input_format,
+                candidates_name="references",
+            )
+            for k, (src, ref_src) in enumerate(zip(sources, ref_sources)):
+                if src != ref_src:
+                    raise ValueError(f"references[{k}] must have the same user turns as candidates[{k}]")
+            ref_texts = [r[0] for r in ref_lists]
+        return self._rewards_vs_ref(sources, texts, ref_texts)
+
+    def _rewards_vs_ref(self, sources: list[str], texts: list[list[str]], references: list[str]) -> list[np.ndarray]:
+        candidates = texts
+        extended = [[*c, ref] for c, ref in zip(candidates, references)]
+        examples = self.engine.encode(sources, extended)
+        pairs = []
+        for ex, cands in enumerate(candidates):
+            r = len(cands)
+            pairs += [p for i in range(r) for p in ((ex, i, r), (ex, r, i))]
+        logits = self.engine.pair_logits(examples, pairs).reshape(-1, 2).astype(np.float64)
+        rewards, start = [], 0
+        for cands in candidates:
+            block = logits[start : start + len(cands)]
+            rewards.append(block[:, 0] - block[:, 1])
+            start += len(cands)
+        return rewards
+
+
+def _pick_reference(candidates: list[str], mode: str) -> str:
+    if mode == "longest":
+        return max(candidates, key=len)
+    if mode == "longest_lexical":
+        longest = max(map(len, candidates))
+        return min(c for c in candidates if len(c) == longest)
+    if mode == "shortest":
+        return min(candidates, key=len)
+    if mode == "median_length":
+        return sorted(candidates, key=len)[len(candidates) // 2]
+    return candidates[0] if mode == "first" else candidates[-1]
+
+
+_SHARED: dict[tuple, PairRM] = {}
+
+
+def device_for_rank(device: str | None, rank: int | None) -> str:
+    """``device`` when given, else ``cuda:<rank % GPUs>`` (the process's GPU in a multi-process job), else ``"cpu"``."""
+    if device is not None:
+        return device
+    if torch.cuda.is_available():
+        return f"cuda:{(rank or 0) % torch.cuda.device_count()}"
+    return "cpu"
+
+
+def shared_pairrm(
+    model: str | os.PathLike,
+    device: str | None = None,
+    dtype: str | None = None,
+    batch_size: int = 16,
+    backbone_config: str | None = None,
+) -> PairRM:
+    """A :class:`PairRM` loaded once per process for these settings and reused by every later call (jobs, ``datasets.map``
+    workers, Ray actors, ``label_preferences``); do not change the settings of the returned object."""
+    key = (
+        os.path.abspath(model) if os.path.isdir(model) else os.fspath(model),
+        device,
+        dtype,
+        batch_size,
+        backbone_config,
+    )
+    if key not in _SHARED:
+        _SHARED[key] = PairRM.from_pretrained(
+            model, device=device, dtype=dtype, batch_size=batch_size, backbone_config=backbone_config
+        )
+    return _SHARED[key]
