@@ -29,8 +29,14 @@ SUBSTITUTIONS = {
 }
 CHAT_LM = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
-# Pages whose blocks train models or run TRL/generation: longer than the rest.
-SLOW_PAGES = {"docs/guides/rankers.md", "docs/guides/training.md", "docs/guides/trl.md", "docs/guides/pipelines.md"}
+# Pages whose blocks train models, run TRL or generation, or start many `pairrm` processes: longer than the rest.
+SLOW_PAGES = {
+    "docs/guides/cli-jobs.md",
+    "docs/guides/pipelines.md",
+    "docs/guides/rankers.md",
+    "docs/guides/training.md",
+    "docs/guides/trl.md",
+}
 
 # Run by the page's one Python process: each block in order, python blocks as fresh __main__ modules.
 DRIVER = """\
