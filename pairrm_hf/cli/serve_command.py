@@ -81,8 +81,17 @@ def serve_command(args: argparse.Namespace) -> int:
     if args.ray:
         try:
             from ..serve.ray_app import run_ray
+            from ..serve.ray_ingress import build_group_deployment
         except ImportError as err:
             raise _missing("ray", err) from None
+        group = {}
+        if args.group_size is not None:  # one ingress replica meets the samples; the model replicas score groups
+            group = dict(
+                build=build_group_deployment,
+                group_size=args.group_size,
+                group_timeout_s=args.group_timeout,
+                lone=args.lone,
+            )
         run_ray(
             args.model,
             replicas=args.replicas,
@@ -94,6 +103,7 @@ def serve_command(args: argparse.Namespace) -> int:
             limits=limits,
             model_kwargs=model,
             **options,
+            **group,
         )
         return 0
     try:
