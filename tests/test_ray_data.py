@@ -73,7 +73,7 @@ def test_ray_data_rank_and_label_equal_the_cli(ray_local, tiny_hf_dir, tmp_path)
     assert main([*label, "--strategy", "best_vs_random"]) == 0
     cli = read_table(tmp_path / "label.jsonl").rows
     served = _ray_rows(ray_local, rows, model, task="label", strategy="best_vs_random", index_column="row")
-    assert len(served) == len(cli) >= ROWS
+    assert len(served) == len(cli) > 0.9 * ROWS  # rows whose candidates all tie give no pair
     for c, r in zip(cli, served):
         assert int(r["row"]) == c["row"]
         assert (r["chosen"], r["rejected"]) == (c["chosen"], c["rejected"])

@@ -128,12 +128,16 @@ def test_stragglers_timeout_and_lone_sample(service, agent, tiny_rm):
         waited = time.perf_counter() - start
         straggler = fetch_all(agent, server.url, [(prompt, "yellow")])[0]
         counters = metrics(server.url)
+        prometheus = httpx.get(f"{server.url}/metrics?format=prometheus", timeout=30).text
     assert waited >= 0.5  # the group of 3 waited for its timeout, then was scored with what arrived
     assert np.allclose([a["rewards"][0] for a in answers], expected(tiny_rm, prompt, responses), atol=TOL, rtol=0)
     assert [a["extra_logs"]["pairrm_group_size"] for a in answers] == [[3]] * 3
     assert straggler["rewards"] == [0.0]  # alone in a new group after the first was scored: lone="zero"
     assert counters["groups_timed_out"] == 2 and counters["groups_completed"] == 0
     assert counters["group_sizes"] == {"1": 1, "3": 1} and counters["lone_samples"] == 1
+    assert (
+        "pairrm_rendezvous_groups_timed_out 2.0" in prometheus and 'pairrm_rendezvous_groups{size="3"} 1' in prometheus
+    )
 
 
 def test_lone_sample_error_and_label(service, tiny_rm):
