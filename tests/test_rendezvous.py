@@ -122,14 +122,14 @@ def test_empty_shard_answers_empty_rewards(service):
 
 def test_stragglers_timeout_and_lone_sample(service, agent, tiny_rm):
     prompt, responses = "Name a colour. ", ["red", "a deep blue", "green, I think"]
-    with serve(service, group_size=4, timeout_s=0.5) as server:
+    with serve(service, group_size=4, timeout_s=2.0) as server:
         start = time.perf_counter()
         answers = fetch_all(agent, server.url, [(prompt, r) for r in responses])
         waited = time.perf_counter() - start
         straggler = fetch_all(agent, server.url, [(prompt, "yellow")])[0]
         counters = metrics(server.url)
         prometheus = httpx.get(f"{server.url}/metrics?format=prometheus", timeout=30).text
-    assert waited >= 0.5  # the group of 3 waited for its timeout, then was scored with what arrived
+    assert waited >= 2.0  # the group of 3 waited for its timeout, then was scored with what arrived
     assert np.allclose([a["rewards"][0] for a in answers], expected(tiny_rm, prompt, responses), atol=TOL, rtol=0)
     assert [a["extra_logs"]["pairrm_group_size"] for a in answers] == [[3]] * 3
     assert straggler["rewards"] == [0.0]  # alone in a new group after the first was scored: lone="zero"
