@@ -42,6 +42,25 @@ def add_serve_parsers(sub, add_model_options, positive) -> None:
         default="reference",
         help="/get_reward: non-empty labels are reference answers, or ignore them",
     )
+    serve.add_argument(
+        "--group-size",
+        type=positive,
+        default=None,
+        help="/get_reward: hold per-sample requests by prompt until this many samples arrived (OpenRLHF's "
+        "n_samples_per_prompt), then score them as one group",
+    )
+    serve.add_argument(
+        "--group-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a group waits after its first sample before it is scored with what arrived (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--lone",
+        choices=["zero", "error", "label"],
+        default="zero",
+        help="a group that timed out with one sample: reward 0, HTTP 408, or against its label (default: %(default)s)",
+    )
     serve.add_argument("--ray", action="store_true", help="deploy on Ray Serve (needs the ray extra)")
     serve.add_argument("--replicas", type=positive, default=1, help="Ray Serve replicas (one per GPU)")
 
@@ -62,8 +81,17 @@ def serve_command(args: argparse.Namespace) -> int:
     if args.ray:
         try:
             from ..serve.ray_app import run_ray
+            from ..serve.ray_ingress import build_group_deployment
         except ImportError as err:
             raise _missing("ray", err) from None
+        group = {}
+        if args.group_size is not None:  # one ingress replica meets the samples; the model replicas score groups
+            group = dict(
+                build=build_group_deployment,
+                group_size=args.group_size,
+                group_timeout_s=args.group_timeout,
+                lone=args.lone,
+            )
         run_ray(
             args.model,
             replicas=args.replicas,
@@ -75,6 +103,7 @@ def serve_command(args: argparse.Namespace) -> int:
             limits=limits,
             model_kwargs=model,
             **options,
+            **group,
         )
         return 0
     try:
@@ -86,8 +115,17 @@ def serve_command(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise _missing("serve", err) from None
     service = PairRMService.from_pretrained(args.model, limits=Limits(**limits), **model, **options)
+    rendezvous = None
+    if args.group_size is not None:
+        from ..serve.rendezvous import GroupRendezvous
+
+        rendezvous = GroupRendezvous(args.group_size, args.group_timeout, lone=args.lone, limits=service.limits)
     app = create_app(
-        service, api_key=api_key, max_body_bytes=int(args.max_body_mb * 2**20), max_pending=args.max_pending
+        service,
+        api_key=api_key,
+        max_body_bytes=int(args.max_body_mb * 2**20),
+        max_pending=args.max_pending,
+        rendezvous=rendezvous,
     )
     if not api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"pairrm serve: warning: listening on {args.host} without an API key", flush=True)

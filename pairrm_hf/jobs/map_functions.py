@@ -41,8 +41,6 @@ class BatchFn:
         dtype: str | None = None,
         batch_size: int = 16,
     ):
-        if spec.task == "label":
-            raise ValueError("label changes the number of rows; use the pairrm label command or label_preferences")
         self.spec, self.model, self.device, self.dtype, self.batch_size = (
             spec,
             os.fspath(model),
@@ -53,6 +51,20 @@ class BatchFn:
 
     def __call__(self, batch: Mapping[str, Sequence], rank: int | None = None) -> dict[str, list]:
         """New columns for a column-oriented batch."""
+        if self.spec.task == "label":
+            raise ValueError(
+                "label changes the number of rows; use PairRMPredictor (Ray Data), the pairrm label command or "
+                "label_preferences"
+            )
+        columns = list(batch)
+        n = len(batch[columns[0]]) if columns else 0
+        return _columns_out(self.outputs(batch, rank, list(range(n))), n)
+
+    def outputs(self, batch: Mapping[str, Sequence], rank: int | None, indices: Sequence[int]) -> list[Any]:
+        """The task's output of each row (a dict of new columns; for ``label`` a list of them, one per pair).
+
+        ``indices`` are the rows' positions in the whole input (``best_vs_random`` seeds its choice with them).
+        """
         columns = list(batch)
         n = len(batch[columns[0]]) if columns else 0
         items = []
@@ -62,8 +74,8 @@ class BatchFn:
             except RowError as err:
                 raise ValueError(f"batch row {k}: {err}") from None
         rm = shared_pairrm(self.model, device_for_rank(self.device, rank), self.dtype, self.batch_size)
-        outputs, _ = run_task(rm, self.spec, items, list(range(n)))
-        return _columns_out(outputs, n)
+        outputs, _ = run_task(rm, self.spec, items, [int(i) for i in indices])
+        return outputs
 
 
 def batch_fn(
@@ -107,6 +119,11 @@ class PairRMPredictor:
     ``ds.map_batches(PairRMPredictor, fn_constructor_kwargs={"model": ...}, concurrency=4, num_gpus=1,
     batch_size=256)``: each actor loads the model once; each call returns the batch with the new columns added.
     Works on numpy batches (Ray's default, list columns as object arrays) and on plain dicts of lists.
+
+    ``task="label"`` returns one row per preference pair (the input row's columns plus ``chosen``, ``rejected``,
+    ``chosen_index``, … as ``pairrm label`` writes them). ``best_vs_random`` seeds each row's choice with its
+    position in the input: pass ``index_column`` naming a column that holds it (Ray Data batches do not know it),
+    so the labels equal the CLI's.
     """
 
     def __init__(
@@ -117,16 +134,20 @@ class PairRMPredictor:
         device: str | None = None,
         dtype: str | None = None,
         batch_size: int = 16,
+        index_column: str | None = None,
         **spec_kwargs,
     ):
         self.fn = batch_fn(task, model, device=device, dtype=dtype, batch_size=batch_size, **spec_kwargs)
+        self.index_column = index_column
         # Ray pins each actor to its GPU(s) through CUDA_VISIBLE_DEVICES, so rank 0 is the right device.
         shared_pairrm(self.fn.model, device_for_rank(device, 0), dtype, batch_size)
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """The batch with the task's columns added."""
-        new = self.fn(batch, 0)
+        """The batch with the task's columns added (``label``: one row per preference pair)."""
         numpy_batch = any(isinstance(v, np.ndarray) for v in batch.values())
+        if self.fn.spec.task == "label":
+            return self._label(batch, numpy_batch)
+        new = self.fn(batch, 0)
         out = dict(batch)
         for key, values in new.items():
             out[key] = (
@@ -134,4 +155,18 @@ class PairRMPredictor:
                 if numpy_batch and values and isinstance(values[0], list)
                 else (np.asarray(values) if numpy_batch else values)
             )
+        return out
+
+    def _label(self, batch: Mapping[str, Any], numpy_batch: bool) -> dict[str, Any]:
+        columns = list(batch)
+        n = len(batch[columns[0]]) if columns else 0
+        indices = list(batch[self.index_column]) if self.index_column is not None else list(range(n))
+        outputs = self.fn.outputs(batch, 0, indices)
+        rows = [{c: batch[c][k] for c in columns} for k in range(n)]
+        pairs = [{**row, **pair} for row, out in zip(rows, outputs) for pair in out]
+        keys = columns + [k for k in (pairs[0] if pairs else {}) if k not in columns]
+        out: dict[str, Any] = {}
+        for key in keys:
+            values = [p[key] for p in pairs]
+            out[key] = _object_column(values) if numpy_batch else values
         return out

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from .batcher import Cancelled, RequestScope
 from .protocol import RequestError
+from .rendezvous import GroupRendezvous
 from .service import PairRMService
 
 __all__ = ["create_app", "BackgroundServer", "DEFAULT_MAX_BODY_BYTES", "API_KEY_ENV"]
@@ -66,6 +67,11 @@ def _prometheus(metrics: dict) -> str:
     for key, value in metrics["batcher"].items():
         if isinstance(value, (int, float)):
             lines.append(f"pairrm_batcher_{key} {float(value)}")
+    for key, value in metrics.get("rendezvous", {}).items():
+        if key == "group_sizes":
+            lines += [f'pairrm_rendezvous_groups{{size="{size}"}} {count}' for size, count in value.items()]
+        elif isinstance(value, (int, float)):
+            lines.append(f"pairrm_rendezvous_{key} {float(value)}")
     return "\n".join(lines) + "\n"
 
 
@@ -76,6 +82,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_pending: int = 256,
     execute: Executor | None = None,
+    rendezvous: GroupRendezvous | None = None,
 ) -> FastAPI:
     """The FastAPI app serving ``service``: ``/rank``, ``/compare``, ``/score``, ``/get_reward``, ``/health``,
     ``/metrics`` (JSON; ``?format=prometheus`` for Prometheus text).
@@ -87,6 +94,8 @@ def create_app(
         max_pending: requests admitted at once (computing or waiting); more get 503.
         execute: how a parsed request is run; default: :meth:`PairRMService.handle` in a worker thread. The Ray
             Serve deployment passes its ``@serve.batch`` method here.
+        rendezvous: group per-sample ``/get_reward`` requests by prompt (``pairrm serve --group-size``, see
+            :mod:`pairrm_hf.serve.rendezvous`); its counters appear in ``/metrics`` under ``rendezvous``.
     """
 
     async def in_thread(endpoint: str, payload: Any, scope: RequestScope) -> dict:
@@ -137,7 +146,10 @@ def create_app(
             async with anyio.create_task_group() as group:
                 group.start_soon(watch_disconnect)
                 try:
-                    result = await run(endpoint, payload, scope)
+                    if rendezvous is not None and endpoint == "get_reward":
+                        result = await rendezvous.get_reward(payload, scope, run)
+                    else:
+                        result = await run(endpoint, payload, scope)
                 except Exception as err:  # noqa: BLE001 - re-raised below, outside the task group's wrapping
                     failure = err
                 group.cancel_scope.cancel()
@@ -180,6 +192,8 @@ def create_app(
             return unauthorized()
         data = service.metrics()
         data["pending"] = state["pending"]
+        if rendezvous is not None:
+            data["rendezvous"] = rendezvous.snapshot()
         if format == "prometheus":
             return PlainTextResponse(_prometheus(data))
         return data

@@ -17,6 +17,7 @@ Python's shortest round-trip repr, so a client gets the float32/float64 values b
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from ..ranking.rewards import group_rewards, win_probability
 from ..ranking.schedules import RANKING_METHODS
 from ..utils.checks import check_candidate_lists, check_same_length, check_texts
 
-__all__ = ["ENDPOINTS", "LABEL_MODES", "Limits", "RequestError", "get_reward"]
+__all__ = ["ENDPOINTS", "LABEL_MODES", "Limits", "RequestError", "RewardRequest", "get_reward", "read_reward_request"]
 
 #: How ``/get_reward`` reads OpenRLHF's ``labels``: ``reference`` (a non-empty label is a reference answer) or
 #: ``ignore`` (labels carry something else, e.g. verifier metadata; every reward is group-relative).
@@ -188,6 +189,58 @@ def score(rm: PairRM, payload: Any, limits: Limits) -> dict:
     return {"rewards": [_floats(r) for r in rewards]}
 
 
+@dataclass
+class RewardRequest:
+    """A checked ``/get_reward`` body (see :func:`get_reward`): one entry per sample, in request order.
+
+    ``sources[k]`` is the PairRM source (the prompt, ``""`` without prompts), ``responses[k]`` the response text,
+    ``use_label[k]`` whether the sample is scored against its label (else group-relative).
+    """
+
+    queries: list[str]
+    prompts: list[str] | None
+    labels: list[str | None] | None
+    sources: list[str]
+    responses: list[str]
+    use_label: list[bool]
+
+
+def read_reward_request(payload: Any, limits: Limits) -> RewardRequest:
+    """Check a ``/get_reward`` body (:class:`RequestError` naming the field) before any compute.
+
+    An empty ``query`` list is valid (an empty shard) and gives an empty :class:`RewardRequest`.
+    """
+    body = _object(payload, None)
+    raw = _required(body, "query")
+    if isinstance(raw, list) and not raw:
+        return RewardRequest([], [], [], [], [], [])
+    queries = _texts(body, "query", limits)
+    prompts = _texts(body, "prompts", limits, required=False)
+    _check(check_same_length, "query", queries, prompts=prompts)
+    labels = body.get("labels")
+    if labels is not None:
+        if isinstance(labels, (str, bytes)) or not isinstance(labels, list):
+            raise RequestError("labels", f"labels must be a list of str or null, got {type(labels).__name__}")
+        _check(check_same_length, "query", queries, labels=labels)
+        for k, label in enumerate(labels):
+            if label is not None and not isinstance(label, str):
+                raise RequestError(f"labels[{k}]", f"labels[{k}] must be a str or null, got {type(label).__name__}")
+    n = len(queries)
+    sources = prompts if prompts is not None else [""] * n
+    responses = [q[len(p) :] if p and q.startswith(p) else q for q, p in zip(queries, sources)]
+    use_label = [
+        limits.labels == "reference" and labels is not None and isinstance(labels[k], str) and labels[k] != ""
+        for k in range(n)
+    ]
+    if prompts is None and not all(use_label):
+        raise RequestError(
+            "prompts",
+            "prompts is required for group-relative rewards (responses without a label are compared "
+            "with the other responses to the same prompt)",
+        )
+    return RewardRequest(queries, prompts, labels, list(sources), responses, use_label)
+
+
 def get_reward(rm: PairRM, payload: Any, limits: Limits) -> dict:
     """``/get_reward``: OpenRLHF's remote reward model protocol (``--remote_rm_url http://host:port/get_reward``).
 
@@ -207,25 +260,11 @@ def get_reward(rm: PairRM, payload: Any, limits: Limits) -> dict:
       ``r_i = 1/(n−1) Σ_{j≠i} s(c_i, c_j)`` (``PairRMReward(mode="group")``'s reward; a lone response gets 0).
       OpenRLHF sends the ``n_samples_per_prompt`` samples of a prompt in one request.
     """
-    body = _object(payload, None)
-    queries = _texts(body, "query", limits)
-    prompts = _texts(body, "prompts", limits, required=False)
-    _check(check_same_length, "query", queries, prompts=prompts)
-    labels = body.get("labels")
-    if labels is not None:
-        if isinstance(labels, (str, bytes)) or not isinstance(labels, list):
-            raise RequestError("labels", f"labels must be a list of str or null, got {type(labels).__name__}")
-        _check(check_same_length, "query", queries, labels=labels)
-        for k, label in enumerate(labels):
-            if label is not None and not isinstance(label, str):
-                raise RequestError(f"labels[{k}]", f"labels[{k}] must be a str or null, got {type(label).__name__}")
-    n = len(queries)
-    sources = prompts if prompts is not None else [""] * n
-    responses = [q[len(p) :] if p and q.startswith(p) else q for q, p in zip(queries, sources)]
-    use_label = [
-        limits.labels == "reference" and labels is not None and isinstance(labels[k], str) and labels[k] != ""
-        for k in range(n)
-    ]
+    request = read_reward_request(payload, limits)
+    if not request.queries:  # an empty shard (OpenRLHF sends one to all but the first of several URLs)
+        return {"rewards": [], "scores": [], "extra_logs": {"pairrm_against_label": []}}
+    n, sources, responses = len(request.queries), request.sources, request.responses
+    labels, use_label = request.labels, request.use_label
     rewards = [0.0] * n
     labelled = [k for k in range(n) if use_label[k]]
     if labelled:
@@ -236,12 +275,6 @@ def get_reward(rm: PairRM, payload: Any, limits: Limits) -> dict:
             rewards[k] = float(v[0])
     grouped = [k for k in range(n) if not use_label[k]]
     if grouped:
-        if prompts is None:
-            raise RequestError(
-                "prompts",
-                "prompts is required for group-relative rewards (responses without a label are compared "
-                "with the other responses to the same prompt)",
-            )
         groups: dict[str, list[int]] = {}
         for k in grouped:
             groups.setdefault(sources[k], []).append(k)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -24,16 +25,18 @@ from ray import serve
 
 from .app import DEFAULT_MAX_BODY_BYTES, create_app
 from .batcher import RequestScope
-from .protocol import Limits
+from .protocol import Limits, RequestError
 from .service import PairRMService
 
-__all__ = ["PairRMDeployment", "build_deployment", "run_ray"]
+__all__ = ["PairRMDeployment", "PairRMReplica", "build_deployment", "replica_options", "run_ray"]
 
 
-@serve.deployment
-@serve.ingress()
-class PairRMDeployment:
-    """One Ray Serve replica: a :class:`PairRMService` behind the FastAPI app, requests batched by Ray."""
+class PairRMReplica:
+    """One model replica: a :class:`PairRMService` whose requests Ray batches (``@serve.batch``).
+
+    :class:`PairRMDeployment` serves it over HTTP; the group ingress (:mod:`pairrm_hf.serve.ray_ingress`) deploys
+    it without HTTP and calls :meth:`execute` through a handle.
+    """
 
     def __init__(
         self,
@@ -64,20 +67,19 @@ class PairRMDeployment:
         self._batched.set_max_batch_size(max_batch_size)
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
-    def __serve_build_asgi_app__(self):
-        return create_app(
-            self.service,
-            api_key=self._api_key,
-            max_body_bytes=self._max_body_bytes,
-            max_pending=self._max_pending,
-            execute=self._execute,
-        )
-
     async def _execute(self, endpoint: str, payload: Any, scope: RequestScope) -> dict:
         status, value = await self._batched(endpoint, payload, scope)
         if status == "error":
             raise value
         return value
+
+    async def execute(self, endpoint: str, payload: Any) -> tuple:
+        """One request sent by a Ray handle (the group ingress, :mod:`pairrm_hf.serve.ray_ingress`), batched like
+        HTTP requests: ``("ok", response)`` or ``("error", status, field, message)`` for a bad request."""
+        try:
+            return ("ok", await self._execute(endpoint, payload, RequestScope()))
+        except RequestError as err:
+            return ("error", err.status, err.field, str(err))
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _batched(self, endpoints: list[str], payloads: list[Any], scopes: list[RequestScope]) -> list[tuple]:
@@ -100,6 +102,31 @@ class PairRMDeployment:
             service.close()
 
 
+@serve.deployment
+@serve.ingress()
+class PairRMDeployment(PairRMReplica):
+    """One Ray Serve replica: a :class:`PairRMService` behind the FastAPI app, requests batched by Ray."""
+
+    def __serve_build_asgi_app__(self):
+        return create_app(
+            self.service,
+            api_key=self._api_key,
+            max_body_bytes=self._max_body_bytes,
+            max_pending=self._max_pending,
+            execute=self._execute,
+        )
+
+
+def replica_options(replicas: int, gpus_per_replica: float | None = None) -> dict:
+    """Ray Serve options for ``replicas`` model replicas; ``gpus_per_replica`` defaults to 1 when Ray's cluster has
+    GPUs (one replica per GPU), else 0 (CPU replicas)."""
+    import ray
+
+    if gpus_per_replica is None:
+        gpus_per_replica = 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    return {"num_replicas": replicas, "ray_actor_options": {"num_gpus": gpus_per_replica, "num_cpus": 1}}
+
+
 def build_deployment(model: str, *, replicas: int = 1, gpus_per_replica: float | None = None, **kwargs: Any):
     """A bound Ray Serve application of ``replicas`` PairRM replicas, ready for ``serve.run``.
 
@@ -107,12 +134,7 @@ def build_deployment(model: str, *, replicas: int = 1, gpus_per_replica: float |
     Other keyword arguments go to :class:`PairRMDeployment` (``model_kwargs``, ``limits``, ``api_key``,
     ``max_batch_size``, ``batch_wait_timeout_s``, ``max_body_bytes``, ``max_pending``, ``max_wait_ms``, ...).
     """
-    import ray
-
-    if gpus_per_replica is None:
-        gpus_per_replica = 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    options = {"num_replicas": replicas, "ray_actor_options": {"num_gpus": gpus_per_replica, "num_cpus": 1}}
-    return PairRMDeployment.options(**options).bind(model, **kwargs)
+    return PairRMDeployment.options(**replica_options(replicas, gpus_per_replica)).bind(model, **kwargs)
 
 
 def run_ray(
@@ -129,14 +151,20 @@ def run_ray(
     max_wait_ms: float = 5.0,
     max_batch_pairs: int = 8192,
     batching: bool = True,
+    build: Callable[..., Any] = build_deployment,
+    **build_kwargs: Any,
 ) -> None:
-    """``pairrm serve --ray``: start (or join) Ray, deploy, serve on ``host:port`` until interrupted."""
+    """``pairrm serve --ray``: start (or join) Ray, deploy, serve on ``host:port`` until interrupted.
+
+    ``build`` makes the application (default :func:`build_deployment`; ``pairrm serve --group-size`` passes
+    :func:`pairrm_hf.serve.ray_ingress.build_group_deployment`), with ``build_kwargs`` added to its arguments.
+    """
     import ray
 
     if not ray.is_initialized():
         ray.init(ignore_reinit_error=True)
     serve.start(http_options={"host": host, "port": port})
-    app = build_deployment(
+    app = build(
         model,
         replicas=replicas,
         model_kwargs=model_kwargs,
@@ -147,6 +175,7 @@ def run_ray(
         batch_wait_timeout_s=max_wait_ms / 1000.0,
         max_batch_pairs=max_batch_pairs,
         batching=batching,
+        **build_kwargs,
     )
     serve.run(app, route_prefix="/")
     print(f"pairrm serve: Ray Serve on http://{host}:{port} with {replicas} replica(s)", flush=True)

@@ -4,7 +4,8 @@ Importing this package does not import ``trl``: TRL takes rewards and judges as 
 ``datasets``; both come with the ``trl`` extra (``pip install "pairrm-hf[trl]"``).
 
 * :class:`PairRMReward` — ``GRPOTrainer``/``RLOOTrainer`` ``reward_funcs=`` (modes ``reference``/``group``/``baseline``).
-* :class:`PairRMRemoteReward` — :class:`PairRMReward` computed by a ``pairrm serve`` server (same modes, results).
+* :class:`PairRMRemoteReward` — :class:`PairRMReward` computed by a ``pairrm serve`` server (same modes, results);
+  :class:`AsyncPairRMRemoteReward` (``.as_async()``) is the same reward as an ``async`` function.
 * :class:`PairRMPairwiseReward` — ``trl.experimental.online_dpo.OnlineDPOTrainer`` ``reward_funcs=``.
 * :class:`PairRMJudge`, :class:`PairRMRankJudge` — the classic ``trl.judges`` contract (removed from TRL in 1.1).
 * :func:`label_preferences`, :func:`generate_and_label` — ``prompt``/``chosen``/``rejected`` data for ``DPOTrainer``.
@@ -14,10 +15,11 @@ TRL 1.16 has no ``PPOTrainer``; use ``GRPOTrainer``/``RLOOTrainer`` with :class:
 
 from .judges import PairRMJudge, PairRMRankJudge
 from .labeling import STRATEGIES, generate_and_label, label_preferences
-from .remote import PairRMRemoteReward
+from .remote import AsyncPairRMRemoteReward, PairRMRemoteReward
 from .rewards import REWARD_MODES, PairRMPairwiseReward, PairRMReward
 
 __all__ = [
+    "AsyncPairRMRemoteReward",
     "PairRMJudge",
     "PairRMPairwiseReward",
     "PairRMRankJudge",

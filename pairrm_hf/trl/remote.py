@@ -6,12 +6,14 @@ calls is :class:`~pairrm_hf.serve.client.RemotePairRM`, so a remote reward equal
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..serve.client import RemotePairRM
 from .rewards import PairRMReward
 
-__all__ = ["PairRMRemoteReward"]
+__all__ = ["AsyncPairRMRemoteReward", "PairRMRemoteReward"]
 
 
 class _RemoteHandle:
@@ -37,6 +39,8 @@ class PairRMRemoteReward(PairRMReward):
         timeout: seconds per HTTP request.
 
     Many trainer processes can share one server; the server batches their concurrent calls together.
+    :meth:`as_async` gives the same reward as an ``async`` function, which TRL's ``GRPOTrainer`` awaits
+    concurrently with its other async rewards.
     """
 
     def __init__(
@@ -64,4 +68,23 @@ class PairRMRemoteReward(PairRMReward):
         self.ranker = _RemoteHandle(remote)
 
     def __repr__(self) -> str:
-        return f"PairRMRemoteReward({self.ranker.path!r}, mode={self.mode!r})"
+        return f"{type(self).__name__}({self.ranker.path!r}, mode={self.mode!r})"
+
+    def as_async(self) -> AsyncPairRMRemoteReward:
+        """This reward as an ``async`` reward function (same server, mode, columns and name)."""
+        twin = AsyncPairRMRemoteReward.__new__(AsyncPairRMRemoteReward)
+        twin.__dict__.update(self.__dict__)
+        return twin
+
+
+class AsyncPairRMRemoteReward(PairRMRemoteReward):
+    """:class:`PairRMRemoteReward` as an ``async`` TRL reward function (same arguments and rewards).
+
+    TRL (``trl.trainer.utils.is_async_callable``) sees the ``async def __call__`` and runs this reward with its
+    other async rewards under one ``asyncio.gather``, so the HTTP round trip to ``pairrm serve`` overlaps them. The
+    request itself runs in a worker thread (the client is the standard library's blocking ``urllib``).
+    """
+
+    async def __call__(self, prompts: Sequence, completions: Sequence, **kwargs: Any) -> list[float]:  # type: ignore[override]
+        """The rewards of :meth:`PairRMRemoteReward.__call__`, awaited without blocking the event loop."""
+        return await asyncio.to_thread(PairRMRemoteReward.__call__, self, prompts, completions, **kwargs)
