@@ -195,3 +195,131 @@ def test_student_model_card_parses_and_its_snippet_runs(distilled):
     assert "pairrm_hf" not in snippet
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith(("Paris", "I do not"))]
     assert len(lines) == 2
+
+
+def test_student_reward_for_trl_scores_the_text_pair(distilled):
+    import pickle
+
+    from pairrm_hf.trl import StudentReward
+
+    _, rows, result, _ = distilled
+    prompt, answers = rows[1]["prompt"], rows[1]["candidates"]
+    reward = StudentReward(result.output_dir, device="cpu", max_length=64)
+    got = reward(prompts=[prompt] * len(answers), completions=answers, trainer_state=None, extra_column=[0] * 4)
+    expected = student_scores(result.model, result.tokenizer, [prompt], [answers], max_length=64)[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # chat completions follow the one input rule: the same text the teacher read
+    chat = reward(
+        prompts=[[{"role": "user", "content": prompt}]], completions=[[{"role": "assistant", "content": answers[0]}]]
+    )
+    assert len(chat) == 1 and np.isfinite(chat[0])
+    clone = pickle.loads(pickle.dumps(reward))
+    np.testing.assert_allclose(clone(prompts=[prompt], completions=[answers[0]]), got[:1], atol=1e-5)
+
+
+def test_served_student_answers_get_reward_pointwise(distilled):
+    from fastapi.testclient import TestClient
+
+    from pairrm_hf.serve.app import create_app
+    from pairrm_hf.serve.pointwise import PointwiseRewardService, is_student_checkpoint
+
+    teacher, rows, result, _ = distilled
+    assert is_student_checkpoint(result.output_dir)
+    assert not is_student_checkpoint(teacher.model.config._name_or_path)
+    service = PointwiseRewardService.from_pretrained(result.output_dir, device="cpu", max_wait_ms=1.0)
+    prompt, answers = rows[2]["prompt"], rows[2]["candidates"]
+    expected = student_scores(result.model, result.tokenizer, [prompt], [answers])[0]
+    with TestClient(create_app(service)) as client:
+        body = {"query": [prompt + a for a in answers], "prompts": [prompt] * len(answers), "labels": [None] * 4}
+        got = client.post("/get_reward", json=body)
+        assert got.status_code == 200
+        np.testing.assert_allclose(got.json()["rewards"], expected, atol=1e-5)
+        # each response is scored on its own: one response alone gets the same reward
+        alone = client.post("/get_reward", json={"query": [prompt + answers[3]], "prompts": [prompt]}).json()
+        assert alone["rewards"][0] == pytest.approx(float(expected[3]), abs=1e-5)
+        bad = client.post("/get_reward", json={"query": [1, 2]})
+        assert bad.status_code == 422 and "query[0]" in bad.text
+        assert client.post("/rank", json={"prompts": ["x"], "candidates": [["a", "b"]]}).status_code == 404
+        assert client.get("/health").json()["kind"] == "pointwise"
+        assert client.get("/metrics?format=prometheus").status_code == 200
+
+
+def test_cli_distill_writes_a_loadable_student_with_card(tmp_path, tiny_hf_dir):
+    import json
+
+    from pairrm_hf.cli import main
+
+    data = tmp_path / "sets.jsonl"
+    data.write_text("\n".join(json.dumps({"question": r["prompt"], "answers": r["candidates"]}) for r in _sets(4, 3)))
+    student = build_tiny_encoder(tmp_path / "init", "bert")
+    out = tmp_path / "student"
+    args = ["distill", str(data), "-o", str(out), "--model", str(tiny_hf_dir), "--student", str(student)]
+    args += ["--prompt-column", "question", "--candidates-column", "answers", "--max-steps", "2", "--device", "cpu"]
+    assert main([*args, "--loss", "hinge"]) == 2
+    assert main([*args[:-2], "--prompt-column", "missing", "--device", "cpu"]) == 2
+    assert main(args) == 0
+    from transformers import AutoModelForSequenceClassification
+
+    assert AutoModelForSequenceClassification.from_pretrained(str(out)).config.num_labels == 1
+    assert (out / "README.md").read_text().startswith("---\n")
+
+
+def test_train_pairrm_and_save_pairrm_write_model_cards(tmp_path, make_tiny_pairrm):
+    from huggingface_hub import ModelCard
+
+    from pairrm_hf import ModelCardInfo, PairRM, save_pairrm
+    from pairrm_hf.testing import synthetic_preference_rows
+    from pairrm_hf.training import train_pairrm
+
+    rows = synthetic_preference_rows(8)
+    out = tmp_path / "trained"
+    train_pairrm(
+        str(make_tiny_pairrm()),
+        rows,
+        rows[:4],
+        output_dir=out,
+        max_steps=2,
+        per_device_train_batch_size=4,
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        model_card=ModelCardInfo(datasets=("llm-blender/mix-instruct",), base_model="microsoft/deberta-v3-large"),
+    )
+    card = ModelCard.load(out / "README.md")
+    data = card.data.to_dict()
+    assert data["library_name"] == "pairrm-hf"
+    assert data["base_model"] == "microsoft/deberta-v3-large"
+    assert data["datasets"] == ["llm-blender/mix-instruct"]
+    assert {"reward-model", "pairrm"} <= set(data["tags"])
+    assert "| eval_pairwise_accuracy |" in card.text and "| train_loss |" in card.text
+    snippet = re.search(r"```python\n(.*?)```", card.text, re.S).group(1)
+    done = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # save_pairrm(model_card=...) writes the card without uploading; push_to_hub=True (no repo id) is refused
+    rm = PairRM.from_pretrained(out, device="cpu")
+    saved = save_pairrm(
+        rm.model, rm.tokenizer, tmp_path / "copy", rm.lengths, model_card=ModelCardInfo(repo_id="me/rm")
+    )
+    assert 'PairRM.from_pretrained("me/rm"' in (tmp_path / "copy" / "README.md").read_text()
+    assert PairRM.from_pretrained(saved, device="cpu").lengths == rm.lengths
+    with pytest.raises(ValueError, match="repo id"):
+        save_pairrm(rm.model, rm.tokenizer, tmp_path / "again", push_to_hub=True)
+
+
+@pytest.mark.hub
+def test_push_to_hub_round_trip(tiny_rm):  # needs HF_TOKEN with write access; skipped offline
+    import uuid
+
+    from huggingface_hub import HfApi
+
+    from pairrm_hf import PairRM
+
+    user = HfApi().whoami()["name"]
+    repo = f"{user}/pairrm-hf-test-{uuid.uuid4().hex[:8]}"
+    try:
+        tiny_rm.push_to_hub(repo, private=True)
+        back = PairRM.from_pretrained(repo, device="cpu")
+        assert back.lengths == tiny_rm.lengths
+        assert "README.md" in HfApi().list_repo_files(repo)
+    finally:
+        HfApi().delete_repo(repo, missing_ok=True)

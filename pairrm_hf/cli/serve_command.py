@@ -85,7 +85,11 @@ def serve_command(args: argparse.Namespace) -> int:
         from ..serve.service import PairRMService
     except ImportError as err:
         raise _missing("serve", err) from None
-    service = PairRMService.from_pretrained(args.model, limits=Limits(**limits), **model, **options)
+    from ..serve.pointwise import PointwiseRewardService, is_student_checkpoint
+
+    # A distilled student (one-label sequence classifier) answers /get_reward pointwise; anything else is PairRM.
+    service_class = PointwiseRewardService if is_student_checkpoint(args.model) else PairRMService
+    service = service_class.from_pretrained(args.model, limits=Limits(**limits), **model, **options)
     app = create_app(
         service, api_key=api_key, max_body_bytes=int(args.max_body_mb * 2**20), max_pending=args.max_pending
     )
