@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", nargs="+", type=int, default=[8, 16])
     p.add_argument("--eval-sets", type=int, default=100, help="held-out prompts per n")
     p.add_argument("--teacher-steps", type=int, default=3000, help="teacher training steps (batch 16)")
+    p.add_argument("--teacher", default=None, help="reuse a teacher trained by an earlier run (its folder)")
+    p.add_argument("--temperature", type=float, default=1.0, help="distillation temperature")
     p.add_argument("--train-sets", type=int, default=600, help="distillation prompts")
     p.add_argument("--train-n", type=int, default=8, help="candidates per distillation prompt")
     p.add_argument("--epochs", type=float, default=3.0)
@@ -63,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="pairrm_distill_"))
     start = time.perf_counter()
-    teacher = PairRM.from_pretrained(train(work, args.teacher_steps, args.seed), device="cpu", batch_size=64)
+    folder = args.teacher or train(work, args.teacher_steps, args.seed)
+    teacher = PairRM.from_pretrained(folder, device="cpu", batch_size=64)
     teacher_s = time.perf_counter() - start
-    print(f"teacher: {args.teacher_steps} steps in {teacher_s:.0f} s", flush=True)
+    print(f"teacher {folder}: {args.teacher_steps} steps in {teacher_s:.0f} s", flush=True)
 
     prompts, cands, _ = ranking_inputs(args.train_sets, args.train_n, seed=20_000 + args.seed)
     data = [{"prompt": q, "candidates": c} for q, c in zip(prompts, cands)]
@@ -94,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             student=student,
             output_dir=work / f"student-{loss}",
             loss=loss,
+            temperature=args.temperature,
             max_length=64,
             max_steps=int(args.epochs * steps_per_epoch),
             per_device_train_batch_size=8,
