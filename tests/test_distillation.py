@@ -159,8 +159,16 @@ def test_student_learns_the_teachers_order(distilled):
 
 
 def test_saved_student_scores_with_transformers_alone(distilled):
+    import json
+    from pathlib import Path
+
     _, rows, result, _ = distilled
     folder = result.output_dir
+    files = {p.name for p in Path(folder).iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= files
+    config = json.loads((Path(folder) / "config.json").read_text())
+    assert config["architectures"] == ["DebertaV2ForSequenceClassification"]
+    assert config["problem_type"] == "regression" and config["id2label"] == {"0": "reward"}
     prompt, answers = rows[0]["prompt"], rows[0]["candidates"]
     expected = student_scores(result.model, result.tokenizer, [prompt], [answers])[0]
     code = (
@@ -172,7 +180,7 @@ def test_saved_student_scores_with_transformers_alone(distilled):
         "print(json.dumps([o['score'] for o in out]))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    got = np.array(__import__("json").loads(done.stdout.strip().splitlines()[-1]))
+    got = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
