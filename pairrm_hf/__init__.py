@@ -37,6 +37,8 @@ _LAZY = {
     "generate_candidates": "generation.candidates",
     "train_ranker": "training.rankers",
     "init_ranker_from_backbone": "training.rankers",
+    "distill_pairrm": "training.distillation",
+    "ModelCardInfo": "checkpoints.model_card",
     "compare_rankers": "evaluation.metrics",
     "format_comparison_table": "evaluation.metrics",
 }

@@ -472,6 +472,8 @@ def save_pairrm(
     lengths: PairLengths | None = None,
     *,
     spm_source: str | os.PathLike | None = None,
+    push_to_hub: bool | str = False,
+    model_card: Any = None,
     **save_kwargs: Any,
 ) -> str:
     """The one checkpoint writer: the HF-native layout that :func:`load_pairrm` / ``PairRM.from_pretrained`` load.
@@ -481,6 +483,10 @@ def save_pairrm(
     ``spm_source``, the model's origin or the tokenizer's ``vocab_file``), so the NFKC normalizer can always be
     rebuilt. ``save_kwargs`` go to the model's ``save_pretrained`` (e.g. ``state_dict``). Returns the folder.
     Used by training checkpoints, :func:`convert_legacy_checkpoint` and the pipeline's ``save_pretrained``.
+
+    ``push_to_hub``: a Hub repo id (``"owner/name"``) to upload the folder to after saving; the folder then gets a
+    model card (``README.md``, from ``model_card``, a :class:`~pairrm_hf.checkpoints.model_card.ModelCardInfo`)
+    unless it has one. ``model_card`` alone writes the card without uploading.
     """
     output_dir = os.fspath(output_dir)
     if os.path.isfile(output_dir):
@@ -502,4 +508,19 @@ def save_pairrm(
             if os.path.abspath(spm) != os.path.abspath(target):
                 shutil.copyfile(spm, target)
             break
+    if push_to_hub is True:
+        raise ValueError("push_to_hub takes the repo id to upload to ('owner/name'), not True")
+    if push_to_hub or model_card is not None:
+        from .model_card import ModelCardInfo, write_model_card
+
+        info = (model_card or ModelCardInfo()).with_defaults(
+            repo_id=push_to_hub or None, base_model=getattr(model.config, "_name_or_path", None)
+        )
+        kind = "pairrm" if isinstance(model, DebertaV2PairRM) else "ranker"
+        if model_card is not None or not os.path.isfile(os.path.join(output_dir, "README.md")):
+            write_model_card(output_dir, kind=kind, info=info)
+    if push_to_hub:
+        from .hub import push_folder
+
+        push_folder(output_dir, push_to_hub)
     return output_dir

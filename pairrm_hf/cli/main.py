@@ -1,4 +1,4 @@
-"""The ``pairrm`` command: rank, compare, score and label files and datasets; convert and inspect checkpoints.
+"""The ``pairrm`` command: rank, compare, score and label files and datasets; convert, inspect and distil checkpoints.
 
 ``pairrm rank --prompt P --candidates A B C`` ranks answers to one prompt; ``pairrm rank data.jsonl -o out.jsonl``
 ranks every row of a file (JSONL, JSON, CSV, Parquet, a ``datasets`` folder or a Hub dataset id). File jobs are
@@ -19,6 +19,7 @@ from ..ranking.inputs import INPUT_FORMATS
 from ..ranking.ranker import REF_MODES
 from ..ranking.schedules import RANKING_METHODS
 from ..utils.version import __version__
+from .distill_command import add_distill_parser, distill_command
 from .serve_command import add_serve_parsers, demo_command, serve_command  # servers import lazily
 
 __all__ = ["main", "build_parser"]
@@ -193,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="folder with the backbone's config.json, when the legacy config's model_name is not a DeBERTa-v3 size",
     )
+    convert.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="upload the result to this Hub repo")
 
     # `pairrm eval` has its own parser (pairrm_hf.cli.eval_command.eval_main); listed here for `pairrm --help`.
     sub.add_parser(
@@ -204,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(info)
     info.add_argument("--json", action="store_true")
     add_serve_parsers(sub, _add_model_options, _positive)
+    add_distill_parser(sub, _add_model_options, _positive)
     return parser
 
 
@@ -318,7 +321,14 @@ def _convert(args: argparse.Namespace) -> int:
 
     if os.path.exists(args.destination) and os.listdir(args.destination):
         raise InputError(f"{args.destination}: exists and is not empty")
-    print(convert_legacy_checkpoint(args.source, args.destination, backbone_config=args.backbone_config))
+    folder = convert_legacy_checkpoint(args.source, args.destination, backbone_config=args.backbone_config)
+    if args.push_to_hub:
+        from ..checkpoints.hub import push_folder
+        from ..checkpoints.model_card import ModelCardInfo, write_model_card
+
+        write_model_card(folder, kind="pairrm", info=ModelCardInfo(repo_id=args.push_to_hub, base_model=args.source))
+        push_folder(folder, args.push_to_hub, message="Upload PairRM converted to the HF-native layout")
+    print(folder)
     return 0
 
 
@@ -361,6 +371,7 @@ _COMMANDS = {
     "info": _info,
     "serve": serve_command,
     "demo": demo_command,
+    "distill": distill_command,
 }
 
 

@@ -114,7 +114,11 @@ def serve_command(args: argparse.Namespace) -> int:
         from ..serve.service import PairRMService
     except ImportError as err:
         raise _missing("serve", err) from None
-    service = PairRMService.from_pretrained(args.model, limits=Limits(**limits), **model, **options)
+    from ..serve.pointwise import PointwiseRewardService, is_student_checkpoint
+
+    # A distilled student (one-label sequence classifier) answers /get_reward pointwise; anything else is PairRM.
+    service_class = PointwiseRewardService if is_student_checkpoint(args.model) else PairRMService
+    service = service_class.from_pretrained(args.model, limits=Limits(**limits), **model, **options)
     rendezvous = None
     if args.group_size is not None:
         from ..serve.rendezvous import GroupRendezvous

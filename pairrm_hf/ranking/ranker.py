@@ -234,6 +234,30 @@ class PairRM:
         """Where the model runs."""
         return self.engine.device
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        model_card: Any = None,
+    ) -> str:
+        """Upload the model, tokenizer, row budgets and a model card to the Hub repo ``repo_id`` (created if
+        missing), in the layout :meth:`from_pretrained` loads; returns the commit URL.
+
+        ``model_card``: a :class:`~pairrm_hf.checkpoints.model_card.ModelCardInfo` (datasets, license, base model).
+        """
+        import tempfile
+
+        from ..checkpoints.hub import push_folder
+        from ..checkpoints.loading import save_pairrm
+        from ..checkpoints.model_card import ModelCardInfo
+
+        info = (model_card or ModelCardInfo()).with_defaults(repo_id=repo_id)
+        with tempfile.TemporaryDirectory(prefix="pairrm_push_") as folder:
+            save_pairrm(self.model, self.tokenizer, folder, self.lengths, model_card=info)
+            return push_folder(folder, repo_id, private=private, token=token)
+
     # ------------------------------------------------------------------------------------------ comparing
     def compare(
         self,

@@ -23,6 +23,7 @@ from transformers import DebertaV2Config, DebertaV2Tokenizer, PreTrainedTokenize
 from transformers.models.deberta_v2.modeling_deberta_v2 import DebertaV2Model
 
 from ..checkpoints.loading import load_pairrm, resolve_checkpoint
+from ..checkpoints.model_card import ModelCardInfo
 from ..models.modeling_pairrm import DebertaV2PairRM
 from ..ranking.inputs import check_input_format
 from ..tokenization.tokenization_pairrm import PREFIX_TOKENS, PairLengths, restore_sentencepiece_normalizer
@@ -131,9 +132,10 @@ def train_pairrm(
     pairs_per_example: int = 5,
     save_final: bool = True,
     input_format: str = "auto",
+    model_card: ModelCardInfo | None = None,
     **training_args,
 ) -> PairRMTrainer:
-    """Fine-tune PairRM and save it (HF-native layout) to ``output_dir``; returns the trainer.
+    """Fine-tune PairRM and save it (HF-native layout, with a model card) to ``output_dir``; returns the trainer.
 
     Args:
         model_or_path: a PairRM checkpoint folder/id (continue training; a PairRanker/SummaReranker/DualReranker
@@ -147,6 +149,9 @@ def train_pairrm(
         lengths: row budgets (default: the checkpoint's, else 1224/412).
         input_format: ``"auto"`` (plain rows stay plain, chat rows use the original's conversation template) or
             ``"conversation"`` (the template for all rows); see :mod:`pairrm_hf.ranking.inputs`.
+        model_card: card fields training cannot know (Hub repo, datasets, license); see
+            :class:`~pairrm_hf.checkpoints.model_card.ModelCardInfo`. The card (``README.md``) also lists the final
+            metrics and a usage snippet.
         **training_args: ``transformers.TrainingArguments`` fields (``learning_rate``, ``per_device_train_batch_size``,
             ``bf16``, ``activation_checkpointing``, ``deepspeed``...). ``report_to`` defaults to ``"none"``.
     """
@@ -165,6 +170,7 @@ def train_pairrm(
             pairs_per_example=pairs_per_example,
             save_final=save_final,
             input_format=input_format,
+            model_card=model_card,
             **training_args,
         )
     seed = int(training_args.get("seed", 42))
@@ -184,4 +190,6 @@ def train_pairrm(
         lengths=lengths,
         input_format=input_format,
         compute_metrics=pairwise_accuracy_metric,
+        card_kind="pairrm",
+        model_card=model_card,
     )

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
+from ..checkpoints.model_card import ModelCardInfo
 from ..data.mixinstruct import METRIC_WEIGHTS, MixInstructExample, is_mixinstruct_row
 from ..models.modeling_dual_reranker import DualReranker
 from ..models.modeling_encoder_ranker import EncoderRankerPreTrainedModel
@@ -288,9 +289,11 @@ def train_ranker(
     save_final: bool = True,
     model_kwargs: Mapping[str, Any] | None = None,
     input_format: str = "auto",
+    model_card: ModelCardInfo | None = None,
     **training_args,
 ):
-    """Train a PairRanker, SummaReranker or DualReranker and save it to ``output_dir``; returns the trainer.
+    """Train a PairRanker, SummaReranker or DualReranker and save it (with a model card) to ``output_dir``; returns
+    the trainer.
 
     Args:
         model_or_path: a ranker checkpoint folder (continue training), a backbone folder/Hub id together with
@@ -304,6 +307,8 @@ def train_ranker(
         pairs_per_example: PairRanker pairs per MixInstruct row.
         max_candidates: candidates kept per set for the set-based rankers (best and worst halves).
         input_format: how preference rows become texts (``"auto"`` or ``"conversation"``; :mod:`pairrm_hf.ranking.inputs`).
+        model_card: card fields training cannot know (Hub repo, datasets, license); see
+            :class:`~pairrm_hf.checkpoints.model_card.ModelCardInfo`.
         **training_args: ``transformers.TrainingArguments`` fields; ``report_to`` defaults to ``"none"``.
     """
     from .trainer import PairRMDataCollator, pairwise_accuracy_metric, run_trainer, training_rows
@@ -356,4 +361,6 @@ def train_ranker(
         data_collator=collator,
         lengths=lengths,
         compute_metrics=compute_metrics,
+        card_kind="ranker",
+        model_card=model_card,
     )

@@ -13,6 +13,7 @@ import torch
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from ..checkpoints.loading import detect_layout, save_pairrm
+from ..checkpoints.model_card import ModelCardInfo, write_model_card
 from ..data.mixinstruct import is_mixinstruct_row, mixinstruct_to_pairs
 from ..models.modeling_pairrm import DebertaV2PairRM
 from ..ranking.inputs import check_input_format, preference_texts
@@ -22,6 +23,7 @@ __all__ = [
     "PairRMDataCollator",
     "PairRMTrainer",
     "checkpoint_layout",
+    "final_metrics",
     "given_model",
     "pairwise_accuracy_metric",
     "run_trainer",
@@ -168,10 +170,15 @@ def run_trainer(
     output_dir: str | os.PathLike,
     save_final: bool,
     training_args: dict[str, Any],
+    *,
+    card_kind: str = "pairrm",
+    model_card: ModelCardInfo | None = None,
     **trainer_kwargs: Any,
 ) -> PairRMTrainer:
     """Train ``model`` with :class:`PairRMTrainer` (``report_to="none"`` and no evaluation unless asked), save the
-    final model to ``output_dir`` when ``save_final``, and return the trainer in eval mode.
+    final model to ``output_dir`` when ``save_final`` with a model card (``card_kind``, ``model_card``; the metrics
+    are the last logged ones, after a final evaluation when ``eval_rows`` is given), and return the trainer in
+    eval mode.
 
     The one training loop of :func:`train_pairrm` and :func:`~pairrm_hf.training.rankers.train_ranker`;
     ``trainer_kwargs`` go to :class:`PairRMTrainer` (``lengths``, ``data_collator``, ``compute_metrics``…).
@@ -192,5 +199,20 @@ def run_trainer(
     trainer.train()
     if save_final:
         trainer.save_model(os.fspath(output_dir))
+        info = (model_card or ModelCardInfo()).with_defaults(base_model=getattr(model.config, "_name_or_path", None))
+        write_model_card(output_dir, kind=card_kind, info=info, metrics=final_metrics(trainer, eval_rows is not None))
     model.eval()
     return trainer
+
+
+def final_metrics(trainer: Trainer, evaluate: bool) -> dict[str, float]:
+    """The last logged value of each metric of a finished run (``train_loss``, ``eval_*``), after one more
+    evaluation when ``evaluate`` and none was logged; for the model card."""
+    if evaluate and not any(k.startswith("eval_") for entry in trainer.state.log_history for k in entry):
+        trainer.evaluate()
+    out: dict[str, float] = {}
+    for entry in trainer.state.log_history:
+        for key, value in entry.items():
+            if (key == "train_loss" or key.startswith("eval_")) and isinstance(value, (int, float)):
+                out[key] = float(value)
+    return out

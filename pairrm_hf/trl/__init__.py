@@ -6,6 +6,7 @@ Importing this package does not import ``trl``: TRL takes rewards and judges as 
 * :class:`PairRMReward` — ``GRPOTrainer``/``RLOOTrainer`` ``reward_funcs=`` (modes ``reference``/``group``/``baseline``).
 * :class:`PairRMRemoteReward` — :class:`PairRMReward` computed by a ``pairrm serve`` server (same modes, results);
   :class:`AsyncPairRMRemoteReward` (``.as_async()``) is the same reward as an ``async`` function.
+* :class:`StudentReward` — a student distilled with :func:`~pairrm_hf.training.distillation.distill_pairrm` (one row per completion).
 * :class:`PairRMPairwiseReward` — ``trl.experimental.online_dpo.OnlineDPOTrainer`` ``reward_funcs=``.
 * :class:`PairRMJudge`, :class:`PairRMRankJudge` — the classic ``trl.judges`` contract (removed from TRL in 1.1).
 * :func:`label_preferences`, :func:`generate_and_label` — ``prompt``/``chosen``/``rejected`` data for ``DPOTrainer``.
@@ -17,6 +18,7 @@ from .judges import PairRMJudge, PairRMRankJudge
 from .labeling import STRATEGIES, generate_and_label, label_preferences
 from .remote import AsyncPairRMRemoteReward, PairRMRemoteReward
 from .rewards import REWARD_MODES, PairRMPairwiseReward, PairRMReward
+from .student import StudentReward
 
 __all__ = [
     "AsyncPairRMRemoteReward",
@@ -27,6 +29,7 @@ __all__ = [
     "PairRMReward",
     "REWARD_MODES",
     "STRATEGIES",
+    "StudentReward",
     "generate_and_label",
     "label_preferences",
 ]

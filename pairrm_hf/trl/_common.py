@@ -15,10 +15,11 @@ import torch
 from ..checkpoints.loading import DEFAULT_MODEL
 from ..ranking.ranker import PairRM
 
-__all__ = ["LazyPairRM", "check_list"]
+__all__ = ["LazyPairRM", "check_list", "default_device"]
 
 
-def _default_device() -> torch.device:
+def default_device() -> torch.device:
+    """The current CUDA device when there is one, else CPU."""
     # The process's *current* CUDA device: under accelerate/torchrun each rank has already selected its own GPU,
     # so this puts the ranker next to that rank's policy without building an ``Accelerator``.
     if torch.cuda.is_available():
@@ -80,7 +81,7 @@ class LazyPairRM:
     def rm(self) -> PairRM:
         """The loaded :class:`PairRM` (loads it on first access)."""
         if self._rm is None:
-            device = self.device if self.device is not None else _default_device()
+            device = self.device if self.device is not None else default_device()
             if getattr(self, "shared", False):
                 from ..ranking.ranker import shared_pairrm
 
