@@ -53,6 +53,7 @@ class PairRMService:
         self._lock = threading.Lock()
         self._requests: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         self._latency: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=2048))
+        self._latency_total: dict[str, list] = defaultdict(lambda: [0, 0.0])  # count, seconds: all 200s so far
 
     @classmethod
     def from_pretrained(
@@ -65,11 +66,17 @@ class PairRMService:
         backbone_config: str | None = None,
         **kwargs: Any,
     ) -> PairRMService:
-        """Load ``model`` (any layout :meth:`PairRM.from_pretrained` loads) and serve it."""
+        """Load ``model`` (any layout :meth:`PairRM.from_pretrained` loads) and serve it.
+
+        ``/health`` names a local folder by its last part, never its full path.
+        """
         rm = PairRM.from_pretrained(
             model, device=device, dtype=dtype, batch_size=batch_size, backbone_config=backbone_config
         )
-        return cls(rm, model_name=os.fspath(model), **kwargs)
+        name = os.fspath(model)
+        if os.path.isdir(name):
+            name = os.path.basename(os.path.normpath(name))
+        return cls(rm, model_name=name, **kwargs)
 
     def view(self, scope: RequestScope) -> PairRM:
         """The served PairRM as one request sees it: same model and settings, engine calls go through the batcher."""
@@ -98,6 +105,9 @@ class PairRMService:
             self._requests[endpoint][status] += 1
             if status == 200:
                 self._latency[endpoint].append(seconds)
+                total = self._latency_total[endpoint]
+                total[0] += 1
+                total[1] += seconds
 
     def health(self) -> dict:
         """What ``/health`` returns."""
@@ -113,7 +123,8 @@ class PairRMService:
         }
 
     def metrics(self) -> dict:
-        """What ``/metrics`` returns: requests by endpoint and status, latency percentiles, batcher counters."""
+        """What ``/metrics`` returns: requests by endpoint and status, latency percentiles (``count`` recent ones;
+        ``total``/``sum_s`` over all successful requests so far), batcher counters."""
         with self._lock:
             requests = {e: {str(s): n for s, n in by.items()} for e, by in self._requests.items()}
             latency = {}
@@ -123,6 +134,8 @@ class PairRMService:
                     "count": len(ms),
                     "p50_ms": float(np.percentile(ms, 50)),
                     "p99_ms": float(np.percentile(ms, 99)),
+                    "total": self._latency_total[endpoint][0],
+                    "sum_s": self._latency_total[endpoint][1],
                 }
         return {
             "uptime_s": time.time() - self.started,
