@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 
-__all__ = ["add_serve_parsers", "serve_command", "demo_command"]
+__all__ = ["add_serve_parsers", "serve_command", "demo_command", "PORT_IN_USE_EXIT"]
+
+#: Exit status of ``pairrm serve`` when it cannot listen on ``--host``/``--port`` (checked before the model loads).
+PORT_IN_USE_EXIT = 1
 
 
 def _missing(extra: str, err: ImportError) -> RuntimeError:
@@ -37,6 +41,25 @@ def add_serve_parsers(sub, add_model_options, positive) -> None:
         "--max-candidates", type=positive, default=64, help="candidates per prompt (default: %(default)s)"
     )
     serve.add_argument(
+        "--max-pairs-per-request",
+        type=positive,
+        default=65_536,
+        help="ordered pairs one request may cost, priced by its method before any work; more get 413 "
+        "(default: %(default)s)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a client has to send its request body; later gets 408 (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=5.0,
+        help="seconds an idle keep-alive connection stays open (default: %(default)s)",
+    )
+    serve.add_argument(
         "--labels",
         choices=["reference", "ignore"],
         default="reference",
@@ -57,7 +80,12 @@ def serve_command(args: argparse.Namespace) -> int:
     """Run ``pairrm serve`` until interrupted."""
     api_key = args.api_key or os.environ.get("PAIRRM_API_KEY") or None
     options = dict(max_wait_ms=args.max_wait_ms, max_batch_pairs=args.max_batch_pairs, batching=not args.no_batching)
-    limits = dict(max_items=args.max_items, max_candidates=args.max_candidates, labels=args.labels)
+    limits = dict(
+        max_items=args.max_items,
+        max_candidates=args.max_candidates,
+        labels=args.labels,
+        max_pairs=args.max_pairs_per_request,
+    )
     model = dict(device=args.device, dtype=args.dtype, batch_size=args.batch_size, backbone_config=args.backbone_config)
     if args.ray:
         try:
@@ -85,14 +113,43 @@ def serve_command(args: argparse.Namespace) -> int:
         from ..serve.service import PairRMService
     except ImportError as err:
         raise _missing("serve", err) from None
-    service = PairRMService.from_pretrained(args.model, limits=Limits(**limits), **model, **options)
-    app = create_app(
-        service, api_key=api_key, max_body_bytes=int(args.max_body_mb * 2**20), max_pending=args.max_pending
-    )
-    if not api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"pairrm serve: warning: listening on {args.host} without an API key", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    # bind first: a port in use is reported in a second, not after the model has loaded
+    try:
+        sock = _listen(args.host, args.port)
+    except OSError as err:
+        print(f"pairrm serve: cannot listen on {args.host}:{args.port}: {err.strerror or err}", flush=True)
+        return PORT_IN_USE_EXIT
+    with sock:
+        service = PairRMService.from_pretrained(args.model, limits=Limits(**limits), **model, **options)
+        app = create_app(
+            service,
+            api_key=api_key,
+            max_body_bytes=int(args.max_body_mb * 2**20),
+            max_pending=args.max_pending,
+            body_timeout=args.body_timeout,
+        )
+        if not api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"pairrm serve: warning: listening on {args.host} without an API key", flush=True)
+        config = uvicorn.Config(
+            app, host=args.host, port=args.port, log_level="info", timeout_keep_alive=args.idle_timeout
+        )
+        uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (as uvicorn binds it: ``SO_REUSEADDR``, IPv6 when the host says so)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)  # connections queue in the kernel while the model loads
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def demo_command(args: argparse.Namespace) -> int:

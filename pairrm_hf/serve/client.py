@@ -75,9 +75,9 @@ class RemotePairRM:
     def request(self, endpoint: str, payload: dict | None = None) -> dict:
         """POST ``payload`` to ``/endpoint`` (GET when ``payload`` is None); the decoded JSON object answered."""
         data = None if payload is None else json.dumps(payload).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
+        headers: dict[str, Any] = {"Content-Type": "application/json"}
+        if self.api_key:  # as UTF-8 bytes: http.client would encode a str as Latin-1 and refuse other keys
+            headers["Authorization"] = b"Bearer " + self.api_key.encode("utf-8")
         where = f"{self.url}/{endpoint.lstrip('/')}"
         deadline = time.monotonic() + self.timeout
         last: Exception | None = None

@@ -30,7 +30,7 @@ class PairRMService:
         rm: the loaded model (its engine's ``batch_size``/``max_batch_tokens`` cut the forward passes).
         max_wait_ms, max_batch_pairs, batching: see :class:`~pairrm_hf.serve.batcher.PairBatcher`.
         limits: per-request bounds (:class:`~pairrm_hf.serve.protocol.Limits`).
-        model_name: what ``/health`` reports.
+        model_name: what ``/health`` reports (a local folder by its last part, never its full path).
     """
 
     def __init__(
@@ -48,7 +48,7 @@ class PairRMService:
             rm.engine, max_wait_ms=max_wait_ms, max_batch_pairs=max_batch_pairs, batching=batching
         )
         self.limits = limits or Limits()
-        self.model_name = model_name or str(getattr(rm.model, "name_or_path", "") or "pairrm")
+        self.model_name = _public_name(model_name or str(getattr(rm.model, "name_or_path", "") or "pairrm"))
         self.started = time.time()
         self._lock = threading.Lock()
         self._requests: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
@@ -66,17 +66,11 @@ class PairRMService:
         backbone_config: str | None = None,
         **kwargs: Any,
     ) -> PairRMService:
-        """Load ``model`` (any layout :meth:`PairRM.from_pretrained` loads) and serve it.
-
-        ``/health`` names a local folder by its last part, never its full path.
-        """
+        """Load ``model`` (any layout :meth:`PairRM.from_pretrained` loads) and serve it."""
         rm = PairRM.from_pretrained(
             model, device=device, dtype=dtype, batch_size=batch_size, backbone_config=backbone_config
         )
-        name = os.fspath(model)
-        if os.path.isdir(name):
-            name = os.path.basename(os.path.normpath(name))
-        return cls(rm, model_name=name, **kwargs)
+        return cls(rm, model_name=os.fspath(model), **kwargs)
 
     def view(self, scope: RequestScope) -> PairRM:
         """The served PairRM as one request sees it: same model and settings, engine calls go through the batcher."""
@@ -147,3 +141,8 @@ class PairRMService:
     def close(self) -> None:
         """Stop the batcher thread."""
         self.batcher.close()
+
+
+def _public_name(model: str) -> str:
+    # a Hub id is public; a local folder's full path tells a caller about the machine, its last part does not
+    return os.path.basename(os.path.normpath(model)) if os.path.isdir(model) else model
