@@ -31,7 +31,8 @@ class PairRMRemoteReward(PairRMReward):
         mode, reference_column, baseline_column, baseline_fn, name: as for :class:`PairRMReward`
             (``baseline_fn`` runs here, in the trainer process).
         api_key: the server's bearer token (default: ``$PAIRRM_API_KEY``).
-        timeout: seconds per HTTP request.
+        timeout: seconds one reward call may take, retries included (see
+            :class:`~pairrm_hf.serve.client.RemotePairRM`).
 
     Many trainer processes can share one server; the server batches their concurrent calls together.
     """
