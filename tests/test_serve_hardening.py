@@ -239,6 +239,7 @@ def test_a_huge_text_does_not_hold_up_other_requests_tokenizing(service):
         ),
         ("rank", {"prompts": ["q"], "candidates": [["a", "b"]], "aggregation": "bubble", "seed": 2**70}, 422, "seed"),
     ],
+    ids=["deep-nesting", "nan", "5000-digit-seed", "400-digit-temperature", "1e400-temperature", "seed-2**70"],
 )
 def test_hostile_numbers_and_nesting_are_4xx(server, endpoint, body, status, field):
     r = post(server.url, endpoint, body)
