@@ -16,6 +16,13 @@ def _missing(extra: str, err: ImportError) -> RuntimeError:
     return RuntimeError(f'{err.name or err} is not installed; pip install "pairrm-hf[{extra}]"')
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
 def add_serve_parsers(sub, add_model_options, positive) -> None:
     """Add the ``serve`` and ``demo`` subcommands to the ``pairrm`` parser."""
     serve = sub.add_parser(
@@ -32,7 +39,12 @@ def add_serve_parsers(sub, add_model_options, positive) -> None:
     serve.add_argument(
         "--max-wait-ms", type=float, default=5.0, help="longest wait for batch-mates (default: %(default)s)"
     )
-    serve.add_argument("--max-batch-pairs", type=positive, default=8192, help="pairs per batch (default: %(default)s)")
+    serve.add_argument(
+        "--max-batch-pairs",
+        type=positive,
+        default=8192,
+        help="queued pairs that start work without waiting for batch-mates (default: %(default)s)",
+    )
     serve.add_argument("--no-batching", action="store_true", help="run each request alone (for comparison)")
     serve.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body (default: %(default)s)")
     serve.add_argument("--max-pending", type=positive, default=256, help="requests admitted at once; more get 503")
@@ -49,13 +61,13 @@ def add_serve_parsers(sub, add_model_options, positive) -> None:
     )
     serve.add_argument(
         "--body-timeout",
-        type=float,
+        type=_seconds,
         default=30.0,
         help="seconds a client has to send its request body; later gets 408 (default: %(default)s)",
     )
     serve.add_argument(
         "--idle-timeout",
-        type=float,
+        type=_seconds,
         default=5.0,
         help="seconds an idle keep-alive connection stays open (default: %(default)s)",
     )
