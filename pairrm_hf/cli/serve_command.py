@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 
@@ -145,6 +146,10 @@ def serve_command(args: argparse.Namespace) -> int:
         config = uvicorn.Config(
             app, host=args.host, port=args.port, log_level="info", timeout_keep_alive=args.idle_timeout
         )
+        # uvicorn announces pre-bound sockets only where it binds them itself: say it as uvicorn would
+        host, port = sock.getsockname()[:2]
+        address = f"[{host}]" if ":" in host else host
+        logging.getLogger("uvicorn.error").info(f"Uvicorn running on http://{address}:{port} (Press CTRL+C to quit)")
         uvicorn.Server(config).run(sockets=[sock])
     return 0
 
