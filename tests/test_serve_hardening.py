@@ -93,8 +93,8 @@ def test_cost_limit_counts_each_methods_real_pairs(server, tiny_rm):
     r = post(server.url, "rank", body)
     assert r.status_code == 413 and r.json()["field"] == "candidates" and "8,064" in r.json()["error"]
     assert metrics(server.url)["batcher"]["pairs"] == before
-    # the same candidates with a budgeted method cost 2 * 2 * 63 pairs: accepted
-    assert post(server.url, "rank", {**body, "aggregation": "bubble"}, timeout=60).status_code == 200
+    # the same candidates with a budgeted method cost 2 * 2 * 64 pairs: accepted
+    assert post(server.url, "rank", {**body, "aggregation": "reference"}, timeout=60).status_code == 200
     many = {"prompts": ["q"] * 64, "candidates_a": ["a"] * 64, "candidates_b": ["b"] * 64}
     assert post(server.url, "compare", many, timeout=60).status_code == 200  # 128 pairs
     group = {"query": [f"q{i}" for i in range(12)], "prompts": ["q"] * 12}  # one group of 12: 132 pairs
@@ -308,6 +308,7 @@ def test_health_and_utf8_api_key(service, tiny_hf_dir):
         assert RemotePairRM(srv.url, api_key=KEY, retries=0).compare(["q"], ["a"], ["b"]).shape == (1,)
 
 
+@pytest.mark.slow
 def test_port_in_use_fails_before_loading_the_model(tmp_path):
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
