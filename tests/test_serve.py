@@ -299,6 +299,8 @@ def test_batcher_drops_cancelled_jobs_and_isolates_failures(service, tiny_rm):
                 out[name] = batcher.pair_logits(examples, job_pairs, scope)
             except Exception as err:  # noqa: BLE001 - recorded for the assertions
                 out[name] = err
+            finally:
+                batcher.leave()  # as PairRMService.handle does when the request's call returns or raises
 
         scopes = {name: RequestScope() for name in "abcd"}
         for _ in scopes:
@@ -308,7 +310,7 @@ def test_batcher_drops_cancelled_jobs_and_isolates_failures(service, tiny_rm):
         while batcher.queued < 2:
             time.sleep(0.005)
         scopes["b"].cancel()  # its client went away while its job waited for batch-mates
-        # a job that fails in the engine (a pair index past its candidates) must not fail its batch-mates
+        # a job with a pair index past its candidates fails alone, in its own thread, and no batch-mate with it
         threads["c"] = threading.Thread(target=submit, args=("c", scopes["c"], [(0, 0, 7)]))
         threads["d"] = threading.Thread(target=submit, args=("d", scopes["d"], pairs[:2]))
         threads["c"].start(), threads["d"].start()
@@ -317,10 +319,8 @@ def test_batcher_drops_cancelled_jobs_and_isolates_failures(service, tiny_rm):
         assert isinstance(out["b"], Cancelled)
         assert isinstance(out["c"], IndexError)
         assert close(out["a"], expected) and close(out["d"], expected[:2])
-        assert batcher.stats.cancelled_jobs == 1 and batcher.stats.failed_batches >= 1
+        assert batcher.stats.cancelled_jobs == 1
     finally:
-        for _ in range(4):
-            batcher.leave()
         batcher.close()
 
 

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import socket
 
-__all__ = ["add_serve_parsers", "serve_command", "demo_command"]
+__all__ = ["add_serve_parsers", "serve_command", "demo_command", "PORT_IN_USE_EXIT"]
+
+#: Exit status of ``pairrm serve`` when it cannot listen on ``--host``/``--port`` (checked before the model loads).
+PORT_IN_USE_EXIT = 1
 
 
 def _missing(extra: str, err: ImportError) -> RuntimeError:
     return RuntimeError(f'{err.name or err} is not installed; pip install "pairrm-hf[{extra}]"')
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
 
 
 def add_serve_parsers(sub, add_model_options, positive) -> None:
@@ -28,13 +40,37 @@ def add_serve_parsers(sub, add_model_options, positive) -> None:
     serve.add_argument(
         "--max-wait-ms", type=float, default=5.0, help="longest wait for batch-mates (default: %(default)s)"
     )
-    serve.add_argument("--max-batch-pairs", type=positive, default=8192, help="pairs per batch (default: %(default)s)")
+    serve.add_argument(
+        "--max-batch-pairs",
+        type=positive,
+        default=8192,
+        help="queued pairs that start work without waiting for batch-mates (default: %(default)s)",
+    )
     serve.add_argument("--no-batching", action="store_true", help="run each request alone (for comparison)")
     serve.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body (default: %(default)s)")
     serve.add_argument("--max-pending", type=positive, default=256, help="requests admitted at once; more get 503")
     serve.add_argument("--max-items", type=positive, default=1024, help="prompts per request (default: %(default)s)")
     serve.add_argument(
         "--max-candidates", type=positive, default=64, help="candidates per prompt (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--max-pairs-per-request",
+        type=positive,
+        default=65_536,
+        help="ordered pairs one request may cost, priced by its method before any work; more get 413 "
+        "(default: %(default)s)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=_seconds,
+        default=30.0,
+        help="seconds a client has to send its request body; later gets 408 (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=5.0,
+        help="seconds an idle keep-alive connection stays open (default: %(default)s)",
     )
     serve.add_argument(
         "--labels",
@@ -76,7 +112,12 @@ def serve_command(args: argparse.Namespace) -> int:
     """Run ``pairrm serve`` until interrupted."""
     api_key = args.api_key or os.environ.get("PAIRRM_API_KEY") or None
     options = dict(max_wait_ms=args.max_wait_ms, max_batch_pairs=args.max_batch_pairs, batching=not args.no_batching)
-    limits = dict(max_items=args.max_items, max_candidates=args.max_candidates, labels=args.labels)
+    limits = dict(
+        max_items=args.max_items,
+        max_candidates=args.max_candidates,
+        labels=args.labels,
+        max_pairs=args.max_pairs_per_request,
+    )
     model = dict(device=args.device, dtype=args.dtype, batch_size=args.batch_size, backbone_config=args.backbone_config)
     if args.ray:
         try:
@@ -114,27 +155,57 @@ def serve_command(args: argparse.Namespace) -> int:
         from ..serve.service import PairRMService
     except ImportError as err:
         raise _missing("serve", err) from None
-    from ..serve.pointwise import PointwiseRewardService, is_student_checkpoint
+    # bind first: a port in use is reported in a second, not after the model has loaded
+    try:
+        sock = _listen(args.host, args.port)
+    except OSError as err:
+        print(f"pairrm serve: cannot listen on {args.host}:{args.port}: {err.strerror or err}", flush=True)
+        return PORT_IN_USE_EXIT
+    with sock:
+        from ..serve.pointwise import PointwiseRewardService, is_student_checkpoint
 
-    # A distilled student (one-label sequence classifier) answers /get_reward pointwise; anything else is PairRM.
-    service_class = PointwiseRewardService if is_student_checkpoint(args.model) else PairRMService
-    service = service_class.from_pretrained(args.model, limits=Limits(**limits), **model, **options)
-    rendezvous = None
-    if args.group_size is not None:
-        from ..serve.rendezvous import GroupRendezvous
+        # A distilled student (one-label sequence classifier) answers /get_reward pointwise; anything else is PairRM.
+        service_class = PointwiseRewardService if is_student_checkpoint(args.model) else PairRMService
+        service = service_class.from_pretrained(args.model, limits=Limits(**limits), **model, **options)
+        rendezvous = None
+        if args.group_size is not None:
+            from ..serve.rendezvous import GroupRendezvous
 
-        rendezvous = GroupRendezvous(args.group_size, args.group_timeout, lone=args.lone, limits=service.limits)
-    app = create_app(
-        service,
-        api_key=api_key,
-        max_body_bytes=int(args.max_body_mb * 2**20),
-        max_pending=args.max_pending,
-        rendezvous=rendezvous,
-    )
-    if not api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"pairrm serve: warning: listening on {args.host} without an API key", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+            rendezvous = GroupRendezvous(args.group_size, args.group_timeout, lone=args.lone, limits=service.limits)
+        app = create_app(
+            service,
+            api_key=api_key,
+            max_body_bytes=int(args.max_body_mb * 2**20),
+            max_pending=args.max_pending,
+            body_timeout=args.body_timeout,
+            rendezvous=rendezvous,
+        )
+        if not api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"pairrm serve: warning: listening on {args.host} without an API key", flush=True)
+        config = uvicorn.Config(
+            app, host=args.host, port=args.port, log_level="info", timeout_keep_alive=args.idle_timeout
+        )
+        # uvicorn announces pre-bound sockets only where it binds them itself: say it as uvicorn would
+        host, port = sock.getsockname()[:2]
+        address = f"[{host}]" if ":" in host else host
+        logging.getLogger("uvicorn.error").info(f"Uvicorn running on http://{address}:{port} (Press CTRL+C to quit)")
+        uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (as uvicorn binds it: ``SO_REUSEADDR``, IPv6 when the host says so)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)  # connections queue in the kernel while the model loads
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def demo_command(args: argparse.Namespace) -> int:

@@ -1,16 +1,28 @@
 """Dynamic batching across concurrent requests, in front of the one :class:`~pairrm_hf.ranking.engine.PairwiseEngine`.
 
 Each request runs the ordinary :class:`~pairrm_hf.PairRM` method in its own worker thread, on a *view* of the
-served PairRM whose engine is a :class:`BatchedEngine`. Tokenizing happens in the request's thread; every
-``pair_logits`` call becomes a job in the :class:`PairBatcher` queue. The batcher's single thread collects the jobs
-of concurrent requests and makes **one** ``engine.pair_logits`` call for all of them (their pairs share the
-engine's length-bucketed batches), then hands each request its own slice. There is no second forward loop: the
+served PairRM whose engine is a :class:`BatchedEngine`. Tokenizing happens in the request's thread, concurrently
+with other requests' (the tokenizer backend is thread-safe and releases the GIL, so one large text does not hold up
+anyone else's); every ``pair_logits`` call becomes a job in the :class:`PairBatcher` queue. The batcher's single
+thread runs the queued jobs in **steps** of at most ``step_pairs`` ordered pairs (default: the engine's
+``batch_size``, i.e. one forward batch): each step is **one** ``engine.pair_logits`` call holding pairs of every
+live job, and each request gets back its own rows once all of them have run. There is no second forward loop: the
 engine's is the only one, and only the batcher thread calls it, so one model copy serves every request.
 
-When to run a batch: as soon as every request that is currently computing has a job in the queue (no other job can
+Steps make the server fair and cancellable:
+
+* a step shares its pairs max-min fairly among the live jobs (smallest remaining job first), so a 1-pair request
+  that arrives behind a job of a million pairs waits for at most one step, not for the big job;
+* before every step the batcher drops the jobs whose client went away (:meth:`RequestScope.cancel`), so an
+  abandoned request stops costing compute within one forward batch;
+* a job's pairs run longest first in contiguous slices, so a big job alone is cut into the same length buckets the
+  engine would have made.
+
+When to start a job: as soon as every request that is currently computing has a job in the queue (no other job can
 arrive, so waiting would only add latency; a lone request never waits), or after ``max_wait_ms`` since the first
-queued job, or when the queued jobs reach ``max_batch_pairs`` ordered pairs. Adaptive schedules (``bubble``,
-``sort``) ask for logits in rounds; each round is one job and joins whatever is running at that time.
+queued job, or when the queued jobs reach ``max_batch_pairs`` ordered pairs; once any job is running, steps follow
+each other without waiting. Adaptive schedules (``bubble``, ``sort``) ask for logits in rounds; each round is one job
+and joins whatever is running at that time.
 
 A request's result does not depend on its batch-mates beyond float rounding of differently padded batches
 (≤ 1e-5 in fp32): pairs are keyed by their token content, so identical rows of different requests are computed
@@ -48,15 +60,49 @@ class RequestScope:
         self.cancelled.set()
 
 
-@dataclass
+@dataclass(eq=False)  # jobs are compared by identity (the queue removes this one, not an equal one)
 class _Job:
+    """One ``pair_logits`` call: its distinct rows run longest first (``order``), ``cursor`` of them done."""
+
     examples: Sequence[EncodedExample]
-    pairs: np.ndarray
+    pairs: np.ndarray  # the distinct ordered pairs, longest row first
+    inverse: np.ndarray  # asked-for pair k is pairs[inverse[k]]
     scope: RequestScope
     enqueued: float = field(default_factory=time.perf_counter)
     done: threading.Event = field(default_factory=threading.Event)
+    values: np.ndarray | None = None
+    cursor: int = 0
+    started: float | None = None
     result: np.ndarray | None = None
     error: BaseException | None = None
+
+    @property
+    def remaining(self) -> int:
+        return len(self.pairs) - self.cursor
+
+
+def _plan(examples: Sequence[EncodedExample], pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of ``pairs`` (same token content), longest first, and where each asked-for pair is."""
+    keys = np.array(
+        [
+            (examples[ex].source_key, examples[ex].candidate_keys[i], examples[ex].candidate_keys[j])
+            for ex, i, j in pairs.tolist()
+        ],
+        dtype=np.int64,
+    )
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    distinct = pairs[first]
+    lengths = np.array(
+        [
+            len(examples[ex].source) + len(examples[ex].candidates[i]) + len(examples[ex].candidates[j])
+            for ex, i, j in distinct.tolist()
+        ],
+        dtype=np.int64,
+    )
+    order = np.argsort(-lengths, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return distinct[order], rank[inverse.reshape(-1)]
 
 
 class _Stats:
@@ -69,6 +115,7 @@ class _Stats:
         self.forward_calls = 0
         self.forward_rows = 0
         self.cancelled_jobs = 0
+        self.cancelled_pairs = 0  # distinct rows of cancelled jobs that were never computed
         self.failed_batches = 0
         self.queue_wait_s: deque[float] = deque(maxlen=window)
         self.jobs_per_batch: deque[int] = deque(maxlen=window)
@@ -76,13 +123,15 @@ class _Stats:
 
 
 class PairBatcher:
-    """Collects ``pair_logits`` jobs from concurrent requests and runs them as one engine call.
+    """Collects ``pair_logits`` jobs from concurrent requests and runs them in shared, cancellable steps.
 
     Args:
         engine: the engine that does the work (its ``batch_size``/``max_batch_tokens`` cut the forward passes).
-        max_wait_ms: the longest a queued job waits for company before its batch runs.
-        max_batch_pairs: stop collecting once the queued jobs hold this many ordered pairs.
+        max_wait_ms: the longest a queued job waits for company before it starts.
+        max_batch_pairs: start at once when the queued jobs hold this many ordered pairs.
         batching: ``False`` runs every job alone, in arrival order (the baseline of the load test).
+        step_pairs: most distinct ordered pairs per engine call (default: the engine's ``batch_size``, one forward
+            batch): how long a new request can wait behind running ones, and how late a cancellation takes effect.
     """
 
     def __init__(
@@ -92,21 +141,24 @@ class PairBatcher:
         max_wait_ms: float = 5.0,
         max_batch_pairs: int = 8192,
         batching: bool = True,
+        step_pairs: int | None = None,
     ):
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
         if max_batch_pairs < 1:
             raise ValueError(f"max_batch_pairs must be >= 1, got {max_batch_pairs!r}")
+        if step_pairs is not None and step_pairs < 1:
+            raise ValueError(f"step_pairs must be >= 1 or None, got {step_pairs!r}")
         self.engine = engine
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_batch_pairs = int(max_batch_pairs)
         self.batching = bool(batching)
+        self.step_pairs = int(step_pairs or engine.batch_size)
         self.stats = _Stats()
         self._cv = threading.Condition()
-        self._queue: list[_Job] = []
+        self._queue: list[_Job] = []  # jobs not finished yet, in arrival order (started ones included)
         self._active = 0  # requests inside a PairRM call right now (each has at most one job queued)
         self._closed = False
-        self._encode_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="pairrm-batcher", daemon=True)
         self._thread.start()
 
@@ -123,18 +175,18 @@ class PairBatcher:
             self._cv.notify_all()
 
     def encode(self, sources: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[EncodedExample]:
-        """The engine's ``encode``, one request at a time (the tokenizer is shared by all request threads)."""
-        with self._encode_lock:
-            return self.engine.encode(sources, candidates)
+        """The engine's ``encode``, in the calling request's thread (concurrent requests tokenize side by side)."""
+        return self.engine.encode(sources, candidates)
 
     def pair_logits(self, examples: Sequence[EncodedExample], pairs: np.ndarray, scope: RequestScope) -> np.ndarray:
-        """Queue one job and block until the batch holding it has run; raises :class:`Cancelled` if cancelled."""
+        """Queue one job and block until all its steps have run; raises :class:`Cancelled` if cancelled."""
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
         if scope.cancelled.is_set():
             raise Cancelled()
         if len(pairs) == 0:
             return np.zeros(0, dtype=np.float32)
-        job = _Job(examples, pairs, scope)
+        distinct, inverse = _plan(examples, pairs)  # here, in the request's thread: a bad index fails this job only
+        job = _Job(examples, distinct, inverse, scope)
         with self._cv:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
@@ -154,94 +206,124 @@ class PairBatcher:
 
     @property
     def queued(self) -> int:
-        """Jobs waiting for the engine."""
+        """Jobs not finished yet (waiting or part-way through)."""
         with self._cv:
             return len(self._queue)
 
     # ------------------------------------------------------------------------------------ batcher side
-    def _take(self) -> list[_Job] | None:
+    def _finish(self, job: _Job, error: BaseException | None = None) -> None:
+        # under self._cv
+        self._queue.remove(job)
+        if error is None:
+            job.result = job.values[job.inverse]
+        job.error = error
+        job.done.set()
+
+    def _take(self) -> list[tuple[_Job, int]] | None:
+        """The next step: ``(job, rows)`` pairs, the next ``rows`` of each job's remaining rows."""
         with self._cv:
-            while not self._queue:
-                if self._closed:
-                    return None
-                self._cv.wait()
-            if not self.batching:
-                return [self._queue.pop(0)]
-            deadline = self._queue[0].enqueued + self.max_wait_s
             while True:
-                pairs = sum(len(j.pairs) for j in self._queue)
-                # every computing request has its job queued: nobody else can join, so run now
-                if len(self._queue) >= self._active or pairs >= self.max_batch_pairs or self._closed:
+                while not self._queue:
+                    if self._closed:
+                        return None
+                    self._cv.wait()
+                for job in [j for j in self._queue if j.scope.cancelled.is_set()]:
+                    self.stats.cancelled_jobs += 1
+                    self.stats.cancelled_pairs += job.remaining
+                    self._finish(job, Cancelled())
+                if self._queue:
                     break
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
+            if not self.batching:
+                job = self._queue[0]
+                return [(job, min(job.remaining, self.step_pairs))]
+            if all(j.started is None for j in self._queue):
+                deadline = self._queue[0].enqueued + self.max_wait_s
+                while True:
+                    pairs = sum(j.remaining for j in self._queue)
+                    # every computing request has its job queued: nobody else can join, so run now
+                    if len(self._queue) >= self._active or pairs >= self.max_batch_pairs or self._closed:
+                        break
+                    remaining = deadline - time.perf_counter()
+                    if remaining <= 0:
+                        break
+                    self._cv.wait(remaining)
+            # max-min fair shares of one step, smallest job first (ties: first come)
+            live = sorted(
+                (j for j in self._queue if not j.scope.cancelled.is_set()), key=lambda j: (j.remaining, j.enqueued)
+            )
+            step, budget = [], self.step_pairs
+            for k, job in enumerate(live):
+                if budget <= 0:
                     break
-                self._cv.wait(remaining)
-            jobs, total = [], 0
-            while self._queue and (not jobs or total + len(self._queue[0].pairs) <= self.max_batch_pairs):
-                total += len(self._queue[0].pairs)
-                jobs.append(self._queue.pop(0))
-            return jobs
+                share = max(1, budget // (len(live) - k))
+                rows = min(job.remaining, share)
+                step.append((job, rows))
+                budget -= rows
+            return step
 
     def _loop(self) -> None:
         while True:
-            jobs = self._take()
-            if jobs is None:
+            step = self._take()
+            if step is None:
                 return
-            live = []
-            for job in jobs:
-                if job.scope.cancelled.is_set():
-                    job.error = Cancelled()
-                    job.done.set()
-                    self.stats.cancelled_jobs += 1
-                else:
-                    live.append(job)
-            if live:
-                self._run(live)
+            if step:
+                self._run(step)
 
-    def _run(self, jobs: list[_Job]) -> None:
+    def _run(self, step: list[tuple[_Job, int]]) -> None:
         start = time.perf_counter()
+        for job, _ in step:
+            if job.started is None:
+                job.started = start
+                self.stats.queue_wait_s.append(start - job.enqueued)
         try:
-            results = self._merged_logits(jobs)
+            results = self._merged_logits(step)
         except Exception as exc:  # noqa: BLE001 - isolate the failing request, do not fail its batch-mates
             self.stats.failed_batches += 1
-            if len(jobs) == 1:
-                jobs[0].error = exc
-                jobs[0].done.set()
+            if len(step) == 1:
+                with self._cv:
+                    self._finish(step[0][0], exc)
                 return
-            for job in jobs:  # rerun one by one: only the job that fails alone gets an error
-                self._run([job])
+            for part in step:  # rerun one by one: only the job that fails alone gets an error
+                self._run([part])
             return
         stats = self.engine.last_stats
         self.stats.batches += 1
-        self.stats.jobs += len(jobs)
-        self.stats.pairs += sum(len(j.pairs) for j in jobs)
+        self.stats.pairs += sum(rows for _, rows in step)
         self.stats.forward_calls += stats.get("forward_calls", 0)
         self.stats.forward_rows += stats.get("rows", 0)
-        self.stats.jobs_per_batch.append(len(jobs))
+        self.stats.jobs_per_batch.append(len(step))
         if stats.get("forward_calls"):
             self.stats.rows_per_forward.append(stats["rows"] / stats["forward_calls"])
-        for job, result in zip(jobs, results):
-            self.stats.queue_wait_s.append(start - job.enqueued)
-            job.result = result
-            job.done.set()
+        with self._cv:
+            for (job, rows), values in zip(step, results):
+                if job.values is None:
+                    job.values = np.zeros(len(job.pairs), dtype=np.float32)
+                job.values[job.cursor : job.cursor + rows] = values
+                job.cursor += rows
+                if job.remaining == 0:
+                    self.stats.jobs += 1
+                    self._finish(job)
 
-    def _merged_logits(self, jobs: list[_Job]) -> list[np.ndarray]:
-        if len(jobs) == 1:
-            return [self.engine.pair_logits(jobs[0].examples, jobs[0].pairs)]
+    def _merged_logits(self, step: list[tuple[_Job, int]]) -> list[np.ndarray]:
+        if len(step) == 1:
+            job, rows = step[0]
+            return [self.engine.pair_logits(job.examples, job.pairs[job.cursor : job.cursor + rows])]
         # Keys name distinct token sequences within one encode call; re-key by content across the merged calls so
         # rows of different requests never collide and identical rows are computed once.
         keys: dict[tuple[int, ...], int] = {}
         examples: list[EncodedExample] = []
         pairs, sizes = [], []
-        for job in jobs:
-            offset = len(examples)
-            for e in job.examples:
+        for job, rows in step:
+            part = job.pairs[job.cursor : job.cursor + rows]
+            used = np.unique(part[:, 0])  # only the examples this slice touches
+            remap = {int(ex): len(examples) + k for k, ex in enumerate(used)}
+            for ex in used.tolist():
+                e = job.examples[ex]
                 source_key = keys.setdefault(tuple(e.source), len(keys))
                 cand_keys = tuple(keys.setdefault((-1, *body), len(keys)) for body in e.candidates)
                 examples.append(replace(e, source_key=source_key, candidate_keys=cand_keys))
-            shifted = job.pairs.copy()
-            shifted[:, 0] += offset
+            shifted = part.copy()
+            shifted[:, 0] = [remap[ex] for ex in part[:, 0].tolist()]
             pairs.append(shifted)
             sizes.append(len(shifted))
         logits = self.engine.pair_logits(examples, np.concatenate(pairs))
@@ -254,12 +336,14 @@ class PairBatcher:
         return {
             "batching": self.batching,
             "max_wait_ms": self.max_wait_s * 1000.0,
+            "step_pairs": self.step_pairs,
             "batches": s.batches,
             "jobs": s.jobs,
             "pairs": s.pairs,
             "forward_calls": s.forward_calls,
             "forward_rows": s.forward_rows,
             "cancelled_jobs": s.cancelled_jobs,
+            "cancelled_pairs": s.cancelled_pairs,
             "failed_batches": s.failed_batches,
             "queued_jobs": self.queued,
             "jobs_per_batch_mean": float(np.mean(s.jobs_per_batch)) if s.jobs_per_batch else 0.0,
@@ -279,7 +363,7 @@ class BatchedEngine:
         self._scope = scope
 
     def encode(self, sources: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[EncodedExample]:
-        """Tokenize (serialized with other requests' tokenizing)."""
+        """Tokenize, side by side with other requests' tokenizing."""
         return self._batcher.encode(sources, candidates)
 
     def pair_logits(self, examples: Sequence[EncodedExample], pairs) -> np.ndarray:

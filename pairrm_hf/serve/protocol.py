@@ -16,6 +16,8 @@ Python's shortest round-trip repr, so a client gets the float32/float64 values b
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,14 +26,32 @@ import numpy as np
 
 from ..ranking.ranker import COMPARE_MODES, REF_MODES, PairRM
 from ..ranking.rewards import group_rewards, win_probability
-from ..ranking.schedules import RANKING_METHODS
+from ..ranking.schedules import RANKING_METHODS, knockout_comparisons, max_sort_comparisons
 from ..utils.checks import check_candidate_lists, check_same_length, check_texts
 
-__all__ = ["ENDPOINTS", "LABEL_MODES", "Limits", "RequestError", "RewardRequest", "get_reward", "read_reward_request"]
+__all__ = [
+    "DEFAULT_MAX_PAIRS",
+    "ENDPOINTS",
+    "LABEL_MODES",
+    "Limits",
+    "RequestError",
+    "RewardRequest",
+    "SEED_RANGE",
+    "get_reward",
+    "method_pairs",
+    "parse_json",
+    "read_reward_request",
+    "request_schemas",
+]
 
 #: How ``/get_reward`` reads OpenRLHF's ``labels``: ``reference`` (a non-empty label is a reference answer) or
 #: ``ignore`` (labels carry something else, e.g. verifier metadata; every reward is group-relative).
 LABEL_MODES = ("reference", "ignore")
+#: Default bound on the ordered pairs one request may ask the model for (about a minute of a base-size model on
+#: one GPU, several on CPU): 16 prompts × 64 candidates ranked in full, or 32,768 symmetric comparisons.
+DEFAULT_MAX_PAIRS = 65_536
+#: Seeds a request may send (the range ``torch.Generator.manual_seed`` takes, as :meth:`PairRM.rank_batch` does).
+SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
 class RequestError(ValueError):
@@ -44,14 +64,76 @@ class RequestError(ValueError):
 
 
 class Limits:
-    """Per-request bounds (the body size bound is the app's)."""
+    """Per-request bounds (the body size bound is the app's).
 
-    def __init__(self, max_items: int = 1024, max_candidates: int = 64, labels: str = "reference"):
+    Args:
+        max_items: prompts (or queries) per request.
+        max_candidates: candidates per prompt.
+        labels: how ``/get_reward`` reads labels (one of :data:`LABEL_MODES`).
+        max_pairs: ordered pairs the model may score for one request, counted before any work with the method's
+            real cost (:func:`method_pairs`); more gets 413.
+    """
+
+    def __init__(
+        self,
+        max_items: int = 1024,
+        max_candidates: int = 64,
+        labels: str = "reference",
+        max_pairs: int = DEFAULT_MAX_PAIRS,
+    ):
         if labels not in LABEL_MODES:
             raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
+        if not isinstance(max_pairs, int) or max_pairs < 1:
+            raise ValueError(f"max_pairs must be a positive int, got {max_pairs!r}")
         self.max_items = max_items
         self.max_candidates = max_candidates
         self.labels = labels
+        self.max_pairs = max_pairs
+
+
+def parse_json(body: bytes) -> Any:
+    """The request body as JSON; anything that is not plain JSON (bad UTF-8, syntax, ``NaN``/``Infinity``, nesting
+    too deep for the parser, an integer of more than 4,300 digits) is a 400 naming ``body``."""
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        return json.loads(body, parse_constant=no_constant)
+    except RecursionError:
+        raise RequestError("body", "body is not valid JSON: nested too deeply", 400) from None
+    except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError, so is the digit limit
+        raise RequestError("body", f"body is not valid JSON: {err}", 400) from None
+
+
+def method_pairs(method: str, n: int) -> int:
+    """Ordered pairs the model scores to rank ``n`` candidates with ``method`` (an upper bound for ``sort``).
+
+    The one place the server prices a request; ``/compare`` and ``/score`` are priced by their callers.
+    """
+    if n < 2:
+        return 0 if method != "reference" else 2 * n
+    if method in ("max_logits", "max_wins"):
+        return n * (n - 1)
+    if method == "bubble":
+        return 2 * (n - 1)
+    if method == "reference":
+        return 2 * n
+    if method == "sort":
+        return max_sort_comparisons(n)
+    if method == "knockout":
+        return knockout_comparisons(n)
+    raise ValueError(f"unknown ranking method {method!r}")
+
+
+def _check_cost(pairs: int, field: str, limits: Limits) -> None:
+    if pairs > limits.max_pairs:
+        raise RequestError(
+            field,
+            f"{field}: this request asks for {pairs:,} ordered pairs; this server computes at most "
+            f"{limits.max_pairs:,} per request (split it, or rank with a budgeted aggregation such as 'knockout')",
+            413,
+        )
 
 
 def _field_of(message: str) -> str:
@@ -139,6 +221,9 @@ def rank(rm: PairRM, payload: Any, limits: Limits) -> dict:
     _check(check_same_length, "prompts", prompts, instructions=instructions)
     aggregation = _choice(body, "aggregation", RANKING_METHODS, "max_logits")
     seed = _typed(body, "seed", int, 0)
+    if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise RequestError("seed", f"seed must be between {SEED_RANGE[0]} and {SEED_RANGE[1]}, got {seed}")
+    _check_cost(sum(method_pairs(aggregation, len(c)) for c in candidates), "candidates", limits)
     return_matrix = _typed(body, "return_matrix", bool, False)
     rankings = rm.rank_batch(prompts, candidates, aggregation=aggregation, instructions=instructions, seed=seed)
     out = []
@@ -164,8 +249,13 @@ def compare(rm: PairRM, payload: Any, limits: Limits) -> dict:
     _check(check_same_length, "prompts", prompts, instructions=instructions)
     mode = _choice(body, "mode", COMPARE_MODES, "symmetric")
     temperature = _typed(body, "temperature", (int, float), 1.0)
-    if not temperature > 0:
-        raise RequestError("temperature", f"temperature must be > 0, got {temperature!r}")
+    try:
+        temperature = float(temperature)
+    except OverflowError:  # a JSON integer of hundreds of digits
+        raise RequestError("temperature", "temperature must be a finite number > 0, got a too large integer") from None
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise RequestError("temperature", f"temperature must be a finite number > 0, got {temperature!r}")
+    _check_cost(len(prompts) * (2 if mode == "symmetric" else 1), "prompts", limits)
     logits = rm.compare(prompts, a, b, mode=mode, instructions=instructions)
     proba = win_probability(logits, temperature).astype(np.float32)  # PairRM.compare_proba on the same logits
     return {"logits": _floats(logits), "probabilities": _floats(proba)}
@@ -185,6 +275,7 @@ def score(rm: PairRM, payload: Any, limits: Limits) -> dict:
     instructions = _texts(body, "instructions", limits, required=False)
     _check(check_same_length, "prompts", prompts, instructions=instructions)
     ref_mode = _choice(body, "ref_mode", REF_MODES, "longest")
+    _check_cost(sum(2 * len(c) for c in candidates), "candidates", limits)
     rewards = rm.rank_with_ref(prompts, candidates, ref_mode=ref_mode, references=references, instructions=instructions)
     return {"rewards": [_floats(r) for r in rewards]}
 
@@ -265,26 +356,28 @@ def get_reward(rm: PairRM, payload: Any, limits: Limits) -> dict:
         return {"rewards": [], "scores": [], "extra_logs": {"pairrm_against_label": []}}
     n, sources, responses = len(request.queries), request.sources, request.responses
     labels, use_label = request.labels, request.use_label
-    rewards = [0.0] * n
     labelled = [k for k in range(n) if use_label[k]]
+    groups: dict[str, list[int]] = {}
+    for k in range(n):
+        if not use_label[k]:
+            groups.setdefault(sources[k], []).append(k)
+    # every check before any compute
+    for members in groups.values():
+        if len(members) > limits.max_candidates:
+            raise RequestError(
+                "query",
+                f"{len(members)} responses share prompts[{members[0]}]; this server compares at most "
+                f"{limits.max_candidates} per prompt",
+            )
+    _check_cost(2 * len(labelled) + sum(method_pairs("max_logits", len(m)) for m in groups.values()), "query", limits)
+    rewards = [0.0] * n
     if labelled:
         values = rm.rank_with_ref(
             [sources[k] for k in labelled], [[responses[k]] for k in labelled], references=[labels[k] for k in labelled]
         )
         for k, v in zip(labelled, values):
             rewards[k] = float(v[0])
-    grouped = [k for k in range(n) if not use_label[k]]
-    if grouped:
-        groups: dict[str, list[int]] = {}
-        for k in grouped:
-            groups.setdefault(sources[k], []).append(k)
-        for members in groups.values():
-            if len(members) > limits.max_candidates:
-                raise RequestError(
-                    "query",
-                    f"{len(members)} responses share prompts[{members[0]}]; this server compares at most "
-                    f"{limits.max_candidates} per prompt",
-                )
+    if groups:
         order = [k for members in groups.values() for k in members]  # contiguous runs of equal prompts
         values = group_rewards(rm, [sources[k] for k in order], [responses[k] for k in order])
         for k, v in zip(order, values):
@@ -293,6 +386,80 @@ def get_reward(rm: PairRM, payload: Any, limits: Limits) -> dict:
         "rewards": rewards,
         "scores": list(rewards),
         "extra_logs": {"pairrm_against_label": [1.0 if u else 0.0 for u in use_label]},
+    }
+
+
+def request_schemas(limits: Limits) -> dict[str, dict]:
+    """JSON Schema of each endpoint's request body under ``limits`` (what ``/openapi.json`` declares).
+
+    The schemas describe the shape; the checks above are the rule (e.g. equal lengths, the cost limit), and they
+    answer with the field that breaks it.
+    """
+    text = {"type": "string"}
+    texts = {"type": "array", "items": text, "minItems": 1, "maxItems": limits.max_items}
+    candidate_lists = {
+        "type": "array",
+        "items": {"type": "array", "items": text, "minItems": 1, "maxItems": limits.max_candidates},
+        "minItems": 1,
+        "maxItems": limits.max_items,
+    }
+
+    def obj(description: str, required: list[str], properties: dict, closed: bool = True) -> dict:
+        return {
+            "type": "object",
+            "description": description,
+            "required": required,
+            "properties": properties,
+            "additionalProperties": not closed,
+        }
+
+    return {
+        "rank": obj(
+            "Rank each prompt's candidates (PairRM.rank_batch); at most "
+            f"{limits.max_pairs} ordered pairs per request (413 beyond).",
+            ["prompts", "candidates"],
+            {
+                "prompts": texts,
+                "candidates": candidate_lists,
+                "aggregation": {"enum": list(RANKING_METHODS), "default": "max_logits"},
+                "instructions": texts,
+                "seed": {"type": "integer", "minimum": SEED_RANGE[0], "maximum": SEED_RANGE[1], "default": 0},
+                "return_matrix": {"type": "boolean", "default": False},
+            },
+        ),
+        "compare": obj(
+            "Logits and probabilities that candidates_a[k] beats candidates_b[k] (PairRM.compare).",
+            ["prompts", "candidates_a", "candidates_b"],
+            {
+                "prompts": texts,
+                "candidates_a": texts,
+                "candidates_b": texts,
+                "mode": {"enum": list(COMPARE_MODES), "default": "symmetric"},
+                "temperature": {"type": "number", "exclusiveMinimum": 0, "default": 1.0},
+                "instructions": texts,
+            },
+        ),
+        "score": obj(
+            "Rewards of each candidate against its prompt's reference (PairRM.rank_with_ref).",
+            ["prompts", "candidates"],
+            {
+                "prompts": texts,
+                "candidates": candidate_lists,
+                "references": texts,
+                "ref_mode": {"enum": list(REF_MODES), "default": "longest"},
+                "instructions": texts,
+            },
+        ),
+        "get_reward": obj(
+            "OpenRLHF's remote reward protocol (other fields are ignored).",
+            ["query"],
+            {
+                "query": texts,
+                "prompts": texts,
+                "labels": {"type": "array", "items": {"type": ["string", "null"]}, "maxItems": limits.max_items},
+            },
+            closed=False,
+        ),
     }
 
 

@@ -32,7 +32,7 @@ class PairRMService:
         max_batch_pairs: see :class:`~pairrm_hf.serve.batcher.PairBatcher`.
         batching: see :class:`~pairrm_hf.serve.batcher.PairBatcher`.
         limits: per-request bounds (:class:`~pairrm_hf.serve.protocol.Limits`).
-        model_name: what ``/health`` reports.
+        model_name: what ``/health`` reports (a local folder by its last part, never its full path).
     """
 
     def __init__(
@@ -50,11 +50,12 @@ class PairRMService:
             rm.engine, max_wait_ms=max_wait_ms, max_batch_pairs=max_batch_pairs, batching=batching
         )
         self.limits = limits or Limits()
-        self.model_name = model_name or str(getattr(rm.model, "name_or_path", "") or "pairrm")
+        self.model_name = _public_name(model_name or str(getattr(rm.model, "name_or_path", "") or "pairrm"))
         self.started = time.time()
         self._lock = threading.Lock()
         self._requests: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         self._latency: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=2048))
+        self._latency_total: dict[str, list] = defaultdict(lambda: [0, 0.0])  # count, seconds: all 200s so far
 
     @classmethod
     def from_pretrained(
@@ -100,6 +101,9 @@ class PairRMService:
             self._requests[endpoint][status] += 1
             if status == 200:
                 self._latency[endpoint].append(seconds)
+                total = self._latency_total[endpoint]
+                total[0] += 1
+                total[1] += seconds
 
     def health(self) -> dict:
         """What ``/health`` returns."""
@@ -115,7 +119,8 @@ class PairRMService:
         }
 
     def metrics(self) -> dict:
-        """What ``/metrics`` returns: requests by endpoint and status, latency percentiles, batcher counters."""
+        """What ``/metrics`` returns: requests by endpoint and status, latency percentiles (``count`` recent ones;
+        ``total``/``sum_s`` over all successful requests so far), batcher counters."""
         with self._lock:
             requests = {e: {str(s): n for s, n in by.items()} for e, by in self._requests.items()}
             latency = {}
@@ -125,6 +130,8 @@ class PairRMService:
                     "count": len(ms),
                     "p50_ms": float(np.percentile(ms, 50)),
                     "p99_ms": float(np.percentile(ms, 99)),
+                    "total": self._latency_total[endpoint][0],
+                    "sum_s": self._latency_total[endpoint][1],
                 }
         return {
             "uptime_s": time.time() - self.started,
@@ -136,3 +143,8 @@ class PairRMService:
     def close(self) -> None:
         """Stop the batcher thread."""
         self.batcher.close()
+
+
+def _public_name(model: str) -> str:
+    # a Hub id is public; a local folder's full path tells a caller about the machine, its last part does not
+    return os.path.basename(os.path.normpath(model)) if os.path.isdir(model) else model

@@ -36,7 +36,8 @@ class PairRMRemoteReward(PairRMReward):
         baseline_fn: as for :class:`PairRMReward` (it runs here, in the trainer process).
         name: as for :class:`PairRMReward`.
         api_key: the server's bearer token (default: ``$PAIRRM_API_KEY``).
-        timeout: seconds per HTTP request.
+        timeout: seconds one reward call may take, retries included (see
+            :class:`~pairrm_hf.serve.client.RemotePairRM`).
 
     Many trainer processes can share one server; the server batches their concurrent calls together.
     :meth:`as_async` gives the same reward as an ``async`` function, which TRL's ``GRPOTrainer`` awaits
