@@ -253,7 +253,7 @@ def test_eval_main_preference_and_ranking(tiny_hf_dir, tmp_path, capsys):
 
 
 def test_selection_tradeoff_takes_every_ranking_method(tiny_rm):
-    from pairrm_hf.ranking.schedules import RANKING_METHODS
+    from pairrm_hf.ranking.methods import RANKING_METHODS
 
     table = selection_tradeoff(tiny_rm, PROMPTS, CANDS, ref_scores=SCORES, aggregations=RANKING_METHODS, budgets=(1.0,))
     rows = {r["aggregation"]: r for r in table}

@@ -16,14 +16,14 @@ Python's shortest round-trip repr, so a client gets the float32/float64 values b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
 
+from ..ranking.methods import RANKING_METHODS
 from ..ranking.ranker import COMPARE_MODES, REF_MODES, PairRM
 from ..ranking.rewards import group_rewards, win_probability
-from ..ranking.schedules import RANKING_METHODS
 from ..utils.checks import check_candidate_lists, check_same_length, check_texts
 
 __all__ = ["ENDPOINTS", "LABEL_MODES", "Limits", "RequestError", "get_reward"]
@@ -103,7 +103,7 @@ def _candidate_lists(body: Mapping, name: str, limits: Limits) -> list[list[str]
     return lists
 
 
-def _choice(body: Mapping, name: str, choices: tuple[str, ...], default: str) -> str:
+def _choice(body: Mapping, name: str, choices: Collection[str], default: str) -> str:
     value = body.get(name, default)
     if value not in choices:
         raise RequestError(name, f"{name} must be one of {list(choices)}, got {value!r}")
