@@ -154,10 +154,10 @@ def register_ranking_method(
         raise TypeError("run and cost must be callables: run(batch) -> list[MethodResult], cost(n) -> int")
     if not isinstance(description, str) or not description.strip():
         raise ValueError("description must be a non-empty str (one line for --help and the docs)")
-    if name in _BUILT_IN or (name in _REGISTRY and not replace):
-        raise ValueError(
-            f"ranking method {name!r} is already registered" + ("" if name in _BUILT_IN else "; pass replace=True")
-        )
+    if name in _BUILT_IN:
+        raise ValueError(f"{name!r} is a built-in ranking method and cannot be replaced; pick another name")
+    if name in _REGISTRY and not replace:
+        raise ValueError(f"ranking method {name!r} is already registered; pass replace=True to replace it")
     method = RankingMethod(name, run, cost, description.strip(), matrix_scores)
     _REGISTRY[name] = method
     return method
