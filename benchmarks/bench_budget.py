@@ -2,7 +2,7 @@
 
 It trains a tiny PairRM (``train_pairrm`` from a random tiny checkpoint, linear schedule with warm-up, the recipe
 of the ranker learning tests) on a noisy synthetic preference rule, then ranks ``n`` candidates per prompt with
-every ranking method of :data:`pairrm_hf.ranking.schedules.RANKING_METHODS` and reports, against that model's own full
+every ranking method of :data:`pairrm_hf.ranking.methods.RANKING_METHODS` and reports, against that model's own full
 ``max_logits`` ranking: top-1 agreement (the schedule's best is a rank-1 candidate of the full ranking), mean
 Kendall tau-b of the scores and the ordered pairs scored per input. ``--int8`` also reports the decision flips of
 ``quantize="int8"`` on the same data. Run from the repository root (about 10 minutes on 2 CPU threads)::
@@ -30,7 +30,7 @@ import torch
 
 from pairrm_hf import PairRM
 from pairrm_hf.evaluation.metrics import kendall_tau
-from pairrm_hf.ranking.schedules import RANKING_METHODS
+from pairrm_hf.ranking.methods import RANKING_METHODS
 from pairrm_hf.testing import build_tiny_pairrm
 from pairrm_hf.training import train_pairrm
 

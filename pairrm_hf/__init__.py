@@ -11,10 +11,11 @@ from .models.modeling_pairrm import DebertaV2PairRM, PairRMOutput
 from .models.modeling_summareranker import SummaReranker, SummaRerankerConfig
 from .pipelines import GenerativeFusionPipeline, PairwiseRankingPipeline  # registers the pipeline tasks
 from .ranking.aggregation import competition_ranks, scores_from_matrix
+from .ranking.methods import RANKING_METHODS, register_ranking_method
 from .ranking.precision import PrecisionReport, check_precision
 from .ranking.preferences import preference_pairs
 from .ranking.ranker import PairRM, RankedCandidate, Ranking
-from .ranking.schedules import RANKING_METHODS, merge_sort_rank
+from .ranking.schedules import merge_sort_rank
 from .tokenization.tokenization_pairrm import PairEncoder, PairLengths, load_pairrm_tokenizer
 from .utils.version import __version__ as __version__
 
@@ -87,6 +88,7 @@ __all__ = [
     "PrecisionReport",
     "check_precision",
     "RANKING_METHODS",
+    "register_ranking_method",
     "merge_sort_rank",
     *_LAZY,
 ]

@@ -69,14 +69,16 @@ class Blender:
             raise RuntimeError("no ranker loaded: call Blender.loadranker(path_or_id) first")
         return self.ranker
 
-    def _with_batch(self, batch_size: int | None, disable_tqdm: bool = True):
+    def _with_batch(self, batch_size: int | None, disable_tqdm: bool = True) -> PairRM:
+        """A view of the ranker with this call's batch size and progress bar; the ranker itself (possibly the
+        process-wide ``shared_pairrm``) keeps its options."""
         ranker = self._need_ranker()
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        changes = {"show_progress": not disable_tqdm}
         if batch_size is not None:
-            if not isinstance(batch_size, int) or batch_size < 1:
-                raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-            ranker.engine.batch_size = batch_size
-        ranker.engine.show_progress = not disable_tqdm
-        return ranker
+            changes["batch_size"] = batch_size
+        return ranker.with_options(**changes)
 
     def rank(
         self,

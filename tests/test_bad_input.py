@@ -62,7 +62,7 @@ def blender(tiny_rm):
         ),
         (lambda rm: rm.rank_with_ref(["a"], [["x"]], references=["r", "s"]), ValueError, "references has 2 items"),
         (lambda rm: rm.rank_with_ref(["a"], [["x"]], ref_mode="random"), ValueError, "ref_mode must be one of"),
-        (lambda rm: rm.best_of_n(["a"], [["x"]], method="tournament"), ValueError, "method must be 'bubble' or 'full'"),
+        (lambda rm: rm.best_of_n(["a"], [["x"]], method="tournament"), ValueError, "method must be 'full' or one of"),
         (
             lambda rm: rm.compare_conversations(
                 [[{"role": "user", "content": "q"}]], [[{"role": "user", "content": "q"}]]

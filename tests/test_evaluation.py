@@ -10,7 +10,6 @@ import pytest
 
 from pairrm_hf.cli.eval_command import eval_main
 from pairrm_hf.evaluation.metrics import (
-    _partial_scores,
     accuracy_from_margins,
     beat_percent,
     gpt_rank,
@@ -21,7 +20,7 @@ from pairrm_hf.evaluation.metrics import (
     selection_tradeoff,
     top_k_percent,
 )
-from pairrm_hf.ranking.aggregation import scores_from_matrix
+from pairrm_hf.ranking.aggregation import partial_scores, scores_from_matrix
 
 # ------------------------------------------------------------------------------------------------ hand-computed
 
@@ -109,12 +108,12 @@ def test_partial_scores_with_every_pair_rank_like_full_matrix():
     np.fill_diagonal(c, 0)
     pairs = [(i, j) for i in range(5) for j in range(i + 1, 5)]
     # every candidate met 4 others: max_logits differs by the constant n/(n-1), max_wins counts 4 games not 8
-    assert _partial_scores(c, pairs, "max_logits") == pytest.approx(
+    assert partial_scores(c, pairs, "max_logits") == pytest.approx(
         scores_from_matrix(c, "max_logits") * 5 / 4, abs=1e-5
     )
-    assert _partial_scores(c, pairs, "max_wins") == pytest.approx(scores_from_matrix(c, "max_wins") * 2, abs=1e-6)
+    assert partial_scores(c, pairs, "max_wins") == pytest.approx(scores_from_matrix(c, "max_wins") * 2, abs=1e-6)
     # one observed pair: only those two candidates move, by ±(C[0,1] − C[1,0])
-    one = _partial_scores(c, [(0, 1)], "max_logits")
+    one = partial_scores(c, [(0, 1)], "max_logits")
     d = float(c[0, 1] - c[1, 0])
     assert one == pytest.approx([d, -d, 0, 0, 0])
 
@@ -253,7 +252,7 @@ def test_eval_main_preference_and_ranking(tiny_hf_dir, tmp_path, capsys):
 
 
 def test_selection_tradeoff_takes_every_ranking_method(tiny_rm):
-    from pairrm_hf.ranking.schedules import RANKING_METHODS
+    from pairrm_hf.ranking.methods import RANKING_METHODS
 
     table = selection_tradeoff(tiny_rm, PROMPTS, CANDS, ref_scores=SCORES, aggregations=RANKING_METHODS, budgets=(1.0,))
     rows = {r["aggregation"]: r for r in table}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pairrm_hf.ranking.methods import RANKING_METHODS
 from pairrm_hf.ranking.schedules import (
-    RANKING_METHODS,
     knockout_comparisons,
     knockout_finalists,
     knockout_lucky_losers,

@@ -16,8 +16,8 @@ from ..checkpoints.loading import DEFAULT_MODEL
 from ..jobs.io import InputError
 from ..jobs.tasks import LABEL_STRATEGIES, TaskSpec
 from ..ranking.inputs import INPUT_FORMATS
+from ..ranking.methods import RANKING_METHODS
 from ..ranking.ranker import REF_MODES
-from ..ranking.schedules import RANKING_METHODS
 from ..utils.version import __version__
 from .distill_command import add_distill_parser, distill_command
 from .serve_command import add_serve_parsers, demo_command, serve_command  # servers import lazily
@@ -121,6 +121,12 @@ def _add_job_options(parser: argparse.ArgumentParser, required_input: bool = Tru
     _add_model_options(parser)
 
 
+def _methods_help() -> str:
+    # read when the parser is built, so methods registered before main() runs are listed with the built-ins
+    lines = "; ".join(f"{m.name}: {m.description}" for m in RANKING_METHODS.values())
+    return f"ranking method (default: %(default)s). {lines}".replace("%", "%%").replace("%%(default)s", "%(default)s")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``pairrm`` command."""
     parser = _Parser(prog="pairrm", description="Rank, compare, score and label LLM answers with PairRM.")
@@ -138,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--candidates", nargs="+", help="candidate answers for --prompt")
     rank.add_argument("--json", action="store_true", help="with --prompt: print JSON instead of a table")
     rank.add_argument("--candidates-column", default="candidates", help="default: %(default)s")
-    rank.add_argument("--aggregation", default="max_logits", choices=RANKING_METHODS)
+    rank.add_argument("--aggregation", default="max_logits", choices=RANKING_METHODS, help=_methods_help())
     rank.add_argument("--seed", type=int, default=0, help="seed of the bubble aggregation")
 
     compare = sub.add_parser(
@@ -175,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_options(label)
     label.add_argument("--candidates-column", default="candidates", help="default: %(default)s")
     label.add_argument("--strategy", default="best_vs_worst", choices=list(LABEL_STRATEGIES))
-    label.add_argument("--aggregation", default="max_logits", choices=RANKING_METHODS)
+    label.add_argument("--aggregation", default="max_logits", choices=RANKING_METHODS, help=_methods_help())
     label.add_argument("--seed", type=int, default=0, help="seed of best_vs_random and bubble")
 
     merge = sub.add_parser(

@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from ..ranking.aggregation import competition_ranks, scores_from_matrix
+from ..ranking.aggregation import competition_ranks
 from ..ranking.inputs import preference_texts
-from ..ranking.schedules import RANKING_METHODS
+from ..ranking.methods import RANKING_METHODS
 
 __all__ = [
     "kendall_tau",
@@ -244,34 +244,11 @@ def rank_correlations(pred_ranks: Sequence[Sequence[float]], ref_ranks: Sequence
 
 
 # ---------------------------------------------------------------------------------------------- selection trade-off
-def _partial_scores(matrix: np.ndarray, pairs: list[tuple[int, int]], aggregation: str) -> np.ndarray:
-    """Scores from only the observed unordered pairs (both orders each), normalised per candidate by how often it
-    was compared; with every pair observed the ranks equal :func:`scores_from_matrix`'s."""
-    n = matrix.shape[0]
-    total, degree = np.zeros(n), np.zeros(n)
-    for i, j in pairs:
-        d = float(matrix[i, j] - matrix[j, i])
-        if aggregation == "max_logits":
-            total[i] += d
-            total[j] -= d
-        else:  # max_wins: each ordered comparison is one game
-            # int(): numpy bools add as logical or
-            total[i] += int(matrix[i, j] > 0) + int(matrix[j, i] < 0)
-            total[j] += int(matrix[j, i] > 0) + int(matrix[i, j] < 0)
-        degree[i] += 1
-        degree[j] += 1
-    return total / np.maximum(degree, 1)
-
-
 def _summary(selected: list[int], ranks: list[np.ndarray], scores: list[np.ndarray] | None) -> dict[str, float]:
     row = {"gpt_rank": gpt_rank(selected, ranks), "top1_percent": top_k_percent(selected, ranks, 1)}
     if scores is not None:
         row["mean_ref_score"] = float(np.mean([s[i] for s, i in zip(scores, selected)]))
     return row
-
-
-#: Methods that aggregate a (partial) comparison matrix, so :func:`selection_tradeoff` can sweep their budget.
-_MATRIX_METHODS = ("max_logits", "max_wins")
 
 
 def selection_tradeoff(
@@ -291,8 +268,9 @@ def selection_tradeoff(
 
     The model scores every ordered pair once (``rm.comparison_matrices``); ``max_logits``/``max_wins`` at budget
     fraction ``f`` then use a seeded random ``f`` share of the unordered pairs (both orders each, at least one pair),
-    so ``f = 1`` is the full ranking. The budgeted schedules of :data:`~pairrm_hf.ranking.schedules.RANKING_METHODS`
-    (``bubble``, ``reference``, ``sort``, ``knockout``) run through ``rm.rank_batch`` at their own cost.
+    so ``f = 1`` is the full ranking; that holds for every method of
+    :data:`~pairrm_hf.ranking.methods.RANKING_METHODS` with ``matrix_scores``. The others (``bubble``,
+    ``reference``, ``sort``, ``knockout``, and methods you register) run through ``rm.rank_batch`` at their own cost.
     Two reference rows frame the table: ``random`` (the expected value of a uniform pick, 0 comparisons) and
     ``oracle`` (the best reference candidate). Each row: ``aggregation``, ``budget``, ``comparisons`` (mean ordered
     pairs per example), ``gpt_rank``, ``top1_percent`` and, with ``ref_scores``, ``mean_ref_score``.
@@ -304,7 +282,7 @@ def selection_tradeoff(
             raise ValueError(f"budgets must be fractions in (0, 1], got {b!r}")
     unknown = [a for a in aggregations if a not in RANKING_METHODS]
     if unknown:
-        raise ValueError(f"aggregations must be among {RANKING_METHODS}; got {unknown}")
+        raise ValueError(f"aggregations must be among {tuple(RANKING_METHODS)}; got {unknown}")
     scores = _ranks_list("ref_scores", ref_scores) if ref_scores is not None else None
     ranks = [ranks_from_scores(s) for s in scores] if scores is not None else _ranks_list("ref_ranks", ref_ranks)
     for k, (r, c) in enumerate(zip(ranks, candidates)):
@@ -323,7 +301,7 @@ def selection_tradeoff(
     if scores is not None:
         rand["mean_ref_score"] = float(np.mean([s.mean() for s in scores]))
     rows.append(rand)
-    full = [a for a in aggregations if a in _MATRIX_METHODS]
+    full = [a for a in aggregations if RANKING_METHODS[a].matrix_scores is not None]
     if full:
         matrices = rm.comparison_matrices(prompts, candidates, instructions=instructions, input_format=input_format)
         rng = np.random.default_rng(seed)
@@ -338,7 +316,7 @@ def selection_tradeoff(
             for agg in full:
                 selected = []
                 for matrix, pairs in zip(matrices, chosen_pairs):
-                    s = scores_from_matrix(matrix, agg) if budget == 1 else _partial_scores(matrix, pairs, agg)
+                    s = RANKING_METHODS[agg].matrix_scores(matrix, None if budget == 1 else pairs)
                     selected.append(int(np.argmax(s)))
                 comps = float(np.mean([2 * len(p) for p in chosen_pairs]))
                 rows.append(
@@ -349,14 +327,14 @@ def selection_tradeoff(
                         **_summary(selected, ranks, scores),
                     }
                 )
-    for agg in (a for a in aggregations if a not in _MATRIX_METHODS):
+    for agg in (a for a in aggregations if a not in full):
         # A budgeted schedule (bubble, reference, sort, knockout) spends its own number of comparisons.
         rankings = rm.rank_batch(
             prompts, candidates, aggregation=agg, instructions=instructions, seed=seed, input_format=input_format
         )
         selected = [int(np.argmin(r.ranks)) for r in rankings]
         comps = float(np.mean([r.comparisons for r in rankings]))
-        full_comps = float(np.mean([len(c) * (len(c) - 1) for c in candidates]))
+        full_comps = float(np.mean([RANKING_METHODS["max_logits"].cost(len(c)) for c in candidates]))
         rows.append(
             {
                 "aggregation": agg,

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..checkpoints.loading import DEFAULT_MODEL
+from ..ranking.methods import get_ranking_method
 from ..ranking.ranker import shared_pairrm
 from ..utils.version import __version__
 from .io import (
@@ -49,7 +50,7 @@ from .io import (
 from .locks import JobLock
 from .tasks import RowError, TaskSpec, prepare_row, run_task
 
-__all__ = ["JobConfig", "run_job", "merge_job", "parts_dir", "job_id"]
+__all__ = ["JobConfig", "run_job", "merge_job", "parts_dir", "job_id", "expected_pairs"]
 
 MANIFEST_VERSION = 2
 #: Bytes of each weights file hashed for the model's identity: its start, middle and end (weights are GBs;
@@ -371,20 +372,15 @@ def _write_rejects(cfg: JobConfig, problems: list[RowProblem]) -> str | None:
     return path
 
 
-def _expected_pairs(spec: TaskSpec, item: dict) -> int:
-    """Ordered pairs one row asks the engine for (the progress bar's unit); ``sort`` gives its upper bound."""
-    from ..ranking.schedules import max_sort_comparisons
-
+def expected_pairs(spec: TaskSpec, item: dict) -> int:
+    """Ordered pairs one prepared row moves the progress bar by: the registered ranking method's cost for ``rank``
+    and ``label`` (exact for a pairwise model, see :mod:`pairrm_hf.ranking.methods`), 2n for ``score``."""
     if spec.task == "compare":
         return 2 if spec.compare_mode == "symmetric" else 1
     n = len(item["candidates"])
-    if spec.task == "score" or spec.aggregation == "reference":
+    if spec.task == "score":
         return 2 * n
-    if spec.aggregation == "bubble":
-        return 2 * (n - 1)
-    if spec.aggregation == "sort":
-        return max_sort_comparisons(n)
-    return n * (n - 1)
+    return int(get_ranking_method(spec.aggregation).cost(n))
 
 
 def _progress_bar(cfg: JobConfig, total: int, position: int):
@@ -485,12 +481,13 @@ class _ChunkRunner:
     def _compute(self, k: int) -> None:
         cfg, summary = self.cfg, self.summary
         if self.rm is None:
-            self.rm = _load_model(cfg, self.state)
+            shared = _load_model(cfg, self.state)
             total = sum(
-                _expected_pairs(cfg.spec, self.items[i]) for c in self.todo for i in self._rows(c) if i in self.items
+                expected_pairs(cfg.spec, self.items[i]) for c in self.todo for i in self._rows(c) if i in self.items
             )
             self.bar = _progress_bar(cfg, total, self.proc)
-            self.rm.engine.progress_callback = self.bar.update
+            # a view: the process-wide model keeps its options (other jobs and map workers share it)
+            self.rm = shared.with_options(progress_callback=self.bar.update)
         indices = [i for i in self._rows(k) if i in self.items]
         outputs, pairs = run_task(self.rm, cfg.spec, [self.items[i] for i in indices], indices)
         summary["pairs"] += pairs
@@ -507,10 +504,8 @@ class _ChunkRunner:
         summary["rows_computed"] += len(self._rows(k))
 
     def close(self) -> None:
-        if self.rm is not None:
-            self.rm.engine.progress_callback = None
         if self.bar is not None:
-            if self.bar.n != self.bar.total:  # chunks another process did, or fewer merge-sort pairs than the bound
+            if self.bar.n != self.bar.total:  # chunks another process did, or a model that scores candidates alone
                 self.bar.total = self.bar.n
                 self.bar.refresh()
             self.bar.close()

@@ -55,8 +55,8 @@ class TaskSpec:
     input_format: str = "auto"
 
     def __post_init__(self):
+        from ..ranking.methods import RANKING_METHODS
         from ..ranking.ranker import COMPARE_MODES, REF_MODES
-        from ..ranking.schedules import RANKING_METHODS
 
         for name, value, allowed in [
             ("task", self.task, TASKS),
@@ -66,7 +66,7 @@ class TaskSpec:
             ("strategy", self.strategy, LABEL_STRATEGIES),
             ("input_format", self.input_format, INPUT_FORMATS),
         ]:
-            if value not in allowed:
+            if value not in allowed:  # RANKING_METHODS is read now: methods registered after import count
                 raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
 
     def to_dict(self) -> dict:

@@ -20,7 +20,6 @@ the DataLoader gathers ``batch_size`` inputs, ``_forward`` ranks them in one cal
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -30,9 +29,9 @@ import numpy as np
 from ..checkpoints.loading import save_pairrm
 from ..ranking.aggregation import competition_ranks
 from ..ranking.inputs import check_input_format, is_messages
+from ..ranking.methods import RANKING_METHODS
 from ..ranking.ranker import REF_MODES, PairRM
 from ..ranking.rewards import win_probability
-from ..ranking.schedules import RANKING_METHODS
 from ..tokenization.tokenization_pairrm import PairLengths, restore_sentencepiece_normalizer
 from ..utils.checks import check_top_k
 from ._batching import InputBatchPipeline, check_positive_int
@@ -40,7 +39,7 @@ from ._inputs import CallForm, RankItem, call_form, rank_item
 
 __all__ = ["PairwiseRankingPipeline", "AGGREGATIONS"]
 
-#: The ranking methods the pipeline accepts: the package's one list.
+#: The ranking methods the pipeline accepts: the package's one registry (read-only, by name).
 AGGREGATIONS = RANKING_METHODS
 _PRE = ("input_format",)
 _FORWARD = ("aggregation", "reference", "seed", "pair_batch_size")
@@ -75,7 +74,8 @@ class PairwiseRankingPipeline(InputBatchPipeline):
 
     Parameters (at construction or per call):
 
-    * ``aggregation``: one of :data:`pairrm_hf.ranking.schedules.RANKING_METHODS` (default ``max_logits``);
+    * ``aggregation``: a method of :data:`pairrm_hf.ranking.methods.RANKING_METHODS` (default ``max_logits``;
+      methods added with ``register_ranking_method`` work too);
     * ``top_k``: keep the best k (a positive int, at most the input's candidate count, else ``ValueError``);
     * ``return_scores`` (default True);
     * ``reference``: ``True`` or a mode of :data:`pairrm_hf.ranking.ranker.REF_MODES`: score each candidate against a
@@ -120,7 +120,7 @@ class PairwiseRankingPipeline(InputBatchPipeline):
             raise TypeError(f"pairwise-ranking got unexpected parameters {sorted(unknown)}; expected some of {_PARAMS}")
         given = {k: v for k, v in kwargs.items() if v is not None}
         if "aggregation" in given and given["aggregation"] not in RANKING_METHODS:
-            raise ValueError(f"aggregation must be one of {RANKING_METHODS}, got {given['aggregation']!r}")
+            raise ValueError(f"aggregation must be one of {tuple(RANKING_METHODS)}, got {given['aggregation']!r}")
         reference = given.get("reference")
         if reference not in (None, True, False) and reference not in REF_MODES:
             raise ValueError(f"reference must be True or one of {REF_MODES}, got {reference!r}")
@@ -177,12 +177,9 @@ class PairwiseRankingPipeline(InputBatchPipeline):
 
     def _ranker_for(self, pair_batch_size: int | None) -> PairRM:
         """``self.ranker``, or a view of it with another pair batch (same model and encoder; nothing is changed)."""
-        if pair_batch_size is None or pair_batch_size == self.ranker.engine.batch_size:
+        if pair_batch_size is None or pair_batch_size == self.ranker.options.batch_size:
             return self.ranker
-        view = copy.copy(self.ranker)
-        view.engine = copy.copy(self.ranker.engine)
-        view.engine.batch_size = pair_batch_size
-        return view
+        return self.ranker.with_options(batch_size=pair_batch_size)
 
     # ----------------------------------------------------------------------------------- saving
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:

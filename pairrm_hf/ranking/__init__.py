@@ -1,2 +1,3 @@
-"""The ranking core: the input rule, the batched engine, comparison schedules, aggregation, reward arithmetic and
-the :class:`~pairrm_hf.PairRM` API that every surface calls."""
+"""The ranking core: the input rule, the batched engine and its options, comparison schedules, the registry of
+ranking methods (:mod:`~pairrm_hf.ranking.methods`), aggregation, reward arithmetic and the
+:class:`~pairrm_hf.PairRM` API that every surface calls."""

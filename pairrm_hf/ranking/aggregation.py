@@ -6,12 +6,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-__all__ = ["AGGREGATIONS", "scores_from_matrix", "competition_ranks", "topk_indices"]
+__all__ = ["scores_from_matrix", "partial_scores", "competition_ranks", "topk_indices"]
 
-#: Aggregations available for a full comparison matrix (``bubble`` is a schedule, see ``PairRM.rank``).
-AGGREGATIONS = ("max_logits", "max_wins")
+_MATRIX_AGGREGATIONS = ("max_logits", "max_wins")
 
 
 def scores_from_matrix(matrix: np.ndarray, aggregation: str = "max_logits") -> np.ndarray:
@@ -33,7 +34,28 @@ def scores_from_matrix(matrix: np.ndarray, aggregation: str = "max_logits") -> n
         off = ~np.eye(n, dtype=bool)
         wins = ((c > 0) & off).sum(axis=1) + ((c.T < 0) & off).sum(axis=1)
         return (wins / (2 * (n - 1))).astype(np.float32)
-    raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    raise ValueError(f"aggregation must be one of {_MATRIX_AGGREGATIONS}, got {aggregation!r}")
+
+
+def partial_scores(matrix: np.ndarray, pairs: Sequence[tuple[int, int]], aggregation: str = "max_logits") -> np.ndarray:
+    """Scores from only the observed unordered ``pairs`` (both orders each), normalised per candidate by how often
+    it was compared; with every pair observed the ranks equal :func:`scores_from_matrix`'s."""
+    if aggregation not in _MATRIX_AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {_MATRIX_AGGREGATIONS}, got {aggregation!r}")
+    n = matrix.shape[0]
+    total, degree = np.zeros(n), np.zeros(n)
+    for i, j in pairs:
+        d = float(matrix[i, j] - matrix[j, i])
+        if aggregation == "max_logits":
+            total[i] += d
+            total[j] -= d
+        else:  # max_wins: each ordered comparison is one game
+            # int(): numpy bools add as logical or
+            total[i] += int(matrix[i, j] > 0) + int(matrix[j, i] < 0)
+            total[j] += int(matrix[j, i] > 0) + int(matrix[i, j] < 0)
+        degree[i] += 1
+        degree[j] += 1
+    return total / np.maximum(degree, 1)
 
 
 def competition_ranks(scores: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from ..tokenization.tokenization_pairrm import DualEncoder, PairEncoder, PointEn
 from ..utils.devices import resolve_device, resolve_dtype
 from .quantization import check_quantize, quantize_int8
 
-__all__ = ["EncodedExample", "NonFiniteLogitsError", "PairwiseEngine"]
+__all__ = ["EncodedExample", "EngineOptions", "NonFiniteLogitsError", "PairwiseEngine"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,41 @@ class EncodedExample:
     candidate_keys: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    """How an engine cuts and reports its work; none of it changes a logit beyond float rounding of the batching.
+
+    Frozen: a caller who wants other options takes a view (:meth:`PairwiseEngine.with_options`,
+    :meth:`pairrm_hf.PairRM.with_options`) instead of changing an engine that others may share.
+
+    Attributes:
+        batch_size: most rows per forward pass.
+        max_batch_tokens: most padded tokens (rows × longest row) per forward pass; ``None`` = no limit.
+        autocast_dtype: run the forward under ``torch.autocast`` in this dtype (e.g. bf16 on CPU); logits are fp32.
+        show_progress: show a tqdm bar over the rows of each call.
+        progress_callback: called after every forward batch with the number of requested ordered pairs it answered
+            (pairs that share one row count once each); the ``pairrm`` command moves its progress bar with it.
+    """
+
+    batch_size: int = 16
+    max_batch_tokens: int | None = None
+    autocast_dtype: torch.dtype | None = None
+    show_progress: bool = False
+    progress_callback: Callable[[int], None] | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
+        if self.max_batch_tokens is not None and (
+            not isinstance(self.max_batch_tokens, int) or self.max_batch_tokens < 1
+        ):
+            raise ValueError(f"max_batch_tokens must be a positive int or None, got {self.max_batch_tokens!r}")
+        # accept the names resolve_dtype knows ("bf16", "bfloat16", ...) and store the torch dtype
+        object.__setattr__(self, "autocast_dtype", resolve_dtype(self.autocast_dtype))
+        if self.progress_callback is not None and not callable(self.progress_callback):
+            raise TypeError(f"progress_callback must be callable or None, got {type(self.progress_callback).__name__}")
+
+
 class PairwiseEngine:
     """Runs a :class:`DebertaV2PairRM` over ordered candidate pairs in length-bucketed batches.
 
@@ -80,6 +115,10 @@ class PairwiseEngine:
             :mod:`pairrm_hf.models.attention`); ``None`` keeps the model's setting (``"fused"`` unless changed).
         quantize: ``"int8"`` runs the linear layers as dynamically quantized int8 on CPU (see
             :mod:`pairrm_hf.ranking.quantization`); the fp32 model is kept as ``reference_model`` for reference runs.
+
+    ``batch_size``, ``max_batch_tokens``, ``autocast_dtype`` and ``show_progress`` form the engine's
+    :class:`EngineOptions` (``engine.options``, read-only). :meth:`with_options` gives a view with other options that
+    shares the model, encoder and compiled module; nothing a caller does to a view reaches the engine it came from.
     """
 
     def __init__(
@@ -97,10 +136,7 @@ class PairwiseEngine:
         attention: str | None = None,
         quantize: str | None = None,
     ):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if max_batch_tokens is not None and max_batch_tokens < 1:
-            raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
+        options = EngineOptions(batch_size, max_batch_tokens, autocast_dtype, bool(show_progress))
         # int8 runs on CPU only: with no device named, pick the CPU even when a GPU is present
         check_quantize(quantize, device)
         self.device = resolve_device("cpu" if device is None and quantize is not None else device)
@@ -114,18 +150,80 @@ class PairwiseEngine:
         if quantize == "int8":
             self.reference_model, self.model = self.model, quantize_int8(self.model)
         self.encoder = encoder
-        self.batch_size = batch_size
-        self.max_batch_tokens = max_batch_tokens
-        self.autocast_dtype = resolve_dtype(autocast_dtype)
-        self.show_progress = show_progress
         self.compile = bool(compile)
-        self._compiled = None
-        #: called after every forward batch with the number of requested ordered pairs it answered (pairs
-        #: that share one row count once each); the ``pairrm`` command moves its progress bar with it.
-        self.progress_callback: Callable[[int], None] | None = None
+        # a one-slot box, shared by every view, so the backbone is compiled once whichever view runs first
+        self._compiled: list = [None]
+        self._options = options
         #: counters of the last call: forward passes, rows, real tokens, padded tokens fed to the model and the
         #: most rows assembled at once (memory grows with the batch, never with the number of pairs).
         self.last_stats: dict[str, int] = {}
+
+    # ------------------------------------------------------------------------------------------------ options
+    @property
+    def options(self) -> EngineOptions:
+        """This engine's :class:`EngineOptions` (frozen; take a view with :meth:`with_options` to change them)."""
+        return self._options
+
+    @property
+    def batch_size(self) -> int:
+        """Most rows per forward pass (``options.batch_size``)."""
+        return self._options.batch_size
+
+    @property
+    def max_batch_tokens(self) -> int | None:
+        """Most padded tokens per forward pass (``options.max_batch_tokens``)."""
+        return self._options.max_batch_tokens
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The autocast dtype of the forward pass, or None (``options.autocast_dtype``)."""
+        return self._options.autocast_dtype
+
+    @property
+    def show_progress(self) -> bool:
+        """Whether each call shows a tqdm bar (``options.show_progress``)."""
+        return self._options.show_progress
+
+    @property
+    def progress_callback(self) -> Callable[[int], None] | None:
+        """Called with the pairs each forward batch answered (``options.progress_callback``)."""
+        return self._options.progress_callback
+
+    def with_options(self, **changes) -> PairwiseEngine:
+        """A view of this engine with some :class:`EngineOptions` changed (e.g. ``batch_size=64``).
+
+        The view shares the model, encoder, device and compiled module (taking one costs no copy of any of them)
+        and has its own ``last_stats``; this engine is left exactly as it was.
+        """
+        options = replace(self._options, **changes)
+        # Same class and fields (a subclass keeps its routing, e.g. the server's batcher); only the options and
+        # the per-call counters are the view's own.
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        view._options = options
+        view.last_stats = {}
+        return view
+
+    def adopt(self, engine: PairwiseEngine, options: EngineOptions | None = None) -> None:
+        """Make this (new) object a view of ``engine``: same model, encoder, device and compiled module, with
+        ``options`` (default: ``engine``'s). For subclasses that route calls elsewhere (the server's batcher)."""
+        self.device = engine.device
+        self.model = engine.model
+        self.reference_model = engine.reference_model
+        self.encoder = engine.encoder
+        self.compile = engine.compile
+        self._compiled = engine._compiled
+        self._options = engine.options if options is None else options
+        self.last_stats = {}
+
+    def credit_progress(self, pairs: int) -> None:
+        """Move the progress callback by ``pairs`` that will not be computed.
+
+        A schedule whose registered cost is its worst case (merge sort) credits the comparisons an early-finished
+        merge did not need, so a progress total taken from the cost ends exactly at its total.
+        """
+        if pairs > 0 and self.progress_callback is not None:
+            self.progress_callback(int(pairs))
 
     @contextmanager
     def _compiled_backbone(self, reference: bool):
@@ -139,10 +237,10 @@ class PairwiseEngine:
             yield
             return
         backbone = self.model.pretrained_model
-        if self._compiled is None:
+        if self._compiled[0] is None:
             # dynamic=True: batch widths change with every bucket; static shapes would recompile for each one.
-            self._compiled = torch.compile(backbone, dynamic=True)
-        self.model.pretrained_model = self._compiled
+            self._compiled[0] = torch.compile(backbone, dynamic=True)
+        self.model.pretrained_model = self._compiled[0]
         try:
             yield
         finally:

@@ -19,11 +19,12 @@ from ..checkpoints.loading import DEFAULT_MODEL, load_pairrm
 from ..models.modeling_pairrm import DebertaV2PairRM
 from ..tokenization.tokenization_pairrm import PairLengths, encoder_for_style
 from ..utils.checks import check_same_length, check_top_k
-from .aggregation import competition_ranks, scores_from_matrix, topk_indices
-from .engine import PairwiseEngine
+from .aggregation import topk_indices
+from .engine import EngineOptions, PairwiseEngine
 from .inputs import batch_texts, compare_texts, conversation_pair_texts, is_messages
+from .methods import RANKING_METHODS, RankingBatch, full_matrices, get_ranking_method, own_scores
 from .rewards import win_probability
-from .schedules import RANKING_METHODS, bubble_pass, bubble_wins, knockout_rank, merge_sort_rank
+from .schedules import bubble_pass, bubble_wins
 
 __all__ = ["PairRM", "RankedCandidate", "Ranking", "COMPARE_MODES", "REF_MODES", "shared_pairrm", "device_for_rank"]
 
@@ -146,6 +147,27 @@ class PairRM:
         )
 
     @classmethod
+    def from_engine(cls, engine: PairwiseEngine) -> PairRM:
+        """A :class:`PairRM` that runs on ``engine`` (nothing is loaded or copied; the engine is shared as it is)."""
+        rm = cls.__new__(cls)
+        rm.engine = engine
+        return rm
+
+    @property
+    def options(self) -> EngineOptions:
+        """The engine's :class:`~pairrm_hf.ranking.engine.EngineOptions` (batch size, token budget, progress…)."""
+        return self.engine.options
+
+    def with_options(self, **changes) -> PairRM:
+        """A cheap view with some :class:`~pairrm_hf.ranking.engine.EngineOptions` changed, e.g.
+        ``rm.with_options(batch_size=64, progress_callback=bar.update)``.
+
+        The view shares the model, tokenizer and encoder (no copy); this instance keeps its options, so a
+        process-wide instance (:func:`shared_pairrm`) can serve callers that each want their own.
+        """
+        return type(self).from_engine(self.engine.with_options(**changes))
+
+    @classmethod
     def from_pretrained(
         cls,
         name_or_path: str | os.PathLike = DEFAULT_MODEL,
@@ -208,16 +230,7 @@ class PairRM:
         return self._point_scores(self.engine.encode(sources, texts), texts)
 
     def _point_scores(self, examples, candidates: list[list[str]]) -> list[np.ndarray]:
-        items = [(ex, i) for ex, cands in enumerate(candidates) for i in range(len(cands))]
-        flat = self.engine.point_scores(examples, items)
-        out, start = [], 0
-        for cands in candidates:
-            out.append(flat[start : start + len(cands)])
-            start += len(cands)
-        return out
-
-    def _own_score_cost(self, n: int) -> int:
-        return n + 1 if self.ranking_style == "dual" else n
+        return own_scores(self.engine, examples, [len(c) for c in candidates])
 
     @property
     def tokenizer(self):
@@ -341,18 +354,7 @@ class PairRM:
         return self._full_matrices(self.engine.encode(sources, texts), texts)
 
     def _full_matrices(self, examples, candidates: list[list]) -> list[np.ndarray]:
-        pairs = []
-        for ex, cands in enumerate(candidates):
-            n = len(cands)
-            for i in range(n):
-                for j in range(n):
-                    if i != j:
-                        pairs.append((ex, i, j))
-        logits = self.engine.pair_logits(examples, pairs)
-        matrices = [np.zeros((len(c), len(c)), dtype=np.float32) for c in candidates]
-        for (ex, i, j), value in zip(pairs, logits):
-            matrices[ex][i, j] = value
-        return matrices
+        return full_matrices(self.engine, examples, [len(c) for c in candidates])
 
     def rank_batch(
         self,
@@ -366,50 +368,27 @@ class PairRM:
     ) -> list[Ranking]:
         """Rank each input's candidates; candidate counts may differ between inputs.
 
-        ``aggregation``: ``max_logits`` (upstream ``rank``; all n(n−1) ordered pairs, score = mean symmetric logit),
-        ``max_wins`` (same pairs, score = fraction of comparisons won), ``bubble`` (2(n−1) pairs, one seeded
-        bubble pass; the winner ranks first, the others by how many comparisons they won), ``reference`` (2n pairs,
-        score = :meth:`rank_with_ref` reward against the longest candidate) or ``sort`` (≤ 2·n·⌈log2 n⌉ pairs, merge
-        sort on symmetric logits; score = n − position) or ``knockout`` (60 pairs for n = 16, 282 for n = 64: single
-        elimination down to n/8 finalists (at least 4), then a round robin among them and the closest losers of the
-        last round, :func:`~pairrm_hf.ranking.schedules.knockout_rank`; score = n − position, the winner is exact when the
+        ``aggregation``: any method of :data:`~pairrm_hf.ranking.methods.RANKING_METHODS` (the registry; add your own
+        with :func:`~pairrm_hf.ranking.methods.register_ranking_method`). Built in: ``max_logits`` (upstream
+        ``rank``; all n(n−1) ordered pairs, score = mean symmetric logit), ``max_wins`` (same pairs, score = fraction
+        of comparisons won), ``bubble`` (2(n−1) pairs, one seeded bubble pass; the winner ranks first, the others by
+        how many comparisons they won), ``reference`` (2n pairs, score = :meth:`rank_with_ref` reward against the
+        longest candidate), ``sort`` (at most ``merge_sort_budget(n)`` pairs, merge sort on symmetric logits; score
+        = n − position) or ``knockout`` (60 pairs for n = 16, 282 for n = 64: single elimination down to n/8
+        finalists (at least 4), then a round robin among them and the closest losers of the last round,
+        :func:`~pairrm_hf.ranking.schedules.knockout_rank`; score = n − position, the winner is exact when the
         model's preferences are transitive). See ``benchmarks/RESULTS.md`` for their agreement with ``max_logits``.
         """
-        if aggregation not in RANKING_METHODS:
-            raise ValueError(f"aggregation must be one of {RANKING_METHODS}, got {aggregation!r}")
+        method = get_ranking_method(aggregation)
         sources, texts = batch_texts(prompts, candidates, instructions=instructions, input_format=input_format)
         candidates = [list(c) for c in candidates]  # the caller's candidates, returned in the rankings
-        if aggregation == "reference":
-            rewards = self._rewards_vs_ref(sources, texts, [_pick_reference(t, "longest") for t in texts])
-            return [
-                Ranking(r.astype(np.float32), competition_ranks(r), None, 2 * len(c), c)
-                for r, c in zip(rewards, candidates)
-            ]
-        examples = self.engine.encode(sources, texts)
-        if aggregation in ("sort", "knockout"):
-            schedule = merge_sort_rank if aggregation == "sort" else knockout_rank
-            results = schedule(self.engine, examples, [len(c) for c in candidates])
-            return [Ranking(r.scores, r.ranks, None, r.comparisons, c) for r, c in zip(results, candidates)]
-        if aggregation == "bubble":
-            winners, logs = bubble_pass(self.engine, examples, [len(c) for c in candidates], seed)
-            rankings = []
-            for c, w, log in zip(candidates, winners, logs):
-                wins = bubble_wins(len(c), log)
-                wins[w] += 0.5  # the pass's winner ranks first even when another candidate won as often
-                rankings.append(Ranking(wins, competition_ranks(wins), None, 2 * (len(c) - 1), c))
-            return rankings
-        if self.ranking_style != "pairwise":
-            # A model that scores candidates on its own ranks by those scores (same order as the mean difference).
-            return [
-                Ranking(s, competition_ranks(s), s[:, None] - s[None, :], self._own_score_cost(len(c)), c)
-                for s, c in zip(self._point_scores(examples, candidates), candidates)
-            ]
-        rankings = []
-        for matrix, cands in zip(self._full_matrices(examples, texts), candidates):
-            scores = scores_from_matrix(matrix, aggregation)
-            n = len(cands)
-            rankings.append(Ranking(scores, competition_ranks(scores), matrix, n * (n - 1), cands))
-        return rankings
+        batch = RankingBatch(self.engine, self.engine.encode(sources, texts), texts, seed)
+        results = method.run(batch)
+        if len(results) != len(candidates):
+            raise RuntimeError(
+                f"ranking method {aggregation!r} returned {len(results)} results for {len(candidates)} inputs"
+            )
+        return [Ranking(r.scores, r.ranks, r.matrix, int(r.comparisons), c) for r, c in zip(results, candidates)]
 
     def rank(
         self,
@@ -457,31 +436,39 @@ class PairRM:
         return check_precision(self, prompts, candidates, instructions=instructions)
 
     def _select(self, prompts, candidates, instructions, method, return_all, seed, worst, input_format):
-        if method not in ("bubble", "full"):
-            raise ValueError(f"method must be 'bubble' or 'full', got {method!r}")
+        if method != "full" and method not in RANKING_METHODS:
+            raise ValueError(f"method must be 'full' or one of {tuple(RANKING_METHODS)}, got {method!r}")
+        if method == "bubble":
+            return self._bubble_select(prompts, candidates, instructions, return_all, seed, worst, input_format)
+        rankings = self.rank_batch(
+            prompts,
+            candidates,
+            aggregation="max_logits" if method == "full" else method,
+            instructions=instructions,
+            seed=seed,
+            input_format=input_format,
+        )
+        out = []
+        for r in rankings:
+            order = topk_indices(-r.ranks if worst else r.ranks)
+            out.append([r.candidates[i] for i in order] if return_all else r.candidates[order[0]])
+        return out
+
+    def _bubble_select(self, prompts, candidates, instructions, return_all, seed, worst, input_format):
+        """Upstream's best/worst of n: the candidate one bubble pass carries to the end. Not the ``bubble`` ranking's
+        first: that ranks by comparisons won, and a candidate knocked out late may have won more than the winner."""
         sources, texts = batch_texts(prompts, candidates, instructions=instructions, input_format=input_format)
         candidates = [list(c) for c in candidates]
         examples = self.engine.encode(sources, texts)
-        if method == "bubble":
-            winners, logs = bubble_pass(self.engine, examples, [len(c) for c in candidates], seed, worst=worst)
-            if not return_all:
-                return [c[w] for c, w in zip(candidates, winners)]
-            # Upstream listed the comparison losers in an order that is no ranking; ours sorts by wins in the pass.
-            out = []
-            for c, w, log in zip(candidates, winners, logs):
-                wins = bubble_wins(len(c), log)
-                wins[w] = np.inf
-                out.append([c[i] for i in np.argsort(-wins, kind="stable")])
-            return out
-        if self.ranking_style != "pairwise":
-            all_scores = self._point_scores(examples, texts)
-        else:
-            all_scores = [scores_from_matrix(m) for m in self._full_matrices(examples, texts)]
+        winners, logs = bubble_pass(self.engine, examples, [len(c) for c in candidates], seed, worst=worst)
+        if not return_all:
+            return [c[w] for c, w in zip(candidates, winners)]
+        # Upstream listed the comparison losers in an order that is no ranking; ours sorts by wins in the pass.
         out = []
-        for scores, cands in zip(all_scores, candidates):
-            ranks = competition_ranks(scores)
-            order = topk_indices(-ranks if worst else ranks)
-            out.append([cands[i] for i in order] if return_all else cands[order[0]])
+        for c, w, log in zip(candidates, winners, logs):
+            wins = bubble_wins(len(c), log)
+            wins[w] = np.inf
+            out.append([c[i] for i in np.argsort(-wins, kind="stable")])
         return out
 
     def best_of_n(
@@ -495,10 +482,11 @@ class PairRM:
         seed: int = 0,
         input_format: str = "auto",
     ) -> list:
-        """The best candidate per input: ``full`` ranking (n(n−1) pairs) or one seeded ``bubble`` pass (2(n−1)).
+        """The best candidate per input: ``full`` ranking (n(n−1) pairs), one seeded ``bubble`` pass (2(n−1)), or
+        any other ranking method of :data:`~pairrm_hf.ranking.methods.RANKING_METHODS` (its first-ranked candidate).
 
-        ``return_all``: for ``full``, all candidates best first; for ``bubble``, the winner then each comparison's
-        loser in comparison order (upstream's list, not a sort).
+        ``return_all``: all candidates best first (for ``bubble``: the pass's winner, then the others by comparisons
+        won in the pass).
         """
         return self._select(prompts, candidates, instructions, method, return_all, seed, False, input_format)
 
@@ -513,7 +501,8 @@ class PairRM:
         seed: int = 0,
         input_format: str = "auto",
     ) -> list:
-        """The worst candidate per input; the mirror of :meth:`best_of_n`."""
+        """The worst candidate per input; the mirror of :meth:`best_of_n` (``bubble`` runs one pass that carries the
+        worst along; other methods give their last-ranked candidate)."""
         return self._select(prompts, candidates, instructions, method, return_all, seed, True, input_format)
 
     # ------------------------------------------------------------------------------------------ references
@@ -606,7 +595,8 @@ def shared_pairrm(
     backbone_config: str | None = None,
 ) -> PairRM:
     """A :class:`PairRM` loaded once per process for these settings and reused by every later call (jobs, ``datasets.map``
-    workers, Ray actors, ``label_preferences``); do not change the settings of the returned object."""
+    workers, Ray actors, ``label_preferences``). Its options never change: a caller who wants others (a batch size, a
+    progress callback) takes a view with :meth:`PairRM.with_options`."""
     key = (
         os.path.abspath(model) if os.path.isdir(model) else os.fspath(model),
         device,

@@ -29,10 +29,10 @@ import torch
 from .engine import EncodedExample, PairwiseEngine
 
 __all__ = [
-    "RANKING_METHODS",
     "SortResult",
     "merge_sort_rank",
     "max_sort_comparisons",
+    "merge_sort_budget",
     "bubble_pass",
     "bubble_wins",
     "knockout_rank",
@@ -40,12 +40,6 @@ __all__ = [
     "knockout_finalists",
     "knockout_lucky_losers",
 ]
-
-
-#: Every ranking method, in one list that the API, pipelines, CLI and evaluation read: ``max_logits`` and
-#: ``max_wins`` aggregate the full comparison matrix; ``bubble``, ``reference``, ``sort`` and ``knockout`` are
-#: budgeted schedules.
-RANKING_METHODS = ("max_logits", "max_wins", "bubble", "reference", "sort", "knockout")
 
 
 def bubble_pass(
@@ -112,6 +106,20 @@ def max_sort_comparisons(n: int) -> int:
     return 2 * n * math.ceil(math.log2(n)) if n > 1 else 0
 
 
+def merge_sort_budget(n: int) -> int:
+    """The most ordered pairs :func:`merge_sort_rank` can score for ``n`` candidates (its exact worst case).
+
+    Merging runs of ``a`` and ``b`` takes at most ``a + b − 1`` symmetric comparisons; the bottom-up sort pairs its
+    runs level by level (an odd run waits for the next level). 16 → 98, 64 → 642; always ≤ :func:`max_sort_comparisons`.
+    """
+    runs, symmetric = [1] * max(n, 0), 0
+    while len(runs) > 1:
+        merged = [runs[k] + runs[k + 1] for k in range(0, len(runs) - 1, 2)]
+        symmetric += sum(m - 1 for m in merged)
+        runs = merged + ([runs[-1]] if len(runs) % 2 else [])
+    return 2 * symmetric
+
+
 class _Merge:
     """One in-progress merge of two sorted runs; advances one symmetric comparison at a time."""
 
@@ -145,6 +153,8 @@ def merge_sort_rank(
     ``a`` goes before ``b`` when the symmetric logit is ``> 0``; on an exact tie the earlier run (lower input
     index) keeps its place, so the sort is stable. When the model's preferences are transitive the order equals
     the one every pairwise comparison implies. Every step of every merge, across all inputs, is one engine call.
+    A merge that ends early credits the comparisons it did not need to the engine's progress
+    (:meth:`~pairrm_hf.ranking.engine.PairwiseEngine.credit_progress`), so progress ends at :func:`merge_sort_budget`.
     """
     runs = [[[i] for i in range(n)] for n in sizes]
     counts = [0] * len(sizes)
@@ -173,6 +183,7 @@ def merge_sort_rank(
         merged: list[list[list[int]]] = [[] for _ in sizes]
         for ex, m in merges:
             merged[ex].append(m.result())
+        engine.credit_progress(2 * sum(len(m.left) + len(m.right) - 1 - m.i - m.j for _, m in merges))
         runs = [m + c if len(r) > 1 else r for m, c, r in zip(merged, carried, runs)]
     return [SortResult(r[0] if r else [], c, s) for r, c, s in zip(runs, counts, seen)]
 

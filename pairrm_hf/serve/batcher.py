@@ -354,11 +354,12 @@ class PairBatcher:
         }
 
 
-class BatchedEngine:
-    """A stand-in for :class:`PairwiseEngine` inside one request: ``encode`` and ``pair_logits`` go through the
-    batcher, everything else (``device``, ``model``, ``batch_size``, …) is the real engine's."""
+class BatchedEngine(PairwiseEngine):
+    """A view of the served :class:`PairwiseEngine` for one request: same model, encoder and options, while
+    ``encode`` and ``pair_logits`` go through the batcher. The served engine itself is never changed."""
 
     def __init__(self, batcher: PairBatcher, scope: RequestScope):
+        self.adopt(batcher.engine)
         self._batcher = batcher
         self._scope = scope
 
@@ -369,6 +370,3 @@ class BatchedEngine:
     def pair_logits(self, examples: Sequence[EncodedExample], pairs) -> np.ndarray:
         """Logits of these pairs, computed in a batch shared with concurrent requests."""
         return self._batcher.pair_logits(examples, pairs, self._scope)
-
-    def __getattr__(self, name: str):
-        return getattr(self._batcher.engine, name)

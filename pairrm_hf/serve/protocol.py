@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..ranking.methods import RANKING_METHODS
 from ..ranking.ranker import COMPARE_MODES, REF_MODES, PairRM
 from ..ranking.rewards import group_rewards, win_probability
-from ..ranking.schedules import RANKING_METHODS, knockout_comparisons, max_sort_comparisons
 from ..utils.checks import check_candidate_lists, check_same_length, check_texts
 
 __all__ = [
@@ -107,23 +107,12 @@ def parse_json(body: bytes) -> Any:
 
 
 def method_pairs(method: str, n: int) -> int:
-    """Ordered pairs the model scores to rank ``n`` candidates with ``method`` (an upper bound for ``sort``).
-
-    The one place the server prices a request; ``/compare`` and ``/score`` are priced by their callers.
+    """Ordered pairs the model scores to rank ``n`` candidates with ``method``: the registry's cost (the worst case
+    for ``sort``). The one place the server prices a request; ``/compare`` and ``/score`` are priced by their callers.
     """
-    if n < 2:
-        return 0 if method != "reference" else 2 * n
-    if method in ("max_logits", "max_wins"):
-        return n * (n - 1)
-    if method == "bubble":
-        return 2 * (n - 1)
-    if method == "reference":
-        return 2 * n
-    if method == "sort":
-        return max_sort_comparisons(n)
-    if method == "knockout":
-        return knockout_comparisons(n)
-    raise ValueError(f"unknown ranking method {method!r}")
+    if method not in RANKING_METHODS:
+        raise ValueError(f"unknown ranking method {method!r}; registered: {sorted(RANKING_METHODS)}")
+    return int(RANKING_METHODS[method].cost(n))
 
 
 def _check_cost(pairs: int, field: str, limits: Limits) -> None:
@@ -186,7 +175,7 @@ def _candidate_lists(body: Mapping, name: str, limits: Limits) -> list[list[str]
     return lists
 
 
-def _choice(body: Mapping, name: str, choices: tuple[str, ...], default: str) -> str:
+def _choice(body: Mapping, name: str, choices: Collection[str], default: str) -> str:
     value = body.get(name, default)
     if value not in choices:
         raise RequestError(name, f"{name} must be one of {list(choices)}, got {value!r}")

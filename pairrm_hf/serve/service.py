@@ -6,7 +6,6 @@ Transport-free on purpose: the FastAPI app (:mod:`pairrm_hf.serve.app`) and the 
 
 from __future__ import annotations
 
-import copy
 import os
 import threading
 import time
@@ -76,9 +75,7 @@ class PairRMService:
 
     def view(self, scope: RequestScope) -> PairRM:
         """The served PairRM as one request sees it: same model and settings, engine calls go through the batcher."""
-        view = copy.copy(self.rm)
-        view.engine = BatchedEngine(self.batcher, scope)
-        return view
+        return PairRM.from_engine(BatchedEngine(self.batcher, scope))
 
     def handle(self, endpoint: str, payload: Any, scope: RequestScope | None = None) -> dict:
         """Run one request (blocking; call it from a worker thread). Raises :class:`RequestError` for bad input."""
