@@ -31,7 +31,7 @@ from ..checkpoints.loading import save_pairrm
 from ..ranking.aggregation import competition_ranks
 from ..ranking.inputs import check_input_format, is_messages
 from ..ranking.ranker import REF_MODES, PairRM
-from ..ranking.rewards import win_probability
+from ..ranking.rewards import symmetric_matrix, win_probability
 from ..ranking.schedules import RANKING_METHODS
 from ..tokenization.tokenization_pairrm import PairLengths, restore_sentencepiece_normalizer
 from ..utils.checks import check_top_k
@@ -232,7 +232,7 @@ def _score(ranker: PairRM, items: Sequence[RankItem], aggregation: str, ref_mode
         for k, ranking in enumerate(rankings):
             scores[k] = ranking.scores
             if ranking.matrix is not None and len(cands[k]) == 2:
-                logits[k] = float(ranking.matrix[0, 1] - ranking.matrix[1, 0])
+                logits[k] = float(symmetric_matrix(ranking.matrix)[0, 1])
     # Pairs without a full matrix (bubble, sort, references) get their comparison from one extra symmetric call.
     missing = [k for k in range(n) if len(cands[k]) == 2 and logits[k] is None]
     if missing:

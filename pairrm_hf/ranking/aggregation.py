@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .rewards import symmetric_matrix
+
 __all__ = ["AGGREGATIONS", "scores_from_matrix", "competition_ranks", "topk_indices"]
 
 #: Aggregations available for a full comparison matrix (``bubble`` is a schedule, see ``PairRM.rank``).
@@ -26,7 +28,7 @@ def scores_from_matrix(matrix: np.ndarray, aggregation: str = "max_logits") -> n
     if c.shape != (n, n):
         raise ValueError(f"matrix must be square, got shape {c.shape}")
     if aggregation == "max_logits":
-        return ((c - c.T).sum(axis=1) / n).astype(np.float32)
+        return (symmetric_matrix(c).sum(axis=1) / n).astype(np.float32)
     if aggregation == "max_wins":
         if n == 1:
             return np.zeros(1, dtype=np.float32)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..ranking.ranker import COMPARE_MODES, REF_MODES, PairRM
-from ..ranking.rewards import group_rewards, win_probability
+from ..ranking.rewards import group_rewards, reference_rewards, win_probability
 from ..ranking.schedules import RANKING_METHODS
 from ..utils.checks import check_candidate_lists, check_same_length, check_texts
 
@@ -229,11 +229,11 @@ def get_reward(rm: PairRM, payload: Any, limits: Limits) -> dict:
     rewards = [0.0] * n
     labelled = [k for k in range(n) if use_label[k]]
     if labelled:
-        values = rm.rank_with_ref(
-            [sources[k] for k in labelled], [[responses[k]] for k in labelled], references=[labels[k] for k in labelled]
+        values = reference_rewards(
+            rm, [sources[k] for k in labelled], [responses[k] for k in labelled], [labels[k] for k in labelled]
         )
         for k, v in zip(labelled, values):
-            rewards[k] = float(v[0])
+            rewards[k] = v
     grouped = [k for k in range(n) if not use_label[k]]
     if grouped:
         if prompts is None:
