@@ -16,6 +16,7 @@ import numpy as np
 
 from .ranking.aggregation import topk_indices
 from .ranking.ranker import PairRM
+from .utils.checks import check_positive_int
 
 __all__ = ["Blender", "get_topk_candidates_from_ranks"]
 
@@ -72,8 +73,7 @@ class Blender:
     def _with_batch(self, batch_size: int | None, disable_tqdm: bool = True):
         ranker = self._need_ranker()
         if batch_size is not None:
-            if not isinstance(batch_size, int) or batch_size < 1:
-                raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+            check_positive_int("batch_size", batch_size)
             ranker.engine.batch_size = batch_size
         ranker.engine.show_progress = not disable_tqdm
         return ranker

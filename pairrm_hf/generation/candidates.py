@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..data.mixinstruct import Candidate, MixInstructExample, read_jsonl
+from ..utils.checks import check_positive_int
 
 __all__ = ["generate_candidates"]
 
@@ -109,8 +110,7 @@ def generate_candidates(
     """
     if not models or any(not isinstance(m, str) for m in models):
         raise ValueError(f"models must be a non-empty list of model names/folders, got {models!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
     examples = _as_examples(prompts)
     output = os.fspath(output)
     parts = output + ".parts"

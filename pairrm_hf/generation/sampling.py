@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..utils.checks import check_same_length, check_texts
+from ..utils.checks import check_positive_int, check_same_length, check_texts
 
 __all__ = ["best_of_n_generate", "generate_samples", "has_chat_template_prefix", "prompt_texts", "sample_n"]
 
@@ -108,10 +108,8 @@ def sample_n(
     ``max_new_tokens`` defaults to 128; any ``generate`` keyword overrides the defaults. Seed with
     ``torch.manual_seed`` for reproducible samples.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int("n", n)
+    check_positive_int("batch_size", batch_size)
     if getattr(model.config, "is_encoder_decoder", False):
         raise ValueError("sample_n needs a decoder-only (causal) LM; got an encoder-decoder model")
     if use_chat_template is None:

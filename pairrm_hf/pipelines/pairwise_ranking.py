@@ -34,8 +34,8 @@ from ..ranking.ranker import REF_MODES, PairRM
 from ..ranking.rewards import symmetric_matrix, win_probability
 from ..ranking.schedules import RANKING_METHODS
 from ..tokenization.tokenization_pairrm import PairLengths, restore_sentencepiece_normalizer
-from ..utils.checks import check_top_k
-from ._batching import InputBatchPipeline, check_positive_int
+from ..utils.checks import check_positive_int, check_top_k
+from ._batching import InputBatchPipeline
 from ._inputs import CallForm, RankItem, call_form, rank_item
 
 __all__ = ["PairwiseRankingPipeline", "AGGREGATIONS"]

@@ -33,6 +33,7 @@ import torch
 
 from ..models.modeling_pairrm import DebertaV2PairRM
 from ..tokenization.tokenization_pairrm import DualEncoder, PairEncoder, PointEncoder
+from ..utils.checks import check_positive_int
 from ..utils.devices import resolve_device, resolve_dtype
 from .quantization import check_quantize, quantize_int8
 
@@ -97,10 +98,8 @@ class PairwiseEngine:
         attention: str | None = None,
         quantize: str | None = None,
     ):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if max_batch_tokens is not None and max_batch_tokens < 1:
-            raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("max_batch_tokens", max_batch_tokens, allow_none=True)
         # int8 runs on CPU only: with no device named, pick the CPU even when a GPU is present
         check_quantize(quantize, device)
         self.device = resolve_device("cpu" if device is None and quantize is not None else device)

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.checks import check_positive_number
+
 __all__ = [
     "baseline_rewards",
     "contiguous_runs",
@@ -35,9 +37,7 @@ __all__ = [
 
 def win_probability(logits: Any, temperature: float = 1.0) -> np.ndarray:
     """float64 ``sigmoid(logits / temperature)`` elementwise (``logits`` any array-like of symmetric logits)."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    x = np.asarray(logits, dtype=np.float64) / temperature
+    x = np.asarray(logits, dtype=np.float64) / check_positive_number("temperature", temperature)
     # the two-branch form never overflows: exp of a non-positive number only
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..ranking.ranker import RankedCandidate, Ranking
 from ..ranking.rewards import reference_rewards
+from ..utils.checks import check_top_k
 
 __all__ = ["RemotePairRM", "RemoteError", "compute_score", "compute_score_batch", "URL_ENV"]
 
@@ -190,8 +191,7 @@ class RemotePairRM:
         instruction: str | None = None,
     ) -> list[RankedCandidate]:
         """:meth:`PairRM.rank`: the candidates best first."""
-        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+        check_top_k(top_k)
         ranked = self.rank_batch(
             [prompt], [candidates], aggregation=aggregation, instructions=None if instruction is None else [instruction]
         )[0].ranked()

@@ -24,7 +24,7 @@ import numpy as np
 from ..ranking.ranker import COMPARE_MODES, REF_MODES, PairRM
 from ..ranking.rewards import group_rewards, reference_rewards, win_probability
 from ..ranking.schedules import RANKING_METHODS
-from ..utils.checks import check_candidate_lists, check_same_length, check_texts
+from ..utils.checks import check_candidate_lists, check_positive_number, check_same_length, check_texts
 
 __all__ = ["ENDPOINTS", "LABEL_MODES", "Limits", "RequestError", "get_reward"]
 
@@ -163,8 +163,7 @@ def compare(rm: PairRM, payload: Any, limits: Limits) -> dict:
     _check(check_same_length, "prompts", prompts, instructions=instructions)
     mode = _choice(body, "mode", COMPARE_MODES, "symmetric")
     temperature = _typed(body, "temperature", (int, float), 1.0)
-    if not temperature > 0:
-        raise RequestError("temperature", f"temperature must be > 0, got {temperature!r}")
+    _check(check_positive_number, "temperature", temperature)
     logits = rm.compare(prompts, a, b, mode=mode, instructions=instructions)
     proba = win_probability(logits, temperature).astype(np.float32)  # PairRM.compare_proba on the same logits
     return {"logits": _floats(logits), "probabilities": _floats(proba)}

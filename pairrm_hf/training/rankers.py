@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
-from ..data.mixinstruct import METRIC_WEIGHTS, MixInstructExample, is_mixinstruct_row
+from ..data.mixinstruct import MixInstructExample, is_mixinstruct_row, weighted_metrics
 from ..models.modeling_dual_reranker import DualReranker
 from ..models.modeling_encoder_ranker import EncoderRankerPreTrainedModel
 from ..models.modeling_pair_ranker import PairRanker
@@ -100,12 +100,6 @@ def init_ranker_from_backbone(
 
 
 # ------------------------------------------------------------------------------------------------- data
-def _weighted(scores: Mapping[str, float], metrics: Sequence[str]) -> list[float] | None:
-    if any(m not in scores for m in metrics):
-        return None
-    return [float(scores[m]) * METRIC_WEIGHTS.get(m, 1.0) for m in metrics]
-
-
 def candidate_sets(
     rows: Sequence[Any],
     *,
@@ -136,7 +130,7 @@ def candidate_sets(
             metrics = sorted(common)
         scored: dict[str, list[float]] = {}
         for cand in ex.candidates:
-            values = _weighted(cand.scores, metrics)
+            values = weighted_metrics(cand.scores, metrics)
             if values is not None and cand.text not in scored:
                 scored[cand.text] = values
         texts = list(scored)

@@ -20,8 +20,8 @@ from ..checkpoints.loading import DEFAULT_MODEL
 from ..ranking.inputs import answer_texts, check_input_format
 from ..ranking.ranker import PairRM
 from ..ranking.rewards import baseline_rewards, group_rewards, reference_rewards
-from ..utils.checks import check_same_length
-from ._common import LazyPairRM, check_list
+from ..utils.checks import check_list, check_positive_number, check_same_length
+from ._common import LazyPairRM
 
 __all__ = ["PairRMReward", "PairRMPairwiseReward", "REWARD_MODES"]
 
@@ -227,8 +227,7 @@ class PairRMPairwiseReward:
     ):
         if output not in ("logit", "proba"):
             raise ValueError(f"output must be 'logit' or 'proba', got {output!r}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        check_positive_number("temperature", temperature)
         from .judges import PairRMJudge  # local: judges imports nothing from here, but keep module import cheap
 
         if isinstance(ranker, PairRMJudge):
