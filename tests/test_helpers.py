@@ -6,6 +6,7 @@ import argparse
 
 import numpy as np
 import pytest
+import torch
 
 from pairrm_hf.data.mixinstruct import (
     Candidate,
@@ -99,3 +100,16 @@ def test_candidate_scores_and_pairs_follow_the_weighting():
     ]
     with pytest.raises(ValueError, match=r"example 'q1' has a candidate without the metric\(s\) \['cider'\]"):
         candidate_scores(ex, ["cider"])
+
+
+def test_pad_rows_by_hand():
+    from pairrm_hf.tokenization.padding import pad_rows
+
+    ids, mask = pad_rows([[5, 6, 7], [8], []], pad_id=0)
+    assert ids.dtype == mask.dtype == torch.int64
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0], [0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
+    ids, mask = pad_rows([np.array([1, 2])], pad_id=9, width=4)
+    assert ids.tolist() == [[1, 2, 9, 9]] and mask.tolist() == [[1, 1, 0, 0]]
+    with pytest.raises(ValueError, match="a row has 3 tokens but the batch width is 2"):
+        pad_rows([[1, 2, 3]], pad_id=0, width=2)

@@ -70,12 +70,12 @@ def _generate(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .sampling import _model_inputs, generate_samples
+    from .sampling import generate_samples, model_prompt_texts
 
     tokenizer = AutoTokenizer.from_pretrained(model_name)
     model = AutoModelForCausalLM.from_pretrained(model_name)
     model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
-    texts, add_special_tokens = _model_inputs(tokenizer, list(texts), "auto" if use_chat_template else False)
+    texts, add_special_tokens = model_prompt_texts(tokenizer, list(texts), "auto" if use_chat_template else False)
     kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, **generation_kwargs}
     for start in range(0, len(texts), batch_size):
         batch = texts[start : start + batch_size]
