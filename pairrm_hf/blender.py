@@ -16,6 +16,7 @@ import numpy as np
 
 from .ranking.aggregation import topk_indices
 from .ranking.ranker import PairRM
+from .utils.checks import check_positive_int
 
 __all__ = ["Blender", "get_topk_candidates_from_ranks"]
 
@@ -73,10 +74,9 @@ class Blender:
         """A view of the ranker with this call's batch size and progress bar; the ranker itself (possibly the
         process-wide ``shared_pairrm``) keeps its options."""
         ranker = self._need_ranker()
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         changes = {"show_progress": not disable_tqdm}
         if batch_size is not None:
+            check_positive_int("batch_size", batch_size)
             changes["batch_size"] = batch_size
         return ranker.with_options(**changes)
 

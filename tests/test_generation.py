@@ -9,7 +9,7 @@ import torch
 from pairrm_hf import PairRM
 from pairrm_hf.blender import Blender
 from pairrm_hf.generation.fusion import load_fuser
-from pairrm_hf.generation.sampling import _model_inputs, has_chat_template_prefix, sample_n
+from pairrm_hf.generation.sampling import has_chat_template_prefix, model_prompt_texts, sample_n
 from pairrm_hf.testing import build_tiny_llama
 from tests.conftest import ORACLE_FUSER
 
@@ -52,16 +52,16 @@ def test_template_prefix_detection(chat_lm, rendered):
 
 def test_auto_wraps_plain_prompts_once_and_keeps_rendered_ones(chat_lm, rendered):
     _, tok = chat_lm
-    texts, add_special = _model_inputs(tok, [PLAIN[1], rendered[0]], "auto")
+    texts, add_special = model_prompt_texts(tok, [PLAIN[1], rendered[0]], "auto")
     assert texts == [rendered[1], rendered[0]] and add_special is False
-    forced, _ = _model_inputs(tok, [rendered[1]], True)  # explicit True wraps even a rendered prompt
+    forced, _ = model_prompt_texts(tok, [rendered[1]], True)  # explicit True wraps even a rendered prompt
     assert forced[0].count("<|user|>") == 2
-    as_given, add_special = _model_inputs(tok, rendered, False)
+    as_given, add_special = model_prompt_texts(tok, rendered, False)
     assert as_given == rendered and add_special is True
     no_template = type(tok).from_pretrained(str(ORACLE_FUSER))
-    assert _model_inputs(no_template, PLAIN, "auto") == (PLAIN, True)
+    assert model_prompt_texts(no_template, PLAIN, "auto") == (PLAIN, True)
     with pytest.raises(ValueError, match="no chat template"):
-        _model_inputs(no_template, PLAIN, True)
+        model_prompt_texts(no_template, PLAIN, True)
 
 
 def test_rendered_and_plain_prompts_give_the_same_samples(chat_lm, rendered):

@@ -11,7 +11,7 @@ __all__ = ["add_distill_parser", "distill_command"]
 
 def add_distill_parser(sub, add_model_options, positive) -> None:
     """Add the ``distill`` subcommand to the ``pairrm`` parser (``--model`` is the teacher)."""
-    from ..ranking.schedules import RANKING_METHODS
+    from ..ranking.methods import RANKING_METHODS
 
     distill = sub.add_parser(
         "distill",
@@ -33,7 +33,10 @@ def add_distill_parser(sub, add_model_options, positive) -> None:
         "--loss", default="ranknet", help="ranknet, listwise or ranknet+listwise (default: %(default)s)"
     )
     distill.add_argument(
-        "--schedule", default="max_logits", choices=RANKING_METHODS, help="teacher ranking (default: full matrix)"
+        "--schedule",
+        default="max_logits",
+        choices=sorted(RANKING_METHODS),
+        help="teacher ranking (default: full matrix)",
     )
     distill.add_argument("--temperature", type=float, default=1.0, help="default: %(default)s")
     distill.add_argument("--epochs", type=float, default=1.0, help="default: %(default)s")

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..evaluation.metrics import pairwise_accuracy, plot_tradeoff, selection_tradeoff
 from ..ranking.inputs import INPUT_FORMATS
+from ..utils.checks import positive_int_argument
 
 __all__ = ["eval_main"]
 
@@ -61,12 +62,12 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--metric", action="append", help="candidate score metric(s) to rank by (ranking task)")
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     parser.add_argument("--plot", help="write the trade-off plot to this PNG (ranking task; needs matplotlib)")
-    parser.add_argument("--limit", type=int)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--limit", type=positive_int_argument)
+    parser.add_argument("--batch-size", type=positive_int_argument, default=16)
     parser.add_argument("--device")
     parser.add_argument("--output", "-o", help="also write the JSON result here")
     args = parser.parse_args(argv)
-    from ..data.mixinstruct import MixInstructExample, _weighted_score
+    from ..data.mixinstruct import MixInstructExample, candidate_scores
     from ..ranking.ranker import PairRM
 
     try:
@@ -90,12 +91,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
             result.pop("margins")
         else:
             examples = [MixInstructExample.from_dict(r, k) for k, r in enumerate(rows)]
-            ref = []
-            for ex in examples:
-                vals = [_weighted_score(c.scores, args.metric) for c in ex.candidates]
-                if any(v is None for v in vals):
-                    raise ValueError(f"example {ex.id!r} has a candidate without the metric(s) {args.metric}")
-                ref.append(vals)
+            ref = [candidate_scores(ex, args.metric) for ex in examples]
             result = selection_tradeoff(
                 rm,
                 [ex.source for ex in examples],

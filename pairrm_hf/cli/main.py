@@ -18,6 +18,7 @@ from ..jobs.tasks import LABEL_STRATEGIES, TaskSpec
 from ..ranking.inputs import INPUT_FORMATS
 from ..ranking.methods import RANKING_METHODS
 from ..ranking.ranker import REF_MODES
+from ..utils.checks import positive_int_argument
 from ..utils.version import __version__
 from .distill_command import add_distill_parser, distill_command
 from .serve_command import add_serve_parsers, demo_command, serve_command  # servers import lazily
@@ -48,7 +49,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: as loaded)")
     parser.add_argument(
-        "--batch-size", type=_positive, default=16, help="pairs per forward pass (default: %(default)s)"
+        "--batch-size", type=positive_int_argument, default=16, help="pairs per forward pass (default: %(default)s)"
     )
     parser.add_argument(
         "--backbone-config",
@@ -65,16 +66,6 @@ def _shard(value: str) -> tuple[int, int]:
     if count < 1 or not 0 <= index < count:
         raise argparse.ArgumentTypeError(f"need 0 <= INDEX < COUNT, got {value!r}")
     return index, count
-
-
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return number
 
 
 def _add_input_format(parser) -> None:
@@ -96,12 +87,14 @@ def _add_job_options(parser: argparse.ArgumentParser, required_input: bool = Tru
     )
     g.add_argument("-o", "--output", help="output file; its extension picks the format (.jsonl .json .csv .parquet)")
     g.add_argument("--split", default=None, help="split of a DatasetDict folder or Hub dataset")
-    g.add_argument("--limit", type=_positive, default=None, help="only the first N rows")
+    g.add_argument("--limit", type=positive_int_argument, default=None, help="only the first N rows")
     g.add_argument("--prompt-column", default="prompt", help="default: %(default)s")
     g.add_argument("--instruction-column", default=None, help="text put before each prompt (upstream's instruction)")
     _add_input_format(g)
     j = parser.add_argument_group("job")
-    j.add_argument("--chunk-size", type=_positive, default=1000, help="rows per resumable chunk (default: %(default)s)")
+    j.add_argument(
+        "--chunk-size", type=positive_int_argument, default=1000, help="rows per resumable chunk (default: %(default)s)"
+    )
     j.add_argument(
         "--shard",
         type=_shard,
@@ -211,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="show a checkpoint's layout, size, device, dtype and token budgets")
     _add_model_options(info)
     info.add_argument("--json", action="store_true")
-    add_serve_parsers(sub, _add_model_options, _positive)
-    add_distill_parser(sub, _add_model_options, _positive)
+    add_serve_parsers(sub, _add_model_options, positive_int_argument)
+    add_distill_parser(sub, _add_model_options, positive_int_argument)
     return parser
 
 

@@ -19,11 +19,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..ranking.inputs import source_text
+from ..utils.checks import check_positive_int
 
 __all__ = [
     "METRIC_WEIGHTS",
     "Candidate",
     "MixInstructExample",
+    "candidate_scores",
+    "weighted_metrics",
+    "weighted_score",
     "is_mixinstruct_row",
     "mixinstruct_to_pairs",
     "load_mixinstruct",
@@ -97,11 +101,28 @@ def is_mixinstruct_row(row: Any) -> bool:
     return isinstance(row, MixInstructExample) or (isinstance(row, Mapping) and "candidates" in row)
 
 
-def _weighted_score(scores: Mapping[str, float], metrics: Sequence[str] | None) -> float | None:
+def weighted_metrics(scores: Mapping[str, float], metrics: Sequence[str] | None = None) -> list[float] | None:
+    """``scores[m] · METRIC_WEIGHTS[m]`` (weight 1 for unlisted metrics) for each of ``metrics`` (default: every
+    metric in ``scores``, in its order); ``None`` when one is missing or there are none."""
     names = list(scores) if metrics is None else list(metrics)
     if not names or any(m not in scores for m in names):
         return None
-    return sum(float(scores[m]) * METRIC_WEIGHTS.get(m, 1.0) for m in names)
+    return [float(scores[m]) * METRIC_WEIGHTS.get(m, 1.0) for m in names]
+
+
+def weighted_score(scores: Mapping[str, float], metrics: Sequence[str] | None = None) -> float | None:
+    """The sum of :func:`weighted_metrics` (upstream's single score of a candidate), or ``None`` like it."""
+    values = weighted_metrics(scores, metrics)
+    return None if values is None else sum(values)
+
+
+def candidate_scores(example: MixInstructExample, metrics: Sequence[str] | None = None) -> list[float]:
+    """:func:`weighted_score` of each candidate of ``example``; ``ValueError`` naming the example when one of them
+    lacks a metric."""
+    values = [weighted_score(c.scores, metrics) for c in example.candidates]
+    if any(v is None for v in values):
+        raise ValueError(f"example {example.id!r} has a candidate without the metric(s) {list(metrics or [])}")
+    return values
 
 
 def mixinstruct_to_pairs(
@@ -120,15 +141,14 @@ def mixinstruct_to_pairs(
     are skipped. The better-scored answer is ``chosen``; the order within a row is irrelevant because the
     collator feeds both orders.
     """
-    if not isinstance(pairs_per_example, int) or pairs_per_example < 1:
-        raise ValueError(f"pairs_per_example must be a positive int, got {pairs_per_example!r}")
+    check_positive_int("pairs_per_example", pairs_per_example)
     rng = random.Random(seed)
     out: list[dict[str, str]] = []
     for index, row in enumerate(rows):
         ex = row if isinstance(row, MixInstructExample) else MixInstructExample.from_dict(row, index)
         scored: dict[str, float] = {}
         for cand in ex.candidates:
-            score = _weighted_score(cand.scores, metrics)
+            score = weighted_score(cand.scores, metrics)
             if score is not None and cand.text not in scored:
                 scored[cand.text] = score
         texts = list(scored)

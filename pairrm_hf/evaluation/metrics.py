@@ -37,6 +37,7 @@ import numpy as np
 from ..ranking.aggregation import competition_ranks
 from ..ranking.inputs import preference_texts
 from ..ranking.methods import RANKING_METHODS
+from ..utils.checks import check_positive_int
 
 __all__ = [
     "kendall_tau",
@@ -170,8 +171,7 @@ def gpt_rank(selected: Sequence[int], ref_ranks: Sequence[Sequence[float]]) -> f
 
 def top_k_percent(selected: Sequence[int], ref_ranks: Sequence[Sequence[float]], k: int = 1) -> float:
     """Percentage of examples whose selection has reference rank ≤ ``k``."""
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    check_positive_int("k", k)
     ranks = _ranks_list("ref_ranks", ref_ranks)
     sel = _check_selected(selected, ranks)
     return 100.0 * float(np.mean([r[s] <= k for r, s in zip(ranks, sel)]))
@@ -381,7 +381,7 @@ def plot_tradeoff(table: Sequence[Mapping[str, Any]], path: str | os.PathLike, *
 
 # ---------------------------------------------------------------------------------------------- ranker comparison
 def _reference(rows: Sequence[Any], metrics: Sequence[str] | None):
-    from ..data.mixinstruct import MixInstructExample, _weighted_score
+    from ..data.mixinstruct import MixInstructExample, candidate_scores
 
     examples = [
         r if isinstance(r, MixInstructExample) else MixInstructExample.from_dict(r, k) for k, r in enumerate(rows)
@@ -392,10 +392,7 @@ def _reference(rows: Sequence[Any], metrics: Sequence[str] | None):
     for ex in examples:
         if len(ex.candidates) < 2:
             raise ValueError(f"example {ex.id!r} has {len(ex.candidates)} candidates; ranking needs at least 2")
-        values = [_weighted_score(c.scores, metrics) for c in ex.candidates]
-        if any(v is None for v in values):
-            raise ValueError(f"example {ex.id!r} has a candidate without the metric(s) {list(metrics or [])}")
-        ref.append(ranks_from_scores(values))
+        ref.append(ranks_from_scores(candidate_scores(ex, metrics)))
     return examples, ref
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..data.mixinstruct import Candidate, MixInstructExample, read_jsonl
+from ..utils.checks import check_positive_int
 
 __all__ = ["generate_candidates"]
 
@@ -69,12 +70,12 @@ def _generate(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .sampling import _model_inputs, generate_samples
+    from .sampling import generate_samples, model_prompt_texts
 
     tokenizer = AutoTokenizer.from_pretrained(model_name)
     model = AutoModelForCausalLM.from_pretrained(model_name)
     model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
-    texts, add_special_tokens = _model_inputs(tokenizer, list(texts), "auto" if use_chat_template else False)
+    texts, add_special_tokens = model_prompt_texts(tokenizer, list(texts), "auto" if use_chat_template else False)
     kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, **generation_kwargs}
     for start in range(0, len(texts), batch_size):
         batch = texts[start : start + batch_size]
@@ -109,8 +110,7 @@ def generate_candidates(
     """
     if not models or any(not isinstance(m, str) for m in models):
         raise ValueError(f"models must be a non-empty list of model names/folders, got {models!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
     examples = _as_examples(prompts)
     output = os.fspath(output)
     parts = output + ".parts"

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..utils.checks import check_candidate_lists, check_same_length, check_texts, check_top_k
+from ..utils.checks import check_candidate_lists, check_positive_int, check_same_length, check_texts, check_top_k
 
 __all__ = [
     "AGGREGATOR_TEMPLATE",
@@ -161,8 +161,7 @@ def fuse_generate(
     ``generate_kwargs`` override the defaults (``num_beams=4`` for seq2seq, ``max_new_tokens=candidate_maxlength``).
     Returns one str per input, or one list of ``num_return_sequences`` str per input when that is > 1.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
     seq2seq = is_seq2seq(model)
     prepare_fuser_tokenizer(tokenizer, model)
     texts = fuser_texts(
@@ -243,8 +242,7 @@ def rank_top_k(
 
     Returns ``(top_candidates, rankings)``; ``top_k`` larger than an input's candidate count is an error.
     """
-    if top_k is None:
-        raise ValueError("top_k must be a positive int, got None")
+    check_positive_int("top_k", top_k)
     check_top_k(top_k)
     inputs, candidates, instructions = _check_fuse_args(inputs, candidates, instructions)
     for k, cands in enumerate(candidates):

@@ -17,9 +17,16 @@ from typing import Any
 
 import torch
 
-from ..utils.checks import check_same_length, check_texts
+from ..utils.checks import check_positive_int, check_same_length, check_texts
 
-__all__ = ["best_of_n_generate", "generate_samples", "has_chat_template_prefix", "prompt_texts", "sample_n"]
+__all__ = [
+    "best_of_n_generate",
+    "generate_samples",
+    "has_chat_template_prefix",
+    "model_prompt_texts",
+    "prompt_texts",
+    "sample_n",
+]
 
 #: Generation defaults of upstream's ``sampling_mode`` values (``None``: the caller's keywords only).
 SAMPLING_MODES = {
@@ -66,8 +73,9 @@ def has_chat_template_prefix(tokenizer, prompt: str) -> bool:
     return any(prompt.startswith(head) for head in _turn_prefixes(tokenizer))
 
 
-def _model_inputs(tokenizer, texts: list[str], use_chat_template: bool | str) -> tuple[list[str], bool]:
-    """The prompt texts the LM sees, and whether the tokenizer must add its special tokens to them."""
+def model_prompt_texts(tokenizer, texts: list[str], use_chat_template: bool | str) -> tuple[list[str], bool]:
+    """The prompt texts the LM sees (each wrapped in the chat template when ``use_chat_template`` asks for it and
+    it is not rendered already), and whether the tokenizer must add its special tokens to them."""
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if use_chat_template is False or (use_chat_template == "auto" and not has_template):
         return texts, True
@@ -108,10 +116,8 @@ def sample_n(
     ``max_new_tokens`` defaults to 128; any ``generate`` keyword overrides the defaults. Seed with
     ``torch.manual_seed`` for reproducible samples.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int("n", n)
+    check_positive_int("batch_size", batch_size)
     if getattr(model.config, "is_encoder_decoder", False):
         raise ValueError("sample_n needs a decoder-only (causal) LM; got an encoder-decoder model")
     if use_chat_template is None:
@@ -122,7 +128,7 @@ def sample_n(
         use_chat_template = bool(use_chat_template)  # 0/1 behave as False/True
     if sampling_mode not in SAMPLING_MODES:
         raise ValueError(f"sampling_mode must be one of {list(SAMPLING_MODES)}, got {sampling_mode!r}")
-    texts, add_special_tokens = _model_inputs(tokenizer, prompt_texts(prompts, instructions), use_chat_template)
+    texts, add_special_tokens = model_prompt_texts(tokenizer, prompt_texts(prompts, instructions), use_chat_template)
     kwargs = {**SAMPLING_MODES[sampling_mode], "max_new_tokens": 128, **generate_kwargs}
     return generate_samples(
         model, tokenizer, texts, n=n, batch_size=batch_size, add_special_tokens=add_special_tokens, **kwargs

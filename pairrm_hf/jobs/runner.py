@@ -36,6 +36,7 @@ from typing import Any
 from ..checkpoints.loading import DEFAULT_MODEL
 from ..ranking.methods import get_ranking_method
 from ..ranking.ranker import shared_pairrm
+from ..utils.checks import check_positive_int
 from ..utils.version import __version__
 from .io import (
     InputError,
@@ -194,8 +195,10 @@ def _check_options(cfg: JobConfig) -> None:
 
     if cfg.on_error not in ("raise", "skip"):
         raise InputError(f"on_error must be 'raise' or 'skip', got {cfg.on_error!r}")
-    if not isinstance(cfg.chunk_size, int) or cfg.chunk_size < 1:
-        raise InputError(f"chunk_size must be a positive int, got {cfg.chunk_size!r}")
+    try:
+        check_positive_int("chunk_size", cfg.chunk_size)
+    except ValueError as err:
+        raise InputError(str(err)) from None
     index, count = cfg.shard
     if not (0 <= index < count):
         raise InputError(f"shard must be INDEX/COUNT with 0 <= INDEX < COUNT, got {index}/{count}")

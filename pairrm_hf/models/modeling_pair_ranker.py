@@ -1,6 +1,6 @@
 """`PairRanker`: LLM-Blender's pairwise ranker on any ``AutoModel`` encoder (BERT, RoBERTa, XLM-R, ModernBERT, ...).
 
-The row and the head are those of :class:`~pairrm_hf.DebertaV2PairRM`:
+The row, pooling, head and loss are :class:`~pairrm_hf.DebertaV2PairRM`'s (one copy, :mod:`pairrm_hf.models.heads`):
 ``[CLS]<|source|>…[SEP][CLS]<|candidate1|>…[SEP][CLS]<|candidate2|>…[SEP]`` (CLS/SEP are the tokenizer's own, e.g.
 ``<s>``/``</s>`` for RoBERTa), pooled at the three prefix tokens; the head scores ``[source; candidate]`` for each
 candidate and the logit is the task-mean difference, > 0 when candidate 1 is better.
@@ -11,16 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from transformers.modeling_outputs import ModelOutput
 
+from .heads import PAIR_LOSS_TYPES, PairHead, pair_loss, prefix_positions
 from .modeling_encoder_ranker import EncoderRankerConfig, EncoderRankerPreTrainedModel
-from .modeling_pairrm import prefix_positions
 
 __all__ = ["PairRankerConfig", "PairRanker", "PairRankerOutput", "PAIR_LOSS_TYPES"]
-
-#: ``instructgpt``: −log σ(sign·(left − right)) (PairRM's); ``BCE``: each side's score classified as the better one.
-PAIR_LOSS_TYPES = ("instructgpt", "BCE")
 
 
 class PairRankerConfig(EncoderRankerConfig):
@@ -61,14 +57,7 @@ class PairRanker(EncoderRankerPreTrainedModel):
         if config.loss_type not in PAIR_LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {PAIR_LOSS_TYPES}, got {config.loss_type!r}")
         self._build_encoder(config)
-        hidden = self.hidden_size
-        self.head_layer = nn.Sequential(
-            nn.Dropout(config.drop_out),
-            nn.Linear(2 * hidden, hidden),
-            nn.Tanh(),
-            nn.Dropout(config.drop_out),
-            nn.Linear(hidden, int(config.n_tasks)),
-        )
+        self.head_layer = PairHead(self.hidden_size, config.n_tasks, config.drop_out)
         self.post_init()
 
     @staticmethod
@@ -102,12 +91,7 @@ class PairRanker(EncoderRankerPreTrainedModel):
             raise ValueError("input_ids must be a 2-D tensor [batch, seq] of token ids")
         positions = self._prefix_positions(input_ids)
         hidden = self.pretrained_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
-        hidden = hidden.last_hidden_state  # [B, L, H]
-        pooled = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))  # [B, 3, H]
-        source, cand1, cand2 = pooled.unbind(dim=1)
-        left = self.head_layer(torch.cat([source, cand1], dim=-1))  # [B, n_tasks]
-        right = self.head_layer(torch.cat([source, cand2], dim=-1))
-        logits = (left - right).mean(dim=-1)
+        left, right, logits = self.head_layer.compare(hidden.last_hidden_state, positions)
         loss = self.pairwise_loss(left, right, labels) if labels is not None else None
         result = PairRankerOutput(loss=loss, logits=logits, candidate1_scores=left, candidate2_scores=right)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
@@ -119,12 +103,4 @@ class PairRanker(EncoderRankerPreTrainedModel):
         ``instructgpt``: ``-mean(logsigmoid(sign(labels) * (left - right)))``. ``BCE``: the mean of
         ``BCE(left, labels > 0)`` and ``BCE(right, labels < 0)`` (each side classified as the better one).
         """
-        labels = labels.to(left.device, left.dtype)
-        if labels.dim() == 1:
-            labels = labels.unsqueeze(-1).expand_as(left)
-        if labels.shape != left.shape:
-            raise ValueError(f"labels must have shape [batch] or {list(left.shape)}, got {list(labels.shape)}")
-        if self.config.loss_type == "BCE":
-            bce = nn.functional.binary_cross_entropy_with_logits
-            return (bce(left, (labels > 0).to(left.dtype)) + bce(right, (labels < 0).to(left.dtype))) / 2
-        return -nn.functional.logsigmoid(torch.sign(labels) * (left - right)).mean()
+        return pair_loss(left, right, labels, self.config.loss_type)

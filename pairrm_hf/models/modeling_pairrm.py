@@ -11,7 +11,7 @@ pairwise logit is the difference, positive when candidate 1 is the better answer
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -22,6 +22,7 @@ from transformers.modeling_outputs import ModelOutput
 from transformers.models.deberta_v2.modeling_deberta_v2 import DebertaV2Model, DebertaV2PreTrainedModel
 
 from .attention import set_attention_implementation
+from .heads import PairHead, pair_loss, prefix_positions
 
 __all__ = ["DebertaV2PairRM", "PairRMOutput", "PAIRRM_CONFIG_DEFAULTS"]
 
@@ -35,26 +36,6 @@ PAIRRM_CONFIG_DEFAULTS = {
     "cand_prefix_id": 128004,
     "pairrm_attention": "fused",
 }
-
-
-def prefix_positions(input_ids: torch.Tensor, prefix_ids: Sequence[int]) -> torch.Tensor:
-    """Positions ``[batch, 3]`` of the three prefix tokens ``prefix_ids`` in ``input_ids`` (``[batch, seq]``).
-
-    Each row must hold exactly one of each, else ``ValueError`` naming the row and the counts found. Shared by
-    :class:`DebertaV2PairRM` and the PairRanker on other encoders.
-    """
-    prefix = torch.tensor(list(prefix_ids), device=input_ids.device)
-    hits = input_ids.unsqueeze(-1) == prefix  # [B, L, 3]
-    counts = hits.sum(dim=1)  # [B, 3]
-    bad = (counts != 1).any(dim=1)
-    if bool(bad.any()):
-        row = int(bad.nonzero()[0, 0])
-        names = ("source", "candidate1", "candidate2")
-        found = ", ".join(f"{n}={int(c)}" for n, c in zip(names, counts[row].tolist()))
-        raise ValueError(
-            f"input_ids row {row} must contain exactly one of each prefix token (ids {list(prefix_ids)}); found {found}"
-        )
-    return hits.to(torch.int8).argmax(dim=1)
 
 
 @dataclass
@@ -99,17 +80,10 @@ class DebertaV2PairRM(DebertaV2PreTrainedModel):
         for name, default in PAIRRM_CONFIG_DEFAULTS.items():
             if getattr(config, name, None) is None:
                 setattr(config, name, default)
-        hidden = config.hidden_size
         self.n_tasks = int(config.n_tasks)
         self.pretrained_model = DebertaV2Model(config)
         set_attention_implementation(self.pretrained_model, config.pairrm_attention)
-        self.head_layer = nn.Sequential(
-            nn.Dropout(config.drop_out),
-            nn.Linear(2 * hidden, hidden),
-            nn.Tanh(),
-            nn.Dropout(config.drop_out),
-            nn.Linear(hidden, self.n_tasks),
-        )
+        self.head_layer = PairHead(config.hidden_size, self.n_tasks, config.drop_out)
         self.post_init()
 
     @property
@@ -196,12 +170,7 @@ class DebertaV2PairRM(DebertaV2PreTrainedModel):
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        hidden = outputs.last_hidden_state  # [B, L, H]
-        pooled = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))  # [B, 3, H]
-        source, cand1, cand2 = pooled.unbind(dim=1)
-        left = self.head_layer(torch.cat([source, cand1], dim=-1))  # [B, n_tasks]
-        right = self.head_layer(torch.cat([source, cand2], dim=-1))
-        logits = (left - right).mean(dim=-1)
+        left, right, logits = self.head_layer.compare(outputs.last_hidden_state, positions)
 
         loss = None
         if labels is not None:
@@ -222,10 +191,4 @@ class DebertaV2PairRM(DebertaV2PreTrainedModel):
 
         ``labels`` of shape ``[batch]`` apply to every task; ``[batch, n_tasks]`` give one sign per task.
         """
-        labels = labels.to(left.device)
-        if labels.dim() == 1:
-            labels = labels.unsqueeze(-1).expand_as(left)
-        if labels.shape != left.shape:
-            raise ValueError(f"labels must have shape [batch] or {list(left.shape)}, got {list(labels.shape)}")
-        sign = torch.sign(labels.to(left.dtype))
-        return -nn.functional.logsigmoid(sign * (left - right)).mean()
+        return pair_loss(left, right, labels, "instructgpt")

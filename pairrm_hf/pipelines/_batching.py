@@ -14,21 +14,15 @@ from typing import Any
 from transformers import Pipeline
 from transformers.pipelines.pt_utils import PipelineChunkIterator, PipelineDataset, PipelineIterator
 
+from ..utils.checks import check_int, check_positive_int
 from ._inputs import CallForm
 
-__all__ = ["InputBatchPipeline", "DEFAULT_BATCH_SIZE", "check_positive_int"]
+__all__ = ["InputBatchPipeline", "DEFAULT_BATCH_SIZE"]
 
 #: Inputs per batch when neither the pipeline nor the call sets ``batch_size``. transformers defaults to 1
 #: because padding mixed lengths can cost more than batching gains; the PairRM engine sorts pairs by length
 #: across the whole batch, so larger batches only save work.
 DEFAULT_BATCH_SIZE = 16
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """``value`` must be an int >= 1 (``True`` is refused: it is not a count)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def _collate_list(items: list) -> list:
@@ -60,8 +54,7 @@ class InputBatchPipeline(Pipeline):
         check_positive_int("batch_size", batch_size)
         if num_workers is None:
             num_workers = self._num_workers if self._num_workers is not None else 0
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        check_int("num_workers", num_workers, minimum=0)
         pre, fwd, post = self._sanitize_parameters(**kwargs)
         # Construction parameters are defaults; the call's values win for this call only (nothing is stored).
         pre = {**self._preprocess_params, **pre}

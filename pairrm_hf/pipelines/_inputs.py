@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ranking.inputs import answer_set_texts, is_messages
-from ..utils.checks import check_texts
+from ..utils.checks import check_list, check_texts
 
 __all__ = [
     "NamedInput",
@@ -185,8 +185,7 @@ def _unpack(input_: Any) -> tuple[str, Any]:
 
 
 def _candidate_list(name: str, candidates: Any) -> list:
-    if not _is_seq(candidates):
-        raise TypeError(f"{name} candidates must be a list, got {type(candidates).__name__}")
+    candidates = check_list(f"{name} candidates", candidates)
     if not candidates:
         raise ValueError(f"{name} candidates is empty: pass at least one candidate")
     return list(candidates)

@@ -31,10 +31,10 @@ from ..ranking.aggregation import competition_ranks
 from ..ranking.inputs import check_input_format, is_messages
 from ..ranking.methods import RANKING_METHODS
 from ..ranking.ranker import REF_MODES, PairRM
-from ..ranking.rewards import win_probability
+from ..ranking.rewards import symmetric_matrix, win_probability
 from ..tokenization.tokenization_pairrm import PairLengths, restore_sentencepiece_normalizer
-from ..utils.checks import check_top_k
-from ._batching import InputBatchPipeline, check_positive_int
+from ..utils.checks import check_positive_int, check_top_k
+from ._batching import InputBatchPipeline
 from ._inputs import CallForm, RankItem, call_form, rank_item
 
 __all__ = ["PairwiseRankingPipeline", "AGGREGATIONS"]
@@ -229,7 +229,7 @@ def _score(ranker: PairRM, items: Sequence[RankItem], aggregation: str, ref_mode
         for k, ranking in enumerate(rankings):
             scores[k] = ranking.scores
             if ranking.matrix is not None and len(cands[k]) == 2:
-                logits[k] = float(ranking.matrix[0, 1] - ranking.matrix[1, 0])
+                logits[k] = float(symmetric_matrix(ranking.matrix)[0, 1])
     # Pairs without a full matrix (bubble, sort, references) get their comparison from one extra symmetric call.
     missing = [k for k in range(n) if len(cands[k]) == 2 and logits[k] is None]
     if missing:

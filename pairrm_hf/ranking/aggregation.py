@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .rewards import symmetric_matrix
+
 __all__ = ["scores_from_matrix", "partial_scores", "competition_ranks", "topk_indices"]
 
 _MATRIX_AGGREGATIONS = ("max_logits", "max_wins")
@@ -27,7 +29,7 @@ def scores_from_matrix(matrix: np.ndarray, aggregation: str = "max_logits") -> n
     if c.shape != (n, n):
         raise ValueError(f"matrix must be square, got shape {c.shape}")
     if aggregation == "max_logits":
-        return ((c - c.T).sum(axis=1) / n).astype(np.float32)
+        return (symmetric_matrix(c).sum(axis=1) / n).astype(np.float32)
     if aggregation == "max_wins":
         if n == 1:
             return np.zeros(1, dtype=np.float32)

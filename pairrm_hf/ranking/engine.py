@@ -32,7 +32,9 @@ import numpy as np
 import torch
 
 from ..models.modeling_pairrm import DebertaV2PairRM
+from ..tokenization.padding import pad_rows
 from ..tokenization.tokenization_pairrm import DualEncoder, PairEncoder, PointEncoder
+from ..utils.checks import check_positive_int
 from ..utils.devices import resolve_device, resolve_dtype
 from .quantization import check_quantize, quantize_int8
 
@@ -136,6 +138,8 @@ class PairwiseEngine:
         attention: str | None = None,
         quantize: str | None = None,
     ):
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("max_batch_tokens", max_batch_tokens, allow_none=True)
         options = EngineOptions(batch_size, max_batch_tokens, autocast_dtype, bool(show_progress))
         # int8 runs on CPU only: with no device named, pick the CPU even when a GPU is present
         check_quantize(quantize, device)
@@ -293,15 +297,12 @@ class PairwiseEngine:
 
     def _assemble(self, examples: Sequence[EncodedExample], pairs: np.ndarray, batch: np.ndarray, width: int):
         enc = self.encoder
-        input_ids = np.full((len(batch), width), enc.pad_id, dtype=np.int64)
-        attention = np.zeros((len(batch), width), dtype=np.int64)
-        for row, k in enumerate(batch):
+        rows = []
+        for k in batch:
             ex, i, j = pairs[k]
             e = examples[ex]
-            ids = enc.pack(e.source, e.candidates[i], e.candidates[j])
-            input_ids[row, : len(ids)] = ids
-            attention[row, : len(ids)] = 1
-        return torch.from_numpy(input_ids), torch.from_numpy(attention)
+            rows.append(enc.pack(e.source, e.candidates[i], e.candidates[j]))
+        return pad_rows(rows, enc.pad_id, width)
 
     def pair_logits(
         self, examples: Sequence[EncodedExample], pairs: np.ndarray | Sequence[Sequence[int]]
@@ -537,12 +538,7 @@ class PairwiseEngine:
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
 
         def assemble(batch: np.ndarray, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-            input_ids = np.full((len(batch), width), self.encoder.pad_id, dtype=np.int64)
-            attention = np.zeros((len(batch), width), dtype=np.int64)
-            for row, k in enumerate(batch):
-                input_ids[row, : lengths[k]] = rows[k]
-                attention[row, : lengths[k]] = 1
-            return torch.from_numpy(input_ids), torch.from_numpy(attention)
+            return pad_rows([rows[k] for k in batch], self.encoder.pad_id, width)
 
         out = self._run_batches(lengths, assemble, forward, reference=reference, unit="row")
         if not reference and not np.isfinite(out).all():

@@ -31,6 +31,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..utils.checks import check_list
+
 __all__ = [
     "CONVERSATION_INSTRUCTION",
     "INPUT_FORMATS",
@@ -86,16 +88,10 @@ def source_text(prompt: str, instruction: str | None = None) -> str:
     return prompt if not instruction else instruction + prompt
 
 
-def _check_list(name: str, value: Any, what: str) -> list:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise TypeError(f"{name} must be a list ({what}), got {type(value).__name__}")
-    return list(value)
-
-
 def _check_instructions(instructions: Any, n: int, prompts_name: str = "prompts") -> list[str | None]:
     if instructions is None:
         return [None] * n
-    instructions = _check_list("instructions", instructions, "of str")
+    instructions = check_list("instructions", instructions, "of str")
     if len(instructions) != n:
         raise ValueError(f"instructions has {len(instructions)} items but {prompts_name} has {n}; they must match")
     for k, text in enumerate(instructions):
@@ -228,7 +224,7 @@ def answer_set_texts(
     prompt and an assistant message list); whole conversations must share their user turns.
     """
     answers_name = answers_name or f"{name}: the answers"
-    answers = _check_list(answers_name, answers, "of answers: str or chat messages")
+    answers = check_list(answers_name, answers, "of answers: str or chat messages")
     if not answers:
         raise ValueError(f"{answers_name} is empty: each input needs at least one candidate")
     source, texts = None, []
@@ -266,10 +262,10 @@ def batch_texts(
     Checks the containers (lists, equal lengths, non-empty) with errors naming the argument and the index.
     """
     check_input_format(input_format)
-    prompts = _check_list(prompts_name, prompts, "of str or chat messages")
+    prompts = check_list(prompts_name, prompts, "of str or chat messages")
     if not prompts:
         raise ValueError(f"{prompts_name} is empty: pass at least one item")
-    candidates = _check_list(candidates_name, candidates, "of lists of answers")
+    candidates = check_list(candidates_name, candidates, "of lists of answers")
     if len(candidates) != len(prompts):
         raise ValueError(
             f"{candidates_name} has {len(candidates)} items but {prompts_name} has {len(prompts)}; they must match"
@@ -278,7 +274,7 @@ def batch_texts(
     sources, texts = [], []
     for k, (prompt, answers, instruction) in enumerate(zip(prompts, candidates, instructions)):
         name = f"{candidates_name}[{k}]"
-        _check_list(name, answers, "of answers: str or chat messages")
+        check_list(name, answers, "of answers: str or chat messages")
         source, cands = answer_set_texts(
             prompt,
             answers,
@@ -307,11 +303,11 @@ def compare_texts(
     """
     check_input_format(input_format)
     p_name, a_name, b_name = names
-    candidates_a = _check_list(a_name, candidates_a, "of answers: str or chat messages")
-    candidates_b = _check_list(b_name, candidates_b, "of answers: str or chat messages")
+    candidates_a = check_list(a_name, candidates_a, "of answers: str or chat messages")
+    candidates_b = check_list(b_name, candidates_b, "of answers: str or chat messages")
     if prompts is None:
         prompts = [None] * len(candidates_a)
-    prompts = _check_list(p_name, prompts, "of str or chat messages")
+    prompts = check_list(p_name, prompts, "of str or chat messages")
     if not prompts:
         raise ValueError(f"{p_name} is empty: pass at least one item")
     for other, seq in ((a_name, candidates_a), (b_name, candidates_b)):
@@ -338,7 +334,7 @@ def conversation_pair_texts(
 ) -> tuple[list[str], list[str], list[str]]:
     """Sources and the two candidate texts of whole conversations that share their user turns (``compare``)."""
     for name, value in (("conversations_a", conversations_a), ("conversations_b", conversations_b)):
-        _check_list(name, value, "of conversations")
+        check_list(name, value, "of conversations")
         for k, conv in enumerate(value):
             if not is_whole_conversation(conv):
                 # turn a str or an assistant-only list into the template's own error, naming the conversation

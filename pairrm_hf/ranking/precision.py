@@ -11,6 +11,7 @@ import numpy as np
 from ..utils.checks import check_candidate_lists, check_same_length, check_texts
 from .aggregation import competition_ranks, scores_from_matrix
 from .inputs import source_texts
+from .rewards import symmetric_matrix
 
 __all__ = ["PrecisionReport", "check_precision"]
 
@@ -69,7 +70,7 @@ def check_precision(
             m[block[:, 1], block[:, 2]] = logits[start : start + n * (n - 1)]
             mats.append(m)
         start += n * (n - 1)
-        sym_fast, sym_ref = (m - m.T for m in mats)
+        sym_fast, sym_ref = (symmetric_matrix(m) for m in mats)
         iu = np.triu_indices(n, k=1)
         flips += int((np.sign(sym_fast[iu]) != np.sign(sym_ref[iu])).sum())
         r_fast, r_ref = (competition_ranks(scores_from_matrix(m)) for m in mats)

@@ -18,7 +18,7 @@ import torch
 from ..checkpoints.loading import DEFAULT_MODEL, load_pairrm
 from ..models.modeling_pairrm import DebertaV2PairRM
 from ..tokenization.tokenization_pairrm import PairLengths, encoder_for_style
-from ..utils.checks import check_same_length, check_top_k
+from ..utils.checks import check_list, check_positive_number, check_same_length, check_top_k
 from .aggregation import topk_indices
 from .engine import EngineOptions, PairwiseEngine
 from .inputs import batch_texts, compare_texts, conversation_pair_texts, is_messages
@@ -321,8 +321,7 @@ class PairRM:
         input_format: str = "auto",
     ) -> np.ndarray:
         """float32 ``[N]`` probability that A is better: ``sigmoid(logit / temperature)``."""
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        check_positive_number("temperature", temperature)
         logits = self.compare(
             prompts, candidates_a, candidates_b, mode=mode, instructions=instructions, input_format=input_format
         )
@@ -529,8 +528,7 @@ class PairRM:
         if references is None:
             ref_texts = [_pick_reference(t, ref_mode) for t in texts]
         else:
-            if isinstance(references, (str, bytes)) or not isinstance(references, Sequence):
-                raise TypeError(f"references must be a list, got {type(references).__name__}")
+            check_list("references", references)
             check_same_length("prompts", sources, references=references)
             ref_sources, ref_lists = batch_texts(
                 prompts,

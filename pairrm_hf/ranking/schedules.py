@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..utils.checks import check_int, check_positive_int
 from .engine import EncodedExample, PairwiseEngine
 
 __all__ = [
@@ -203,10 +204,8 @@ def knockout_lucky_losers(finalists: int) -> int:
 def _knockout_plan(n: int, finalists: int | None, lucky_losers: int | None) -> tuple[int, int, int]:
     """``(survivors r, lucky losers l, matches)`` of one input's knockout: ``n − r`` knockout matches, then a round
     robin among the ``r + l`` finalists that replays none of the ``l`` matches the lucky losers lost."""
-    if finalists is not None and (not isinstance(finalists, int) or finalists < 1):
-        raise ValueError(f"finalists must be an int >= 1, got {finalists!r}")
-    if lucky_losers is not None and (not isinstance(lucky_losers, int) or lucky_losers < 0):
-        raise ValueError(f"lucky_losers must be an int >= 0, got {lucky_losers!r}")
+    check_positive_int("finalists", finalists, allow_none=True)
+    check_int("lucky_losers", lucky_losers, minimum=0, allow_none=True)
     f = knockout_finalists(n) if finalists is None else finalists
     lucky = knockout_lucky_losers(f) if lucky_losers is None else lucky_losers
     r, last_round = n, 0

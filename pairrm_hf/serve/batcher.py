@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..ranking.engine import EncodedExample, PairwiseEngine
+from ..utils.checks import check_positive_int
 
 __all__ = ["BatchedEngine", "Cancelled", "PairBatcher", "RequestScope"]
 
@@ -143,12 +144,10 @@ class PairBatcher:
         batching: bool = True,
         step_pairs: int | None = None,
     ):
-        if max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
-        if max_batch_pairs < 1:
-            raise ValueError(f"max_batch_pairs must be >= 1, got {max_batch_pairs!r}")
-        if step_pairs is not None and step_pairs < 1:
-            raise ValueError(f"step_pairs must be >= 1 or None, got {step_pairs!r}")
+        if isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, (int, float)) or not max_wait_ms >= 0:
+            raise ValueError(f"max_wait_ms must be a number >= 0, got {max_wait_ms!r}")
+        check_positive_int("max_batch_pairs", max_batch_pairs)
+        check_positive_int("step_pairs", step_pairs, allow_none=True)
         self.engine = engine
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_batch_pairs = int(max_batch_pairs)

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..ranking.inputs import batch_texts, compare_texts, is_messages
 from ..ranking.ranker import REF_MODES, RankedCandidate, Ranking
+from ..ranking.rewards import reference_rewards
 from ..utils.checks import check_top_k
 
 __all__ = ["RemotePairRM", "RemoteError", "compute_score", "compute_score_batch", "URL_ENV"]
@@ -347,10 +348,9 @@ def compute_score(
     data preprocessing scripts often keep it there), else empty. ``url``/``api_key`` come from verl's
     ``custom_reward_function.reward_kwargs`` or ``$PAIRRM_URL``/``$PAIRRM_API_KEY``.
     """
-    rewards = _client(url, api_key).rank_with_ref(
-        [_prompt(extra_info, prompt_key)], [[solution_str]], references=[ground_truth]
-    )
-    return float(rewards[0][0])
+    return reference_rewards(_client(url, api_key), [_prompt(extra_info, prompt_key)], [solution_str], [ground_truth])[
+        0
+    ]
 
 
 def compute_score_batch(
@@ -367,7 +367,6 @@ def compute_score_batch(
     """:func:`compute_score` for a whole batch in one request (verl's batch reward manager passes lists)."""
     n = len(solution_strs)
     infos = list(extra_infos) if extra_infos is not None else [None] * n
-    rewards = _client(url, api_key).rank_with_ref(
-        [_prompt(i, prompt_key) for i in infos], [[s] for s in solution_strs], references=list(ground_truths)
+    return reference_rewards(
+        _client(url, api_key), [_prompt(i, prompt_key) for i in infos], solution_strs, ground_truths
     )
-    return [float(r[0]) for r in rewards]

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..ranking.inputs import answer_set_texts
 from ..ranking.ranker import shared_pairrm
-from ..ranking.rewards import win_probability
+from ..ranking.rewards import symmetric_matrix, win_probability
 
 __all__ = ["build_demo", "rank_view", "split_candidates"]
 
@@ -72,7 +72,7 @@ def rank_view(rm, prompt: str | list, candidates: Sequence[str]) -> dict[str, An
     source, texts = answer_set_texts(prompt, list(candidates), name="candidates")
     ranking = rm.rank_batch([source], [texts])[0]
     c = ranking.matrix.astype(np.float64)
-    win = win_probability(c - c.T)
+    win = win_probability(symmetric_matrix(c))
     return {"source": source, "ranking": ranking, "matrix": c, "win_probability": win}
 
 

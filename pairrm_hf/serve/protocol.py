@@ -26,7 +26,7 @@ import numpy as np
 
 from ..ranking.methods import RANKING_METHODS
 from ..ranking.ranker import COMPARE_MODES, REF_MODES, PairRM
-from ..ranking.rewards import group_rewards, win_probability
+from ..ranking.rewards import group_rewards, reference_rewards, win_probability
 from ..utils.checks import check_candidate_lists, check_same_length, check_texts
 
 __all__ = [
@@ -361,11 +361,11 @@ def get_reward(rm: PairRM, payload: Any, limits: Limits) -> dict:
     _check_cost(2 * len(labelled) + sum(method_pairs("max_logits", len(m)) for m in groups.values()), "query", limits)
     rewards = [0.0] * n
     if labelled:
-        values = rm.rank_with_ref(
-            [sources[k] for k in labelled], [[responses[k]] for k in labelled], references=[labels[k] for k in labelled]
+        values = reference_rewards(
+            rm, [sources[k] for k in labelled], [responses[k] for k in labelled], [labels[k] for k in labelled]
         )
         for k, v in zip(labelled, values):
-            rewards[k] = float(v[0])
+            rewards[k] = float(v)
     if groups:
         order = [k for members in groups.values() for k in members]  # contiguous runs of equal prompts
         values = group_rewards(rm, [sources[k] for k in order], [responses[k] for k in order])

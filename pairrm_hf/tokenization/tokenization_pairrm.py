@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from tokenizers import AddedToken, Regex, Tokenizer, normalizers
 from transformers import DebertaV2Tokenizer, PreTrainedTokenizerBase
 
+from ..utils.checks import check_int
+
 __all__ = [
     "PREFIX_TOKENS",
     "PairLengths",
@@ -65,9 +67,8 @@ class PairLengths:
 
     def __post_init__(self):
         for name in ("source_max_length", "candidate_max_length"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 3:
-                raise ValueError(f"{name} must be an int >= 3 ([CLS], prefix and [SEP] always fit), got {value!r}")
+            # [CLS], the prefix token and [SEP] must always fit
+            check_int(name, getattr(self, name), minimum=3)
 
     @property
     def total(self) -> int:

@@ -45,9 +45,9 @@ from transformers import (
 from ..checkpoints.model_card import ModelCardInfo, write_model_card
 from ..data.mixinstruct import is_mixinstruct_row
 from ..ranking.inputs import batch_texts
+from ..ranking.methods import RANKING_METHODS
 from ..ranking.ranker import PairRM
 from ..ranking.rewards import win_probability
-from ..ranking.schedules import RANKING_METHODS
 
 __all__ = [
     "DEFAULT_STUDENT",
@@ -118,7 +118,7 @@ def teacher_targets(
     schedule's order gives 1, ½ or 0.
     """
     if schedule not in RANKING_METHODS:
-        raise ValueError(f"schedule must be one of {RANKING_METHODS}, got {schedule!r}")
+        raise ValueError(f"schedule must be one of {sorted(RANKING_METHODS)}, got {schedule!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     sources, texts = batch_texts(prompts, candidates, input_format=input_format)

@@ -25,14 +25,20 @@ import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from ..checkpoints.model_card import ModelCardInfo
-from ..data.mixinstruct import METRIC_WEIGHTS, MixInstructExample, is_mixinstruct_row
+from ..data.mixinstruct import MixInstructExample, is_mixinstruct_row, weighted_metrics
 from ..models.modeling_dual_reranker import DualReranker
 from ..models.modeling_encoder_ranker import EncoderRankerPreTrainedModel
 from ..models.modeling_pair_ranker import PairRanker
 from ..models.modeling_summareranker import SummaReranker
 from ..ranking.inputs import check_input_format, preference_texts
-from ..tokenization.tokenization_pairrm import DualEncoder, PairLengths, PointEncoder, add_prefix_tokens
-from ..tokenization.tokenization_pairrm import restore_sentencepiece_normalizer as _restore_normalizer
+from ..tokenization.padding import pad_rows
+from ..tokenization.tokenization_pairrm import (
+    DualEncoder,
+    PairLengths,
+    PointEncoder,
+    add_prefix_tokens,
+    restore_sentencepiece_normalizer,
+)
 
 __all__ = [
     "RANKER_TYPES",
@@ -83,7 +89,7 @@ def init_ranker_from_backbone(
     tokenizer = AutoTokenizer.from_pretrained(tok_folder)
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"the tokenizer in {tok_folder!r} must be a fast (tokenizers-backed) tokenizer")
-    _restore_normalizer(tokenizer, tok_folder)
+    restore_sentencepiece_normalizer(tokenizer, tok_folder)
     ids = add_prefix_tokens(tokenizer)
     encoder = AutoModel.from_pretrained(folder, dtype=torch.float32)
     if max(ids) >= encoder.get_input_embeddings().num_embeddings:
@@ -101,12 +107,6 @@ def init_ranker_from_backbone(
 
 
 # ------------------------------------------------------------------------------------------------- data
-def _weighted(scores: Mapping[str, float], metrics: Sequence[str]) -> list[float] | None:
-    if any(m not in scores for m in metrics):
-        return None
-    return [float(scores[m]) * METRIC_WEIGHTS.get(m, 1.0) for m in metrics]
-
-
 def candidate_sets(
     rows: Sequence[Any],
     *,
@@ -137,7 +137,7 @@ def candidate_sets(
             metrics = sorted(common)
         scored: dict[str, list[float]] = {}
         for cand in ex.candidates:
-            values = _weighted(cand.scores, metrics)
+            values = weighted_metrics(cand.scores, metrics)
             if values is not None and cand.text not in scored:
                 scored[cand.text] = values
         texts = list(scored)
@@ -172,16 +172,6 @@ def _task_scores(scores: Sequence[Sequence[float]], n_tasks: int, index: int) ->
     raise ValueError(f"candidate set {index} has {arr.shape[1]} metrics but the model has n_tasks={n_tasks}")
 
 
-def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    return ids, mask
-
-
 class PointwiseRankerCollator:
     """Candidate sets → SummaReranker batches: ``input_ids``/``attention_mask`` ``[Σ n, L]`` (one row per candidate)
     and ``labels`` ``[Σ n, n_tasks]`` (1 where the candidate has its set's best score for that task)."""
@@ -200,7 +190,7 @@ class PointwiseRankerCollator:
             rows += [enc.pack_point(segment, enc.candidate_body(c, budget)) for c in ids[1:]]
             scores = _task_scores(f["scores"], self.n_tasks, k)
             labels.append((scores == scores.max(axis=0, keepdims=True)).astype(np.float32))
-        input_ids, attention_mask = _pad(rows, enc.pad_id)
+        input_ids, attention_mask = pad_rows(rows, enc.pad_id)
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
@@ -232,16 +222,11 @@ class DualRankerCollator:
             n = len(f["candidates"])
             labels[k, :n] = torch.from_numpy(_task_scores(f["scores"], 1, k)[:, 0]).float()
             valid[k, :n] = True
-        source_ids, source_mask = _pad(sources, enc.pad_id)
-        flat = [row for grid in grids for row in grid]
-        width = max(len(r) for r in flat)
-        cand_ids = torch.full((len(features), n_max, width), enc.pad_id, dtype=torch.long)
-        cand_mask = torch.zeros((len(features), n_max, width), dtype=torch.long)
-        for k, grid in enumerate(grids):
-            for i, row in enumerate(grid):
-                cand_ids[k, i, : len(row)] = torch.tensor(row)
-                cand_mask[k, i, : len(row)] = 1
-        target_ids, target_mask = _pad(targets, enc.pad_id)
+        source_ids, source_mask = pad_rows(sources, enc.pad_id)
+        # one row per candidate slot, an empty (all-padding) row where a set has fewer than n_max candidates
+        flat = [grid[i] if i < len(grid) else [] for grid in grids for i in range(n_max)]
+        cand_ids, cand_mask = (t.view(len(features), n_max, -1) for t in pad_rows(flat, enc.pad_id))
+        target_ids, target_mask = pad_rows(targets, enc.pad_id)
         return {
             "input_ids": source_ids,
             "attention_mask": source_mask,

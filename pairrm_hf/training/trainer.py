@@ -17,6 +17,7 @@ from ..checkpoints.model_card import ModelCardInfo, write_model_card
 from ..data.mixinstruct import is_mixinstruct_row, mixinstruct_to_pairs
 from ..models.modeling_pairrm import DebertaV2PairRM
 from ..ranking.inputs import check_input_format, preference_texts
+from ..tokenization.padding import pad_rows
 from ..tokenization.tokenization_pairrm import PairEncoder, PairLengths
 
 __all__ = [
@@ -51,7 +52,6 @@ class PairRMDataCollator:
         self.encoder = PairEncoder(tokenizer, lengths)
         self.both_orders = both_orders
         self.input_format = check_input_format(input_format)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         texts = [preference_texts(row, k, input_format=self.input_format) for k, row in enumerate(features)]
@@ -68,12 +68,7 @@ class PairRMDataCollator:
             if self.both_orders:
                 rows.append(self.encoder.pack(segment, body_r, body_c))
                 labels.append(-1.0)
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = torch.tensor(row)
-            attention_mask[i, : len(row)] = 1
+        input_ids, attention_mask = pad_rows(rows, self.encoder.pad_id)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": torch.tensor(labels)}
 
 

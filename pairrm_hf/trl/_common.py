@@ -1,4 +1,4 @@
-"""Shared pieces of the TRL adapters: a lazily loaded, picklable PairRM handle and list checks.
+"""Shared piece of the TRL adapters: a lazily loaded, picklable PairRM handle (list checks: :mod:`pairrm_hf.utils.checks`).
 
 Nothing here imports ``trl``: TRL's reward/judge contracts are plain duck-typed callables. TRL's prompts and
 completions (standard or conversational) become PairRM texts by the one input rule, :mod:`pairrm_hf.ranking.inputs`.
@@ -7,7 +7,6 @@ completions (standard or conversational) become PairRM texts by the one input ru
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -15,7 +14,7 @@ import torch
 from ..checkpoints.loading import DEFAULT_MODEL
 from ..ranking.ranker import PairRM
 
-__all__ = ["LazyPairRM", "check_list", "default_device"]
+__all__ = ["LazyPairRM", "default_device"]
 
 
 def default_device() -> torch.device:
@@ -110,10 +109,3 @@ class LazyPairRM:
 
     def __repr__(self) -> str:
         return f"LazyPairRM({self.path!r}, loaded={self.loaded})"
-
-
-def check_list(name: str, value: Any) -> list:
-    """``value`` must be a list/tuple; returns it as a list."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise TypeError(f"{name} must be a list, got {type(value).__name__}")
-    return list(value)

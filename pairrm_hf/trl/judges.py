@@ -17,8 +17,8 @@ from ..checkpoints.loading import DEFAULT_MODEL
 from ..ranking.inputs import answer_set_texts, check_input_format
 from ..ranking.ranker import PairRM
 from ..ranking.rewards import win_probability
-from ..utils.checks import check_same_length
-from ._common import LazyPairRM, check_list
+from ..utils.checks import check_list, check_positive_number, check_same_length
+from ._common import LazyPairRM
 
 __all__ = ["PairRMJudge", "PairRMRankJudge"]
 
@@ -115,8 +115,7 @@ class PairRMJudge(_Judge):
         temperature: float = 1.0,
     ) -> list[int] | list[float]:
         """Winner index per prompt (0/1, ``on_tie`` on a tie, -1 on failure), or ``P(first better)`` (scores)."""
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        check_positive_number("temperature", temperature)
         sources, lists = _prompt_texts(prompts, completions, pairwise=True, input_format=self.input_format)
         n = len(sources)
         flip = self.rng.random(n) < 0.5 if shuffle_order else np.zeros(n, dtype=bool)

@@ -19,7 +19,8 @@ from ..generation.sampling import generate_samples
 from ..ranking.inputs import answer_set_texts, check_input_format, is_messages
 from ..ranking.preferences import PAIR_STRATEGIES, preference_pairs
 from ..ranking.ranker import PairRM
-from ._common import LazyPairRM, check_list
+from ..utils.checks import check_int, check_list, check_positive_int
+from ._common import LazyPairRM
 
 __all__ = ["label_preferences", "generate_and_label", "STRATEGIES"]
 
@@ -146,8 +147,7 @@ def label_preferences(
         raise ValueError(f"ties must be 'skip' or 'keep', got {ties!r}")
     if min_margin is not None and not isinstance(min_margin, (int, float)):
         raise TypeError(f"min_margin must be a number or None, got {type(min_margin).__name__}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
     check_input_format(input_format)
     if isinstance(dataset, (list, tuple)):
         dataset = datasets.Dataset.from_list(list(dataset))
@@ -279,8 +279,7 @@ def generate_and_label(
     prompts = check_list("prompts", prompts)
     if not prompts:
         raise ValueError("prompts is empty")
-    if not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an int >= 2 (pairs need two completions), got {n!r}")
+    check_int("n", n, minimum=2)  # a pair needs two completions
     check_input_format(input_format)
     for k, p in enumerate(prompts):
         if not isinstance(p, str) and not is_messages(p):

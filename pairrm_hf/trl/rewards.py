@@ -19,9 +19,9 @@ import numpy as np
 from ..checkpoints.loading import DEFAULT_MODEL
 from ..ranking.inputs import answer_texts, check_input_format
 from ..ranking.ranker import PairRM
-from ..ranking.rewards import group_rewards
-from ..utils.checks import check_same_length
-from ._common import LazyPairRM, check_list
+from ..ranking.rewards import baseline_rewards, group_rewards, reference_rewards
+from ..utils.checks import check_list, check_positive_number, check_same_length
+from ._common import LazyPairRM
 
 __all__ = ["PairRMReward", "PairRMPairwiseReward", "REWARD_MODES"]
 
@@ -150,9 +150,8 @@ class PairRMReward:
         column = self.reference_column if self.mode == "reference" else self.baseline_column
         others = _opponent_texts(list(prompts), others, sources, column, self.input_format)
         if self.mode == "reference":
-            rewards = rm.rank_with_ref(sources, [[c] for c in cands], references=others)
-            return [float(r[0]) for r in rewards]
-        return [float(x) for x in rm.compare(sources, cands, others)]
+            return reference_rewards(rm, sources, cands, others)
+        return baseline_rewards(rm, sources, cands, others)
 
     def _baselines(self, prompts: list, sources: list[str]) -> list[str]:
         todo: dict[str, Any] = {}
@@ -231,8 +230,7 @@ class PairRMPairwiseReward:
     ):
         if output not in ("logit", "proba"):
             raise ValueError(f"output must be 'logit' or 'proba', got {output!r}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        check_positive_number("temperature", temperature)
         from .judges import PairRMJudge  # local: judges imports nothing from here, but keep module import cheap
 
         if isinstance(ranker, PairRMJudge):

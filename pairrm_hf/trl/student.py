@@ -12,7 +12,8 @@ from typing import Any
 
 from ..ranking.inputs import answer_texts, check_input_format
 from ..training.distillation import load_student, student_scores
-from ._common import check_list, default_device
+from ..utils.checks import check_list
+from ._common import default_device
 
 __all__ = ["StudentReward"]
 

@@ -1,15 +1,76 @@
-"""Argument checks shared by every public entry point: clear errors naming the argument and the index."""
+"""Argument checks shared by every public entry point: clear errors naming the argument and the index.
+
+This is the one place for them: lists (:func:`check_list`, :func:`check_texts`, :func:`check_candidate_lists`,
+:func:`check_same_length`), counts (:func:`check_int`, :func:`check_positive_int`, :func:`check_top_k`, and
+:func:`positive_int_argument` for ``argparse``) and positive numbers such as a temperature
+(:func:`check_positive_number`).
+"""
 
 from __future__ import annotations
 
+import argparse
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["check_texts", "check_candidate_lists", "check_same_length", "check_top_k"]
+__all__ = [
+    "check_candidate_lists",
+    "check_int",
+    "check_list",
+    "check_positive_int",
+    "check_positive_number",
+    "check_same_length",
+    "check_texts",
+    "check_top_k",
+    "positive_int_argument",
+]
 
 
 def _is_sequence(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+def check_list(name: str, value: Any, what: str | None = None) -> list:
+    """``value`` must be a list/tuple (not a str); returns it as a list. ``what`` describes the items in the error
+    (``"of str"`` → ``"prompts must be a list (of str), got str"``)."""
+    if not _is_sequence(value):
+        items = f" ({what})" if what else ""
+        raise TypeError(f"{name} must be a list{items}, got {type(value).__name__}")
+    return list(value)
+
+
+def check_int(name: str, value: Any, *, minimum: int = 1, allow_none: bool = False) -> int | None:
+    """``value`` must be an int ``>= minimum`` (or ``None`` when ``allow_none``); a bool is refused (``True`` is not
+    a count). ``ValueError`` naming the argument; returns ``value``."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{name} must be {kind}{' or None' if allow_none else ''}, got {value!r}")
+    return int(value)
+
+
+def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> int | None:
+    """:func:`check_int` with ``minimum=1``: batch sizes, counts, chunk sizes."""
+    return check_int(name, value, minimum=1, allow_none=allow_none)
+
+
+def check_positive_number(name: str, value: Any) -> float:
+    """``value`` must be a real number > 0 (a temperature, a scale; NaN and bools are refused); returns it as float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return float(value)
+
+
+def positive_int_argument(value: str) -> int:
+    """An ``argparse`` ``type=``: the command-line string as an int >= 1, else a usage error."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
 
 
 def check_texts(name: str, texts: Any, *, allow_empty: bool = False) -> list[str]:
@@ -55,8 +116,7 @@ def check_top_k(top_k: Any, count: int | None = None, *, candidates_name: str = 
     bool (``True`` is not 1 here), and not more than the ``count`` candidates there are (``ValueError`` naming both)."""
     if top_k is None:
         return None
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+    top_k = check_positive_int("top_k", top_k, allow_none=True)
     if count is not None and top_k > count:
         raise ValueError(f"top_k={top_k} but {candidates_name} has only {count} candidates")
     return top_k
