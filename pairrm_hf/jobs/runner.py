@@ -43,6 +43,7 @@ from .io import (
     check_output_path,
     decode_csv_lists,
     input_fingerprint,
+    output_problems,
     read_table,
     write_rows,
 )
@@ -223,6 +224,10 @@ def _check_rows(cfg: JobConfig):
             items[i] = prepare_row(row, cfg.spec)
         except RowError as err:
             problems[i] = RowProblem(i, table.locations[i], str(err), row)
+    # What the output's writer would refuse (found now, not after every row is computed).
+    for p in output_problems(cfg.output, table, skip=problems):
+        problems[p.index] = p
+        items.pop(p.index, None)
     problems = [problems[i] for i in sorted(problems)]
     if problems and cfg.on_error == "raise":
         first = problems[0]
