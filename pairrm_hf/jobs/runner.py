@@ -365,13 +365,14 @@ def _write_rejects(cfg: JobConfig, problems: list[RowProblem]) -> str | None:
     lines = []
     for p in problems:
         raw = p.raw if isinstance(p.raw, (dict, list, str, int, float, bool)) or p.raw is None else repr(p.raw)
-        lines.append(
-            json.dumps(
-                {"index": p.index, "location": p.location, "reason": p.reason, "row": raw},
-                ensure_ascii=False,
-                default=repr,
-            )
-        )
+        record = {"index": p.index, "location": p.location, "reason": p.reason, "row": raw}
+        line = json.dumps(record, ensure_ascii=False, default=repr)
+        if not line.isascii():
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:  # a row rejected for a lone surrogate: keep it, \u-escaped
+                line = json.dumps(record, default=repr)
+        lines.append(line)
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 

@@ -1,0 +1,178 @@
+"""Regression tests for the jobs, loading and API half of issue 21 ("Hardening"), one or more per item.
+
+Each test states the behaviour the issue asked for; each failed on the commit before the fix.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pairrm_hf.cli import main
+from pairrm_hf.jobs import runner
+from pairrm_hf.jobs.io import read_table, write_rows
+
+ROWS = [
+    {"prompt": f"Question {i}: what is {i} + {i}?", "candidates": [f"{2 * i}", f"maybe {i}", "no idea"]}
+    for i in range(4)
+]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_hf_dir) -> str:
+    return str(tiny_hf_dir)
+
+
+def _run(*args) -> int:
+    return main([*map(str, args), "--no-progress"])
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+# ------------------------------------------------------------------------------------------- item 5
+def test_an_edit_while_the_job_starts_is_never_recorded_as_the_computed_content(model, tiny_rm, tmp_path, monkeypatch):
+    src = _jsonl(tmp_path / "in.jsonl", ROWS)
+    edited = [{**ROWS[0], "candidates": ["a brand new answer", "another", "third"]}, *ROWS[1:]]
+    real_read = runner.read_table
+
+    def read_then_someone_edits(*args, **kwargs):
+        table = real_read(*args, **kwargs)
+        _jsonl(src, edited)  # an edit landing right after the rows were read, before the job records its input
+        return table
+
+    out = tmp_path / "out.jsonl"
+    monkeypatch.setattr(runner, "read_table", read_then_someone_edits)
+    assert _run("rank", src, "-o", out, "--model", model, "--chunk-size", 2, "--keep-parts") == 0
+    monkeypatch.undo()
+    out.unlink()  # the parts folder is kept: a rerun resumes from its chunks
+    code = _run("rank", src, "-o", out, "--model", model, "--chunk-size", 2)
+    if code == 0:  # resuming is only right if row 0 holds the scores of the edited row
+        expected = tiny_rm.rank_batch([edited[0]["prompt"]], [edited[0]["candidates"]])[0].scores
+        assert _read(out)[0]["pairrm_scores"] == pytest.approx(expected.tolist(), abs=1e-5)
+    else:
+        assert code == 2  # refused: the chunks were computed from other input content
+
+
+def test_a_file_is_fingerprinted_from_the_bytes_it_was_parsed_from(tmp_path):
+    from pairrm_hf.jobs.io import content_fingerprint, input_fingerprint
+
+    src = _jsonl(tmp_path / "in.jsonl", ROWS)
+    table = read_table(src)
+    assert table.content == content_fingerprint(src)
+    _jsonl(src, ROWS[:1])
+    assert input_fingerprint(src, None, table)["content"] == table.content != content_fingerprint(src)
+
+
+# ------------------------------------------------------------------------------------------- item 6
+def test_lone_surrogates_are_bad_rows_found_before_compute(model, tmp_path, capsys):
+    rows = [*ROWS[:2], {"prompt": "fine", "candidates": ["ok", "bad \ud800 text"]}, ROWS[3]]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")  # json spells it "\\ud800"
+    out = tmp_path / "out.jsonl"
+    assert _run("rank", src, "-o", out, "--model", model) == 2
+    err = capsys.readouterr().err
+    assert f"{src}: line 3" in err and "candidates[1]" in err and "surrogate" in err, err
+    assert _run("rank", src, "-o", out, "--model", model, "--on-error", "skip") == 0
+    assert [r["prompt"] for r in _read(out)] == [ROWS[0]["prompt"], ROWS[1]["prompt"], ROWS[3]["prompt"]]
+    rejects = _read(Path(f"{out}.rejects.jsonl"))
+    assert [r["location"] for r in rejects] == ["line 3"]
+
+
+def test_lone_surrogates_in_the_api_are_a_value_error_naming_the_input(tiny_rm):
+    with pytest.raises(ValueError, match=r"candidates\[0\]\[1\]: holds a lone surrogate"):
+        tiny_rm.rank_batch(["p"], [["ok", "x\udfff"]])
+    with pytest.raises(ValueError, match=r"prompts\[0\]: holds a lone surrogate"):
+        tiny_rm.rank_batch(["\ud800"], [["a", "b"]])
+    with pytest.raises(ValueError, match=r"\['content'\]: holds a lone surrogate"):
+        tiny_rm.compare_conversations(
+            [[{"role": "user", "content": "q"}, {"role": "assistant", "content": "\ud800"}]],
+            [[{"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}]],
+        )
+
+
+# ------------------------------------------------------------------------------------------- item 7
+@pytest.mark.parametrize(
+    "column,values,bad_row",
+    [
+        ("meta", ["a", "b", 3, "d"], 2),  # mixed types
+        ("big", [1, 2, 10**30, 4], 2),  # beyond int64
+        ("note", ["x", "\ud800", "y", "z"], 1),  # not writable as UTF-8
+    ],
+)
+def test_parquet_output_is_checked_on_the_real_columns_before_compute(model, tmp_path, capsys, column, values, bad_row):
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({**r, column: v}) + "\n" for r, v in zip(ROWS, values)), encoding="utf-8")
+    out = tmp_path / "out.parquet"
+    assert _run("rank", src, "-o", out, "--model", model) == 2
+    err = capsys.readouterr().err
+    assert f"line {bad_row + 1}" in err and repr(column) in err, err
+    assert not Path(f"{out}.parts").exists() or not list(Path(f"{out}.parts").glob("chunk-*"))  # nothing computed
+    assert _run("rank", src, "-o", out, "--model", model, "--on-error", "skip") == 0
+    assert pq.read_table(out).num_rows == len(ROWS) - 1
+
+
+def test_parquet_column_of_empty_objects_is_named_before_compute(model, tmp_path, capsys):
+    pytest.importorskip("pyarrow")
+    src = _jsonl(tmp_path / "in.jsonl", [{**r, "extra": {}} for r in ROWS])
+    assert _run("rank", src, "-o", tmp_path / "out.parquet", "--model", model) == 2
+    err = capsys.readouterr().err
+    assert "column 'extra'" in err and "Parquet" in err, err
+
+
+def test_csv_cells_longer_than_the_csv_module_default_are_read(model, tmp_path):
+    long_answer = "word " * 40_000  # 200,000 characters, beyond csv's 131,072 default
+    src = tmp_path / "in.csv"
+    write_rows(src, [{"prompt": "p", "candidates": [long_answer, "short"]}])
+    table = read_table(src)
+    assert json.loads(table.rows[0]["candidates"])[0] == long_answer
+
+
+def test_json_nested_too_deep_in_one_line_is_a_skippable_bad_row(model, tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    deep = '{"prompt": "p", "candidates": ["a", "b"], "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    src.write_text(json.dumps(ROWS[0]) + "\n" + deep + "\n" + json.dumps(ROWS[1]) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert _run("rank", src, "-o", out, "--model", model) == 2
+    assert f"{src}: line 2" in capsys.readouterr().err
+    assert _run("rank", src, "-o", out, "--model", model, "--on-error", "skip") == 0
+    assert len(_read(out)) == 2
+
+
+# ------------------------------------------------------------------------------------------- item 8
+def test_column_oriented_json_with_unequal_columns_is_refused(model, tmp_path, capsys):
+    src = tmp_path / "in.json"
+    src.write_text(json.dumps({"prompt": ["p1", "p2", "p3"], "candidates": [["a", "b"]]}))
+    assert _run("rank", src, "-o", tmp_path / "out.jsonl", "--model", model) == 2
+    err = capsys.readouterr().err
+    assert "different lengths" in err and "'prompt': 3" in err and "'candidates': 1" in err, err
+
+
+def test_extra_cells_in_a_ragged_csv_row_are_a_bad_row_not_a_null_column(model, tmp_path, capsys):
+    src = tmp_path / "in.csv"
+    src.write_text('prompt,candidates\np1,"[""a"", ""b""]"\np2,"[""a"", ""b""]",stray,cells\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert _run("rank", src, "-o", out, "--model", model) == 2
+    assert f"{src}: line 3: 4 cells but the header has 2 columns" in capsys.readouterr().err
+    assert _run("rank", src, "-o", out, "--model", model, "--on-error", "skip") == 0
+    rows = _read(out)
+    assert len(rows) == 1 and set(rows[0]) == {"prompt", "candidates", "pairrm_scores", "pairrm_ranks"}
+
+
+def test_an_input_column_the_task_writes_is_not_overwritten(model, tmp_path, capsys):
+    src = _jsonl(tmp_path / "in.jsonl", [{**ROWS[0], "pairrm_scores": "mine"}, ROWS[1]])
+    out = tmp_path / "out.jsonl"
+    assert _run("rank", src, "-o", out, "--model", model) == 2
+    err = capsys.readouterr().err
+    assert "line 1" in err and "'pairrm_scores'" in err and "overwritten" in err, err
