@@ -176,3 +176,46 @@ def test_an_input_column_the_task_writes_is_not_overwritten(model, tmp_path, cap
     assert _run("rank", src, "-o", out, "--model", model) == 2
     err = capsys.readouterr().err
     assert "line 1" in err and "'pairrm_scores'" in err and "overwritten" in err, err
+
+
+def test_label_preferences_keeps_the_inputs_other_columns(tiny_rm):
+    from pairrm_hf.trl import label_preferences
+
+    rows = [
+        {"id": f"r{i}", "source": "set-a", "prompt": r["prompt"], "completions": r["candidates"]}
+        for i, r in enumerate(ROWS)
+    ]
+    out = label_preferences(rows, ranker=tiny_rm, strategy="all_pairs").to_list()
+    assert len(out) == len(ROWS) * 3
+    assert [r["id"] for r in out] == [f"r{i}" for i in range(len(ROWS)) for _ in range(3)]
+    assert all(r["source"] == "set-a" and "completions" not in r for r in out)
+    empty = label_preferences(rows[:1], ranker=tiny_rm, min_margin=1e9).column_names
+    assert "id" in empty and "source" in empty
+
+
+def test_label_preferences_mixing_plain_and_chat_completions(tiny_rm):
+    from pairrm_hf.trl import label_preferences
+
+    chat = [{"role": "user", "content": "Say hi"}]
+    mixed = [{"prompt": chat, "completions": ["hi there", [{"role": "assistant", "content": "go away"}]]}]
+    out = label_preferences(mixed, ranker=tiny_rm, ties="keep").to_list()
+    same = [{"prompt": chat, "completions": [[{"role": "assistant", "content": c}] for c in ("hi there", "go away")]}]
+    expected = label_preferences(same, ranker=tiny_rm, ties="keep").to_list()
+    assert out == expected and isinstance(out[0]["chosen"], list)
+    plain_then_chat = [
+        {"prompt": "p", "completions": ["a", "b"]},
+        {
+            "prompt": "q",
+            "completions": [[{"role": "assistant", "content": "x"}], [{"role": "assistant", "content": "y"}]],
+        },
+    ]
+    with pytest.raises(ValueError, match=r"column 'completions' mixes .*dataset\[0\].*dataset\[1\]"):
+        label_preferences(plain_then_chat, ranker=tiny_rm)
+
+
+def test_label_preferences_nan_margin_is_an_error_not_zero_pairs(tiny_rm):
+    from pairrm_hf.trl import label_preferences
+
+    rows = [{"prompt": r["prompt"], "completions": r["candidates"]} for r in ROWS]
+    with pytest.raises(ValueError, match="min_margin.*nan"):
+        label_preferences(rows, ranker=tiny_rm, min_margin=float("nan"))
