@@ -219,3 +219,113 @@ def test_label_preferences_nan_margin_is_an_error_not_zero_pairs(tiny_rm):
     rows = [{"prompt": r["prompt"], "completions": r["candidates"]} for r in ROWS]
     with pytest.raises(ValueError, match="min_margin.*nan"):
         label_preferences(rows, ranker=tiny_rm, min_margin=float("nan"))
+
+
+# ------------------------------------------------------------------------------------------- item 10
+class _CallsSystem:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo executed > /dev/null",))
+
+
+class _CallsExec:
+    def __reduce__(self):
+        return (exec, ("raise SystemExit('executed')",))
+
+
+def _pickled_bin(layout_dir: Path, folder: Path, payload) -> Path:
+    import shutil
+
+    import torch
+
+    shutil.copytree(layout_dir, folder)
+    (folder / "model.safetensors").unlink()
+    torch.save({"w": payload}, folder / "pytorch_model.bin")
+    return folder / "pytorch_model.bin"
+
+
+def _load_through(surface: str, folder: Path, capsys) -> str:
+    """The error text a user sees when loading ``folder`` through ``surface``."""
+    if surface == "cli":
+        assert main(["rank", "--model", str(folder), "--prompt", "p", "--candidates", "a", "b"]) == 2
+        return capsys.readouterr().err
+    with pytest.raises(ValueError) as err:
+        if surface == "load_pairrm":
+            from pairrm_hf import load_pairrm
+
+            load_pairrm(folder)
+        elif surface == "api":
+            from pairrm_hf import PairRM
+
+            PairRM.from_pretrained(folder)
+        elif surface == "auto":
+            from pairrm_hf import AutoModelForPairwiseRanking
+
+            AutoModelForPairwiseRanking.from_pretrained(folder)
+        else:
+            from transformers import pipeline
+
+            import pairrm_hf.pipelines  # noqa: F401  (registers the task)
+
+            pipeline("pairwise-ranking", model=str(folder))
+    return str(err.value)
+
+
+@pytest.mark.parametrize("surface", ["load_pairrm", "api", "auto", "pipeline", "cli"])
+@pytest.mark.parametrize("payload", [_CallsSystem, _CallsExec])
+def test_pickled_code_in_hf_layout_weights_is_refused_clearly_everywhere(
+    surface, payload, tiny_hf_dir, tmp_path, capsys
+):
+    path = _pickled_bin(tiny_hf_dir, tmp_path / "evil", payload())
+    message = _load_through(surface, tmp_path / "evil", capsys)
+    assert str(path) in message and "holds Python objects besides tensors" in message, message
+    assert "weights_only" not in message and "safe_globals" not in message and "trust the source" not in message
+
+
+def test_pickled_code_in_legacy_weights_is_not_called_damaged(tiny_legacy_dir, tiny_backbone_dir, tmp_path):
+    from pairrm_hf import load_pairrm
+
+    _pickled_bin(tiny_legacy_dir, tmp_path / "evil", _CallsSystem())
+    with pytest.raises(ValueError) as err:
+        load_pairrm(tmp_path / "evil", backbone_config=tiny_backbone_dir)
+    message = str(err.value)
+    assert "holds Python objects besides tensors" in message and "posix.system" in message, message
+    assert "damaged" not in message and "weights_only" not in message
+
+
+# ------------------------------------------------------------------------------------------- item 11
+def _damaged(tiny_hf_dir: Path, folder: Path, kind: str) -> tuple[Path, str]:
+    import shutil
+
+    shutil.copytree(tiny_hf_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    if kind == "config_list":
+        (folder / "config.json").write_text("[1, 2]")
+        return folder / "config.json", "holds a JSON list, not an object"
+    if kind == "length_text":
+        (folder / "config.json").write_text(json.dumps({**config, "source_max_length": "abc"}))
+        return folder / "config.json", "source_max_length must be a positive integer"
+    if kind == "tokenizer_json":
+        (folder / "tokenizer.json").write_text('{"version": "1.0", "truncat')
+        return folder / "tokenizer.json", "not valid JSON"
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(folder / "model.safetensors")
+    key = "pretrained_model.encoder.layer.0.attention.self.query_proj.weight"
+    weights[key] = torch.zeros(weights[key].shape[0] + 1, weights[key].shape[1])
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder / "model.safetensors", f"{key} (65, 64) (config: (64, 64))"
+
+
+@pytest.mark.parametrize("kind", ["config_list", "length_text", "tokenizer_json", "wrong_shape"])
+def test_damaged_checkpoints_name_the_file_and_the_problem(kind, tiny_hf_dir, tmp_path):
+    from pairrm_hf import load_pairrm
+
+    path, what = _damaged(tiny_hf_dir, tmp_path / "broken", kind)
+    with pytest.raises(ValueError) as err:
+        load_pairrm(tmp_path / "broken")
+    message = str(err.value)
+    assert str(path) in message and what in message, message
+    assert "ignore_mismatched_sizes" not in message
