@@ -226,16 +226,16 @@ def unsafe_weights_error(path: str, err: pickle.UnpicklingError) -> ValueError:
     tensors: use a safetensors copy. Anything else is a damaged file: download it again.
     """
     text = str(err)
+    lines = [ln.strip() for ln in text.split("WeightsUnpickler error:", 1)[-1].splitlines()]
+    reason = next((ln for ln in lines if ln and not _UNSAFE_ADVICE.search(ln)), "bad pickle data")
     found = re.search(r"GLOBAL ([\w.]+)", text)
-    if found or "Weights only load failed" in text:
-        what = f"it would call {found.group(1)}" if found else "data the safe loader refuses"
+    if found or re.search(r"global|reduce|function|class", reason, re.IGNORECASE):
+        what = f"it would call {found.group(1)}" if found else reason
         return ValueError(
             f"{path}: holds Python objects besides tensors ({what}); they are not loaded, for safety (nothing in "
             "the file was run). Use a safetensors copy of this checkpoint (model.safetensors), or re-save its "
             "weights as plain tensors from a trusted environment"
         )
-    lines = [ln.strip() for ln in text.split("WeightsUnpickler error:", 1)[-1].splitlines()]
-    reason = next((ln for ln in lines if ln and not _UNSAFE_ADVICE.search(ln)), "bad pickle data")
     return ValueError(f"{path}: not a readable PyTorch weights file ({reason}); it is probably damaged: {_REDOWNLOAD}")
 
 
