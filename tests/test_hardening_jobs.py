@@ -329,3 +329,42 @@ def test_damaged_checkpoints_name_the_file_and_the_problem(kind, tiny_hf_dir, tm
     message = str(err.value)
     assert str(path) in message and what in message, message
     assert "ignore_mismatched_sizes" not in message
+
+
+# ------------------------------------------------------------------------------------------- item 9
+def _progress_lines(text: str) -> list[tuple[int, int]]:
+    import re
+
+    return [(int(a), int(b)) for a, b in re.findall(r"^pairrm rank: (\d+)/(\d+) pairs", text, re.MULTILINE)]
+
+
+def test_progress_lines_when_stderr_is_no_terminal(tiny_hf_dir, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "model"  # a folder of its own: this process has not loaded it yet
+    shutil.copytree(tiny_hf_dir, folder)
+    src = _jsonl(tmp_path / "in.jsonl", ROWS)
+    args = ["rank", str(src), "-o", str(tmp_path / "out.jsonl"), "--model", str(folder), "--batch-size", "2"]
+    # one chunk holds the whole file, so the lines must come from inside the chunk (per batch), not per chunk
+    assert main([*args, "--progress-interval", "0"]) == 0
+    err = capsys.readouterr().err
+    lines = _progress_lines(err)
+    total = len(ROWS) * 3 * 2
+    assert len(lines) >= total // 2 and lines[-1] == (total, total), err[-800:]
+    assert [n for n, _ in lines] == sorted(n for n, _ in lines)
+    assert main([*args, "--progress-interval", "3600", "--overwrite"]) == 0  # nothing within the first hour
+    assert not _progress_lines(capsys.readouterr().err)
+
+
+def test_no_progress_also_silences_the_weight_loading_bar(tiny_hf_dir, tmp_path, capsys):
+    import shutil
+
+    from transformers.utils import logging as hf_logging
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_hf_dir, folder)
+    src = _jsonl(tmp_path / "in.jsonl", ROWS)
+    assert _run("rank", src, "-o", tmp_path / "out.jsonl", "--model", folder, "--progress-interval", "0") == 0
+    err = capsys.readouterr().err
+    assert "Loading weights" not in err and not _progress_lines(err), err
+    assert hf_logging.is_progress_bar_enabled()  # the switch is restored after loading

@@ -76,6 +76,16 @@ def _positive(value: str) -> int:
     return number
 
 
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {value!r}")
+    return number
+
+
 def _add_input_format(parser) -> None:
     parser.add_argument(
         "--input-format",
@@ -116,7 +126,14 @@ def _add_job_options(parser: argparse.ArgumentParser, required_input: bool = Tru
     )
     j.add_argument("--overwrite", action="store_true", help="discard an existing output or unfinished job")
     j.add_argument("--keep-parts", action="store_true", help="keep OUTPUT.parts/ after assembling")
-    j.add_argument("--no-progress", action="store_true", help="no progress bar")
+    j.add_argument("--no-progress", action="store_true", help="no progress bar (nor transformers' loading bar)")
+    j.add_argument(
+        "--progress-interval",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="when stderr is no terminal (a log file): a progress line every SECONDS (default: %(default)s)",
+    )
     _add_model_options(parser)
 
 
@@ -301,6 +318,7 @@ def _job(args: argparse.Namespace) -> int:
         shard=args.shard,
         keep_parts=args.keep_parts,
         progress=not args.no_progress,
+        progress_interval=args.progress_interval,
     )
     _print_summary(run_job(cfg))
     return 0
