@@ -368,3 +368,63 @@ def test_no_progress_also_silences_the_weight_loading_bar(tiny_hf_dir, tmp_path,
     err = capsys.readouterr().err
     assert "Loading weights" not in err and not _progress_lines(err), err
     assert hf_logging.is_progress_bar_enabled()  # the switch is restored after loading
+
+
+# ------------------------------------------------------------------------------------------- item 13
+def test_median_length_lexical_reference_does_not_depend_on_input_order(tiny_rm):
+    import numpy as np
+
+    cands = ["bbb", "aaa", "ccc", "z", "yyyyy"]  # three candidates tie at the median length
+    order = [1, 2, 4, 0, 3]
+    shuffled = [cands[i] for i in order]  # aaa, ccc, yyyyy, bbb, z
+    base = tiny_rm.rank_with_ref(["p"], [cands], ref_mode="median_length_lexical")[0]
+    again = tiny_rm.rank_with_ref(["p"], [shuffled], ref_mode="median_length_lexical")[0]
+    np.testing.assert_allclose(again, base[order], atol=1e-5)
+    assert base[0] == 0.0  # (length, text) order: z, aaa, bbb, ccc, yyyyy; the median is "bbb"
+    # upstream's median_length keeps input order among ties (documented): z, aaa, ccc, bbb, yyyyy gives "ccc"
+    assert tiny_rm.rank_with_ref(["p"], [shuffled], ref_mode="median_length")[0][1] == 0.0
+
+
+def test_from_pretrained_understands_transformers_keywords(tiny_hf_dir):
+    import torch
+
+    from pairrm_hf import PairRM
+
+    rm = PairRM.from_pretrained(tiny_hf_dir, device_map="cpu", torch_dtype=torch.bfloat16)
+    assert rm.device.type == "cpu" and next(rm.model.parameters()).dtype == torch.bfloat16
+    assert PairRM.from_pretrained(tiny_hf_dir, device_map={"": "cpu"}, torch_dtype="auto").device.type == "cpu"
+    with pytest.raises(ValueError, match="PairRM runs on one device"):
+        PairRM.from_pretrained(tiny_hf_dir, device_map={"encoder": "cpu", "head": "cuda:0"})
+    with pytest.raises(TypeError, match=r"from_pretrained\(\) got unexpected keyword argument\(s\) \['batchsize'\]"):
+        PairRM.from_pretrained(tiny_hf_dir, batchsize=4)
+
+
+def test_pairrm_repr_says_what_it_runs(tiny_rm, tiny_hf_dir):
+    text = repr(tiny_rm)
+    assert text.startswith("PairRM(") and str(tiny_hf_dir) in text and "DebertaV2PairRM" in text
+    assert "device=cpu" in text and "dtype=float32" in text and "batch_size=8" in text, text
+    assert f"lengths={tiny_rm.lengths.source_max_length}/{tiny_rm.lengths.candidate_max_length}" in text
+
+
+def test_rank_with_several_prompts_points_to_rank_batch(tiny_rm):
+    with pytest.raises(TypeError, match="use rank_batch"):
+        tiny_rm.rank(["first prompt", "second prompt"], [["a", "b"], ["c", "d"]])
+
+
+def test_cli_json_and_pipeline_name_the_candidate_alike(tiny_hf_dir, tiny_rm, capsys):
+    from transformers import pipeline
+
+    import pairrm_hf.pipelines  # noqa: F401  (registers the task)
+
+    cands = ["Paris.", "Berlin.", "I do not know."]
+    assert (
+        main(["rank", "--model", str(tiny_hf_dir), "--prompt", "Capital of France?", "--candidates", *cands, "--json"])
+        == 0
+    )
+    cli = json.loads(capsys.readouterr().out)
+    pipe = pipeline("pairwise-ranking", model=str(tiny_hf_dir), device="cpu")("Capital of France?", cands)
+    assert [r["candidate"] for r in cli] == [r["candidate"] for r in pipe]
+    assert all(r["text"] == r["candidate"] for r in cli)  # the older key stays
+    assert [r.as_dict() for r in tiny_rm.rank("Capital of France?", cands)] == [
+        {k: r[k] for k in ("index", "candidate", "score", "rank")} for r in cli
+    ]

@@ -152,7 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_options(rank, required_input=False)
     rank.add_argument("--prompt", help="rank the answers to this one prompt (no file)")
     rank.add_argument("--candidates", nargs="+", help="candidate answers for --prompt")
-    rank.add_argument("--json", action="store_true", help="with --prompt: print JSON instead of a table")
+    rank.add_argument(
+        "--json",
+        action="store_true",
+        help="with --prompt: print JSON instead of a table (index, candidate, score, rank; text = candidate)",
+    )
     rank.add_argument("--candidates-column", default="candidates", help="default: %(default)s")
     rank.add_argument("--aggregation", default="max_logits", choices=RANKING_METHODS)
     rank.add_argument("--seed", type=int, default=0, help="seed of the bubble aggregation")
@@ -238,7 +242,8 @@ def _rank_one(args: argparse.Namespace) -> int:
     )
     ranked = rm.rank(args.prompt, args.candidates, aggregation=args.aggregation, input_format=args.input_format)
     if args.json:
-        print(json.dumps([r.__dict__ for r in ranked], ensure_ascii=False))
+        # "candidate", as the pairwise-ranking pipeline names it; "text" is this command's older name, kept
+        print(json.dumps([{**r.as_dict(), "text": r.candidate} for r in ranked], ensure_ascii=False))
     else:
         for r in ranked:
             print(f"{r.rank:>3}  {r.score:+.4f}  [{r.index}] {r.text}")
