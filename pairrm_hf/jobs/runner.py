@@ -1,12 +1,14 @@
 """Chunked, resumable, shardable jobs over row tables, and batch hooks for ``datasets.map`` and Ray.
 
-A job reads the whole input, checks every row (before any forward pass), splits row indices into chunks of
+A job reads the whole input once, checks every row (before any forward pass; including what the output's writer
+would refuse, see :func:`~pairrm_hf.jobs.io.output_problems`), splits row indices into chunks of
 ``chunk_size`` and writes each finished chunk atomically to ``<output>.parts/chunk-NNNNNN.jsonl``, next to a
 ``manifest.json``. A rerun of the same command skips finished chunks, so a job killed at any moment loses and
 duplicates nothing. When every chunk is there, the output is assembled in input order and written atomically,
 and the parts folder is removed.
 
-Job identity: a hash of the input's content (every byte, see :func:`~pairrm_hf.jobs.io.content_fingerprint`), the
+Job identity: a hash of the input's content (every byte, hashed from the very bytes the rows were parsed from, see
+:func:`~pairrm_hf.jobs.io.read_table`), the
 options that change results (task and columns, aggregation, seed, limit, split, chunk size, on-error, dtype,
 backbone config), the model's content (config and sampled weights) and the package version. The manifest holds
 it, and the first line of every chunk names it: a chunk of any other job is never adopted (it is computed again),
