@@ -1,7 +1,7 @@
 """``pairrm`` jobs that never mix runs, and the CLI's input, output, progress and extras rules (issues 11 and 12).
 
 Every job test ends with an output byte-identical to a clean run of the same command. Cases covered (see the
-README's "Bad input" table):
+"Bad input" table of docs/guides/cli-jobs.md):
 
 * two processes on one output share the chunks (claims) and neither computes one the other did;
 * a process skips chunks another holds, waits for them, adopts finished ones and computes abandoned ones;

@@ -23,13 +23,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_demo_in_headless_chromium(tiny_hf_dir, tiny_rm, tmp_path):
+def test_demo_in_headless_chromium(tiny_hf_dir, tiny_rm, tmp_path, monkeypatch):
     from pairrm_hf.generation.fusion import fuse_generate, load_fuser
     from pairrm_hf.serve.demo import build_demo
     from tests.conftest import ORACLE_FUSER
 
+    # The model picker shows the name it was given: serve the tiny model under the published id (a local folder of
+    # that name wins over the Hub), so the screenshot docs/demo.png shows no path of the machine that took it.
+    (tmp_path / "llm-blender").mkdir()
+    (tmp_path / "llm-blender" / "PairRM-hf").symlink_to(tiny_hf_dir, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
     port = _free_port()
-    demo = build_demo([str(tiny_hf_dir)], fuser=str(ORACLE_FUSER), device="cpu", fuse_kwargs=FUSE)
+    demo = build_demo(["llm-blender/PairRM-hf"], fuser=str(ORACLE_FUSER), device="cpu", fuse_kwargs=FUSE)
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     prompt = "Which city is the capital of France?"
     answers = ["Paris is the capital of France.", "Berlin.", "I think it is Lyon, or maybe Marseille.", "Paris"]

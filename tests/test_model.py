@@ -62,7 +62,7 @@ def test_backbone_only_checkpoint_loads_the_backbone(tiny_backbone_dir):
 
 
 def test_automodel_on_pairrm_checkpoint_is_not_pairrm(tiny_hf_dir):
-    """The trap the README warns about: AutoModel gives a DebertaV2Model with random weights."""
+    """The trap docs/guides/checkpoints.md warns about: AutoModel gives a DebertaV2Model with random weights."""
     model = AutoModel.from_pretrained(tiny_hf_dir)
     assert type(model).__name__ == "DebertaV2Model"
     ours = DebertaV2PairRM.from_pretrained(tiny_hf_dir)

@@ -1,9 +1,9 @@
 """Results you can trust (issue 12, sections 2-4): no silent NaN, one ``top_k`` rule, order-free references,
 errors that name the file and the fix, and labelling contracts on edge rows.
 
-Cases covered (also in the README's "Bad input" table): forced fp16 overflow is recomputed in fp32 on every
-surface; weights that stay non-finite raise naming the input; ``rank(top_k=)`` larger than the candidates or a
-bool; ``rank_with_ref`` ties under shuffling; ``device="cuda"`` without CUDA; ``pairrm eval --data`` a missing
+Cases covered (also in the "Bad input" table of docs/guides/cli-jobs.md): forced fp16 overflow is recomputed in fp32
+on every surface; weights that stay non-finite raise naming the input; ``rank(top_k=)`` larger than the candidates
+or a bool; ``rank_with_ref`` ties under shuffling; ``device="cuda"`` without CUDA; ``pairrm eval --data`` a missing
 file; a ``config.json`` that is not JSON, a damaged safetensors file, a damaged or code-carrying
 ``pytorch_model.bin``; ``label_preferences`` on rows with fewer than two completions and with no pair left.
 """

@@ -530,7 +530,9 @@ def load_pairrm(
         backbone_config: for legacy checkpoints, the backbone's config (a ``DebertaV2Config``, a dict or a folder
             with its ``config.json``); by default it is read from the folder, cache or Hub repo that the checkpoint's
             ``model_name`` names (see the module docstring).
-        revision / token / cache_dir: passed to the Hub download.
+        revision: passed to the Hub download.
+        token: passed to the Hub download.
+        cache_dir: passed to the Hub download.
     """
     folder = resolve_checkpoint(name_or_path, revision=revision, token=token, cache_dir=cache_dir)
     layout = detect_layout(folder)

@@ -59,9 +59,11 @@ def simcls_loss(
     """SimCLS's ranking loss.
 
     Args:
-        scores: ``[batch, n]`` model scores. metric: ``[batch, n]`` reference scores (higher = better).
+        scores: ``[batch, n]`` model scores.
+        metric: ``[batch, n]`` reference scores (higher = better).
         valid: ``[batch, n]`` bool, False for padding slots.
-        target_scores / target_valid: ``[batch]`` score of the reference answer and whether the row has one.
+        target_scores: ``[batch]`` score of the reference answer.
+        target_valid: ``[batch]`` whether the row has a reference answer.
     Returns:
         ``Σ_{i<j} mean_b max(0, s_j − s_i + margin·(j − i)/n_b)`` over candidates sorted by ``metric`` (pairs with equal
         metric skipped; each pair averaged over the rows that have it), plus ``mean max(0, s_c − s_target)`` over the
@@ -127,11 +129,14 @@ class DualReranker(EncoderRankerPreTrainedModel):
         """Score each source's candidates.
 
         Args:
-            input_ids / attention_mask: ``[batch, source_len]`` source rows.
-            candidate_input_ids / candidate_attention_mask: ``[batch, n, cand_len]`` candidate rows.
+            input_ids: ``[batch, source_len]`` source rows.
+            attention_mask: the source rows' mask.
+            candidate_input_ids: ``[batch, n, cand_len]`` candidate rows.
+            candidate_attention_mask: the candidate rows' mask.
             candidate_mask: ``[batch, n]`` bool, False for padding slots (default: all real).
             labels: ``[batch, n]`` metric scores (higher = better) for the SimCLS loss.
-            target_input_ids / target_attention_mask: ``[batch, target_len]`` reference-answer rows (optional).
+            target_input_ids: ``[batch, target_len]`` reference-answer rows (optional).
+            target_attention_mask: the reference-answer rows' mask.
             target_mask: ``[batch]`` bool, False for rows without a reference (default: all have one).
         Returns:
             :class:`DualRerankerOutput` with ``logits`` of shape ``[batch, n]``.

@@ -169,7 +169,8 @@ class DebertaV2PairRM(DebertaV2PreTrainedModel):
         Args:
             input_ids: ``[batch, seq]`` packed rows, each with exactly one of each prefix token.
             attention_mask: ``[batch, seq]``, 1 for real tokens. Columns that are padding in every row are dropped.
-            token_type_ids / position_ids: optional ``[batch, seq]``, trimmed together with ``input_ids``.
+            token_type_ids: optional ``[batch, seq]``, trimmed together with ``input_ids``.
+            position_ids: optional ``[batch, seq]``, trimmed together with ``input_ids``.
             labels: ``[batch]`` or ``[batch, n_tasks]``; the sign says which candidate is better
                 (+ → candidate 1, − → candidate 2, 0 → no preference, a constant log 2 term).
         Returns:

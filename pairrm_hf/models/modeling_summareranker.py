@@ -77,8 +77,11 @@ class MultiTaskMixtureOfExperts(nn.Module):
     Args:
         n_tasks: number of gates (one output per task).
         size: input and output width.
-        num_experts / k / expert_hidden: experts, experts per row, experts' hidden width.
-        loss_coef / noise_epsilon: load-balancing weight and the noise floor used in training.
+        num_experts: number of experts.
+        k: experts per row.
+        expert_hidden: experts' hidden width.
+        loss_coef: load-balancing weight.
+        noise_epsilon: the noise floor used in training.
     """
 
     def __init__(

@@ -267,8 +267,8 @@ def compute_score(
 ) -> float:
     """A verl ``custom_reward_function``: PairRM's reward of ``solution_str`` against ``ground_truth``.
 
-    ``C[solution, truth] − C[truth, solution]`` (``/score`` with ``references=[ground_truth]``; 0 when equal,
-    > 0 when PairRM prefers the solution). The prompt is ``extra_info[prompt_key]`` when present (verl's
+    ``C[solution, truth] − C[truth, solution]`` (``/score`` with ``references=[ground_truth]``; 0 when equal, and
+    above 0 when PairRM prefers the solution). The prompt is ``extra_info[prompt_key]`` when present (verl's
     data preprocessing scripts often keep it there), else empty. ``url``/``api_key`` come from verl's
     ``custom_reward_function.reward_kwargs`` or ``$PAIRRM_URL``/``$PAIRRM_API_KEY``.
     """

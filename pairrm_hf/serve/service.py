@@ -28,7 +28,9 @@ class PairRMService:
 
     Args:
         rm: the loaded model (its engine's ``batch_size``/``max_batch_tokens`` cut the forward passes).
-        max_wait_ms, max_batch_pairs, batching: see :class:`~pairrm_hf.serve.batcher.PairBatcher`.
+        max_wait_ms: see :class:`~pairrm_hf.serve.batcher.PairBatcher`.
+        max_batch_pairs: see :class:`~pairrm_hf.serve.batcher.PairBatcher`.
+        batching: see :class:`~pairrm_hf.serve.batcher.PairBatcher`.
         limits: per-request bounds (:class:`~pairrm_hf.serve.protocol.Limits`).
         model_name: what ``/health`` reports.
     """

@@ -140,9 +140,10 @@ def train_pairrm(
             checkpoint or model is trained by :func:`~pairrm_hf.training.rankers.train_ranker`), a DeBERTa-v2/v3 backbone folder/id
             (see :func:`init_pairrm_from_backbone`; ``tokenizer`` may then name a tokenizer folder), a
             :class:`~pairrm_hf.PairRM`, a ``DebertaV2PairRM`` (with ``tokenizer=``) or a ``(model, tokenizer)`` tuple.
-        train_dataset / eval_dataset: TRL preference rows (``datasets.Dataset`` or a list of dicts) or MixInstruct
-            rows (expanded with :func:`~pairrm_hf.data.mixinstruct.mixinstruct_to_pairs` using ``metrics`` and
+        train_dataset: TRL preference rows (``datasets.Dataset`` or a list of dicts) or MixInstruct rows
+            (expanded with :func:`~pairrm_hf.data.mixinstruct.mixinstruct_to_pairs` using ``metrics`` and
             ``pairs_per_example``).
+        eval_dataset: rows of the same forms, for evaluation.
         lengths: row budgets (default: the checkpoint's, else 1224/412).
         input_format: ``"auto"`` (plain rows stay plain, chat rows use the original's conversation template) or
             ``"conversation"`` (the template for all rows); see :mod:`pairrm_hf.ranking.inputs`.

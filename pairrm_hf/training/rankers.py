@@ -296,10 +296,12 @@ def train_ranker(
         model_or_path: a ranker checkpoint folder (continue training), a backbone folder/Hub id together with
             ``ranker_type`` (``model_kwargs`` set the new config: ``n_tasks``, ``loss_type``, ...), a loaded
             :class:`~pairrm_hf.PairRM`, a ranker model (with ``tokenizer=``) or a ``(model, tokenizer)`` tuple.
-        train_dataset / eval_dataset: TRL preference rows or MixInstruct rows (a list or ``datasets.Dataset``).
+        train_dataset: TRL preference rows or MixInstruct rows (a list or ``datasets.Dataset``).
+        eval_dataset: rows of the same forms, for evaluation.
         lengths: row budgets (default: the checkpoint's, else 128/128); saved in the config.
         metrics: MixInstruct metrics to learn (PairRanker: pairs by their weighted sum; SummaReranker: one task each;
-            DualReranker: their sum). pairs_per_example: PairRanker pairs per MixInstruct row.
+            DualReranker: their sum).
+        pairs_per_example: PairRanker pairs per MixInstruct row.
         max_candidates: candidates kept per set for the set-based rankers (best and worst halves).
         input_format: how preference rows become texts (``"auto"`` or ``"conversation"``; :mod:`pairrm_hf.ranking.inputs`).
         **training_args: ``transformers.TrainingArguments`` fields; ``report_to`` defaults to ``"none"``.

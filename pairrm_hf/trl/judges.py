@@ -87,7 +87,8 @@ class PairRMJudge(_Judge):
         input_format: ``"auto"`` (str prompts and completions stay plain, chat messages use the conversation
             template) or ``"conversation"`` (the template for all); see :mod:`pairrm_hf.ranking.inputs`.
         on_tie: the answer for an exact tie: ``0`` (default, as the original), ``1``, or ``-1`` to mark ties.
-        device, **load_kwargs: where / how to load a path (see :meth:`PairRM.from_pretrained`).
+        device: where to load a path (see :meth:`PairRM.from_pretrained`).
+        **load_kwargs: how to load a path (see :meth:`PairRM.from_pretrained`).
     """
 
     def __init__(

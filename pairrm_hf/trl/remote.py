@@ -28,8 +28,11 @@ class PairRMRemoteReward(PairRMReward):
 
     Args:
         url: the server, e.g. ``"http://127.0.0.1:8000"`` (default: ``$PAIRRM_URL``).
-        mode, reference_column, baseline_column, baseline_fn, name: as for :class:`PairRMReward`
-            (``baseline_fn`` runs here, in the trainer process).
+        mode: as for :class:`PairRMReward`.
+        reference_column: as for :class:`PairRMReward`.
+        baseline_column: as for :class:`PairRMReward`.
+        baseline_fn: as for :class:`PairRMReward` (it runs here, in the trainer process).
+        name: as for :class:`PairRMReward`.
         api_key: the server's bearer token (default: ``$PAIRRM_API_KEY``).
         timeout: seconds per HTTP request.
 

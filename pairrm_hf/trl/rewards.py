@@ -212,7 +212,10 @@ class PairRMPairwiseReward:
             :class:`~pairrm_hf.trl.PairRMJudge` (its model is shared).
         output: ``"logit"`` or ``"proba"``.
         temperature: for ``output="proba"``.
-        name, input_format, device, **load_kwargs: as for :class:`PairRMReward`.
+        name: as for :class:`PairRMReward`.
+        input_format: as for :class:`PairRMReward`.
+        device: as for :class:`PairRMReward`.
+        **load_kwargs: as for :class:`PairRMReward`.
     """
 
     def __init__(
