@@ -428,3 +428,21 @@ def test_cli_json_and_pipeline_name_the_candidate_alike(tiny_hf_dir, tiny_rm, ca
     assert [r.as_dict() for r in tiny_rm.rank("Capital of France?", cands)] == [
         {k: r[k] for k in ("index", "candidate", "score", "rank")} for r in cli
     ]
+
+
+def test_server_names_the_field_of_a_lone_surrogate(tiny_rm):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    httpx = pytest.importorskip("httpx")
+    from pairrm_hf.serve.app import BackgroundServer, create_app
+    from pairrm_hf.serve.service import PairRMService
+
+    service = PairRMService(tiny_rm)
+    try:
+        with BackgroundServer(create_app(service)) as server:
+            body = '{"prompts": ["p"], "candidates": [["a", "b\\ud800"]]}'  # valid JSON, not text
+            r = httpx.post(f"{server.url}/rank", content=body, headers={"Content-Type": "application/json"})
+    finally:
+        service.close()
+    assert r.status_code == 422 and r.json()["field"] == "candidates[0][1]", r.text
+    assert "lone surrogate" in r.json()["error"]
