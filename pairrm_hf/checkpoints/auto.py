@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from collections import OrderedDict
 from typing import Any
 
@@ -24,7 +25,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from ..models.model_types import RANKER_MODEL_TYPES
 from ..models.modeling_pairrm import DebertaV2PairRM
 from ..utils.devices import resolve_dtype
-from .loading import load_pairrm, resolve_checkpoint
+from .loading import load_pairrm, read_config, resolve_checkpoint, unsafe_weights_error
 
 __all__ = ["AutoModelForPairwiseRanking", "MODEL_FOR_PAIRWISE_RANKING_MAPPING"]
 
@@ -54,7 +55,12 @@ class AutoModelForPairwiseRanking(_BaseAutoModelClass):
         folder = _legacy_folder(pretrained_model_name_or_path, kwargs)
         backbone_config = kwargs.pop("backbone_config", None)
         if folder is None:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            try:
+                return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            except pickle.UnpicklingError as err:  # never pass on torch's advice to load the pickle unsafely
+                where = os.fspath(pretrained_model_name_or_path)
+                path = os.path.join(where, "pytorch_model.bin") if os.path.isdir(where) else where
+                raise unsafe_weights_error(path, err) from None
 
         loaded = load_pairrm(folder, backbone_config=backbone_config)
         model = loaded.model
@@ -79,19 +85,19 @@ def _legacy_folder(name_or_path: str | os.PathLike, kwargs: dict) -> str | None:
         config_path = os.path.join(path, "config.json")
         if not os.path.isfile(config_path):
             return None
-    else:
-        try:
-            from huggingface_hub import hf_hub_download
+        return path if "ranker_type" in read_config(config_path) else None  # a damaged config.json is named
+    try:
+        from huggingface_hub import hf_hub_download
 
-            config_path = hf_hub_download(
-                path,
-                "config.json",
-                revision=kwargs.get("revision"),
-                token=kwargs.get("token"),
-                cache_dir=kwargs.get("cache_dir"),
-            )
-        except Exception:  # not a repo, offline without a cache: let transformers' loader say what is wrong
-            return None
+        config_path = hf_hub_download(
+            path,
+            "config.json",
+            revision=kwargs.get("revision"),
+            token=kwargs.get("token"),
+            cache_dir=kwargs.get("cache_dir"),
+        )
+    except Exception:  # not a repo, offline without a cache: let transformers' loader say what is wrong
+        return None
     try:
         with open(config_path, encoding="utf-8") as f:
             config = json.load(f)
@@ -99,8 +105,6 @@ def _legacy_folder(name_or_path: str | os.PathLike, kwargs: dict) -> str | None:
         return None
     if not isinstance(config, dict) or "ranker_type" not in config:
         return None
-    if os.path.isdir(path):
-        return path
     return resolve_checkpoint(
         path, revision=kwargs.get("revision"), token=kwargs.get("token"), cache_dir=kwargs.get("cache_dir")
     )

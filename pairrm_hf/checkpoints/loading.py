@@ -46,6 +46,8 @@ __all__ = [
     "load_pairrm",
     "convert_legacy_checkpoint",
     "save_pairrm",
+    "read_config",
+    "unsafe_weights_error",
 ]
 
 logger = logging.getLogger(__name__)
@@ -130,12 +132,51 @@ def _read_json(path: str) -> dict:
         raise ValueError(f"{path}: not UTF-8 text (byte {err.start}), so not a JSON config; {_REDOWNLOAD}") from None
 
 
+def read_config(path: str) -> dict:
+    """A checkpoint's JSON config as a dict; ``ValueError`` naming the file when it is no JSON object."""
+    config = _read_json(path)
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"{path}: holds a JSON {type(config).__name__}, not an object of config fields; the file is damaged or "
+            f"was edited by hand: fix it, or {_REDOWNLOAD}"
+        )
+    return config
+
+
+def _length(config: dict, key: str, default: int, path: str) -> int:
+    """A row budget from a config (``source_max_length`` …): a positive integer, else ``ValueError`` naming it."""
+    value = config.get(key, default)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if isinstance(value, bool) or number < 1 or (isinstance(value, float) and value != number):
+        raise ValueError(f"{path}: {key} must be a positive integer (a token budget), got {value!r}")
+    return number
+
+
+def _load_tokenizer(folder: str, loader):
+    """``loader(folder)``; when it fails, a damaged tokenizer JSON file is named instead of a bare parser error."""
+    try:
+        return loader(folder)
+    except Exception as err:  # the tokenizers library and transformers raise many types for a broken file
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                _read_json(path)  # raises, naming the file, when it is not JSON
+        if isinstance(err, ValueError):
+            raise
+        raise ValueError(
+            f"cannot load the tokenizer in {folder!r} ({type(err).__name__}: {err}); {_REDOWNLOAD}"
+        ) from err
+
+
 def detect_layout(folder: str) -> str:
     """``"hf"``, ``"legacy"`` or ``"ranker"``; ``ValueError`` for a folder that is none of them (naming what is missing)."""
     config_path = os.path.join(folder, "config.json")
     if not os.path.isfile(config_path):
         raise ValueError(f"{folder!r} is not a PairRM checkpoint: it has no config.json")
-    config = _read_json(config_path)
+    config = read_config(config_path)
     if "ranker_type" in config:
         if config["ranker_type"] != "pairranker":
             raise ValueError(f"{folder!r} holds a {config['ranker_type']!r} ranker; only 'pairranker' is supported")
@@ -173,6 +214,31 @@ def _check_safetensors(path: str) -> None:
         ) from None
 
 
+#: Words of torch's advice that must never reach a user: each would run the code a pickle may carry.
+_UNSAFE_ADVICE = re.compile(r"weights_only|safe_globals|add_safe_globals|trust the source|Weights only load failed")
+
+
+def unsafe_weights_error(path: str, err: pickle.UnpicklingError) -> ValueError:
+    """The ``ValueError`` for a ``.bin`` file that ``torch.load(weights_only=True)`` refused, without torch's advice
+    to set ``weights_only=False`` or allow-list globals (that would run whatever code the pickle carries).
+
+    A refused global (a class or function the file would call) means the file carries Python objects besides
+    tensors: use a safetensors copy. Anything else is a damaged file: download it again.
+    """
+    text = str(err)
+    lines = [ln.strip() for ln in text.split("WeightsUnpickler error:", 1)[-1].splitlines()]
+    reason = next((ln for ln in lines if ln and not _UNSAFE_ADVICE.search(ln)), "bad pickle data")
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found or re.search(r"global|reduce|function|class", reason, re.IGNORECASE):
+        what = f"it would call {found.group(1)}" if found else reason
+        return ValueError(
+            f"{path}: holds Python objects besides tensors ({what}); they are not loaded, for safety (nothing in "
+            "the file was run). Use a safetensors copy of this checkpoint (model.safetensors), or re-save its "
+            "weights as plain tensors from a trusted environment"
+        )
+    return ValueError(f"{path}: not a readable PyTorch weights file ({reason}); it is probably damaged: {_REDOWNLOAD}")
+
+
 def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
@@ -182,19 +248,7 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        # torch's message suggests weights_only=False (or allow-listing globals), which would run the code a
-        # checkpoint may carry: never pass that on. Keep only its one-line reason.
-        text = str(err).split("WeightsUnpickler error:", 1)[-1]
-        reason = next((ln.strip() for ln in text.splitlines() if ln.strip()), "bad pickle data")
-        if "global" in reason.lower():
-            raise ValueError(
-                f"{path}: holds Python objects besides tensors ({reason.split(' was not')[0]}); they are not loaded, "
-                "for safety (nothing in the file was run). Use a safetensors copy of this checkpoint "
-                "(model.safetensors), or re-save its weights as plain tensors from a trusted environment"
-            ) from None
-        raise ValueError(
-            f"{path}: not a readable PyTorch weights file ({reason}); it is probably damaged: {_REDOWNLOAD}"
-        ) from None
+        raise unsafe_weights_error(path, err) from None
     except (RuntimeError, EOFError, OSError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(
@@ -334,20 +388,23 @@ def _legacy_config(
     return config
 
 
-def _legacy_lengths(ranker: dict) -> PairLengths:
+def _legacy_lengths(ranker: dict, path: str) -> PairLengths:
     # pair-ranker's config spells the keys with underscores; upstream's loader silently read them as None.
-    source = ranker.get("source_maxlength") or ranker.get("source_max_length")
-    candidate = ranker.get("candidate_maxlength") or ranker.get("candidate_max_length")
-    if source is None or candidate is None:
+    keys = [
+        next((k for k in (f"{part}_maxlength", f"{part}_max_length") if ranker.get(k)), None)
+        for part in ("source", "candidate")
+    ]
+    if None in keys:
         return PairLengths()
-    return PairLengths(int(source), int(candidate))
+    return PairLengths(*(_length(ranker, key, 0, path) for key in keys))
 
 
 def _load_legacy(
     folder: str, backbone_config: Any, token: str | bool | None = None
 ) -> tuple[DebertaV2PairRM, PreTrainedTokenizerBase, PairLengths]:
-    ranker = _read_json(os.path.join(folder, "config.json"))
-    tokenizer = load_pairrm_tokenizer(folder)
+    ranker = read_config(os.path.join(folder, "config.json"))
+    lengths = _legacy_lengths(ranker, os.path.join(folder, "config.json"))
+    tokenizer = _load_tokenizer(folder, load_pairrm_tokenizer)
     state = _read_state_dict(_weights_file(folder))
     config = _legacy_config(state, ranker, tokenizer, backbone_config, token)
     model = DebertaV2PairRM(config)
@@ -364,11 +421,46 @@ def _load_legacy(
             "ignored %d unexpected weights in %s: %s", len(result.unexpected_keys), folder, result.unexpected_keys[:5]
         )
     model.eval()
-    return model, tokenizer, _legacy_lengths(ranker)
+    return model, tokenizer, lengths
+
+
+def _mismatch_error(folder: str, weights: str | None, model_class, config, err: Exception) -> ValueError:
+    """A clear error for weights whose shapes disagree with ``config.json`` (instead of transformers' advice to
+    ``ignore_mismatched_sizes``, which would load random weights in their place)."""
+    shown = ""
+    if weights is not None and weights.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in model_class(config).state_dict().items()}
+        with safe_open(weights, framework="pt") as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        wrong = [f"{k} {found[k]} (config: {expected[k]})" for k in found if k in expected and found[k] != expected[k]]
+        shown = f": {'; '.join(wrong[:3])}" + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else "") if wrong else ""
+    return ValueError(
+        f"{weights or folder}: weights of the wrong shape for its config.json{shown}; the weights and config.json "
+        f"come from different checkpoints, or one was edited: {_REDOWNLOAD}"
+    )
+
+
+def _from_pretrained(model_class, folder: str, weights: str | None, **kwargs):
+    """``model_class.from_pretrained(folder, **kwargs)`` with this module's errors for refused pickles and
+    mismatched shapes."""
+    try:
+        return model_class.from_pretrained(folder, **kwargs)
+    except pickle.UnpicklingError as err:
+        raise unsafe_weights_error(weights or os.path.join(folder, "pytorch_model.bin"), err) from None
+    except RuntimeError as err:
+        if "ignore_mismatched_sizes" not in str(err):
+            raise
+        config = model_class.config_class.from_pretrained(folder)
+        raise _mismatch_error(folder, weights, model_class, config, err) from None
 
 
 def _load_hf(folder: str, dtype: Any) -> tuple[DebertaV2PairRM, PreTrainedTokenizerBase, PairLengths]:
-    config = _read_json(os.path.join(folder, "config.json"))
+    config_path = os.path.join(folder, "config.json")
+    config = read_config(config_path)
+    weights = None
     if not os.path.isfile(os.path.join(folder, "model.safetensors.index.json")):
         weights = _weights_file(folder)  # a clear error naming the expected files, before transformers' own
         if weights.endswith(".safetensors"):
@@ -378,17 +470,21 @@ def _load_hf(folder: str, dtype: Any) -> tuple[DebertaV2PairRM, PreTrainedTokeni
             f"{folder!r} holds a plain DeBERTa-v2 model, not PairRM (config.json has no 'source_prefix_id'); "
             "to start training from a backbone use pairrm_hf.init_pairrm_from_backbone"
         )
-    tokenizer = load_pairrm_tokenizer(folder)
-    model, info = DebertaV2PairRM.from_pretrained(
-        folder, dtype=dtype if dtype is not None else torch.float32, output_loading_info=True
+    lengths = PairLengths(
+        _length(config, "source_max_length", PairLengths.source_max_length, config_path),
+        _length(config, "candidate_max_length", PairLengths.candidate_max_length, config_path),
+    )
+    tokenizer = _load_tokenizer(folder, load_pairrm_tokenizer)
+    model, info = _from_pretrained(
+        DebertaV2PairRM,
+        folder,
+        weights,
+        dtype=dtype if dtype is not None else torch.float32,
+        output_loading_info=True,
     )
     if info["missing_keys"]:
         missing = sorted(info["missing_keys"])
         raise ValueError(f"checkpoint in {folder!r} lacks weights {missing[:5]} (of {len(missing)})")
-    lengths = PairLengths(
-        int(config.get("source_max_length", PairLengths.source_max_length)),
-        int(config.get("candidate_max_length", PairLengths.candidate_max_length)),
-    )
     return model, tokenizer, lengths
 
 
@@ -398,10 +494,16 @@ def _load_ranker(folder: str, dtype: Any) -> tuple[Any, PreTrainedTokenizerBase,
         path = _weights_file(folder)
         if not path.endswith(".safetensors"):
             raise ValueError(f"{folder!r}: ranker checkpoints are read from model.safetensors only")
-    tokenizer = load_ranker_tokenizer(folder)
-    model_type = _read_json(os.path.join(folder, "config.json")).get("model_type")
-    model, info = RANKER_MODEL_TYPES[model_type][1].from_pretrained(
-        folder, dtype=dtype if dtype is not None else torch.float32, output_loading_info=True, use_safetensors=True
+    tokenizer = _load_tokenizer(folder, load_ranker_tokenizer)
+    model_type = read_config(os.path.join(folder, "config.json")).get("model_type")
+    weights = os.path.join(folder, "model.safetensors")
+    model, info = _from_pretrained(
+        RANKER_MODEL_TYPES[model_type][1],
+        folder,
+        weights if os.path.isfile(weights) else None,
+        dtype=dtype if dtype is not None else torch.float32,
+        output_loading_info=True,
+        use_safetensors=True,
     )
     if info["missing_keys"]:
         missing = sorted(info["missing_keys"])

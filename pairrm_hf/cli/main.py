@@ -68,6 +68,16 @@ def _shard(value: str) -> tuple[int, int]:
     return index, count
 
 
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {value!r}")
+    return number
+
+
 def _add_input_format(parser) -> None:
     parser.add_argument(
         "--input-format",
@@ -110,7 +120,14 @@ def _add_job_options(parser: argparse.ArgumentParser, required_input: bool = Tru
     )
     j.add_argument("--overwrite", action="store_true", help="discard an existing output or unfinished job")
     j.add_argument("--keep-parts", action="store_true", help="keep OUTPUT.parts/ after assembling")
-    j.add_argument("--no-progress", action="store_true", help="no progress bar")
+    j.add_argument("--no-progress", action="store_true", help="no progress bar (nor transformers' loading bar)")
+    j.add_argument(
+        "--progress-interval",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="when stderr is no terminal (a log file): a progress line every SECONDS (default: %(default)s)",
+    )
     _add_model_options(parser)
 
 
@@ -135,7 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_options(rank, required_input=False)
     rank.add_argument("--prompt", help="rank the answers to this one prompt (no file)")
     rank.add_argument("--candidates", nargs="+", help="candidate answers for --prompt")
-    rank.add_argument("--json", action="store_true", help="with --prompt: print JSON instead of a table")
+    rank.add_argument(
+        "--json",
+        action="store_true",
+        help="with --prompt: print JSON instead of a table (index, candidate, score, rank; text = candidate)",
+    )
     rank.add_argument("--candidates-column", default="candidates", help="default: %(default)s")
     rank.add_argument("--aggregation", default="max_logits", choices=RANKING_METHODS, help=_methods_help())
     rank.add_argument("--seed", type=int, default=0, help="seed of the bubble aggregation")
@@ -223,7 +244,8 @@ def _rank_one(args: argparse.Namespace) -> int:
     )
     ranked = rm.rank(args.prompt, args.candidates, aggregation=args.aggregation, input_format=args.input_format)
     if args.json:
-        print(json.dumps([r.__dict__ for r in ranked], ensure_ascii=False))
+        # "candidate", as the pairwise-ranking pipeline names it; "text" is this command's older name, kept
+        print(json.dumps([{**r.as_dict(), "text": r.candidate} for r in ranked], ensure_ascii=False))
     else:
         for r in ranked:
             print(f"{r.rank:>3}  {r.score:+.4f}  [{r.index}] {r.text}")
@@ -303,6 +325,7 @@ def _job(args: argparse.Namespace) -> int:
         shard=args.shard,
         keep_parts=args.keep_parts,
         progress=not args.no_progress,
+        progress_interval=args.progress_interval,
     )
     _print_summary(run_job(cfg))
     return 0

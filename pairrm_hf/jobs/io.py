@@ -33,6 +33,8 @@ __all__ = [
     "check_output_path",
     "require_extra",
     "decode_csv_lists",
+    "output_problems",
+    "FILE_FORMATS",
 ]
 
 #: File formats by extension; anything else that is a folder is read with ``datasets.load_from_disk``.
@@ -88,6 +90,8 @@ class Table:
     format: str = ""
     #: ``datasets``' fingerprint of a loaded Hub dataset split (files and folders are hashed instead).
     fingerprint: str | None = None
+    #: the hash of the bytes the rows were parsed from (a file), or of the folder as it was read; None for a Hub id.
+    content: str | None = None
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -101,33 +105,38 @@ def detect_format(path: str | os.PathLike) -> str:
     raise InputError(f"{path}: unknown file type {ext!r}; use one of {sorted(FORMATS)} or a datasets folder")
 
 
-def _decode_lines(path: str) -> Iterable[tuple[int, str | None, str | None]]:
+def _decode_lines(data: bytes) -> Iterable[tuple[int, str | None, str | None]]:
     """``(line number, text, error)`` per non-blank line; a line that is not UTF-8 gives an error, not a crash."""
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                yield number, None, f"not valid UTF-8 (byte {err.start}: {raw[err.start : err.start + 1]!r})"
-                continue
-            if text.strip():
-                yield number, text, None
+    for number, raw in enumerate(io.BytesIO(data), start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield number, None, f"not valid UTF-8 (byte {err.start}: {raw[err.start : err.start + 1]!r})"
+            continue
+        if text.strip():
+            yield number, text, None
 
 
-def _read_jsonl(path: str, limit: int | None) -> Table:
+def _parse_json_line(text: str) -> tuple[Any, str | None]:
+    """``(value, error)`` of one JSONL line; nesting too deep for Python's parser is an error of that line."""
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as err:
+        return None, f"malformed JSON ({err.msg} at column {err.colno})"
+    except RecursionError:
+        return None, "JSON nested too deeply to read"
+
+
+def _read_jsonl(data: bytes, path: str, limit: int | None) -> Table:
     table = Table(path, [], [])
-    for number, text, error in _decode_lines(path):
+    for number, text, error in _decode_lines(data):
         if limit is not None and len(table.rows) >= limit:
             break
         index = len(table.rows)
         if error is None:
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as err:
-                error = f"malformed JSON ({err.msg} at column {err.colno})"
-            else:
-                if not isinstance(row, dict):
-                    error = f"expected a JSON object, got {type(row).__name__}"
+            row, error = _parse_json_line(text)
+            if error is None and not isinstance(row, dict):
+                error = f"expected a JSON object, got {type(row).__name__}"
         if error is not None:
             # Keep the slot so row indices (and chunk boundaries) do not depend on which rows are bad.
             table.problems.append(RowProblem(index, f"line {number}", error, text))
@@ -139,8 +148,7 @@ def _read_jsonl(path: str, limit: int | None) -> Table:
     return table
 
 
-def _read_text(path: str) -> str:
-    data = open(path, "rb").read()
+def _read_text(data: bytes, path: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -148,15 +156,29 @@ def _read_text(path: str) -> str:
         raise InputError(f"{path}: line {line}: not valid UTF-8 (byte {err.start})") from None
 
 
-def _read_json(path: str, limit: int | None) -> Table:
+def _columns_to_rows(data: dict, path: str) -> list[dict]:
+    """Column-oriented JSON (``{"prompt": [...], "candidates": [...]}``, as pandas/datasets may write it) as rows;
+    columns of different lengths are an error (padding them would invent nulls, truncating would lose rows)."""
+    lengths = {k: len(v) for k, v in data.items()}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{k!r}: {n}" for k, n in lengths.items())
+        raise InputError(
+            f"{path}: column-oriented JSON with columns of different lengths ({listed}); every column must hold "
+            "one value per row"
+        )
+    n = next(iter(lengths.values()))
+    return [{k: v[i] for k, v in data.items()} for i in range(n)]
+
+
+def _read_json(data: bytes, path: str, limit: int | None) -> Table:
     try:
-        data = json.loads(_read_text(path))
+        data = json.loads(_read_text(data, path))
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: line {err.lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deeply to read") from None
     if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()) and data:
-        # Column-oriented JSON ({"prompt": [...], "candidates": [...]}), as pandas/datasets may write it.
-        n = len(next(iter(data.values())))
-        data = [{k: v[i] if i < len(v) else None for k, v in data.items()} for i in range(n)]
+        data = _columns_to_rows(data, path)
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
     data = data[:limit] if limit is not None else data
@@ -170,14 +192,36 @@ def _read_json(path: str, limit: int | None) -> Table:
     return table
 
 
-def _read_csv(path: str, limit: int | None) -> Table:
-    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+def _read_csv(data: bytes, path: str, limit: int | None) -> Table:
+    text = _read_text(data, path)
+    # The csv module caps a cell at 131,072 characters by default; a long answer is a normal cell. Lift the cap
+    # for this read only (it is process-wide), to the longest cell this text can hold.
+    previous = csv.field_size_limit()
+    csv.field_size_limit(max(previous, len(text)))
+    try:
+        return _csv_rows(csv.DictReader(io.StringIO(text, newline="")), path, limit)
+    except csv.Error as err:
+        raise InputError(f"{path}: cannot read CSV: {err}") from None
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _csv_rows(reader: csv.DictReader, path: str, limit: int | None) -> Table:
     table = Table(path, [], [])
     for row in reader:
         if limit is not None and len(table.rows) >= limit:
             break
+        location = f"line {reader.line_num}"
+        if None in row:
+            # csv.DictReader files the cells beyond the header under the key None: they have no column to go to.
+            extra = row.pop(None)
+            reason = (
+                f"{len(reader.fieldnames) + len(extra)} cells but the header has {len(reader.fieldnames)} columns "
+                f"(extra: {extra[:3]!r}); quote cells that contain the delimiter"
+            )
+            table.problems.append(RowProblem(len(table.rows), location, reason, row))
         table.rows.append(dict(row))
-        table.locations.append(f"line {reader.line_num}")
+        table.locations.append(location)
     return table
 
 
@@ -193,31 +237,54 @@ def read_table(path: str | os.PathLike, *, split: str | None = None, limit: int 
 
     ``path``: a ``.jsonl``/``.json``/``.csv``/``.parquet`` file, a folder saved with ``Dataset.save_to_disk``
     (a ``DatasetDict`` needs ``split``) or a Hub dataset id (needs ``split``; loaded with ``datasets.load_dataset``).
+
+    A file is read once, and :attr:`Table.content` is the hash of exactly the bytes that were parsed, so an edit
+    made while a job starts can never be recorded as the content of rows that were read before it. A folder is
+    hashed before and after it is read; a change in between is an error.
     """
     path = os.fspath(path)
     kind = detect_format(path)
-    table = _read_kind(path, kind, split, limit)
+    if kind in FILE_FORMATS:
+        if not os.path.isfile(path):
+            raise InputError(f"{path}: no such file")
+        with open(path, "rb") as f:
+            data = f.read()
+        table = _parse_bytes(data, path, kind, limit)
+        table.content = hashlib.blake2b(data, digest_size=16).hexdigest()
+    elif os.path.isdir(path):
+        before = content_fingerprint(path)
+        table = _read_dataset(path, split, limit)
+        if content_fingerprint(path) != before:
+            raise InputError(f"{path}: changed while it was being read; rerun when nothing writes to it")
+        table.content = before
+    else:
+        table = _read_dataset(path, split, limit)
     table.format = kind
     return table
 
 
-def _read_kind(path: str, kind: str, split: str | None, limit: int | None) -> Table:
-    if kind in ("jsonl", "json", "csv", "parquet") and not os.path.isfile(path):
-        raise InputError(f"{path}: no such file")
-    if kind == "jsonl":
-        return _read_jsonl(path, limit)
-    if kind == "json":
-        return _read_json(path, limit)
-    if kind == "csv":
-        return _read_csv(path, limit)
-    if kind == "parquet":
-        require_extra("pyarrow", f"reading {path}")
-        import pyarrow.parquet as pq
+#: The formats read from one file's bytes (the others are ``datasets`` folders or Hub ids).
+FILE_FORMATS = ("jsonl", "json", "csv", "parquet")
 
-        try:
-            return _records(pq.read_table(path), path, limit)
-        except Exception as err:  # pyarrow raises several types for a broken file
-            raise InputError(f"{path}: cannot read Parquet: {err}") from None
+
+def _parse_bytes(data: bytes, path: str, kind: str, limit: int | None) -> Table:
+    if kind == "jsonl":
+        return _read_jsonl(data, path, limit)
+    if kind == "json":
+        return _read_json(data, path, limit)
+    if kind == "csv":
+        return _read_csv(data, path, limit)
+    require_extra("pyarrow", f"reading {path}")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return _records(pq.read_table(pa.BufferReader(data)), path, limit)
+    except Exception as err:  # pyarrow raises several types for a broken file
+        raise InputError(f"{path}: cannot read Parquet: {err}") from None
+
+
+def _read_dataset(path: str, split: str | None, limit: int | None) -> Table:
     require_extra("datasets", f"reading {path} (a datasets folder or Hub dataset id)")
     import datasets
 
@@ -271,8 +338,11 @@ def content_fingerprint(path: str | os.PathLike) -> str:
 
 def input_fingerprint(path: str | os.PathLike, split: str | None = None, table: Table | None = None) -> dict:
     """What identifies an input's content for resuming: a content hash of a file or folder; for a Hub dataset id,
-    ``datasets``' own fingerprint of the loaded split (taken from ``table`` when given)."""
+    ``datasets``' own fingerprint of the loaded split (taken from ``table`` when given). With a ``table`` from
+    :func:`read_table`, the hash of the bytes its rows were parsed from."""
     path = os.fspath(path)
+    if table is not None and table.content is not None:
+        return {"content": table.content, "split": split}  # the bytes the rows came from, not a second read
     if os.path.exists(path):
         return {"content": content_fingerprint(path), "split": split}
     return {"dataset": path, "split": split, "fingerprint": getattr(table, "fingerprint", None)}
@@ -403,3 +473,115 @@ def write_rows(path: str | os.PathLike, rows: list[dict]) -> None:
 
         table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
         _atomic_write(path, lambda f: pq.write_table(table, f))
+
+
+#: Row problems one Parquet column may report before the column as a whole is called unwritable.
+_MAX_COLUMN_PROBLEMS = 20
+
+
+def _unwritable_text(value: Any) -> str | None:
+    """Why ``value`` cannot go into a UTF-8 JSON/CSV output, or None."""
+    try:
+        json.dumps(value, ensure_ascii=False, default=repr).encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"holds a lone surrogate code point ({err.object[err.start : err.end]!r}), which UTF-8 cannot write"
+    except RecursionError:
+        return "is nested too deeply to write"
+    except (TypeError, ValueError) as err:
+        return f"cannot be written as JSON ({err})"
+    return None
+
+
+def _text_problems(table: Table, keep: list[int]) -> list[RowProblem]:
+    problems = []
+    for i in keep:
+        for column, value in table.rows[i].items():
+            reason = _unwritable_text(column) or _unwritable_text(value)
+            if reason is not None:
+                problems.append(RowProblem(i, table.locations[i], f"field {column!r}: {reason}", table.rows[i]))
+                break
+    return problems
+
+
+def _arrow_reason(values: list) -> str | None:
+    """Why these values cannot form one Parquet column, or None."""
+    import pyarrow as pa
+
+    try:
+        pa.array(values)
+    except OverflowError:
+        return "an integer too large for Parquet's 64-bit integers (store it as a string)"
+    except UnicodeEncodeError as err:
+        return f"holds a lone surrogate code point ({err.object[err.start : err.end]!r}), which UTF-8 cannot write"
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
+        return f"cannot be stored in Parquet ({err}); a Parquet column holds one type"
+    return None
+
+
+def _first_bad(values: list) -> int:
+    """The index of the first value that makes the column unwritable (the shortest failing prefix)."""
+    low, high = 0, len(values)  # values[:low] converts, values[:high] does not
+    while high - low > 1:
+        mid = (low + high) // 2
+        if _arrow_reason(values[:mid]) is None:
+            low = mid
+        else:
+            high = mid
+    return high - 1
+
+
+def _parquet_problems(table: Table, keep: list[int], path: str) -> list[RowProblem]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    problems = []
+    columns: dict[str, None] = {}
+    for i in keep:
+        columns.update(dict.fromkeys(table.rows[i]))
+    bad: set[int] = set()
+    for column in columns:
+        found = 0
+        while True:
+            rows = [i for i in keep if i not in bad]
+            values = [table.rows[i].get(column) for i in rows]
+            if _arrow_reason(values) is None:
+                break
+            k = _first_bad(values)
+            reason = _arrow_reason(values[: k + 1])
+            if found == _MAX_COLUMN_PROBLEMS:
+                raise InputError(
+                    f"{table.name}: column {column!r} cannot be written to {path}: {reason} (more than "
+                    f"{_MAX_COLUMN_PROBLEMS} rows; first: {problems[-found].location}); write a .jsonl output instead"
+                )
+            i = rows[k]
+            problems.append(RowProblem(i, table.locations[i], f"field {column!r}: {reason}", table.rows[i]))
+            bad.add(i)
+            found += 1
+        rows = [i for i in keep if i not in bad]
+        try:
+            schema = pa.table({column: pa.array([table.rows[i].get(column) for i in rows])}).schema
+            pq.ParquetWriter(pa.MockOutputStream(), schema).close()
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
+            # A type Parquet has no form for (an object with no keys: ``{}``) is the column's, not one row's.
+            raise InputError(
+                f"{table.name}: column {column!r} cannot be written to {path} ({err}); drop or fill that column, "
+                "or write a .jsonl output"
+            ) from None
+    return problems
+
+
+def output_problems(path: str | os.PathLike, table: Table, skip: Iterable[int] = ()) -> list[RowProblem]:
+    """Check, before any compute, that the rows of ``table`` (but ``skip``) can be written to ``path``'s format.
+
+    Returns the rows that cannot (lone surrogates in any column for every format; for Parquet also integers beyond
+    64 bits and values whose type differs from the column's earlier rows), each naming its field. Raises
+    :class:`InputError` for a Parquet column that cannot be written at all (every value ``{}``) or that mixes types
+    in too many rows. The columns a task adds are numbers and lists of them, so the input's columns are what can fail.
+    """
+    path = os.fspath(path)
+    kind = check_output_path(path)
+    skip = set(skip)
+    keep = [i for i in range(len(table.rows)) if i not in skip]
+    if kind == "parquet":
+        return _parquet_problems(table, keep, path)
+    return _text_problems(table, keep)

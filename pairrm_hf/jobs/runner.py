@@ -1,12 +1,14 @@
 """Chunked, resumable, shardable jobs over row tables, and batch hooks for ``datasets.map`` and Ray.
 
-A job reads the whole input, checks every row (before any forward pass), splits row indices into chunks of
+A job reads the whole input once, checks every row (before any forward pass; including what the output's writer
+would refuse, see :func:`~pairrm_hf.jobs.io.output_problems`), splits row indices into chunks of
 ``chunk_size`` and writes each finished chunk atomically to ``<output>.parts/chunk-NNNNNN.jsonl``, next to a
 ``manifest.json``. A rerun of the same command skips finished chunks, so a job killed at any moment loses and
 duplicates nothing. When every chunk is there, the output is assembled in input order and written atomically,
 and the parts folder is removed.
 
-Job identity: a hash of the input's content (every byte, see :func:`~pairrm_hf.jobs.io.content_fingerprint`), the
+Job identity: a hash of the input's content (every byte, hashed from the very bytes the rows were parsed from, see
+:func:`~pairrm_hf.jobs.io.read_table`), the
 options that change results (task and columns, aggregation, seed, limit, split, chunk size, on-error, dtype,
 backbone config), the model's content (config and sampled weights) and the package version. The manifest holds
 it, and the first line of every chunk names it: a chunk of any other job is never adopted (it is computed again),
@@ -30,6 +32,8 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +49,7 @@ from .io import (
     check_output_path,
     decode_csv_lists,
     input_fingerprint,
+    output_problems,
     read_table,
     write_rows,
 )
@@ -79,6 +84,8 @@ class JobConfig:
     shard: tuple[int, int] = (0, 1)
     keep_parts: bool = False
     progress: bool = True
+    #: seconds between progress lines when stderr is no terminal (a log file, a batch system's output)
+    progress_interval: float = 30.0
 
     def identity(self, table=None) -> dict:
         """Everything that decides the contents of the chunks (batch size and device do not, beyond float rounding).
@@ -195,6 +202,8 @@ def _check_options(cfg: JobConfig) -> None:
 
     if cfg.on_error not in ("raise", "skip"):
         raise InputError(f"on_error must be 'raise' or 'skip', got {cfg.on_error!r}")
+    if not cfg.progress_interval >= 0:
+        raise InputError(f"progress_interval must be a number of seconds >= 0, got {cfg.progress_interval!r}")
     try:
         check_positive_int("chunk_size", cfg.chunk_size)
     except ValueError as err:
@@ -227,6 +236,10 @@ def _check_rows(cfg: JobConfig):
             items[i] = prepare_row(row, cfg.spec)
         except RowError as err:
             problems[i] = RowProblem(i, table.locations[i], str(err), row)
+    # What the output's writer would refuse (found now, not after every row is computed).
+    for p in output_problems(cfg.output, table, skip=problems):
+        problems[p.index] = p
+        items.pop(p.index, None)
     problems = [problems[i] for i in sorted(problems)]
     if problems and cfg.on_error == "raise":
         first = problems[0]
@@ -350,11 +363,31 @@ def _my_chunks(num_chunks: int, shard: tuple[int, int], proc: int, nproc: int) -
     return [k for k in range(num_chunks) if k % count == index and (k // count) % nproc == proc]
 
 
+@contextmanager
+def _loading_bars(enabled: bool) -> Iterator[None]:
+    """transformers' "Loading weights" bar follows the job's progress switch (restored afterwards)."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    if enabled or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hub_was_disabled = are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()  # also turns huggingface_hub's bars back on
+        if hub_was_disabled:
+            disable_progress_bars()
+
+
 def _load_model(cfg: JobConfig, state):
     device = cfg.device
     if device is None and state is not None:
         device = str(state.device)  # accelerate picks cuda:<local rank> (or cpu with --cpu)
-    return shared_pairrm(cfg.model, device, cfg.dtype, cfg.batch_size, cfg.backbone_config)
+    with _loading_bars(cfg.progress):
+        return shared_pairrm(cfg.model, device, cfg.dtype, cfg.batch_size, cfg.backbone_config)
 
 
 def _write_rejects(cfg: JobConfig, problems: list[RowProblem]) -> str | None:
@@ -364,13 +397,14 @@ def _write_rejects(cfg: JobConfig, problems: list[RowProblem]) -> str | None:
     lines = []
     for p in problems:
         raw = p.raw if isinstance(p.raw, (dict, list, str, int, float, bool)) or p.raw is None else repr(p.raw)
-        lines.append(
-            json.dumps(
-                {"index": p.index, "location": p.location, "reason": p.reason, "row": raw},
-                ensure_ascii=False,
-                default=repr,
-            )
-        )
+        record = {"index": p.index, "location": p.location, "reason": p.reason, "row": raw}
+        line = json.dumps(record, ensure_ascii=False, default=repr)
+        if not line.isascii():
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:  # a row rejected for a lone surrogate: keep it, \u-escaped
+                line = json.dumps(record, default=repr)
+        lines.append(line)
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
@@ -386,16 +420,51 @@ def expected_pairs(spec: TaskSpec, item: dict) -> int:
     return int(get_ranking_method(spec.aggregation).cost(n))
 
 
+class _ProgressLines:
+    """The job's progress where stderr is no terminal (a log file, a batch system): a line every ``interval``
+    seconds, where tqdm would print nothing at all. It has the parts of a tqdm bar the job uses."""
+
+    def __init__(self, desc: str, total: int, interval: float):
+        self.desc, self.total, self.interval = desc, total, interval
+        self.n = 0
+        self.start = self.last = time.monotonic()
+
+    def update(self, n: int) -> None:
+        self.n += n
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            elapsed = now - self.start
+            rate = self.n / elapsed if elapsed > 0 else 0.0
+            left = f", about {(self.total - self.n) / rate:.0f} s left" if rate > 0 and self.total > self.n else ""
+            share = 100 * self.n / self.total if self.total else 100.0
+            _log(
+                f"{self.desc}: {self.n}/{self.total} pairs ({share:.0f}%) in {elapsed:.0f} s, {rate:.1f} pairs/s{left}"
+            )
+
+    def refresh(self) -> None:
+        """Nothing to redraw (tqdm's interface)."""
+
+    def close(self) -> None:
+        """Nothing to close (tqdm's interface); the job prints its summary."""
+
+
 def _progress_bar(cfg: JobConfig, total: int, position: int):
     """The job's bar over ordered pairs, moved by the engine after every batch. huggingface_hub's tqdm honours
     ``HF_HUB_DISABLE_PROGRESS_BARS`` and ``disable_progress_bars()`` (which transformers' ``disable_progress_bar()``
-    calls); like tqdm, it stays silent when stderr is not a terminal."""
-    from huggingface_hub.utils import tqdm
+    calls). Where stderr is no terminal, where tqdm prints nothing, a line every ``cfg.progress_interval`` seconds
+    instead (same switches)."""
+    from huggingface_hub.utils import are_progress_bars_disabled, tqdm
+
+    desc = f"pairrm {cfg.spec.task}"
+    terminal = getattr(sys.stderr, "isatty", lambda: False)()
+    if cfg.progress and not terminal and not are_progress_bars_disabled():
+        return _ProgressLines(desc, total, cfg.progress_interval)
 
     return tqdm(
         total=total,
         unit="pair",
-        desc=f"pairrm {cfg.spec.task}",
+        desc=desc,
         position=position,
         disable=None if cfg.progress else True,
     )

@@ -21,9 +21,25 @@ from ..ranking.inputs import INPUT_FORMATS, answer_texts, is_whole_conversation
 from ..ranking.preferences import PAIR_STRATEGIES, preference_pairs
 from ..ranking.rewards import win_probability
 
-__all__ = ["TASKS", "LABEL_STRATEGIES", "TaskSpec", "RowError", "prepare_row", "run_task"]
+__all__ = ["TASKS", "LABEL_STRATEGIES", "OUTPUT_COLUMNS", "TaskSpec", "RowError", "prepare_row", "run_task"]
 
 TASKS = ("rank", "compare", "score", "label")
+#: The columns each task adds to a row; an input row may not hold them already (they would be overwritten).
+OUTPUT_COLUMNS = {
+    "rank": ("pairrm_scores", "pairrm_ranks"),
+    "compare": ("pairrm_logit", "pairrm_prob_a"),
+    "score": ("pairrm_rewards",),
+    "label": (
+        "chosen",
+        "rejected",
+        "chosen_index",
+        "rejected_index",
+        "score_chosen",
+        "score_rejected",
+        "rank_chosen",
+        "rank_rejected",
+    ),
+}
 #: How ``label`` picks (chosen, rejected) among a row's ranked candidates.
 LABEL_STRATEGIES = PAIR_STRATEGIES
 
@@ -143,6 +159,13 @@ def prepare_row(row: Mapping, spec: TaskSpec) -> dict:
     """Check one input row for ``spec.task`` and return what the model needs; raises :class:`RowError`."""
     if not isinstance(row, Mapping):
         raise RowError("<row>", f"expected an object, got {type(row).__name__}")
+    for column in OUTPUT_COLUMNS[spec.task]:
+        if column in row:
+            raise RowError(
+                column,
+                f"is a column that pairrm {spec.task} writes; the input's value would be overwritten "
+                "(rename or drop that column)",
+            )
     if spec.task == "compare":
         a = _get(row, spec.a_column)
         b = _get(row, spec.b_column)

@@ -39,6 +39,7 @@ __all__ = [
     "is_messages",
     "is_whole_conversation",
     "check_input_format",
+    "check_text",
     "source_text",
     "source_texts",
     "conversation_texts",
@@ -83,6 +84,23 @@ def check_input_format(input_format: str) -> str:
     return input_format
 
 
+def check_text(name: str, text: str) -> str:
+    """``text`` if it is valid Unicode; ``ValueError`` naming ``name`` for a lone surrogate (``"\\ud800"``).
+
+    JSON may spell such code points (``"\\ud800"`` is valid JSON), but they are no text: a tokenizer cannot read
+    them and UTF-8 cannot write them. Checked with every other input check, before any compute.
+    """
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(
+                f"{name}: holds a lone surrogate code point U+{ord(text[err.start]):04X} at character {err.start}, "
+                "which is not valid Unicode text; fix the data (e.g. the producer's JSON escapes)"
+            ) from None
+    return text
+
+
 def source_text(prompt: str, instruction: str | None = None) -> str:
     """The plain source: ``instruction + prompt`` with no separator (how the checkpoints were trained)."""
     return prompt if not instruction else instruction + prompt
@@ -120,6 +138,7 @@ def _messages(name: str, value: Any) -> list[tuple[str, str]]:
             raise TypeError(
                 f"{name}[{k}]['content'] must be a str, got {type(content).__name__} (multimodal content is not supported)"
             )
+        check_text(f"{name}[{k}]['content']", content)
         out.append((str(message["role"]).lower(), content))
     return out
 
@@ -188,6 +207,12 @@ def answer_texts(
         raise TypeError(f"{answer_name} must be {_EXPECTED}, got {type(answer).__name__}")
     if instruction is not None and not isinstance(instruction, str):
         raise TypeError(f"{answer_name}: the instruction must be a str, got {type(instruction).__name__}")
+    if isinstance(answer, str):
+        check_text(answer_name, answer)
+    if isinstance(prompt, str):
+        check_text(prompt_name, prompt)
+    if instruction:
+        check_text(f"{prompt_name}: the instruction", instruction)
     if is_whole_conversation(answer):
         if instruction:
             raise ValueError(f"{answer_name}: instruction applies to plain-string prompts, not whole conversations")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,11 +36,17 @@ Answer = Any
 
 #: ``symmetric`` = C[A,B] − C[B,A] (upstream default), ``ab`` = C[A,B], ``ba`` = −C[B,A]; > 0 always means A better.
 COMPARE_MODES = ("symmetric", "ab", "ba")
-#: How ``rank_with_ref`` picks each input's reference among its candidates (``len`` counts characters).
-#: ``longest`` is upstream's rule, kept for parity: among equally long candidates the first in input order wins,
-#: so shuffling the candidates can change the rewards. ``longest_lexical`` picks the same length, ties broken by
-#: the smallest text (code-point order): the same reference, and so the same rewards, in any input order.
-REF_MODES = ("longest", "longest_lexical", "shortest", "median_length", "first", "last")
+#: How ``rank_with_ref`` picks each input's reference among its candidates (``len`` counts characters of the
+#: PairRM candidate texts). ``longest``, ``shortest`` and ``median_length`` are upstream's rules, kept for parity,
+#: and they depend on input order when candidates tie in length: ``longest``/``shortest`` take the first of the
+#: tied candidates, ``median_length`` takes position ``n // 2`` of a stable sort by length (the upper median for
+#: even n), so tied candidates keep their input order. Shuffling the candidates can then change the reference
+#: and the rewards. The ``_lexical`` modes pick the same length but break ties by the text itself (code-point
+#: order: the smallest text among the longest; ``(length, text)`` order for the median), so they give the same
+#: reference, and the same rewards, in any input order. ``first``/``last`` are positional by definition.
+REF_MODES = ("longest", "longest_lexical", "shortest", "median_length", "median_length_lexical", "first", "last")
+#: ``from_pretrained`` keywords of transformers that a ``PairRM`` maps onto its own (one device, one dtype).
+_TRANSFORMERS_ALIASES = ("torch_dtype", "device_map")
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,15 @@ class RankedCandidate:
     text: Answer
     score: float
     rank: int
+
+    @property
+    def candidate(self) -> Answer:
+        """The candidate as given: the name the ``pairwise-ranking`` pipeline and ``pairrm rank --json`` use."""
+        return self.text
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"index", "candidate", "score", "rank"}``: the keys of a ``pairwise-ranking`` pipeline result."""
+        return {"index": self.index, "candidate": self.text, "score": self.score, "rank": self.rank}
 
 
 @dataclass
@@ -184,8 +200,25 @@ class PairRM:
     ) -> PairRM:
         """Load any published PairRM layout (local folder or Hub id); see :func:`pairrm_hf.load_pairrm`.
 
-        ``source_max_length``/``candidate_max_length`` override the checkpoint's row budgets.
+        ``source_max_length``/``candidate_max_length`` override the checkpoint's row budgets. ``engine_kwargs`` are
+        the other options of :class:`PairRM` (``batch_size``, ``max_batch_tokens``, ``compile``, ...).
+        transformers' names are understood too: ``torch_dtype`` is ``dtype``; ``device_map`` may name one device
+        (``"cpu"``, ``"cuda:0"``, ``0``, ``{"": "cuda:0"}``) or be ``"auto"`` (= ``device=None``); a map that
+        splits the model over devices is a ``ValueError`` (PairRM runs on one device).
         """
+        dtype, device = _transformers_aliases(engine_kwargs, dtype, device)
+        allowed = [
+            n
+            for n in inspect.signature(cls.__init__).parameters
+            if n not in ("self", "model", "tokenizer", "lengths", "device", "dtype")
+        ]
+        unknown = sorted(set(engine_kwargs) - set(allowed))
+        if unknown:
+            raise TypeError(
+                f"PairRM.from_pretrained() got unexpected keyword argument(s) {unknown}; besides device, dtype, "
+                f"source_max_length, candidate_max_length, backbone_config, revision, token and cache_dir it takes "
+                f"{allowed}"
+            )
         loaded = load_pairrm(
             name_or_path,
             dtype=dtype,
@@ -199,6 +232,16 @@ class PairRM:
             candidate_max_length or loaded.lengths.candidate_max_length,
         )
         return cls(loaded.model, loaded.tokenizer, lengths=lengths, device=device, dtype=dtype, **engine_kwargs)
+
+    def __repr__(self) -> str:
+        name = getattr(self.model.config, "_name_or_path", "") or "<in memory>"
+        dtype = str(next(self.model.parameters()).dtype).replace("torch.", "")
+        lengths = self.lengths
+        return (
+            f"PairRM({name!r}, model={type(self.model).__name__}, style={self.ranking_style}, device={self.device}, "
+            f"dtype={dtype}, lengths={lengths.source_max_length}/{lengths.candidate_max_length}, "
+            f"batch_size={self.engine.batch_size})"
+        )
 
     # ------------------------------------------------------------------------------------------ properties
     @property
@@ -406,8 +449,14 @@ class PairRM:
         (the same rule as the pipelines and fusion, see :func:`~pairrm_hf.utils.checks.check_top_k`).
         """
         if prompt is not None and not isinstance(prompt, str) and not is_messages(prompt):
+            several = isinstance(prompt, Sequence) and all(isinstance(p, str) or is_messages(p) for p in prompt)
+            hint = (
+                "; for several prompts use rank_batch(prompts, candidate_lists), one list of candidates per prompt"
+                if several and prompt
+                else ""
+            )
             raise TypeError(
-                f"prompt must be a str or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}"
+                f"prompt must be a str or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}{hint}"
             )
         check_top_k(top_k)
         if isinstance(candidates, Sequence) and not isinstance(candidates, str):
@@ -519,8 +568,9 @@ class PairRM:
 
         The reference is ``references[k]`` when given (rendered like an answer to the same prompt), else picked
         from the candidates by ``ref_mode`` (one of :data:`REF_MODES`; lengths are of the PairRM candidate texts).
-        ``longest`` (the default, upstream's rule) breaks length ties by input order; ``longest_lexical`` breaks them
-        by text, so the rewards do not depend on the candidates' order.
+        ``longest`` (the default), ``shortest`` and ``median_length`` are upstream's rules and break length ties by
+        input order (see :data:`REF_MODES`); ``longest_lexical`` and ``median_length_lexical`` break them by text, so
+        the rewards do not depend on the candidates' order.
         """
         if references is None and ref_mode not in REF_MODES:
             raise ValueError(f"ref_mode must be one of {REF_MODES}, got {ref_mode!r}")
@@ -560,6 +610,35 @@ class PairRM:
         return rewards
 
 
+def _transformers_aliases(kwargs: dict, dtype: Any, device: Any) -> tuple[Any, Any]:
+    """``(dtype, device)`` after taking transformers' ``torch_dtype``/``device_map`` out of ``kwargs``."""
+    if "torch_dtype" in kwargs:
+        torch_dtype = kwargs.pop("torch_dtype")
+        if dtype is not None and torch_dtype is not None and torch_dtype != dtype:
+            raise ValueError(f"pass dtype= or torch_dtype= (its older name), not both: {dtype!r} vs {torch_dtype!r}")
+        dtype = torch_dtype if dtype is None else dtype
+    if dtype == "auto":
+        dtype = None  # transformers' "as stored"; PairRM keeps the loaded dtype when none is given
+    if "device_map" not in kwargs:
+        return dtype, device
+    device_map = kwargs.pop("device_map")
+    if isinstance(device_map, Mapping):
+        targets = {str(v) for v in device_map.values()}
+        if len(targets) != 1:
+            raise ValueError(
+                f"device_map {device_map!r} splits the model over devices; PairRM runs on one device: "
+                "pass device= ('cpu', 'cuda', 'cuda:1', ...)"
+            )
+        device_map = next(iter(device_map.values()))
+    elif device_map == "auto":
+        device_map = None  # CUDA when available, else CPU: PairRM's own default
+    elif isinstance(device_map, str) and device_map in ("balanced", "balanced_low_0", "sequential"):
+        raise ValueError(f"device_map={device_map!r} splits the model over devices; PairRM runs on one: pass device=")
+    if device_map is not None and device is not None and str(device_map) != str(device):
+        raise ValueError(f"pass device= or device_map=, not both: {device!r} vs {device_map!r}")
+    return dtype, device if device is not None else device_map
+
+
 def _pick_reference(candidates: list[str], mode: str) -> str:
     if mode == "longest":
         return max(candidates, key=len)
@@ -570,6 +649,8 @@ def _pick_reference(candidates: list[str], mode: str) -> str:
         return min(candidates, key=len)
     if mode == "median_length":
         return sorted(candidates, key=len)[len(candidates) // 2]
+    if mode == "median_length_lexical":
+        return sorted(candidates, key=lambda c: (len(c), c))[len(candidates) // 2]
     return candidates[0] if mode == "first" else candidates[-1]
 
 

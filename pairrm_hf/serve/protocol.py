@@ -127,7 +127,8 @@ def _check_cost(pairs: int, field: str, limits: Limits) -> None:
 
 def _field_of(message: str) -> str:
     # the shared checks start every message with the argument's name and index, e.g. "candidates[2][0] must be..."
-    return message.split(" ", 1)[0]
+    # or "candidates[2][0]: holds ..."
+    return message.split(" ", 1)[0].rstrip(":")
 
 
 def _check(fn: Callable, *args, **kwargs):

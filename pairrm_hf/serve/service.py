@@ -88,7 +88,7 @@ class PairRMService:
         except RequestError:
             raise
         except (TypeError, ValueError) as err:  # PairRM's own input checks name the argument first
-            raise RequestError(str(err).split(" ", 1)[0], str(err)) from None
+            raise RequestError(str(err).split(" ", 1)[0].rstrip(":"), str(err)) from None
         finally:
             self.batcher.leave()
 

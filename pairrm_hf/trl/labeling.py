@@ -6,6 +6,7 @@ Needs ``datasets`` (the ``trl`` extra); it is imported on call, not at module im
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -42,14 +43,15 @@ class _Labeler:
         ties: str,
         seed: int,
         input_format: str = "auto",
+        extra_columns: Sequence[str] = (),
     ):
         self.ranker, self.prompt_column, self.completions_column = ranker, prompt_column, completions_column
         self.strategy, self.min_margin, self.ties, self.seed = strategy, min_margin, ties, seed
-        self.input_format = input_format
+        self.input_format, self.extra_columns = input_format, tuple(extra_columns)
 
     def __call__(self, batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         prompts, lists = batch[self.prompt_column], batch[self.completions_column]
-        out: dict[str, list] = {c: [] for c in _COLUMNS}
+        out: dict[str, list] = {c: [] for c in (*_COLUMNS, *self.extra_columns)}
         rows, sources, texts = [], [], []
         for row, prompt, cands in zip(indices, prompts, lists):
             cands = check_list(f"{self.completions_column}[{row}]", cands)
@@ -68,6 +70,7 @@ class _Labeler:
         if not rows:
             return out
         rankings = self.ranker.rm.rank_batch(sources, texts)
+        position = {row: k for k, row in enumerate(indices)}
         for (row, prompt, cands), ranking in zip(rows, rankings):
             # seeded per row, so best_vs_random does not depend on batch_size or num_proc
             rng = np.random.default_rng([self.seed, row])
@@ -80,6 +83,8 @@ class _Labeler:
                 out["score_rejected"].append(float(ranking.scores[j]))
                 out["rank_chosen"].append(int(ranking.ranks[i]))
                 out["rank_rejected"].append(int(ranking.ranks[j]))
+                for column in self.extra_columns:  # the input's other columns, repeated on each of its pairs
+                    out[column].append(batch[column][position[row]])
         return out
 
 
@@ -115,7 +120,8 @@ def label_preferences(
       ``[seed, row index]``, so the choice does not depend on ``batch_size``/``num_proc``).
 
     A pair whose scores are equal is a tie: ``ties="skip"`` drops it, ``"keep"`` keeps it (chosen = earlier in the
-    rank order). ``min_margin`` drops pairs with ``score_chosen − score_rejected < min_margin``.
+    rank order). ``min_margin`` drops pairs with ``score_chosen − score_rejected < min_margin`` (a number; ``nan``
+    is a ``ValueError``, since no margin compares with it).
 
     Rows with fewer than two completions cannot give a pair. As with ``pairrm label`` (and its ``--on-error``),
     ``on_error="raise"`` (default) stops before any compute with a ``ValueError`` naming the first such row and the
@@ -123,7 +129,8 @@ def label_preferences(
     when no pair is left (0 rows), so a trainer never meets a dataset without ``chosen``/``rejected``.
 
     Args:
-        dataset: a ``datasets.Dataset``, or a list of row dicts.
+        dataset: a ``datasets.Dataset``, or a list of row dicts (rows with a chat prompt may mix str and
+            assistant-message completions; a str one becomes ``[{"role": "assistant", "content": ...}]``).
         prompt_column: prompts: str (standard) or message lists (conversational; kept as messages).
         completions_column: per row a list of completions: str, or ``[{"role": "assistant", "content": ...}]``.
         ranker: PairRM folder / Hub id or a loaded :class:`PairRM`. A path is loaded once per process
@@ -137,7 +144,8 @@ def label_preferences(
     Returns:
         a ``datasets.Dataset`` with ``prompt``, ``chosen``, ``rejected``, ``score_chosen``, ``score_rejected``,
         ``rank_chosen``, ``rank_rejected``. With conversational prompts, ``chosen``/``rejected`` are
-        ``[{"role": "assistant", "content": ...}]``, DPOTrainer's conversational format.
+        ``[{"role": "assistant", "content": ...}]``, DPOTrainer's conversational format. The input's other columns
+        (all but ``completions_column``) follow, repeated on each pair of their row, as ``pairrm label`` keeps them.
     """
     import datasets
 
@@ -147,10 +155,12 @@ def label_preferences(
         raise ValueError(f"ties must be 'skip' or 'keep', got {ties!r}")
     if min_margin is not None and not isinstance(min_margin, (int, float)):
         raise TypeError(f"min_margin must be a number or None, got {type(min_margin).__name__}")
+    if min_margin is not None and math.isnan(min_margin):
+        raise ValueError("min_margin must be a number or None, got nan (no score margin compares with nan)")
     check_positive_int("batch_size", batch_size)
     check_input_format(input_format)
     if isinstance(dataset, (list, tuple)):
-        dataset = datasets.Dataset.from_list(list(dataset))
+        dataset = _rows_to_dataset(list(dataset), prompt_column, completions_column)
     if not isinstance(dataset, datasets.Dataset):
         raise TypeError(f"dataset must be a datasets.Dataset or a list of dicts, got {type(dataset).__name__}")
     for name, column in (("prompt_column", prompt_column), ("completions_column", completions_column)):
@@ -160,9 +170,15 @@ def label_preferences(
         raise ValueError("dataset is empty")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    extra = [c for c in dataset.column_names if c not in (prompt_column, completions_column)]
+    clash = [c for c in extra if c in _COLUMNS]
+    if clash:
+        raise ValueError(
+            f"the dataset has column(s) {clash} that label_preferences writes; rename or remove them first"
+        )
     _check_short_rows(dataset, completions_column, on_error)
     lazy = LazyPairRM(ranker, shared=True)  # a path loads once per process, reused by later calls and batches
-    labeler = _Labeler(lazy, prompt_column, completions_column, strategy, min_margin, ties, seed, input_format)
+    labeler = _Labeler(lazy, prompt_column, completions_column, strategy, min_margin, ties, seed, input_format, extra)
     # An explicit fingerprint: hashing the function would otherwise hash the whole model's weights.
     key = repr(
         (
@@ -188,12 +204,52 @@ def label_preferences(
         new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16],
         desc="PairRM labelling",
     )
-    if len(out) == 0 and out.column_names != list(_COLUMNS):
+    if len(out) == 0 and out.column_names != [*_COLUMNS, *extra]:
         # datasets keeps the input's columns when every batch returned nothing; give the documented schema.
-        out = datasets.Dataset.from_dict(
-            {c: [] for c in _COLUMNS}, features=_empty_features(dataset, prompt_column, completions_column)
-        )
+        features = _empty_features(dataset, prompt_column, completions_column)
+        for column in extra:
+            features[column] = dataset.features[column]
+        out = datasets.Dataset.from_dict({c: [] for c in (*_COLUMNS, *extra)}, features=features)
     return out
+
+
+def _kind(value: Any) -> str:
+    if is_messages(value):
+        return "chat messages"
+    if isinstance(value, (list, tuple)):
+        return "a list of " + (", ".join(sorted({_kind(v) for v in value})) or "nothing")
+    return type(value).__name__
+
+
+def _rows_to_dataset(rows: list, prompt_column: str, completions_column: str):
+    """A ``datasets.Dataset`` of row dicts. A str completion next to a chat prompt becomes one assistant message
+    (the same PairRM text, see :mod:`pairrm_hf.ranking.inputs`), so such rows may mix the two; values Arrow still
+    cannot hold in one column are a ``ValueError`` naming the column and the two rows that disagree."""
+    import datasets
+
+    fixed = []
+    for k, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise TypeError(f"dataset[{k}] must be a dict, got {type(row).__name__}")
+        cands = row.get(completions_column)
+        if is_messages(row.get(prompt_column)) and isinstance(cands, (list, tuple)):
+            row = {**row, completions_column: [_as_completion(row[prompt_column], c) for c in cands]}
+        fixed.append(row)
+    try:
+        return datasets.Dataset.from_list(fixed)
+    except (TypeError, ValueError) as err:  # pyarrow's ArrowInvalid/ArrowTypeError are both
+        columns = list(dict.fromkeys(c for row in fixed for c in row))
+        for column in columns:
+            kinds = [_kind(row.get(column)) for row in fixed]
+            first = next((k for k, kind in enumerate(kinds) if kinds[k] != "NoneType"), None)
+            other = next((k for k, kind in enumerate(kinds) if kind not in (kinds[first], "NoneType")), None)
+            if first is not None and other is not None:
+                raise ValueError(
+                    f"column {column!r} mixes kinds of values: dataset[{first}] holds {kinds[first]}, dataset[{other}] "
+                    f"{kinds[other]}; one column holds one kind (plain-string prompts take plain-string "
+                    "completions): label such rows in separate calls"
+                ) from None
+        raise ValueError(f"the rows cannot form one dataset: {err}") from None
 
 
 def _check_short_rows(dataset, completions_column: str, on_error: str) -> None:
