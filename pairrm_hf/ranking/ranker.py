@@ -109,6 +109,9 @@ class PairRM:
             (transformers' own module); see :mod:`pairrm_hf.models.attention`.
         quantize: ``"int8"``: dynamically quantized int8 linear layers on CPU (opt-in; faster, logits move by
             ~1e-2, so check decisions with :meth:`check_precision`); see :mod:`pairrm_hf.ranking.quantization`.
+            With ``backend="openvino"`` the OpenVINO model's weights are compressed to int8 instead.
+        backend: ``"torch"`` (default) or ``"openvino"``: the backbone runs as an OpenVINO model on CPU (extra
+            ``[openvino]``), converted once and cached; see :mod:`pairrm_hf.ranking.openvino_backend`.
     """
 
     def __init__(
@@ -126,6 +129,7 @@ class PairRM:
         compile: bool = False,  # noqa: A002
         attention: str | None = None,
         quantize: str | None = None,
+        backend: str | None = None,
     ):
         style = getattr(model, "ranking_style", "pairwise")
         if hasattr(model, "check_row_budget"):
@@ -143,6 +147,7 @@ class PairRM:
             compile=compile,
             attention=attention,
             quantize=quantize,
+            backend=backend,
         )
 
     @classmethod
