@@ -121,3 +121,25 @@ def test_missing_openvino_says_how_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_openvino)
     with pytest.raises(ImportError, match=r"pairrm-hf\[openvino\]"):
         check_backend("openvino", device=None, dtype=None, compile=False, autocast_dtype=None)
+
+
+@needs_openvino
+def test_cli_job_and_server_run_on_openvino(ov_rm, ov_cache, tiny_hf_dir, tiny_rm, tmp_path, monkeypatch):
+    """``pairrm rank --backend openvino`` (a resumable job) and the server's service, warm from the same cache."""
+    from pairrm_hf.cli import main
+    from pairrm_hf.jobs.io import read_table, write_rows
+    from pairrm_hf.serve.service import PairRMService
+
+    monkeypatch.setenv("PAIRRM_OPENVINO_CACHE", str(ov_cache))
+    rows = [{"prompt": p, "candidates": c} for p, c in zip(PROMPTS, CANDS)]
+    write_rows(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    args = ["rank", tmp_path / "in.jsonl", "-o", out, "--model", tiny_hf_dir, "--backend", "openvino"]
+    assert main([*map(str, args), "--no-progress"]) == 0
+    want = tiny_rm.rank_batch(PROMPTS, CANDS)
+    for got, w in zip(read_table(out).rows, want):
+        np.testing.assert_allclose(got["pairrm_scores"], w.scores, atol=1e-5)
+    entries = sorted(p.name for p in ov_cache.iterdir())
+    service = PairRMService.from_pretrained(tiny_hf_dir, backend="openvino")
+    assert service.health()["backend"] == "openvino"
+    assert sorted(p.name for p in ov_cache.iterdir()) == entries  # the same conversion, read back from the cache

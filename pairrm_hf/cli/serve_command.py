@@ -58,7 +58,13 @@ def serve_command(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get("PAIRRM_API_KEY") or None
     options = dict(max_wait_ms=args.max_wait_ms, max_batch_pairs=args.max_batch_pairs, batching=not args.no_batching)
     limits = dict(max_items=args.max_items, max_candidates=args.max_candidates, labels=args.labels)
-    model = dict(device=args.device, dtype=args.dtype, batch_size=args.batch_size, backbone_config=args.backbone_config)
+    model = dict(
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        backbone_config=args.backbone_config,
+        backend=args.backend,
+    )
     if args.ray:
         try:
             from ..serve.ray_app import run_ray

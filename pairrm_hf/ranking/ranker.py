@@ -585,6 +585,7 @@ def shared_pairrm(
     dtype: str | None = None,
     batch_size: int = 16,
     backbone_config: str | None = None,
+    backend: str | None = None,
 ) -> PairRM:
     """A :class:`PairRM` loaded once per process for these settings and reused by every later call (jobs, ``datasets.map``
     workers, Ray actors, ``label_preferences``); do not change the settings of the returned object."""
@@ -594,9 +595,10 @@ def shared_pairrm(
         dtype,
         batch_size,
         backbone_config,
+        backend,
     )
     if key not in _SHARED:
         _SHARED[key] = PairRM.from_pretrained(
-            model, device=device, dtype=dtype, batch_size=batch_size, backbone_config=backbone_config
+            model, device=device, dtype=dtype, batch_size=batch_size, backbone_config=backbone_config, backend=backend
         )
     return _SHARED[key]

@@ -63,11 +63,13 @@ class PairRMService:
         dtype: str | None = None,
         batch_size: int = 32,
         backbone_config: str | None = None,
+        backend: str | None = None,
         **kwargs: Any,
     ) -> PairRMService:
-        """Load ``model`` (any layout :meth:`PairRM.from_pretrained` loads) and serve it."""
+        """Load ``model`` (any layout :meth:`PairRM.from_pretrained` loads) and serve it; ``backend="openvino"`` runs
+        the backbone on OpenVINO (CPU)."""
         rm = PairRM.from_pretrained(
-            model, device=device, dtype=dtype, batch_size=batch_size, backbone_config=backbone_config
+            model, device=device, dtype=dtype, batch_size=batch_size, backbone_config=backbone_config, backend=backend
         )
         return cls(rm, model_name=os.fspath(model), **kwargs)
 
@@ -107,6 +109,7 @@ class PairRMService:
             "device": str(self.rm.device),
             "dtype": str(next(self.rm.model.parameters()).dtype).replace("torch.", ""),
             "batch_size": self.rm.engine.batch_size,
+            "backend": getattr(self.rm.engine, "backend", "torch"),
             "batching": self.batcher.batching,
             "version": __version__,
             "pid": os.getpid(),  # tells replicas apart behind a load balancer (Ray Serve)
