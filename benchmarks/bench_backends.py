@@ -54,7 +54,9 @@ def make_batch(tokenizer, model, rows: int, length: int, seed: int = 0) -> tuple
 
 def make_variant(model, tokenizer, variant: str) -> PairRM:
     if variant.startswith("openvino"):
-        return PairRM(model, tokenizer, device="cpu", backend="openvino", quantize="int8" if "int8" in variant else None)
+        return PairRM(
+            model, tokenizer, device="cpu", backend="openvino", quantize="int8" if "int8" in variant else None
+        )
     if variant == "torch-int8":
         return PairRM(model, tokenizer, device="cpu", quantize="int8")
     return PairRM(model, tokenizer, device="cpu", attention="eager" if variant == "torch-eager" else "fused")
@@ -70,10 +72,10 @@ def forward(rm: PairRM, ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
 def warm_start_seconds(folder: str, cache: str, threads: int) -> float:
     """Seconds from a fresh interpreter to the first ranking with ``backend="openvino"`` and a warm cache."""
     code = (
-        "import time; t = time.perf_counter(); import torch; torch.set_num_threads(%d); "
-        "from pairrm_hf import PairRM; rm = PairRM.from_pretrained(%r, backend='openvino'); "
+        f"import time; t = time.perf_counter(); import torch; torch.set_num_threads({threads}); "
+        f"from pairrm_hf import PairRM; rm = PairRM.from_pretrained({folder!r}, backend='openvino'); "
         "rm.rank('What is the capital of France?', ['Paris.', 'Berlin.']); print(time.perf_counter() - t)"
-    ) % (threads, folder)
+    )
     env = {**os.environ, "PAIRRM_OPENVINO_CACHE": cache, "PYTHONPATH": os.getcwd()}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])

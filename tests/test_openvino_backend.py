@@ -143,3 +143,16 @@ def test_cli_job_and_server_run_on_openvino(ov_rm, ov_cache, tiny_hf_dir, tiny_r
     service = PairRMService.from_pretrained(tiny_hf_dir, backend="openvino")
     assert service.health()["backend"] == "openvino"
     assert sorted(p.name for p in ov_cache.iterdir()) == entries  # the same conversion, read back from the cache
+
+
+@needs_openvino
+def test_pipeline_runs_on_openvino(ov_cache, tiny_hf_dir, tiny_rm, monkeypatch):
+    from transformers import pipeline
+
+    monkeypatch.setenv("PAIRRM_OPENVINO_CACHE", str(ov_cache))
+    pipe = pipeline("pairwise-ranking", model=str(tiny_hf_dir), backend="openvino")
+    assert pipe.ranker.engine.backend == "openvino"
+    rows = pipe(PROMPTS[0], CANDS[0])
+    want = tiny_rm.rank_batch(PROMPTS[:1], CANDS[:1])[0]
+    for r in rows:
+        assert r["score"] == pytest.approx(float(want.scores[r["index"]]), abs=1e-5)
