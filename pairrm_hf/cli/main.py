@@ -52,6 +52,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=positive_int_argument, default=16, help="pairs per forward pass (default: %(default)s)"
     )
     parser.add_argument(
+        "--backend",
+        default=None,
+        choices=["torch", "openvino"],
+        help="torch (default) or openvino: the backbone as an OpenVINO model on CPU, converted once and cached "
+        "(needs pip install 'pairrm-hf[openvino]')",
+    )
+    parser.add_argument(
         "--backbone-config",
         default=None,
         help="legacy checkpoints with an unknown backbone: folder with the backbone's config.json",
@@ -241,6 +248,7 @@ def _rank_one(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         batch_size=args.batch_size,
         backbone_config=args.backbone_config,
+        backend=args.backend,
     )
     ranked = rm.rank(args.prompt, args.candidates, aggregation=args.aggregation, input_format=args.input_format)
     if args.json:
@@ -317,6 +325,7 @@ def _job(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         batch_size=args.batch_size,
         backbone_config=args.backbone_config,
+        backend=args.backend,
         split=args.split,
         limit=args.limit,
         chunk_size=args.chunk_size,

@@ -118,7 +118,13 @@ def serve_command(args: argparse.Namespace) -> int:
         labels=args.labels,
         max_pairs=args.max_pairs_per_request,
     )
-    model = dict(device=args.device, dtype=args.dtype, batch_size=args.batch_size, backbone_config=args.backbone_config)
+    model = dict(
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        backbone_config=args.backbone_config,
+        backend=args.backend,
+    )
     if args.ray:
         try:
             from ..serve.ray_app import run_ray

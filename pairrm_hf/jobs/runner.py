@@ -76,6 +76,8 @@ class JobConfig:
     dtype: str | None = None
     batch_size: int = 16
     backbone_config: str | None = None
+    #: ``"torch"``/``None`` or ``"openvino"``; like the device, not part of the job's identity (same logits to ~1e-5).
+    backend: str | None = None
     split: str | None = None
     limit: int | None = None
     chunk_size: int = 1000
@@ -387,7 +389,7 @@ def _load_model(cfg: JobConfig, state):
     if device is None and state is not None:
         device = str(state.device)  # accelerate picks cuda:<local rank> (or cpu with --cpu)
     with _loading_bars(cfg.progress):
-        return shared_pairrm(cfg.model, device, cfg.dtype, cfg.batch_size, cfg.backbone_config)
+        return shared_pairrm(cfg.model, device, cfg.dtype, cfg.batch_size, cfg.backbone_config, backend=cfg.backend)
 
 
 def _write_rejects(cfg: JobConfig, problems: list[RowProblem]) -> str | None:

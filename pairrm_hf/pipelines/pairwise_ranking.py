@@ -84,7 +84,8 @@ class PairwiseRankingPipeline(InputBatchPipeline):
     * ``seed`` (bubble order); ``input_format``: ``"auto"`` or ``"conversation"`` (see :mod:`pairrm_hf.ranking.inputs`);
     * ``batch_size``: inputs per engine call (default 16; transformers' meaning), ``num_workers``: DataLoader
       workers for ``preprocess`` (default 0), ``pair_batch_size``: rows (ordered pairs) per forward pass (default
-      16; results do not depend on it).
+      16; results do not depend on it), ``backend``: ``"torch"`` (default) or ``"openvino"`` (the backbone as an
+      OpenVINO model on CPU, see :mod:`pairrm_hf.ranking.openvino_backend`).
     """
 
     _load_tokenizer = True
@@ -92,7 +93,7 @@ class PairwiseRankingPipeline(InputBatchPipeline):
     _load_image_processor = False
     _load_feature_extractor = False
 
-    def __init__(self, *args, pair_batch_size: int | None = None, **kwargs):
+    def __init__(self, *args, pair_batch_size: int | None = None, backend: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         # pipeline() hands model_kwargs to the tokenizer too; a legacy load's backbone_config is no tokenizer setting.
         getattr(self.tokenizer, "init_kwargs", {}).pop("backbone_config", None)
@@ -111,6 +112,7 @@ class PairwiseRankingPipeline(InputBatchPipeline):
             lengths=lengths,
             device=self.device,
             batch_size=check_positive_int("pair_batch_size", pair_batch_size) if pair_batch_size is not None else 16,
+            backend=backend,
         )
 
     # ----------------------------------------------------------------------------------- Pipeline contract

@@ -36,6 +36,7 @@ from ..tokenization.padding import pad_rows
 from ..tokenization.tokenization_pairrm import DualEncoder, PairEncoder, PointEncoder
 from ..utils.checks import check_positive_int
 from ..utils.devices import resolve_device, resolve_dtype
+from .openvino_backend import check_backend, load_openvino_backbone
 from .quantization import check_quantize, quantize_int8
 
 __all__ = ["EncodedExample", "EngineOptions", "NonFiniteLogitsError", "PairwiseEngine"]
@@ -117,6 +118,10 @@ class PairwiseEngine:
             :mod:`pairrm_hf.models.attention`); ``None`` keeps the model's setting (``"fused"`` unless changed).
         quantize: ``"int8"`` runs the linear layers as dynamically quantized int8 on CPU (see
             :mod:`pairrm_hf.ranking.quantization`); the fp32 model is kept as ``reference_model`` for reference runs.
+            With ``backend="openvino"``: the OpenVINO model's linear weights are compressed to int8 (NNCF).
+        backend: ``"torch"`` (default) or ``"openvino"``: the backbone runs as an OpenVINO model on CPU, converted
+            once and cached (see :mod:`pairrm_hf.ranking.openvino_backend`); the torch model stays ``self.model``
+            for the head and for fp32 reference runs.
 
     ``batch_size``, ``max_batch_tokens``, ``autocast_dtype`` and ``show_progress`` form the engine's
     :class:`EngineOptions` (``engine.options``, read-only). :meth:`with_options` gives a view with other options that
@@ -137,13 +142,19 @@ class PairwiseEngine:
         compile: bool = False,  # noqa: A002 - the name users know from torch.compile
         attention: str | None = None,
         quantize: str | None = None,
+        backend: str | None = None,
     ):
         check_positive_int("batch_size", batch_size)
         check_positive_int("max_batch_tokens", max_batch_tokens, allow_none=True)
         options = EngineOptions(batch_size, max_batch_tokens, autocast_dtype, bool(show_progress))
         # int8 runs on CPU only: with no device named, pick the CPU even when a GPU is present
         check_quantize(quantize, device)
-        self.device = resolve_device("cpu" if device is None and quantize is not None else device)
+        #: ``"torch"`` or ``"openvino"`` (see :mod:`pairrm_hf.ranking.openvino_backend`).
+        self.backend = check_backend(
+            backend, device=device, dtype=dtype, compile=compile, autocast_dtype=autocast_dtype
+        )
+        cpu_only = quantize is not None or self.backend == "openvino"
+        self.device = resolve_device("cpu" if device is None and cpu_only else device)
         dtype = resolve_dtype(dtype)
         self.model = model.to(self.device) if dtype in (None, "auto") else model.to(self.device, dtype=dtype)
         self.model.eval()
@@ -151,7 +162,14 @@ class PairwiseEngine:
             self.model.set_attention_implementation(attention)
         #: the fp32 model that :meth:`reference_pair_logits` runs when ``self.model`` is quantized, else None.
         self.reference_model: DebertaV2PairRM | None = None
-        if quantize == "int8":
+        #: the OpenVINO stand-in for ``self.model.pretrained_model`` when ``backend="openvino"``, else None.
+        self.openvino_backbone = None
+        if self.backend == "openvino":
+            backbone = getattr(self.model, "pretrained_model", None)
+            if getattr(getattr(backbone, "config", None), "model_type", None) != "deberta-v2":
+                raise ValueError("backend='openvino' supports PairRM models on a DeBERTa-v2/v3 backbone")
+            self.openvino_backbone = load_openvino_backbone(backbone, quantize=quantize)
+        elif quantize == "int8":
             self.reference_model, self.model = self.model, quantize_int8(self.model)
         self.encoder = encoder
         self.compile = bool(compile)
@@ -217,6 +235,8 @@ class PairwiseEngine:
         self.encoder = engine.encoder
         self.compile = engine.compile
         self._compiled = engine._compiled
+        self.backend = engine.backend
+        self.openvino_backbone = engine.openvino_backbone
         self._options = engine.options if options is None else options
         self.last_stats = {}
 
@@ -231,20 +251,25 @@ class PairwiseEngine:
 
     @contextmanager
     def _compiled_backbone(self, reference: bool):
-        """Swap in the compiled DeBERTa backbone for one call, then restore the plain module.
+        """Swap in the compiled DeBERTa backbone (``torch.compile`` or OpenVINO) for one call, then restore the plain
+        module.
 
         Only the backbone is compiled: it traces as one graph, while the PairRM wrapper checks its inputs with
         data-dependent branches that would split the graph. Swapping per call keeps ``self.model`` (its
         ``state_dict`` included) untouched for the caller and for fp32 reference runs.
         """
-        if reference or not self.compile:
+        if reference or not (self.compile or self.openvino_backbone is not None):
             yield
             return
         backbone = self.model.pretrained_model
-        if self._compiled[0] is None:
-            # dynamic=True: batch widths change with every bucket; static shapes would recompile for each one.
-            self._compiled[0] = torch.compile(backbone, dynamic=True)
-        self.model.pretrained_model = self._compiled[0]
+        if self.openvino_backbone is not None:
+            module = self.openvino_backbone
+        else:
+            if self._compiled[0] is None:
+                # dynamic=True: batch widths change with every bucket; static shapes would recompile for each one.
+                self._compiled[0] = torch.compile(backbone, dynamic=True)
+            module = self._compiled[0]
+        self.model.pretrained_model = module
         try:
             yield
         finally:

@@ -126,6 +126,9 @@ class PairRM:
             (transformers' own module); see :mod:`pairrm_hf.models.attention`.
         quantize: ``"int8"``: dynamically quantized int8 linear layers on CPU (opt-in; faster, logits move by
             ~1e-2, so check decisions with :meth:`check_precision`); see :mod:`pairrm_hf.ranking.quantization`.
+            With ``backend="openvino"`` the OpenVINO model's weights are compressed to int8 instead.
+        backend: ``"torch"`` (default) or ``"openvino"``: the backbone runs as an OpenVINO model on CPU (extra
+            ``[openvino]``), converted once and cached; see :mod:`pairrm_hf.ranking.openvino_backend`.
     """
 
     def __init__(
@@ -143,6 +146,7 @@ class PairRM:
         compile: bool = False,  # noqa: A002
         attention: str | None = None,
         quantize: str | None = None,
+        backend: str | None = None,
     ):
         style = getattr(model, "ranking_style", "pairwise")
         if hasattr(model, "check_row_budget"):
@@ -160,6 +164,7 @@ class PairRM:
             compile=compile,
             attention=attention,
             quantize=quantize,
+            backend=backend,
         )
 
     @classmethod
@@ -672,6 +677,7 @@ def shared_pairrm(
     dtype: str | None = None,
     batch_size: int = 16,
     backbone_config: str | None = None,
+    backend: str | None = None,
 ) -> PairRM:
     """A :class:`PairRM` loaded once per process for these settings and reused by every later call (jobs, ``datasets.map``
     workers, Ray actors, ``label_preferences``). Its options never change: a caller who wants others (a batch size, a
@@ -682,9 +688,10 @@ def shared_pairrm(
         dtype,
         batch_size,
         backbone_config,
+        backend,
     )
     if key not in _SHARED:
         _SHARED[key] = PairRM.from_pretrained(
-            model, device=device, dtype=dtype, batch_size=batch_size, backbone_config=backbone_config
+            model, device=device, dtype=dtype, batch_size=batch_size, backbone_config=backbone_config, backend=backend
         )
     return _SHARED[key]

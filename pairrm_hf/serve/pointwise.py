@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from collections import defaultdict, deque
 from typing import Any
 
 import numpy as np
@@ -21,6 +19,7 @@ from ..training.distillation import load_student, student_scores
 from ..utils.version import __version__
 from .batcher import RequestScope
 from .protocol import Limits, RequestError
+from .request_metrics import RequestMetrics, public_model_name
 
 __all__ = ["PointwiseRewardService", "is_student_checkpoint"]
 
@@ -73,12 +72,9 @@ class PointwiseRewardService:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.batch_size, self.max_length = batch_size, max_length
         self.limits = limits or Limits()
-        self.model_name = model_name or str(getattr(model, "name_or_path", "") or "student")
-        self.started = time.time()
+        self.model_name = public_model_name(model_name or str(getattr(model, "name_or_path", "") or "student"))
+        self.requests = RequestMetrics()
         self._model_lock = threading.Lock()
-        self._lock = threading.Lock()
-        self._requests: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-        self._latency: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=2048))
         self._rows = 0
 
     @classmethod
@@ -136,10 +132,7 @@ class PointwiseRewardService:
 
     def record(self, endpoint: str, status: int, seconds: float) -> None:
         """Count one finished request for ``/metrics``."""
-        with self._lock:
-            self._requests[endpoint][status] += 1
-            if status == 200:
-                self._latency[endpoint].append(seconds)
+        self.requests.record(endpoint, status, seconds)
 
     def health(self) -> dict:
         """What ``/health`` returns."""
@@ -156,23 +149,5 @@ class PointwiseRewardService:
         }
 
     def metrics(self) -> dict:
-        """What ``/metrics`` returns: requests by endpoint and status, latency percentiles, rows scored."""
-        with self._lock:
-            requests = {e: {str(s): n for s, n in by.items()} for e, by in self._requests.items()}
-            latency = {}
-            for endpoint, values in self._latency.items():
-                ms = np.array(values, dtype=np.float64) * 1000.0
-                latency[endpoint] = {
-                    "count": len(ms),
-                    "p50_ms": float(np.percentile(ms, 50)),
-                    "p99_ms": float(np.percentile(ms, 99)),
-                }
-        return {
-            "uptime_s": time.time() - self.started,
-            "requests": requests,
-            "latency": latency,
-            "batcher": {"rows": self._rows},
-        }
-
-    def close(self) -> None:
-        """Nothing runs in the background."""
+        """What ``/metrics`` returns: requests by endpoint and status, latency, rows scored."""
+        return {**self.requests.snapshot(), "batcher": {"rows": self._rows}}

@@ -7,17 +7,13 @@ Transport-free on purpose: the FastAPI app (:mod:`pairrm_hf.serve.app`) and the 
 from __future__ import annotations
 
 import os
-import threading
-import time
-from collections import defaultdict, deque
 from typing import Any
-
-import numpy as np
 
 from ..ranking.ranker import PairRM
 from ..utils.version import __version__
 from .batcher import BatchedEngine, PairBatcher, RequestScope
 from .protocol import ENDPOINTS, Limits, RequestError
+from .request_metrics import RequestMetrics, public_model_name
 
 __all__ = ["PairRMService"]
 
@@ -49,12 +45,8 @@ class PairRMService:
             rm.engine, max_wait_ms=max_wait_ms, max_batch_pairs=max_batch_pairs, batching=batching
         )
         self.limits = limits or Limits()
-        self.model_name = _public_name(model_name or str(getattr(rm.model, "name_or_path", "") or "pairrm"))
-        self.started = time.time()
-        self._lock = threading.Lock()
-        self._requests: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-        self._latency: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=2048))
-        self._latency_total: dict[str, list] = defaultdict(lambda: [0, 0.0])  # count, seconds: all 200s so far
+        self.model_name = public_model_name(model_name or str(getattr(rm.model, "name_or_path", "") or "pairrm"))
+        self.requests = RequestMetrics()
 
     @classmethod
     def from_pretrained(
@@ -65,11 +57,13 @@ class PairRMService:
         dtype: str | None = None,
         batch_size: int = 32,
         backbone_config: str | None = None,
+        backend: str | None = None,
         **kwargs: Any,
     ) -> PairRMService:
-        """Load ``model`` (any layout :meth:`PairRM.from_pretrained` loads) and serve it."""
+        """Load ``model`` (any layout :meth:`PairRM.from_pretrained` loads) and serve it; ``backend="openvino"`` runs
+        the backbone on OpenVINO (CPU)."""
         rm = PairRM.from_pretrained(
-            model, device=device, dtype=dtype, batch_size=batch_size, backbone_config=backbone_config
+            model, device=device, dtype=dtype, batch_size=batch_size, backbone_config=backbone_config, backend=backend
         )
         return cls(rm, model_name=os.fspath(model), **kwargs)
 
@@ -94,13 +88,7 @@ class PairRMService:
 
     def record(self, endpoint: str, status: int, seconds: float) -> None:
         """Count one finished request for ``/metrics``."""
-        with self._lock:
-            self._requests[endpoint][status] += 1
-            if status == 200:
-                self._latency[endpoint].append(seconds)
-                total = self._latency_total[endpoint]
-                total[0] += 1
-                total[1] += seconds
+        self.requests.record(endpoint, status, seconds)
 
     def health(self) -> dict:
         """What ``/health`` returns."""
@@ -110,6 +98,7 @@ class PairRMService:
             "device": str(self.rm.device),
             "dtype": str(next(self.rm.model.parameters()).dtype).replace("torch.", ""),
             "batch_size": self.rm.engine.batch_size,
+            "backend": getattr(self.rm.engine, "backend", "torch"),
             "batching": self.batcher.batching,
             "version": __version__,
             "pid": os.getpid(),  # tells replicas apart behind a load balancer (Ray Serve)
@@ -118,30 +107,11 @@ class PairRMService:
     def metrics(self) -> dict:
         """What ``/metrics`` returns: requests by endpoint and status, latency percentiles (``count`` recent ones;
         ``total``/``sum_s`` over all successful requests so far), batcher counters."""
-        with self._lock:
-            requests = {e: {str(s): n for s, n in by.items()} for e, by in self._requests.items()}
-            latency = {}
-            for endpoint, values in self._latency.items():
-                ms = np.array(values, dtype=np.float64) * 1000.0
-                latency[endpoint] = {
-                    "count": len(ms),
-                    "p50_ms": float(np.percentile(ms, 50)),
-                    "p99_ms": float(np.percentile(ms, 99)),
-                    "total": self._latency_total[endpoint][0],
-                    "sum_s": self._latency_total[endpoint][1],
-                }
         return {
-            "uptime_s": time.time() - self.started,
-            "requests": requests,
-            "latency": latency,
+            **self.requests.snapshot(),
             "batcher": self.batcher.snapshot(),
         }
 
     def close(self) -> None:
         """Stop the batcher thread."""
         self.batcher.close()
-
-
-def _public_name(model: str) -> str:
-    # a Hub id is public; a local folder's full path tells a caller about the machine, its last part does not
-    return os.path.basename(os.path.normpath(model)) if os.path.isdir(model) else model

@@ -1,0 +1,158 @@
+"""CPU backends side by side on fixed batch shapes: torch eager / fused / int8 against OpenVINO fp32 / int8.
+
+Run from the repository root::
+
+    python -m benchmarks.bench_backends --shape base --batches 8x256 2x1024 --rounds 3 --threads 2 \
+        --json benchmarks/results/speed3_backends.json
+
+Every variant runs the same PairRM forward pass (``model(input_ids, attention_mask)``, the engine's unit of work)
+on the same padded batch. Rounds interleave the variants (A B C … A B C …) and each variant's median is reported,
+so a load change on a shared machine hits all of them alike; ratios are taken within the run. |Δ logit| and
+decision flips (sign changes of the logit) are against torch fp32 eager. A second process then loads the saved
+model with ``backend="openvino"`` from the warm cache and reports its time to the first result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from benchmarks.workloads import SHAPES, build_model, build_tokenizer, single_token_words
+from pairrm_hf import PairRM
+
+VARIANTS = ("torch-eager", "torch-fused", "torch-int8", "openvino", "openvino+int8")
+
+
+def make_batch(tokenizer, model, rows: int, length: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rows`` packed rows of ``length`` tokens (the last row 3/4 as long, so the batch is padded)."""
+    from pairrm_hf.tokenization.tokenization_pairrm import PairEncoder
+
+    enc = PairEncoder(tokenizer)
+    words = single_token_words(tokenizer)
+    rng = np.random.default_rng(seed)
+    ids = np.full((rows, length), enc.pad_id, dtype=np.int64)
+    mask = np.zeros((rows, length), dtype=np.int64)
+    for r in range(rows):
+        real = length if r < rows - 1 or rows == 1 else (3 * length) // 4
+        body = (real - 9) // 3
+        texts = [" ".join(rng.choice(words, size=body)) for _ in range(3)]
+        toks = enc.tokenize(texts)
+        row = enc.pack(enc.source_segment(toks[0]), toks[1][:body], toks[2][:body])[:real]
+        ids[r, : len(row)] = row
+        mask[r, : len(row)] = 1
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+def make_variant(model, tokenizer, variant: str) -> PairRM:
+    if variant.startswith("openvino"):
+        return PairRM(
+            model, tokenizer, device="cpu", backend="openvino", quantize="int8" if "int8" in variant else None
+        )
+    if variant == "torch-int8":
+        return PairRM(model, tokenizer, device="cpu", quantize="int8")
+    return PairRM(model, tokenizer, device="cpu", attention="eager" if variant == "torch-eager" else "fused")
+
+
+def forward(rm: PairRM, ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """One engine-style forward pass (the backend swap included), fp32 logits."""
+    engine = rm.engine
+    with torch.inference_mode(), engine._compiled_backbone(reference=False):
+        return engine.model(input_ids=ids, attention_mask=mask).logits.float().numpy()
+
+
+def warm_start_seconds(folder: str, cache: str, threads: int) -> float:
+    """Seconds from a fresh interpreter to the first ranking with ``backend="openvino"`` and a warm cache."""
+    code = (
+        f"import time; t = time.perf_counter(); import torch; torch.set_num_threads({threads}); "
+        f"from pairrm_hf import PairRM; rm = PairRM.from_pretrained({folder!r}, backend='openvino'); "
+        "rm.rank('What is the capital of France?', ['Paris.', 'Berlin.']); print(time.perf_counter() - t)"
+    )
+    env = {**os.environ, "PAIRRM_OPENVINO_CACHE": cache, "PYTHONPATH": os.getcwd()}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: build the model, time every variant per batch shape, print the table and save JSON."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shape", default="base", choices=list(SHAPES))
+    p.add_argument("--batches", nargs="+", default=["8x256", "2x1024"], help="ROWSxLENGTH")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-warm-start", action="store_true", help="skip the second-process warm start")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cache = os.environ.setdefault("PAIRRM_OPENVINO_CACHE", tempfile.mkdtemp(prefix="pairrm_ov_bench_"))
+    tokenizer = build_tokenizer()
+    model = build_model(args.shape, tokenizer)
+    rms, setup = {}, {}
+    for variant in args.variants:
+        start = time.perf_counter()
+        rms[variant] = make_variant(model, tokenizer, variant)
+        setup[variant] = time.perf_counter() - start
+    rows = []
+    for spec in args.batches:
+        b, length = (int(x) for x in spec.lower().split("x"))
+        ids, mask = make_batch(tokenizer, model, b, length)
+        reference = forward(rms.get("torch-eager") or make_variant(model, tokenizer, "torch-eager"), ids, mask)
+        times: dict[str, list[float]] = {v: [] for v in args.variants}
+        outs = {}
+        for v in args.variants:  # warm-up call (first-call allocations, OpenVINO shape inference)
+            outs[v] = forward(rms[v], ids, mask)
+        for _ in range(args.rounds):
+            for v in args.variants:
+                start = time.perf_counter()
+                forward(rms[v], ids, mask)
+                times[v].append(time.perf_counter() - start)
+        base = statistics.median(times["torch-fused"]) if "torch-fused" in times else None
+        for v in args.variants:
+            ms = 1000 * statistics.median(times[v])
+            rows.append(
+                {
+                    "shape": args.shape,
+                    "batch": spec,
+                    "variant": v,
+                    "ms": ms,
+                    "times_ms": [1000 * t for t in times[v]],
+                    "speedup_vs_torch_fused": (1000 * base / ms) if base else None,
+                    "max_abs_logit_diff": float(np.abs(outs[v] - reference).max()),
+                    "flips": int((np.sign(outs[v]) != np.sign(reference)).sum()),
+                    "rows": b,
+                    "setup_s": setup[v],
+                }
+            )
+    head = f"{'shape':6} {'batch':8} {'variant':14} {'ms':>9} {'×fused':>7} {'max|Δ|':>9} {'flips':>5} {'setup s':>8}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(
+            f"{r['shape']:6} {r['batch']:8} {r['variant']:14} {r['ms']:9.0f} "
+            f"{(r['speedup_vs_torch_fused'] or float('nan')):7.2f} {r['max_abs_logit_diff']:9.2e} "
+            f"{r['flips']:>5} {r['setup_s']:8.1f}"
+        )
+    warm = None
+    if not args.no_warm_start and "openvino" in args.variants:
+        folder = tempfile.mkdtemp(prefix="pairrm_bench_model_")
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        warm = warm_start_seconds(folder, cache, args.threads)
+        print(f"warm start (second process, backend='openvino', cache hit): {warm:.1f} s to the first ranking")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "results": rows, "warm_start_s": warm}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

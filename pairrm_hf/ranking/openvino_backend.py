@@ -1,0 +1,258 @@
+"""The OpenVINO CPU backend: PairRM's DeBERTa backbone converted once to an OpenVINO model, run by the one engine.
+
+``PairRM.from_pretrained(..., backend="openvino")`` (extra ``pairrm-hf[openvino]``) keeps the torch model for the
+per-row head, the prefix checks and fp32 reference runs, and swaps in an :class:`OpenVINOBackbone` for the
+backbone's forward pass. Everything else (tokenize once, dedup, length-sorted batches, the non-finite policy,
+progress) is the engine's, unchanged.
+
+* **Conversion.** ``openvino.convert_model`` traces the backbone in transformers' eager attention (the fused path
+  has data-dependent branches a trace would freeze) with batch and length left dynamic, so one converted model
+  serves every batch shape.
+* **Cache.** The converted model (fp32 IR, or weight-compressed int8) is written once, atomically, under
+  ``$HF_HOME/pairrm_hf/openvino/<key>`` (``PAIRRM_OPENVINO_CACHE`` overrides the root) together with OpenVINO's
+  compiled-blob cache, so a second process skips both conversion and compilation. ``<key>`` hashes the config, a
+  sample of every weight tensor, the precision and the OpenVINO/torch versions: a changed checkpoint gets a new
+  entry, never a stale one.
+* **Precision.** fp32 is compiled with ``INFERENCE_PRECISION_HINT=f32`` (OpenVINO would otherwise pick bf16 on CPUs
+  that have it). ``quantize="int8"`` compresses the weights of the linear layers to int8 with NNCF
+  (``nncf.compress_weights``, extra ``[openvino]``); logits move, so check decisions with ``check_precision``.
+* **Threads.** ``INFERENCE_NUM_THREADS`` follows ``torch.get_num_threads()``, so both backends use the same cores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutput
+
+from ..models.attention import set_attention_implementation
+
+__all__ = [
+    "BACKENDS",
+    "OpenVINOBackbone",
+    "check_backend",
+    "load_openvino_backbone",
+    "openvino_available",
+    "openvino_cache_root",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Accepted values of ``backend=``: ``"torch"`` (the default) or ``"openvino"`` (CPU only, extra ``[openvino]``).
+BACKENDS = ("torch", "openvino")
+
+
+def openvino_available() -> bool:
+    """Whether the ``openvino`` package imports."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_backend(
+    backend: str | None,
+    *,
+    device: str | int | torch.device | None,
+    dtype,
+    compile: bool,  # noqa: A002 - the engine's option name
+    autocast_dtype,
+) -> str:
+    """Validate ``backend`` against the other engine options before anything is loaded or converted; returns it."""
+    backend = "torch" if backend is None else backend
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        return backend
+    if device is not None:
+        if isinstance(device, int):
+            device = torch.device("cpu") if device < 0 else torch.device("cuda", device)
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"backend='openvino' runs on CPU only; got device {device}")
+    if dtype is not None and dtype not in ("float32", "auto", torch.float32):
+        raise ValueError(f"backend='openvino' runs fp32 weights (or quantize='int8'); got dtype={dtype!r}")
+    if compile:
+        raise ValueError("backend='openvino' compiles its own model; drop compile=True")
+    if autocast_dtype is not None:
+        raise ValueError("backend='openvino' runs fp32; drop autocast_dtype")
+    if not openvino_available():
+        raise ImportError("backend='openvino' needs the openvino package: pip install 'pairrm-hf[openvino]'")
+    return backend
+
+
+def openvino_cache_root() -> Path:
+    """Where converted backbones are kept: ``$PAIRRM_OPENVINO_CACHE``, else ``$HF_HOME/pairrm_hf/openvino``."""
+    if os.environ.get("PAIRRM_OPENVINO_CACHE"):
+        return Path(os.environ["PAIRRM_OPENVINO_CACHE"])
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME) / "pairrm_hf" / "openvino"
+
+
+def _weights_key(backbone: nn.Module, precision: str) -> str:
+    """A cache key for this backbone: config, a sample of every tensor, precision and library versions.
+
+    Each tensor contributes its name, shape, fp64 sum and up to 4,096 evenly spaced values: fine-tuning moves all of
+    them, and hashing a sample keeps a warm start from reading every byte of a large model twice.
+    """
+    import openvino
+
+    digest = hashlib.sha256()
+    config = backbone.config.to_dict()
+    config.pop("pairrm_attention", None)  # the converted graph always traces eager attention
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    digest.update(f"{precision}|{openvino.__version__}|{torch.__version__}".encode())
+    with torch.no_grad():
+        for name, tensor in backbone.state_dict().items():
+            flat = tensor.detach().reshape(-1).float()
+            step = max(1, flat.numel() // 4096)
+            digest.update(f"{name}|{tuple(tensor.shape)}|{float(flat.double().sum())!r}".encode())
+            digest.update(flat[::step].contiguous().numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+class _HiddenStates(nn.Module):
+    """The traced function: ``(input_ids, attention_mask)`` → last hidden state."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def _convert(backbone: nn.Module, precision: str):
+    """Trace ``backbone`` (eager attention) into an OpenVINO model with dynamic batch and length."""
+    import openvino
+
+    vocab = int(backbone.config.vocab_size)
+    ids = torch.arange(2 * 24, dtype=torch.long).reshape(2, 24) % max(vocab, 1)
+    mask = torch.ones_like(ids)
+    mask[1, 16:] = 0  # a padded row, so the mask is traced as an input that matters
+    previous = [m.implementation for m in backbone.modules() if hasattr(m, "implementation")]
+    set_attention_implementation(backbone, "eager")
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # the tracer warns about Python ints taken from tensor sizes; sizes stay dynamic ops in the graph
+            warnings.simplefilter("ignore")
+            model = openvino.convert_model(
+                _HiddenStates(backbone).eval(), example_input={"input_ids": ids, "attention_mask": mask}
+            )
+    finally:
+        set_attention_implementation(backbone, previous[0] if previous else "fused")
+    model.reshape({"input_ids": [-1, -1], "attention_mask": [-1, -1]})
+    if precision == "int8":
+        import nncf
+
+        # weight-only int8 of the linear layers (per output channel, asymmetric); activations stay fp32
+        model = nncf.compress_weights(model)
+    return model
+
+
+def load_openvino_backbone(backbone: nn.Module, *, quantize: str | None = None, cache_dir=None) -> OpenVINOBackbone:
+    """An :class:`OpenVINOBackbone` for ``backbone`` (a DeBERTa-v2 model, fp32), converted once and cached.
+
+    ``quantize``: ``None`` (fp32) or ``"int8"`` (NNCF weight compression). ``cache_dir``: the cache root (default
+    :func:`openvino_cache_root`). A cached entry is read instead of converting; a failed conversion leaves none.
+    """
+    import openvino
+
+    if any(p.dtype != torch.float32 for p in backbone.parameters()):
+        raise ValueError("backend='openvino' converts an fp32 model; load it without dtype= (or dtype='float32')")
+    precision = "int8" if quantize == "int8" else "fp32"
+    root = Path(cache_dir) if cache_dir is not None else openvino_cache_root()
+    entry = root / _weights_key(backbone, precision)
+    xml = entry / "backbone.xml"
+    if not xml.exists():
+        logger.info("PairRM: converting the backbone to OpenVINO (%s), cached in %s", precision, entry)
+        model = _convert(backbone, precision)
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+        try:
+            # compress_to_fp16=False: the default would halve fp32 weights to fp16 on disk
+            openvino.save_model(model, str(staging / "backbone.xml"), compress_to_fp16=False)
+            try:
+                staging.rename(entry)  # atomic: another process sees a whole entry or none
+            except OSError:
+                if not xml.exists():  # not a concurrent writer's finished entry: a real failure
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    core = openvino.Core()
+    core.set_property({"CACHE_DIR": str(entry / "compiled")})
+    compiled = core.compile_model(
+        core.read_model(str(xml)),
+        "CPU",
+        {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32"},
+    )
+    return OpenVINOBackbone(compiled, backbone, precision=precision, cache_entry=entry)
+
+
+class OpenVINOBackbone(nn.Module):
+    """Stands in for a DeBERTa backbone (``model.pretrained_model``) during the engine's forward passes.
+
+    Takes ``input_ids`` and ``attention_mask`` and returns a ``BaseModelOutput`` with ``last_hidden_state`` as the
+    torch backbone would. Calls the converted graph cannot answer (token types, position ids, hidden states or
+    attention maps asked for) go to the torch backbone it was converted from.
+
+    Attributes:
+        precision: ``"fp32"`` or ``"int8"``.
+        cache_entry: the folder holding the converted model and OpenVINO's compiled-blob cache.
+    """
+
+    def __init__(self, compiled, torch_backbone: nn.Module, *, precision: str, cache_entry: Path):
+        super().__init__()
+        self.compiled = compiled
+        # a plain attribute, not a submodule: the torch weights stay registered on the PairRM model only
+        self.__dict__["torch_backbone"] = torch_backbone
+        self.precision = precision
+        self.cache_entry = cache_entry
+        self.config = torch_backbone.config
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = True,
+        **kwargs,
+    ) -> BaseModelOutput:
+        """``[B, L]`` ids and mask → ``BaseModelOutput(last_hidden_state=[B, L, hidden] float32)``."""
+        if token_type_ids is not None or position_ids is not None or output_attentions or output_hidden_states:
+            return self.torch_backbone(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+                position_ids=position_ids,
+                output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states,
+                return_dict=True,
+                **kwargs,
+            )
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        # one request per call: the serving batcher and user threads may call concurrently
+        request = self.compiled.create_infer_request()
+        request.infer(
+            {
+                "input_ids": np.ascontiguousarray(input_ids.cpu().numpy(), dtype=np.int64),
+                "attention_mask": np.ascontiguousarray(attention_mask.cpu().numpy(), dtype=np.int64),
+            }
+        )
+        hidden = torch.from_numpy(np.array(request.get_output_tensor(0).data, copy=True))
+        return BaseModelOutput(last_hidden_state=hidden.to(input_ids.device))
