@@ -23,12 +23,8 @@ In Python::
 from __future__ import annotations
 
 import os
-import threading
-import time
-from collections import defaultdict, deque
 from typing import Any
 
-import numpy as np
 from ray import serve
 
 from ..utils.version import __version__
@@ -37,6 +33,7 @@ from .batcher import RequestScope
 from .protocol import Limits, RequestError
 from .ray_app import PairRMReplica, replica_options
 from .rendezvous import GroupRendezvous
+from .request_metrics import RequestMetrics, public_model_name
 
 __all__ = ["IngressService", "PairRMIngress", "PairRMScorer", "build_group_deployment"]
 
@@ -48,19 +45,13 @@ class IngressService:
     """What the app needs of a service (``record``, ``health``, ``metrics``) for a front that holds no model."""
 
     def __init__(self, model_name: str, replicas: int):
-        self.model_name = model_name
+        self.model_name = public_model_name(model_name)
         self.replicas = replicas
-        self.started = time.time()
-        self._lock = threading.Lock()
-        self._requests: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-        self._latency: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=2048))
+        self.requests = RequestMetrics()
 
     def record(self, endpoint: str, status: int, seconds: float) -> None:
         """Count one finished request for ``/metrics``."""
-        with self._lock:
-            self._requests[endpoint][status] += 1
-            if status == 200:
-                self._latency[endpoint].append(seconds)
+        self.requests.record(endpoint, status, seconds)
 
     def health(self) -> dict:
         """What ``/health`` returns at the ingress."""
@@ -75,17 +66,7 @@ class IngressService:
 
     def metrics(self) -> dict:
         """Requests by endpoint and status and latency percentiles, seen at the ingress (waits included)."""
-        with self._lock:
-            requests = {e: {str(s): n for s, n in by.items()} for e, by in self._requests.items()}
-            latency = {}
-            for endpoint, values in self._latency.items():
-                ms = np.array(values, dtype=np.float64) * 1000.0
-                latency[endpoint] = {
-                    "count": len(ms),
-                    "p50_ms": float(np.percentile(ms, 50)),
-                    "p99_ms": float(np.percentile(ms, 99)),
-                }
-        return {"uptime_s": time.time() - self.started, "requests": requests, "latency": latency, "batcher": {}}
+        return {**self.requests.snapshot(), "batcher": {}}
 
 
 @serve.deployment
