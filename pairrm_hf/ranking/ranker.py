@@ -27,7 +27,16 @@ from .methods import RANKING_METHODS, RankingBatch, full_matrices, get_ranking_m
 from .rewards import win_probability
 from .schedules import bubble_pass, bubble_wins
 
-__all__ = ["PairRM", "RankedCandidate", "Ranking", "COMPARE_MODES", "REF_MODES", "shared_pairrm", "device_for_rank"]
+__all__ = [
+    "PairRM",
+    "RankedCandidate",
+    "Ranking",
+    "COMPARE_MODES",
+    "REF_MODES",
+    "shared_pairrm",
+    "device_for_rank",
+    "rank_one",
+]
 
 #: A prompt: a str, chat messages, or None when the answers are whole conversations (see :mod:`pairrm_hf.ranking.inputs`).
 Prompt = Any
@@ -453,28 +462,15 @@ class PairRM:
         ``top_k``: ``None`` or a positive int (not a bool) up to the number of candidates; more is a ``ValueError``
         (the same rule as the pipelines and fusion, see :func:`~pairrm_hf.utils.checks.check_top_k`).
         """
-        if prompt is not None and not isinstance(prompt, str) and not is_messages(prompt):
-            several = isinstance(prompt, Sequence) and all(isinstance(p, str) or is_messages(p) for p in prompt)
-            hint = (
-                "; for several prompts use rank_batch(prompts, candidate_lists), one list of candidates per prompt"
-                if several and prompt
-                else ""
-            )
-            raise TypeError(
-                f"prompt must be a str or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}{hint}"
-            )
-        check_top_k(top_k)
-        if isinstance(candidates, Sequence) and not isinstance(candidates, str):
-            check_top_k(top_k, len(candidates))
-        ranking = self.rank_batch(
-            [prompt],
-            [candidates],
+        return rank_one(
+            self,
+            prompt,
+            candidates,
             aggregation=aggregation,
-            instructions=None if instruction is None else [instruction],
+            top_k=top_k,
+            instruction=instruction,
             input_format=input_format,
-        )[0]
-        ranked = ranking.ranked()
-        return ranked if top_k is None else ranked[:top_k]
+        )
 
     def check_precision(
         self, prompts: Sequence[str], candidates: Sequence[Sequence[str]], *, instructions: Sequence[str] | None = None
@@ -695,3 +691,42 @@ def shared_pairrm(
             model, device=device, dtype=dtype, batch_size=batch_size, backbone_config=backbone_config, backend=backend
         )
     return _SHARED[key]
+
+
+def rank_one(
+    ranker: Any,
+    prompt: Any,
+    candidates: Sequence[Any],
+    *,
+    aggregation: str = "max_logits",
+    top_k: int | None = None,
+    instruction: str | None = None,
+    input_format: str = "auto",
+) -> list[RankedCandidate]:
+    """:meth:`PairRM.rank` for anything with PairRM's ``rank_batch`` (the local model or the server's client).
+
+    Checks the prompt and ``top_k`` before any compute: one prompt (a str or a message list; a list of prompts points
+    to ``rank_batch``), ``top_k`` a positive int no larger than the number of candidates.
+    """
+    if prompt is not None and not isinstance(prompt, str) and not is_messages(prompt):
+        several = isinstance(prompt, Sequence) and all(isinstance(p, str) or is_messages(p) for p in prompt)
+        hint = (
+            "; for several prompts use rank_batch(prompts, candidate_lists), one list of candidates per prompt"
+            if several and prompt
+            else ""
+        )
+        raise TypeError(
+            f"prompt must be a str or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}{hint}"
+        )
+    check_top_k(top_k)
+    if isinstance(candidates, Sequence) and not isinstance(candidates, str):
+        check_top_k(top_k, len(candidates))
+    ranking = ranker.rank_batch(
+        [prompt],
+        [candidates],
+        aggregation=aggregation,
+        instructions=None if instruction is None else [instruction],
+        input_format=input_format,
+    )[0]
+    ranked = ranking.ranked()
+    return ranked if top_k is None else ranked[:top_k]

@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ..ranking.inputs import batch_texts, compare_texts, is_messages
-from ..ranking.ranker import REF_MODES, RankedCandidate, Ranking
+from ..ranking.inputs import batch_texts, compare_texts
+from ..ranking.ranker import REF_MODES, RankedCandidate, Ranking, rank_one
 from ..ranking.rewards import reference_rewards
-from ..utils.checks import check_top_k
 
 __all__ = ["RemotePairRM", "RemoteError", "compute_score", "compute_score_batch", "URL_ENV"]
 
@@ -215,23 +214,16 @@ class RemotePairRM:
         instruction: str | None = None,
         input_format: str = "auto",
     ) -> list[RankedCandidate]:
-        """:meth:`PairRM.rank`: the candidates best first; ``top_k`` as there (a positive int, not a bool, at most
-        the number of candidates)."""
-        if prompt is not None and not isinstance(prompt, str) and not is_messages(prompt):
-            raise TypeError(
-                f"prompt must be a str or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}"
-            )
-        check_top_k(top_k)
-        if isinstance(candidates, Sequence) and not isinstance(candidates, str):
-            check_top_k(top_k, len(candidates))
-        ranked = self.rank_batch(
-            [prompt],
-            [candidates],
+        """:meth:`PairRM.rank`: the candidates best first, with the same checks (:func:`~pairrm_hf.ranking.ranker.rank_one`)."""
+        return rank_one(
+            self,
+            prompt,
+            candidates,
             aggregation=aggregation,
-            instructions=None if instruction is None else [instruction],
+            top_k=top_k,
+            instruction=instruction,
             input_format=input_format,
-        )[0].ranked()
-        return ranked if top_k is None else ranked[:top_k]
+        )
 
     def comparison_matrices(
         self,
