@@ -31,6 +31,7 @@ CHAT_LM = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 # Pages whose blocks train models, run TRL or generation, or start many `pairrm` processes: longer than the rest.
 SLOW_PAGES = {
+    "docs/guides/backends.md",
     "docs/guides/distillation.md",
     "docs/guides/rl-at-scale.md",
     "docs/guides/cli-jobs.md",

@@ -335,8 +335,9 @@ def distill_pairrm(
 
     Args:
         teacher: a :class:`~pairrm_hf.PairRM` (any ranker of ours) or a checkpoint folder/Hub id.
-        data / eval_data: rows ``{"prompt", "candidates"}`` or MixInstruct rows (see :func:`candidate_sets`).
-            ``eval_data`` (held-out sets) gives the final ``top1_agreement`` and ``pairwise_agreement``.
+        data: rows ``{"prompt", "candidates"}`` or MixInstruct rows (see :func:`candidate_sets`).
+        eval_data: held-out rows of the same form; they give the final ``top1_agreement`` and
+            ``pairwise_agreement``.
         student: an encoder folder/Hub id (a one-label classification head is added) or ``(model, tokenizer)``.
         loss: one of :data:`DISTILL_LOSSES`. ``schedule``: the teacher's ranking method (``max_logits`` = the full
             matrix; a budgeted one such as ``knockout`` costs less teacher compute but gives hard targets).
