@@ -132,3 +132,46 @@ def test_half_precision_long_inputs_stay_finite(tiny_hf_dir, dtype):
     got = half.compare(prompts, a, b)
     assert got.dtype.name == "float32" and bool(torch.isfinite(torch.from_numpy(got)).all())
     assert abs(got - fp32).max() < 0.05
+
+
+def test_loss_function_is_the_models_own_and_silent(tiny_hf_dir):
+    """transformers' default ``loss_function`` is the causal-LM loss with a warning on first access (issue 21, 11)."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    from pairrm_hf.models.modeling_pair_ranker import PairRanker, PairRankerConfig
+
+    model = DebertaV2PairRM.from_pretrained(str(tiny_hf_dir))
+    ranker = PairRanker(
+        PairRankerConfig(
+            encoder={
+                "model_type": "bert",
+                "hidden_size": 16,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "intermediate_size": 32,
+                "vocab_size": 50,
+            }
+        )
+    )
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    hf_logger = hf_logging.get_logger("transformers.modeling_utils")
+    hf_logger.addHandler(handler)
+    try:
+        for m in (model, ranker):
+            assert m.loss_function.__func__ is type(m).pairwise_loss
+    finally:
+        hf_logger.removeHandler(handler)
+    assert not [r for r in records if "loss_type" in r.getMessage()]
+    left, right = torch.tensor([[2.0], [0.0]]), torch.tensor([[0.0], [1.0]])
+    labels = torch.tensor([1.0, -1.0])
+    # hand value: mean(-logsigmoid(2), -logsigmoid(1))
+    expected = (
+        -(torch.nn.functional.logsigmoid(torch.tensor(2.0)) + torch.nn.functional.logsigmoid(torch.tensor(1.0))) / 2
+    )
+    assert torch.allclose(model.loss_function(left, right, labels), expected)
+    model.loss_function = len  # assignable, as on any transformers model
+    assert model.loss_function is len

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["PAIR_LOSS_TYPES", "PairHead", "pair_loss", "pool_prefixes", "prefix_positions"]
+__all__ = ["PAIR_LOSS_TYPES", "OwnLossMixin", "PairHead", "pair_loss", "pool_prefixes", "prefix_positions"]
 
 #: ``instructgpt``: −log σ(sign·(left − right)) (PairRM's); ``BCE``: each side's score classified as the better one.
 PAIR_LOSS_TYPES = ("instructgpt", "BCE")
@@ -98,3 +98,22 @@ def pair_loss(
         bce = nn.functional.binary_cross_entropy_with_logits
         return (bce(left, (labels > 0).to(left.dtype)) + bce(right, (labels < 0).to(left.dtype))) / 2
     return -nn.functional.logsigmoid(torch.sign(labels) * (left - right)).mean()
+
+
+class OwnLossMixin:
+    """For models whose ``forward(labels=...)`` computes their own loss.
+
+    transformers' ``PreTrainedModel.loss_function`` falls back, with a warning, to the causal-LM loss for a config
+    without a ``loss_type``: wrong for a ranker, and noise on every access. Here it is the model's
+    ``pairwise_loss`` where it has one (``None`` otherwise: the loss comes from ``forward``); assigning still
+    overrides it, as on any transformers model.
+    """
+
+    @property
+    def loss_function(self):
+        """The model's own pairwise loss (or what was assigned), never transformers' causal-LM default."""
+        return self.__dict__.get("_loss_function", getattr(self, "pairwise_loss", None))
+
+    @loss_function.setter
+    def loss_function(self, value) -> None:
+        self.__dict__["_loss_function"] = value

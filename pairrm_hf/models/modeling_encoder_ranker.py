@@ -27,6 +27,8 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 from transformers import initialization as init
 from transformers.configuration_utils import SubConfigSpec
 
+from .heads import OwnLossMixin
+
 __all__ = ["EncoderRankerConfig", "EncoderRankerPreTrainedModel", "RANKING_STYLES", "usable_positions"]
 
 #: How the engine runs a model (see the module doc); models without the attribute are ``"pairwise"``.
@@ -74,7 +76,7 @@ class EncoderRankerConfig(PretrainedConfig):
     candidate_max_length: int = 128
 
 
-class EncoderRankerPreTrainedModel(PreTrainedModel):
+class EncoderRankerPreTrainedModel(OwnLossMixin, PreTrainedModel):
     """Base of the encoder-backed rankers: holds ``pretrained_model``, initialises heads, builds from a backbone."""
 
     config_class = EncoderRankerConfig

@@ -22,7 +22,7 @@ from transformers.modeling_outputs import ModelOutput
 from transformers.models.deberta_v2.modeling_deberta_v2 import DebertaV2Model, DebertaV2PreTrainedModel
 
 from .attention import set_attention_implementation
-from .heads import PairHead, pair_loss, prefix_positions
+from .heads import OwnLossMixin, PairHead, pair_loss, prefix_positions
 
 __all__ = ["DebertaV2PairRM", "PairRMOutput", "PAIRRM_CONFIG_DEFAULTS"]
 
@@ -59,7 +59,7 @@ class PairRMOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
-class DebertaV2PairRM(DebertaV2PreTrainedModel):
+class DebertaV2PairRM(OwnLossMixin, DebertaV2PreTrainedModel):
     """PairRM: a DeBERTa-v2 cross-encoder that compares two candidate answers to one source.
 
     Config fields (on a stock ``DebertaV2Config``; defaults in :data:`PAIRRM_CONFIG_DEFAULTS`):
