@@ -44,9 +44,11 @@ PairRMScorer = serve.deployment(PairRMReplica, name="PairRMScorer")
 class IngressService:
     """What the app needs of a service (``record``, ``health``, ``metrics``) for a front that holds no model."""
 
-    def __init__(self, model_name: str, replicas: int):
+    def __init__(self, model_name: str, replicas: int, limits: Limits | None = None):
         self.model_name = public_model_name(model_name)
         self.replicas = replicas
+        #: the bounds the ingress checks (and ``/openapi.json`` declares); the replicas apply the same ones
+        self.limits = limits or Limits()
         self.requests = RequestMetrics()
 
     def record(self, endpoint: str, status: int, seconds: float) -> None:
@@ -91,7 +93,7 @@ class PairRMIngress:
         self.model = model_app  # a DeploymentHandle once Ray has bound the application
         limits = Limits(**(limits or {}))
         self.rendezvous = GroupRendezvous(group_size, group_timeout_s, lone=lone, limits=limits)
-        self.front = IngressService(model_name, replicas)
+        self.front = IngressService(model_name, replicas, limits)
         self._api_key = api_key
         self._max_body_bytes = max_body_bytes
         self._max_pending = max_pending
