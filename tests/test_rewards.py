@@ -67,3 +67,14 @@ def test_baseline_rewards_are_antisymmetric(tiny_rm):
     assert forward == pytest.approx([-x for x in backward], abs=1e-5)
     assert any(abs(x) > 1e-4 for x in forward)  # the tiny model does tell these answers apart
     assert forward == pytest.approx(reference_rewards(tiny_rm, [PROMPT] * 2, ANSWERS[:2], ANSWERS[1:]), abs=1e-5)
+
+
+def test_win_probability_at_a_vanishing_temperature_is_the_sign_without_warnings():
+    import warnings
+
+    from pairrm_hf.ranking.rewards import win_probability
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = win_probability([3.0, -2.0, 0.0], temperature=1e-308)
+    assert got.tolist() == [1.0, 0.0, 0.5]

@@ -37,8 +37,11 @@ __all__ = [
 
 def win_probability(logits: Any, temperature: float = 1.0) -> np.ndarray:
     """float64 ``sigmoid(logits / temperature)`` elementwise (``logits`` any array-like of symmetric logits)."""
-    x = np.asarray(logits, dtype=np.float64) / check_positive_number("temperature", temperature)
-    # the two-branch form never overflows: exp of a non-positive number only
+    temperature = check_positive_number("temperature", temperature)
+    # a tiny temperature sends |x| to inf, which the two-branch form maps to exactly 0 or 1 (exp of a non-positive
+    # number only): the overflow is the intended limit, not an error
+    with np.errstate(over="ignore"):
+        x = np.asarray(logits, dtype=np.float64) / temperature
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
