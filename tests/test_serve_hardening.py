@@ -338,6 +338,9 @@ def test_remote_checks_like_pairrm_before_sending():
         rm.compare(["q"], ["a"], ["b", "c"])
     with pytest.raises(TypeError, match="prompt"):
         rm.rank(3, ["a", "b"])
+    for temperature in (0, -1.0, float("nan"), True):  # the same refusals as PairRM.compare_proba
+        with pytest.raises(ValueError, match="temperature must be > 0"):
+            rm.compare_proba(["q"], ["a"], ["b"], temperature=temperature)
     for bad in ("file:///etc/passwd", "127.0.0.1:8000", "ftp://host"):
         with pytest.raises(ValueError, match="url"):
             RemotePairRM(bad)

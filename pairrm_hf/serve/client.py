@@ -22,6 +22,7 @@ import numpy as np
 from ..ranking.inputs import batch_texts, compare_texts
 from ..ranking.ranker import REF_MODES, RankedCandidate, Ranking, rank_one
 from ..ranking.rewards import reference_rewards
+from ..utils.checks import check_positive_number
 
 __all__ = ["RemotePairRM", "RemoteError", "compute_score", "compute_score_batch", "URL_ENV"]
 
@@ -150,8 +151,7 @@ class RemotePairRM:
         input_format: str = "auto",
     ) -> np.ndarray:
         """:meth:`PairRM.compare_proba`: float32 probability that A is better."""
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        temperature = check_positive_number("temperature", temperature)
         out = self._compare(prompts, candidates_a, candidates_b, mode, instructions, input_format, temperature)
         return np.asarray(out["probabilities"], dtype=np.float32)
 
