@@ -286,10 +286,18 @@ class Budget:
         return self.deadline is not None and time.perf_counter() > self.deadline
 
 
-def bench_config(model, tokenizer, args, config: dict, device, gemm, budget: Budget, blender_folder=None):
-    """Rows of one (shape, workload, inputs, n, op): every variant of ``args.variants``, interleaved in rounds."""
+def bench_config(
+    model, tokenizer, args, config: dict, device, gemm, budget: Budget, blender_folder=None, texts=None
+) -> list[dict]:
+    """Rows of one (shape, workload, inputs, n, op): every variant of ``args.variants``, interleaved in rounds.
+
+    ``args`` needs ``variants``, ``batch_size``, ``repeats`` and ``seed``; ``texts`` (prompts, candidate lists)
+    replaces the synthetic workload (e.g. the trained ranker's inputs of ``bench_int8``).
+    """
     op = config["op"]
-    prompts, cands = make_inputs(tokenizer, config["workload"], config["inputs"], config["n"], seed=args.seed)
+    if texts is None:
+        texts = make_inputs(tokenizer, config["workload"], config["inputs"], config["n"], seed=args.seed)
+    prompts, cands = texts
     probe = PairRM(model, tokenizer, device=device, batch_size=args.batch_size)
     lengths = _real_row_lengths(probe, op, prompts, cands)
     flops = model_flops(model, lengths)  # the fp32 model's useful work, the same for every variant
