@@ -75,3 +75,37 @@ def test_gpu_check_guard_skips_and_still_writes_json(tmp_path):
         and any(s.startswith("speed") for s in notes)
         and any(s.startswith("memory") for s in notes)
     )
+
+
+@pytest.mark.slow
+def test_bench_rank_side_by_side_reports_every_backend(tmp_path, monkeypatch):
+    from benchmarks.bench_rank import SIDE_BY_SIDE, main
+
+    monkeypatch.setenv("PAIRRM_OPENVINO_CACHE", str(tmp_path / "ov"))
+    out = tmp_path / "rank.json"
+    argv = ["--side-by-side", "--shapes", "tiny", "--workloads", "short", "--configs", "2x3", "--repeats", "2"]
+    assert main([*argv, "--threads", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["complete"]
+    rows = {r["variant"]: r for r in report["results"]}
+    assert set(rows) == set(SIDE_BY_SIDE)
+    for row in rows.values():
+        assert row["available"] or row["reason"], row
+        if row["available"]:
+            assert row["rounds"] == 2 and row["setup_s"] >= 0 and row["warmup_s"] >= 0, row
+    assert rows["baseline"]["speedup_vs_baseline"] == pytest.approx(1.0)
+    assert rows["engine"]["speedup_vs_engine"] == pytest.approx(1.0)
+    # every fp32 path agrees with the fp32 baseline to the documented 1e-5, with no decision flipped
+    for name in ("engine", "engine+eager", "engine+flex", "blender", "openvino"):
+        if rows[name]["available"]:
+            assert rows[name]["max_abs_diff_vs_baseline"] <= 1e-5, rows[name]
+            assert rows[name]["decision_flips_vs_baseline"] == 0, rows[name]
+
+
+def test_bench_rank_budget_stops_cleanly_and_writes_json(tmp_path):
+    from benchmarks.bench_rank import main
+
+    out = tmp_path / "rank.json"
+    assert main(["--shapes", "tiny", "--workloads", "short", "--max-seconds", "0", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["complete"] is False and report["results"] == []
