@@ -26,6 +26,7 @@ import gc
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -545,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
                     save()
         del model
         gc.collect()
+        if blender_folder:  # a saved base/large checkpoint is 0.7–1.7 GB
+            shutil.rmtree(blender_folder, ignore_errors=True)
     complete = complete and not budget.spent
     print()
     print_table(rows)

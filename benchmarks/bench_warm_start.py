@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.json:
         write_json(args.json, {"args": vars(args), "results": rows})
+    for path in (folder, cache):  # a saved checkpoint and its OpenVINO conversions: gigabytes for base/large
+        shutil.rmtree(path, ignore_errors=True)
     return 0
 
 

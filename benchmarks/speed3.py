@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     for s in summary:
         print(f"{s['part']:4} {s['name']:22} {s['status'][:28]:28} {s['seconds']:8.0f}  {s['json']}")
     write_json(str(out / "speed3_summary.json"), {"args": vars(args), "parts": summary})
+    shutil.rmtree(env["PAIRRM_OPENVINO_CACHE"], ignore_errors=True)  # the run's conversions (gigabytes for large)
     return 0 if all(s["status"] == "ok" for s in summary) else 1
 
 
