@@ -62,10 +62,19 @@ def make_variant(model, tokenizer, variant: str) -> PairRM:
     return PairRM(model, tokenizer, device="cpu", attention="eager" if variant == "torch-eager" else "fused")
 
 
-def forward(rm: PairRM, ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
-    """One engine-style forward pass (the backend swap included), fp32 logits."""
+def attention_of(variant: str) -> str | None:
+    """The attention a torch variant must run with (``None`` for OpenVINO, whose graph is fixed at conversion)."""
+    return None if variant.startswith("openvino") else "eager" if variant == "torch-eager" else "fused"
+
+
+def forward(rm: PairRM, ids: torch.Tensor, mask: torch.Tensor, attention: str | None = None) -> np.ndarray:
+    """One engine-style forward pass (the backend swap included), fp32 logits.
+
+    The torch variants share one model and the attention is a setting of its modules (the last variant built would
+    otherwise decide it for all), so each pass sets ``attention`` for itself.
+    """
     engine = rm.engine
-    with torch.inference_mode(), engine._compiled_backbone(reference=False):
+    with torch.inference_mode(), engine.model.use_attention(attention), engine._compiled_backbone(reference=False):
         return engine.model(input_ids=ids, attention_mask=mask).logits.float().numpy()
 
 
@@ -105,15 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.batches:
         b, length = (int(x) for x in spec.lower().split("x"))
         ids, mask = make_batch(tokenizer, model, b, length)
-        reference = forward(rms.get("torch-eager") or make_variant(model, tokenizer, "torch-eager"), ids, mask)
+        eager = rms.get("torch-eager") or make_variant(model, tokenizer, "torch-eager")
+        reference = forward(eager, ids, mask, "eager")
         times: dict[str, list[float]] = {v: [] for v in args.variants}
         outs = {}
         for v in args.variants:  # warm-up call (first-call allocations, OpenVINO shape inference)
-            outs[v] = forward(rms[v], ids, mask)
+            outs[v] = forward(rms[v], ids, mask, attention_of(v))
         for _ in range(args.rounds):
             for v in args.variants:
                 start = time.perf_counter()
-                forward(rms[v], ids, mask)
+                forward(rms[v], ids, mask, attention_of(v))
                 times[v].append(time.perf_counter() - start)
         base = statistics.median(times["torch-fused"]) if "torch-fused" in times else None
         for v in args.variants:

@@ -4,9 +4,12 @@ Run from the repository root::
 
     python -m benchmarks.bench_memory --shape large --n 4 16 --threads 1 --json memory.json
     python -m benchmarks.bench_memory --shape large --n 16 --max-seconds 300   # stop early, report the peak so far
+    python -m benchmarks.bench_memory --shape large --workload long --n 4 --batch-size 8 --backend openvino
 
 Batches run longest first, so the peak of a call shows up in its first batches; ``--max-seconds`` stops a call
-after that long (reporting how many of its rows were done) for slow machines.
+after that long (reporting how many of its rows were done) for slow machines. ``--workload long`` makes every row
+2048 tokens (L = 2048); ``--backend``/``--quantize``/``--attention`` pick the path (default: ``PairRM``'s
+defaults, the path a user gets; the row records the backend that ran). Run one process per path: RSS is per process, and a converted or quantized copy stays resident.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-seconds", type=float, default=None)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--backend", default=None, choices=["torch", "openvino"], help="default: PairRM's default")
+    p.add_argument("--quantize", default=None, choices=["int8"])
+    p.add_argument("--attention", default=None, help="fused (default), eager or flex")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.threads:
@@ -45,7 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     with PeakRSS() as base:
         model = build_model(args.shape, tokenizer)
     weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
-    rm = PairRM(model, tokenizer, device="cpu", batch_size=args.batch_size)
+    with PeakRSS() as setup:  # OpenVINO conversion or int8 quantization: its own peak, apart from the calls'
+        rm = PairRM(
+            model,
+            tokenizer,
+            device="cpu",
+            batch_size=args.batch_size,
+            backend=args.backend,
+            quantize=args.quantize,
+            attention=args.attention,
+        )
     engine_forward = rm.model.forward
     rows = []
     for n in args.n:
@@ -72,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             "shape": args.shape,
             "workload": args.workload,
             "n": n,
+            "backend": rm.engine.backend,
+            "quantize": args.quantize,
+            "attention": args.attention or "fused",
             "inputs": args.inputs,
             "batch_size": args.batch_size,
             "rows_total": args.inputs * n * (n - 1),
@@ -80,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": time.perf_counter() - start,
             "weights_mb": weights / 2**20,
             "rss_after_load_mb": base.peak / 2**20,
+            "setup_peak_rss_mb": setup.peak / 2**20,
+            "max_batch_rows": rm.engine.last_stats.get("max_batch_rows") if finished else None,
             "peak_rss_mb": mem.peak / 2**20,
         }
         rows.append(row)

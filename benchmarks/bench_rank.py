@@ -1,24 +1,35 @@
-"""Throughput of PairRM operations: the pairrm-hf engine (fp32, bf16 autocast, torch.compile) vs upstream's schedule.
+"""Throughput of PairRM operations: every backend of pairrm-hf against upstream's schedule, side by side in one run.
 
 Run from the repository root::
 
     python -m benchmarks.bench_rank --shapes tiny --workloads short mixed --n 2 6 --inputs 8 --json out.json
-    python -m benchmarks.bench_rank --shapes base --workloads mixed --n 6 --inputs 4 \
-        --variants baseline engine engine+bf16 engine+compile+bf16
+    python -m benchmarks.bench_rank --side-by-side --shapes base --workloads short mixed long --n 6 --inputs 4 \
+        --repeats 3 --threads 2 --max-seconds 3600 --json benchmarks/results/speed3_rank_base.json
+    python -m benchmarks.bench_rank --shapes base --workloads mixed --configs 3x4 8x6 \
+        --variants baseline blender engine --repeats 5      # Blender.rank against the original schedule
 
-Per configuration it prints pairs/s, real tokens/s, padding fraction, peak RSS (or peak GPU memory), achieved
-model FLOP/s and its fraction of the machine's measured GEMM rate, the speed-up over the baseline and the max
-|Δ logit| / decision flips against the fp32 baseline. See benchmarks/README.md for the FLOP formula.
+The variants of one configuration run interleaved, round by round (A B C … A B C …), and each reports the median
+of its rounds, so a load change on a shared machine hits all of them alike. Per variant it prints pairs/s, the
+speed-up over the baseline (upstream's schedule, fp32 eager) and over ``engine`` (our torch default), max |Δ logit|
+and decision flips against the fp32 baseline, peak RSS (or GPU memory), achieved model FLOP/s as a fraction of the
+matmul rate probed in the same run, and the setup (conversion, quantization) and warm-up (first call, compile)
+seconds apart from the steady-state time. A variant that cannot run here is reported as ``unavailable (reason)``.
+See benchmarks/README.md for the FLOP formula.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import gc
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
 
@@ -27,12 +38,16 @@ import torch
 
 from benchmarks.baseline import baseline_pair_logits
 from benchmarks.workloads import SHAPES, WORKLOADS, build_model, build_tokenizer, make_inputs, nonembedding_params
-from pairrm_hf import PairRM
+from pairrm_hf import Blender, PairRM
+from pairrm_hf.ranking.aggregation import scores_from_matrix
+from pairrm_hf.ranking.openvino_backend import openvino_available
 
 VARIANTS = (
     "baseline",
+    "blender",
     "engine",
     "engine+eager",
+    "engine+flex",
     "engine+bf16",
     "engine+compile",
     "engine+compile+bf16",
@@ -41,11 +56,22 @@ VARIANTS = (
     "openvino",
     "openvino+int8",
 )
+#: ``--side-by-side``: every backend, in this order (on a GPU the bf16/fp16 rows join; CPU-only ones say why not).
+SIDE_BY_SIDE = (
+    "baseline",
+    "blender",
+    "engine+eager",
+    "engine",
+    "engine+flex",
+    "engine+int8",
+    "openvino",
+    "openvino+int8",
+)
 OPS = ("rank", "compare", "rank_with_ref")
 
 
 class PeakRSS:
-    """Samples this process's resident memory every few ms; ``peak`` is the max since ``start``."""
+    """Samples this process's resident memory every few ms; ``peak`` is the max since ``start`` (the RSS on entry)."""
 
     def __init__(self):
         try:
@@ -54,7 +80,7 @@ class PeakRSS:
             self._proc = psutil.Process()
         except ImportError:  # fall back to /proc (Linux) — resource.getrusage only gives the lifetime max
             self._proc = None
-        self.peak = 0
+        self.peak = self.start = 0
 
     def _rss(self) -> int:
         if self._proc is not None:
@@ -63,7 +89,8 @@ class PeakRSS:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     def __enter__(self):
-        self.peak, self._stop = self._rss(), threading.Event()
+        self.peak = self.start = self._rss()
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
         return self
@@ -151,12 +178,61 @@ def decision_flips(op: str, out: np.ndarray, ref: np.ndarray) -> int:
     return int((np.sign(out) != np.sign(ref)).sum())
 
 
-def make_variant(model, tokenizer, variant: str, device, batch_size: int) -> PairRM:
+def score_order_flips(scores: np.ndarray, ref: np.ndarray) -> int:
+    """Candidate pairs (per input) whose order by score differs from the reference scores' order."""
+    iu = np.triu_indices(scores.shape[1], k=1)
+    s = np.sign(scores[:, iu[0]] - scores[:, iu[1]])
+    r = np.sign(ref[:, iu[0]] - ref[:, iu[1]])
+    return int((s != r).sum())
+
+
+# ------------------------------------------------------------------------------------------------ variants
+@dataclasses.dataclass
+class Runner:
+    """One variant, built and warmed up; ``attention`` is forced around each call (see :func:`call_variant`)."""
+
+    name: str
+    ranker: PairRM | Blender
+    attention: str | None
+    setup_s: float
+    warmup_s: float | None = None
+    attention_in_use: str | None = None
+
+
+def unavailable_reason(variant: str, op: str, device: torch.device) -> str | None:
+    """Why ``variant`` cannot run ``op`` on ``device`` here, found before building anything; ``None`` if it can."""
+    if variant == "blender" and op != "rank":
+        return "Blender.rank measures the rank op only"
+    if variant == "engine+fp16" and device.type != "cuda":
+        return "fp16 weights run on a GPU only"
+    if variant in ("engine+int8", "openvino", "openvino+int8") and device.type != "cpu":
+        return "CPU only"
+    if variant.startswith("openvino") and not openvino_available():
+        return "openvino is not installed (pip install 'pairrm-hf[openvino]')"
+    if variant == "openvino+int8":
+        try:
+            import nncf  # noqa: F401
+        except ImportError:
+            return "nncf is not installed (pip install 'pairrm-hf[openvino]')"
+    return None
+
+
+def make_variant(model, tokenizer, variant: str, device, batch_size: int, blender_folder: str | None = None):
+    """``(ranker, attention)`` for a variant: a :class:`PairRM` (or, for ``blender``, a :class:`Blender` loaded the
+    default way from ``blender_folder``) and the attention each call must run with (``None``: not forced)."""
+    if variant == "blender":  # the default path a user gets: loadranker on the saved checkpoint, no options
+        blender = Blender()
+        blender.loadranker(blender_folder, device=str(device))
+        return blender, None
+    if variant == "baseline":  # baseline_pair_logits switches to eager attention itself
+        return PairRM(model, tokenizer, device=device, batch_size=batch_size), None
     if variant.startswith("openvino"):  # converted once per model and cached (PAIRRM_OPENVINO_CACHE)
         quantize = "int8" if "int8" in variant else None
-        return PairRM(model, tokenizer, device=device, batch_size=batch_size, backend="openvino", quantize=quantize)
+        rm = PairRM(model, tokenizer, device=device, batch_size=batch_size, backend="openvino", quantize=quantize)
+        return rm, None
     # "engine+eager" keeps transformers' attention module: it separates the schedule's gain from the attention's.
-    kwargs = {"device": device, "batch_size": batch_size, "attention": "eager" if "eager" in variant else "fused"}
+    attention = "eager" if "eager" in variant else "flex" if "flex" in variant else "fused"
+    kwargs = {"device": device, "batch_size": batch_size, "attention": attention}
     if "bf16" in variant:
         kwargs["autocast_dtype"] = torch.bfloat16
     if "fp16" in variant:
@@ -165,81 +241,27 @@ def make_variant(model, tokenizer, variant: str, device, batch_size: int) -> Pai
         kwargs["compile"] = True
     if "int8" in variant:
         kwargs["quantize"] = "int8"
-    return PairRM(model, tokenizer, **kwargs)
+    if "fp16" in variant:  # cast a copy: the fp32 model stays the reference of the other variants
+        import copy
+
+        model = copy.deepcopy(model)
+    return PairRM(model, tokenizer, **kwargs), attention
 
 
-def bench_config(model, tokenizer, args, shape, workload, n, op, device, gemm):
-    prompts, cands = make_inputs(tokenizer, workload, args.inputs, 2 if op == "compare" else n, seed=args.seed)
-    results, reference = [], None
-    for variant in args.variants:
-        if (variant == "engine+fp16" and device.type != "cuda") or (
-            variant in ("engine+int8", "openvino", "openvino+int8") and device.type != "cpu"
-        ):
-            continue
-        start = time.perf_counter()
-        rm = make_variant(model, tokenizer, variant, device, args.batch_size)
-        # OpenVINO converts (first time) or reads its cache and compiles here: reported as the warm-up
-        warmup = time.perf_counter() - start if variant.startswith("openvino") else None
-        if "compile" in variant:  # compile happens on the first call; time it separately
-            start = time.perf_counter()
-            run_engine(rm, op, prompts, cands)
-            warmup = time.perf_counter() - start
-        times, peak = [], 0
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        for _ in range(args.repeats):
-            with PeakRSS() as mem:
-                start = time.perf_counter()
-                if variant == "baseline":
-                    out, stats = run_baseline(rm, op, prompts, cands, args.batch_size)
-                else:
-                    out, stats = run_engine(rm, op, prompts, cands)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                times.append(time.perf_counter() - start)
-            peak = max(peak, mem.peak)
-        # max|Δ| and flips are against the baseline, or against the first variant when the baseline is not run
-        if variant == "baseline" or (reference is None and "baseline" not in args.variants):
-            reference = out
-        seconds = statistics.median(times)
-        pairs = len(prompts) * len(schedule_for(op, len(cands[0]))[0])
-        # useful FLOPs: every distinct real row once, at its real length
-        real_lengths = _real_row_lengths(rm, op, prompts, cands)
-        flops = model_flops(rm.model, real_lengths)
-        peak_rate = gemm["bf16"] if ("bf16" in variant or "fp16" in variant) else gemm["fp32"]
-        if "int8" in variant:
-            peak_rate = float("nan")  # int8 products have their own peak; the fp32 one would flatter them
-        row = {
-            "shape": shape,
-            "workload": workload,
-            "n": len(cands[0]),
-            "op": op,
-            "variant": variant,
-            "inputs": len(prompts),
-            "pairs": pairs,
-            "rows": stats["rows"],
-            "seconds": seconds,
-            "times": times,
-            "warmup_s": warmup,
-            "pairs_per_s": pairs / seconds,
-            "tokens_per_s": stats["real_tokens"] / seconds,
-            "padding_fraction": 1 - stats["real_tokens"] / max(stats["padded_tokens"], 1),
-            "max_batch_rows": stats["max_batch_rows"],
-            "peak_rss_mb": peak / 2**20,
-            "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
-            "model_flops": flops,
-            "flops_per_s": flops / seconds,
-            "fraction_of_gemm_peak": flops / seconds / peak_rate,
-            "logit_std": float(np.std(out)),
-        }
-        if reference is not None:
-            row["max_abs_diff_vs_baseline"] = float(np.abs(out - reference).max())
-            row["decision_flips_vs_baseline"] = decision_flips(op, out, reference)
-        results.append(row)
-    base = next((r for r in results if r["variant"] == "baseline"), None)
-    for r in results:
-        r["speedup_vs_baseline"] = base["seconds"] / r["seconds"] if base else None
-    return results
+def call_variant(runner: Runner, op: str, prompts, cands, batch_size: int):
+    """``(output, stats)`` of one call; stats is ``None`` for ``blender`` (its view's counters are not reachable)."""
+    if runner.name == "baseline":
+        return run_baseline(runner.ranker, op, prompts, cands, batch_size)
+    if runner.name == "blender":
+        scores = runner.ranker.rank(prompts, cands, batch_size=batch_size, return_scores=True, disable_tqdm=True)
+        return np.asarray(scores, dtype=np.float32), None
+    model = runner.ranker.model
+    # Variants share one model and attention is a setting of its modules, so each call sets its own.
+    forced = model.use_attention(runner.attention) if runner.attention else contextlib.nullcontext()
+    with forced:
+        out = run_engine(runner.ranker, op, prompts, cands)
+        runner.attention_in_use = getattr(model, "attention_implementation", None)
+    return out
 
 
 def _real_row_lengths(rm: PairRM, op: str, prompts, cands) -> np.ndarray:
@@ -252,41 +274,208 @@ def _real_row_lengths(rm: PairRM, op: str, prompts, cands) -> np.ndarray:
     return rm.engine._row_lengths(examples, pairs)
 
 
+# ------------------------------------------------------------------------------------------------ one configuration
+class Budget:
+    """The ``--max-seconds`` wall-clock budget of the whole run (``None``: unlimited)."""
+
+    def __init__(self, seconds: float | None):
+        self.deadline = None if seconds is None else time.perf_counter() + seconds
+
+    @property
+    def spent(self) -> bool:
+        """Whether the budget has run out (checked before each setup and each timed call)."""
+        return self.deadline is not None and time.perf_counter() > self.deadline
+
+
+def bench_config(
+    model, tokenizer, args, config: dict, device, gemm, budget: Budget, blender_folder=None, texts=None
+) -> list[dict]:
+    """Rows of one (shape, workload, inputs, n, op): every variant of ``args.variants``, interleaved in rounds.
+
+    ``args`` needs ``variants``, ``batch_size``, ``repeats`` and ``seed``; ``texts`` (prompts, candidate lists)
+    replaces the synthetic workload (e.g. the trained ranker's inputs of ``bench_int8``).
+    """
+    op = config["op"]
+    if texts is None:
+        texts = make_inputs(tokenizer, config["workload"], config["inputs"], config["n"], seed=args.seed)
+    prompts, cands = texts
+    probe = PairRM(model, tokenizer, device=device, batch_size=args.batch_size)
+    lengths = _real_row_lengths(probe, op, prompts, cands)
+    flops = model_flops(model, lengths)  # the fp32 model's useful work, the same for every variant
+    pairs = len(prompts) * len(schedule_for(op, config["n"])[0])
+    base_row = {**config, "pairs": pairs, "mean_row_tokens": float(lengths.mean())}
+    rows: dict[str, dict] = {}
+    runners: dict[str, Runner] = {}
+    for variant in args.variants:
+        row = rows[variant] = {**base_row, "variant": variant, "available": False}
+        reason = unavailable_reason(variant, op, device)
+        if reason is None and budget.spent:
+            reason = "skipped: --max-seconds budget spent"
+        if reason is not None:
+            row["reason"] = reason
+            continue
+        try:
+            start = time.perf_counter()
+            ranker, attention = make_variant(model, tokenizer, variant, device, args.batch_size, blender_folder)
+            runner = Runner(variant, ranker, attention, setup_s=time.perf_counter() - start)
+            # untimed warm-up: first-call allocations, OpenVINO shape inference; compile variants compile every
+            # shape of the timed call here, so the timed rounds are steady state
+            warm = slice(None) if "compile" in variant else slice(0, 1)
+            start = time.perf_counter()
+            call_variant(runner, op, prompts[warm], cands[warm], args.batch_size)
+            _sync(device)
+            runner.warmup_s = time.perf_counter() - start
+        except Exception as err:  # e.g. attention="flex" before it exists: report it and go on
+            row["reason"] = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+            continue
+        runners[variant] = runner
+    times: dict[str, list[float]] = {v: [] for v in runners}
+    outs, stats, peaks, growth, gpu_peaks = {}, {}, {}, {}, {}
+    for _ in range(args.repeats):
+        for variant, runner in runners.items():
+            if budget.spent:
+                break
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            with PeakRSS() as mem:
+                start = time.perf_counter()
+                out, call_stats = call_variant(runner, op, prompts, cands, args.batch_size)
+                _sync(device)
+                times[variant].append(time.perf_counter() - start)
+            outs.setdefault(variant, out)
+            stats.setdefault(variant, call_stats)
+            peaks[variant] = max(peaks.get(variant, 0), mem.peak)
+            growth[variant] = max(growth.get(variant, 0), mem.peak - mem.start)
+            if device.type == "cuda":
+                gpu_peaks[variant] = max(gpu_peaks.get(variant, 0), torch.cuda.max_memory_allocated())
+    # max|Δ| and flips are against the baseline, or against the first variant that ran when the baseline did not
+    ref_name = "baseline" if "baseline" in outs else next((v for v in outs if v != "blender"), None)
+    reference = outs.get(ref_name)
+    for variant, runner in runners.items():
+        row = rows[variant]
+        row.update(available=True, setup_s=runner.setup_s, warmup_s=runner.warmup_s, rounds=len(times[variant]))
+        if runner.attention_in_use is not None:
+            row["attention_in_use"] = runner.attention_in_use
+            if runner.attention and runner.attention_in_use != runner.attention:
+                row["note"] = f"asked for attention={runner.attention!r}, ran {runner.attention_in_use!r}"
+        if not times[variant]:
+            row.update(available=False, reason="skipped: --max-seconds budget spent before its first round")
+            continue
+        seconds = statistics.median(times[variant])
+        call_stats = stats[variant] or {"rows": pairs, "real_tokens": int(lengths.sum()), "padded_tokens": None}
+        peak_rate = gemm["bf16"] if ("bf16" in variant or "fp16" in variant) else gemm["fp32"]
+        if "int8" in variant:
+            peak_rate = float("nan")  # int8 products have their own peak; the fp32 one would flatter them
+        padded = call_stats.get("padded_tokens")
+        row.update(
+            seconds=seconds,
+            times=times[variant],
+            pairs_per_s=pairs / seconds,
+            rows=call_stats["rows"],
+            tokens_per_s=call_stats["real_tokens"] / seconds,
+            padding_fraction=(1 - call_stats["real_tokens"] / padded) if padded else None,
+            max_batch_rows=call_stats.get("max_batch_rows"),
+            peak_rss_mb=peaks[variant] / 2**20,
+            rss_growth_mb=growth[variant] / 2**20,
+            peak_gpu_mb=gpu_peaks[variant] / 2**20 if variant in gpu_peaks else None,
+            model_flops=flops,
+            flops_per_s=flops / seconds,
+            fraction_of_gemm_peak=flops / seconds / peak_rate,
+            reference=ref_name,
+        )
+        out = outs[variant]
+        if variant == "blender":  # scores, not logits: compare with the reference's max_logits scores
+            if reference is not None and op == "rank":
+                ref_scores = np.stack([scores_from_matrix(m) for m in reference])
+                row["max_abs_diff_vs_baseline"] = float(np.abs(out - ref_scores).max())
+                row["decision_flips_vs_baseline"] = score_order_flips(out, ref_scores)
+                row["compared"] = "max_logits scores; flips = candidate pairs ordered differently"
+        elif reference is not None:
+            row["max_abs_diff_vs_baseline"] = float(np.abs(out - reference).max())
+            row["decision_flips_vs_baseline"] = decision_flips(op, out, reference)
+    for key, name in (("speedup_vs_baseline", "baseline"), ("speedup_vs_engine", "engine")):
+        ref_seconds = rows.get(name, {}).get("seconds")
+        for row in rows.values():
+            row[key] = ref_seconds / row["seconds"] if ref_seconds and "seconds" in row else None
+    del runners
+    gc.collect()
+    return list(rows.values())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ------------------------------------------------------------------------------------------------ output
+def _num(value, fmt: str) -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) and value is not None else "-"
+
+
 def print_table(rows: list[dict]) -> None:
+    """One line per row; unavailable variants say why."""
     head = (
-        f"{'shape':6} {'work':6} {'n':>3} {'op':13} {'variant':20} {'pairs/s':>9} {'tok/s':>9} {'pad%':>5} "
-        f"{'RSS MB':>7} {'GFLOP/s':>8} {'%peak':>6} {'×base':>6} {'max|Δ|':>9} {'flips':>5}"
+        f"{'shape':5} {'work':5} {'in':>3} {'n':>3} {'op':5} {'variant':15} {'pairs/s':>9} {'×base':>6} "
+        f"{'×eng':>6} {'max|Δ|':>8} {'flips':>5} {'RSS MB':>7} {'+MB':>6} {'%peak':>6} {'setup s':>7} {'warm s':>7}"
     )
     print(head)
     print("-" * len(head))
     for r in rows:
-        diff = r.get("max_abs_diff_vs_baseline")
+        lead = f"{r['shape']:5} {r['workload']:5} {r['inputs']:>3} {r['n']:>3} {r['op'][:5]:5} {r['variant']:15}"
+        if not r.get("available"):
+            print(f"{lead} unavailable ({r.get('reason', '?')})")
+            continue
         print(
-            f"{r['shape']:6} {r['workload']:6} {r['n']:>3} {r['op']:13} {r['variant']:20} {r['pairs_per_s']:9.2f} "
-            f"{r['tokens_per_s']:9.0f} {100 * r['padding_fraction']:5.1f} {r['peak_rss_mb']:7.0f} "
-            f"{r['flops_per_s'] / 1e9:8.1f} {100 * r['fraction_of_gemm_peak']:6.1f} "
-            f"{(r['speedup_vs_baseline'] or float('nan')):6.2f} {(diff if diff is not None else float('nan')):9.2e} "
-            f"{r.get('decision_flips_vs_baseline', '-')!s:>5}"
+            f"{lead} {r['pairs_per_s']:9.2f} {_num(r['speedup_vs_baseline'], '6.2f'):>6} "
+            f"{_num(r['speedup_vs_engine'], '6.2f'):>6} {_num(r.get('max_abs_diff_vs_baseline'), '8.1e'):>8} "
+            f"{r.get('decision_flips_vs_baseline', '-')!s:>5} {r['peak_rss_mb']:7.0f} {r['rss_growth_mb']:6.0f} "
+            f"{_num(100 * r['fraction_of_gemm_peak'], '6.1f'):>6} {r['setup_s']:7.1f} {_num(r['warmup_s'], '7.1f'):>7}"
+            + (f"  [{r['note']}]" if r.get("note") else "")
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: parse flags, build models, run every selected configuration, print and save results."""
+def write_json(path: str, payload: dict) -> None:
+    """Write ``payload`` atomically (a temporary file renamed over ``path``): a killed run leaves the last whole file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _configs(args) -> list[tuple[int, int]]:
+    if args.configs:
+        return [tuple(int(x) for x in spec.lower().split("x")) for spec in args.configs]
+    return [(args.inputs, n) for n in args.n]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line of :func:`main`."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", nargs="+", default=["tiny"], choices=list(SHAPES))
     p.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     p.add_argument("--n", nargs="+", type=int, default=[2, 6, 16])
+    p.add_argument("--configs", nargs="+", default=None, help="INPUTSxN pairs (e.g. 3x4 8x6); replace --inputs/--n")
     p.add_argument("--ops", nargs="+", default=["rank"], choices=list(OPS))
     p.add_argument("--variants", nargs="+", default=["baseline", "engine", "engine+bf16"], choices=list(VARIANTS))
+    p.add_argument("--side-by-side", action="store_true", help=f"run every backend: {' '.join(SIDE_BY_SIDE)}")
     p.add_argument("--inputs", type=int, default=8, help="prompts per configuration")
     p.add_argument("--batch-size", type=int, default=8, help="rows per forward (baseline: inputs per forward)")
-    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=1, help="interleaved rounds per configuration (median reported)")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop cleanly after this long, writing the rows")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default=None)
-    p.add_argument("--json", default=None, help="write all results here")
+    p.add_argument("--json", default=None, help="write all results here (rewritten after each configuration)")
     p.add_argument("--llm-blender-python", default=None, help="not implemented; see benchmarks/README.md")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse flags, build models, run every selected configuration, print and save results."""
+    args = parse_args(argv)
+    budget = Budget(args.max_seconds)
     if args.llm_blender_python:
         print(
             "--llm-blender-python: the subprocess comparison with the original package is not implemented; "
@@ -296,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.side_by_side:
+        extra = ["engine+bf16", "engine+fp16"] if device.type == "cuda" else []
+        args.variants = [*SIDE_BY_SIDE[:4], *extra, *SIDE_BY_SIDE[4:]]
     # bf16 GEMM is measured only when a half-precision variant runs: CPUs without native bf16 take seconds per call.
     half = any("bf16" in v or "fp16" in v for v in args.variants)
     gemm = {
@@ -306,37 +498,62 @@ def main(argv: list[str] | None = None) -> int:
         "platform": platform.platform(),
         "processor": platform.processor(),
         "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "gemm_fp32_gflops": gemm["fp32"] / 1e9,
-        "gemm_bf16_gflops": gemm["bf16"] / 1e9,
     }
     print(json.dumps(machine))
     tokenizer = build_tokenizer()
-    rows = []
+    rows: list[dict] = []
+    complete = True
+
+    def save() -> None:
+        if args.json:
+            machine["gemm_gflops"] = {k: v / 1e9 for k, v in gemm.items()}
+            payload = {"machine": machine, "args": vars(args), "complete": complete, "results": rows}
+            write_json(args.json, payload)
+
     for shape in args.shapes:
+        if budget.spent:
+            complete = False
+            break
         model = build_model(shape, tokenizer)
+        blender_folder = None
+        if "blender" in args.variants and "rank" in args.ops:
+            blender_folder = tempfile.mkdtemp(prefix=f"pairrm_bench_{shape}_")
+            model.save_pretrained(blender_folder)
+            tokenizer.save_pretrained(blender_folder)
         for workload in args.workloads:
             for op in args.ops:
-                for n in args.n if op != "compare" else [2]:
+                for inputs, n in _configs(args) if op != "compare" else [(_configs(args)[0][0], 2)]:
+                    if budget.spent:
+                        complete = False
+                        break
                     # Re-probe the matmul rate next to each configuration (the best of the run so far): on a shared
                     # or throttling machine a single probe at the start says little about the minutes that follow.
                     gemm["fp32"] = max(gemm["fp32"], gemm_rate(torch.float32, device))
                     if half:
                         gemm["bf16"] = max(gemm["bf16"], gemm_rate(torch.bfloat16, device))
-                    config_rows = bench_config(model, tokenizer, args, shape, workload, n, op, device, gemm)
+                    config = {"shape": shape, "workload": workload, "inputs": inputs, "n": n, "op": op}
+                    config_rows = bench_config(model, tokenizer, args, config, device, gemm, budget, blender_folder)
                     for r in config_rows:
                         r["gemm_gflops"] = {k: v / 1e9 for k, v in gemm.items()}
                     rows += config_rows
-                    print_table(rows[-len(args.variants) :])
+                    print_table(config_rows)
                     sys.stdout.flush()
+                    save()
+        del model
+        gc.collect()
+        if blender_folder:  # a saved base/large checkpoint is 0.7–1.7 GB
+            shutil.rmtree(blender_folder, ignore_errors=True)
+    complete = complete and not budget.spent
     print()
     print_table(rows)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine, "args": vars(args), "results": rows}, f, indent=1)
+    if not complete:
+        print(f"stopped early: --max-seconds {args.max_seconds} spent; the rows above are what was measured")
+    save()
     return 0
 
 

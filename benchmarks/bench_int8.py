@@ -1,0 +1,106 @@
+"""int8 on a ranker that has learned something: torch int8 and OpenVINO int8 against fp32, speed and decision flips.
+
+Run from the repository root::
+
+    python -m benchmarks.bench_int8 --n 16 --inputs 100 --repeats 3 --threads 2 \
+        --json benchmarks/results/speed3_int8.json
+    python -m benchmarks.bench_int8 --model /path/to/trained/checkpoint ...    # skip the training
+
+It trains the ranker of ``bench_budget.py`` (the same rule, recipe and seed: a tiny PairRM, 3000 steps, about 2 CPU
+minutes alone) unless ``--model`` names a checkpoint, then runs the full comparison matrices of that benchmark's
+ranking inputs with torch fp32 (``engine``, fused attention: the torch default), torch int8
+(``quantize="int8"``), OpenVINO fp32 and OpenVINO int8, interleaved round by round (``bench_rank.bench_config``).
+Flips are symmetric decisions whose sign differs from torch fp32, as a count and a share of all decisions
+(the issue's target: the best int8 ≥ 2.5× torch fp32 with ≤ 1% flips). Random-weight models would say nothing about
+flips: their logits sit near 0, where any rounding flips decisions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.bench_budget import ranking_inputs, train
+from benchmarks.bench_rank import Budget, bench_config, gemm_rate, print_table, write_json
+from pairrm_hf import load_pairrm
+
+VARIANTS = ("engine", "engine+int8", "openvino", "openvino+int8")
+#: the issue's ceiling on int8 decision flips against fp32
+FLIP_TARGET = 0.01
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train (or load) the ranker, time every variant side by side per n, print the table and write JSON."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="a trained PairRM checkpoint (default: train bench_budget's)")
+    p.add_argument("--steps", type=int, default=3000, help="training steps when --model is not given")
+    p.add_argument("--n", nargs="+", type=int, default=[16])
+    p.add_argument("--inputs", type=int, default=100, help="prompts per n")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds (median reported)")
+    p.add_argument("--max-seconds", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    budget = Budget(args.max_seconds)
+    train_s = None
+    folder = args.model
+    if folder is None:
+        start = time.perf_counter()
+        folder = train(Path(tempfile.mkdtemp(prefix="pairrm_int8_")), args.steps, args.seed)
+        train_s = time.perf_counter() - start
+        print(f"trained bench_budget's ranker: {args.steps} steps in {train_s:.0f} s", flush=True)
+    loaded = load_pairrm(folder)
+    device = torch.device("cpu")
+    gemm = {"fp32": gemm_rate(torch.float32, device), "bf16": float("nan")}
+    rows = []
+    for n in args.n:
+        if budget.spent:
+            break
+        prompts, cands, _ = ranking_inputs(args.inputs, n, seed=args.seed + n)  # bench_budget's inputs for this n
+        config = {"shape": "trained", "workload": "rule", "inputs": args.inputs, "n": n, "op": "rank"}
+        config_rows = bench_config(
+            loaded.model, loaded.tokenizer, args, config, device, gemm, budget, texts=(prompts, cands)
+        )
+        decisions = args.inputs * n * (n - 1) // 2
+        for r in config_rows:
+            r["decisions"] = decisions
+            if "decision_flips_vs_baseline" in r:
+                r["flip_share"] = r["decision_flips_vs_baseline"] / decisions
+                r["flips_within_target"] = r["flip_share"] <= FLIP_TARGET
+        rows += config_rows
+        print_table(config_rows)
+        for r in config_rows:
+            if "int8" in r["variant"] and "flip_share" in r:
+                print(
+                    f"    {r['variant']}: {r['decision_flips_vs_baseline']} of {decisions} symmetric decisions "
+                    f"flipped vs torch fp32 ({100 * r['flip_share']:.2f}%, target ≤ {100 * FLIP_TARGET:.0f}%), "
+                    f"{r['speedup_vs_engine']:.2f}× torch fp32",
+                    flush=True,
+                )
+        if args.json:
+            write_json(args.json, {"args": vars(args), "train_seconds": train_s, "model": str(folder), "results": rows})
+    if args.json:
+        write_json(
+            args.json,
+            {
+                "args": vars(args),
+                "train_seconds": train_s,
+                "model": str(folder),
+                "complete": not budget.spent,
+                "results": rows,
+            },
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
