@@ -182,8 +182,11 @@ class PairRMSelfAttention(DisentangledSelfAttention):
             return max(1, min(b, self.tile_elements // per_row)), lq
         return 1, max(8, min(lq, self.tile_elements // max(h * lk, 1)))
 
-    def _relative_index(self, query, key, relative_pos) -> torch.Tensor:
-        """The ``[Lq, Lk]`` relative position ids, the same for every row and head."""
+    def relative_index(
+        self, query: torch.Tensor, key: torch.Tensor, relative_pos: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The ``[Lq, Lk]`` relative position ids for ``query``/``key`` ``[B, H, L, d]`` (``relative_pos`` as the
+        encoder passes it, or built here), the same for every row and head."""
         lq, lk = query.size(2), key.size(2)
         if relative_pos is None:
             relative_pos = build_relative_position(
@@ -194,9 +197,12 @@ class PairRMSelfAttention(DisentangledSelfAttention):
             relative_pos = relative_pos[:, 0]
         return relative_pos.reshape(-1, lq, lk)[0]
 
-    def _position_products(self, query, key, rel_embeddings, scale):
+    def position_products(
+        self, query: torch.Tensor, key: torch.Tensor, rel_embeddings: torch.Tensor, scale: float
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``(c2p, p2c)``: the query × position-key products ``[B, H, Lq, 2·span]`` and the position-query × key
-        products ``[B, H, 2·span, Lk]`` (both scaled; ``None`` for a term not configured)."""
+        products ``[B, H, 2·span, Lk]``, for a ``query`` already multiplied by ``scale`` (the position queries are
+        scaled here); ``None`` for a term not configured."""
         rel = rel_embeddings[: self.pos_ebd_size * 2].unsqueeze(0)  # [1, 2·span, hidden]
         c2p = p2c = None
         if "c2p" in self.pos_att_type:
@@ -214,8 +220,8 @@ class PairRMSelfAttention(DisentangledSelfAttention):
         relative_index = c2p = p2c = None
         span = 0
         if self.relative_attention and self.pos_att_type:
-            relative_index = self._relative_index(query, key, relative_pos)
-            c2p, p2c = self._position_products(query, key, rel_embeddings, scale)
+            relative_index = self.relative_index(query, key, relative_pos)
+            c2p, p2c = self.position_products(query, key, rel_embeddings, scale)
             span = self.pos_ebd_size
         return flex_attention(
             query, key, value, attention_mask, relative_index, c2p, p2c, span, compiled=self.flex_compiled
@@ -225,9 +231,9 @@ class PairRMSelfAttention(DisentangledSelfAttention):
         """Per-call tables for the position terms: the c2p and p2c products (``[B, H, Lq, 2·span]`` and
         ``[B, H, 2·span·Lk]``) with their shared index tensors."""
         lk = key.size(2)
-        relative_pos = self._relative_index(query, key, relative_pos)
+        relative_pos = self.relative_index(query, key, relative_pos)
         span = self.pos_ebd_size
-        c2p, p2c = self._position_products(query, key, rel_embeddings, scale)
+        c2p, p2c = self.position_products(query, key, rel_embeddings, scale)
         tables = {}
         if c2p is not None:
             tables["c2p"] = c2p

@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,7 +51,8 @@ __all__ = [
     "flex_stats",
     "inductor_cache_dir",
     "padded_length",
-    "reference_flex_attention",
+    "position_indices",
+    "position_score_mod",
 ]
 
 logger = logging.getLogger(__name__)
@@ -125,8 +127,9 @@ def _counting_backend(graph_module, example_inputs):
     """Inductor, counted: dynamo calls its backend once per graph it compiles."""
     from torch._inductor.compile_fx import compile_fx
 
-    _STATE.compiles += 1
-    return compile_fx(graph_module, example_inputs)
+    compiled = compile_fx(graph_module, example_inputs)
+    _STATE.compiles += 1  # counted once it worked: a failed compile disables flex instead
+    return compiled
 
 
 def _compiled() -> Callable:
@@ -144,9 +147,12 @@ def _disable(reason: str) -> None:
         logger.warning("PairRM flex attention is unavailable (%s); using the fused attention instead", reason)
 
 
-def _row_score_mod(c2p, c2p_index, p2c, p2c_index):
-    """``score_mod`` adding the position terms of one row (tables ``[1, H, L', 2·span]`` and ``[1, H, 2·span, L']``,
-    indices ``[L', L']``); either table may be ``None`` (that term is not configured)."""
+def position_score_mod(
+    c2p: torch.Tensor | None, c2p_index: torch.Tensor | None, p2c: torch.Tensor | None, p2c_index: torch.Tensor | None
+) -> Callable:
+    """The ``score_mod`` adding DeBERTa's position terms to a content score ``q·k``: ``c2p[b, h, q, c2p_index[q, k]]``
+    and ``p2c[b, h, p2c_index[q, k], k]`` (tables ``[B, H, L, 2·span]`` and ``[B, H, 2·span, L]``, indices ``[L, L]``,
+    see :func:`position_indices`); a ``None`` table leaves that term out."""
 
     def score_mod(score, b, h, q, kv):
         if c2p is not None:
@@ -156,6 +162,15 @@ def _row_score_mod(c2p, c2p_index, p2c, p2c_index):
         return score
 
     return score_mod
+
+
+def position_indices(relative_index: torch.Tensor, span: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(c2p_index, p2c_index)`` (int32 ``[L, L]``) from the relative position ids ``[L, L]``, as transformers' eager
+    module indexes: ``c2p_index[q, k] = clamp(rel[q, k] + span)`` and ``p2c_index[q, k] = clamp(span - rel[k, q])``
+    (eager's position→content term at ``[q, k]`` is its ``[k, q]`` gather, transposed), clamped to ``[0, 2·span)``."""
+    c2p_index = torch.clamp(relative_index + span, 0, 2 * span - 1).to(torch.int32)
+    p2c_index = torch.clamp(span - relative_index.transpose(0, 1), 0, 2 * span - 1).to(torch.int32).contiguous()
+    return c2p_index, p2c_index
 
 
 def _key_mask(valid: torch.Tensor, length: int):
@@ -220,13 +235,6 @@ def _pad(x: torch.Tensor, dim: int, length: int) -> torch.Tensor:
     return torch.cat([x, x.new_zeros(shape)], dim=dim).contiguous()
 
 
-def reference_flex_attention(query, key, value, score_mod=None, block_mask=None):
-    """Uncompiled flex (PyTorch's eager reference of the same kernel): slow, for tests of the ``score_mod``."""
-    if _torch_flex_attention is None:
-        raise RuntimeError(_IMPORT_ERROR)
-    return _torch_flex_attention(query, key, value, score_mod=score_mod, block_mask=block_mask, scale=1.0)
-
-
 def flex_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -254,7 +262,7 @@ def flex_attention(
 
     Returns ``[B, H, L, d]``. Query rows of padding tokens get an undefined but finite context, as in eager.
     """
-    if compiled and _STATE.disabled is not None:
+    if _STATE.disabled is not None and (compiled or _torch_flex_attention is None):
         return None
     b, h, length, d = query.shape
     target = padded_length(length)
@@ -274,12 +282,8 @@ def flex_attention(
         return None
     c2p_index = p2c_index = None
     if relative_index is not None:
-        rel = _pad(_pad(relative_index, 0, target), 1, target)
-        if c2p is not None:
-            c2p_index = torch.clamp(rel + span, 0, 2 * span - 1).to(torch.int32)
-        if p2c is not None:
-            # eager: term[q, k] = p2c_eager[k, clamp(span - rel[k, q])] = p2c[clamp(span - rel[k, q]), k] here
-            p2c_index = torch.clamp(span - rel.transpose(0, 1), 0, 2 * span - 1).to(torch.int32).contiguous()
+        # padded positions get id 0: their keys are masked and their queries' outputs dropped
+        c2p_index, p2c_index = position_indices(_pad(_pad(relative_index, 0, target), 1, target), span)
     query, key, value = (_pad(x, 2, target) for x in (query, key, value))
     c2p = _pad(c2p, 2, target) if c2p is not None else None
     p2c = _pad(p2c, 3, target) if p2c is not None else None
@@ -287,7 +291,7 @@ def flex_attention(
     out = torch.empty_like(query)
     for row in range(b):
         # one row per call: shapes stay static whatever the batch size, so the batch size costs no compile
-        score_mod = _row_score_mod(
+        score_mod = position_score_mod(
             c2p[row : row + 1] if c2p is not None else None,
             c2p_index,
             p2c[row : row + 1] if p2c is not None else None,
@@ -296,7 +300,9 @@ def flex_attention(
         mask = masks[1][row]
         args = (query[row : row + 1], key[row : row + 1], value[row : row + 1])
         if not compiled:
-            out[row : row + 1] = run(*args, score_mod=score_mod, block_mask=mask, scale=1.0)
+            with warnings.catch_warnings():  # torch warns that uncompiled flex is slow: known, it is the reference
+                warnings.simplefilter("ignore", UserWarning)
+                out[row : row + 1] = run(*args, score_mod=score_mod, block_mask=mask, scale=1.0)
             continue
         before, start = _STATE.compiles, time.perf_counter()
         try:

@@ -131,8 +131,9 @@ class PairRM:
         max_batch_tokens: cap on padded tokens per forward pass, for long inputs on small devices.
         show_progress: tqdm bar over the pairs of each call.
         compile: run the model through ``torch.compile(dynamic=True)`` (one-off warm-up; see ``PairwiseEngine``).
-        attention: ``"fused"`` (the model's default: faster attention, same numbers to ~1e-6) or ``"eager"``
-            (transformers' own module); see :mod:`pairrm_hf.models.attention`.
+        attention: ``"fused"`` (the model's default: faster attention, same numbers to ~1e-6), ``"eager"``
+            (transformers' own module) or ``"flex"`` (PyTorch FlexAttention, compiled per padded length; falls back
+            to fused where it cannot run); see :mod:`pairrm_hf.models.attention`.
         quantize: ``"int8"``: dynamically quantized int8 linear layers on CPU (opt-in; faster, logits move by
             ~1e-2, so check decisions with :meth:`check_precision`); see :mod:`pairrm_hf.ranking.quantization`.
             With ``backend="openvino"`` the OpenVINO model's weights are compressed to int8 instead.
