@@ -11,7 +11,8 @@ Compilation and its cost:
 * Flex is fast only compiled. One ``torch.compile(flex_attention)`` is shared by every layer of every model in the
   process. Inductor's CPU flex kernel does not compile with dynamic shapes for this ``score_mod`` (torch 2.13: a C++
   error), so shapes are static and kept few: every row runs as its own ``[1, heads, L', head_size]`` call, with
-  ``L'`` the row length rounded up by :func:`padded_length` (at most 25% more keys; the extra keys are masked).
+  ``L'`` the row length rounded up by :func:`padded_length` (fewer than 64 or 25% more keys, the larger; the
+  extra keys are masked).
   So one graph is compiled per (rounded length, heads, head size, dtype, device), whatever the batch size.
 * At most :data:`MAX_COMPILED_SHAPES` graphs are compiled per process; a row that would need another runs on a
   larger compiled length if there is one, else on the fused path (same numbers). :func:`flex_stats` reports the
@@ -142,6 +143,11 @@ def _compiled() -> Callable:
 
 def _disable(reason: str) -> None:
     _STATE.disabled = reason
+    _warn_once()
+
+
+def _warn_once() -> None:
+    reason = _STATE.disabled
     if not _STATE.warned:
         _STATE.warned = True
         logger.warning("PairRM flex attention is unavailable (%s); using the fused attention instead", reason)
@@ -263,6 +269,7 @@ def flex_attention(
     Returns ``[B, H, L, d]``. Query rows of padding tokens get an undefined but finite context, as in eager.
     """
     if _STATE.disabled is not None and (compiled or _torch_flex_attention is None):
+        _warn_once()
         return None
     b, h, length, d = query.shape
     target = padded_length(length)
