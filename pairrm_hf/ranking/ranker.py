@@ -675,6 +675,7 @@ def shared_pairrm(
     batch_size: int = 16,
     backbone_config: str | None = None,
     backend: str | None = None,
+    attention: str | None = None,
 ) -> PairRM:
     """A :class:`PairRM` loaded once per process for these settings and reused by every later call (jobs, ``datasets.map``
     workers, Ray actors, ``label_preferences``). Its options never change: a caller who wants others (a batch size, a
@@ -686,10 +687,17 @@ def shared_pairrm(
         batch_size,
         backbone_config,
         backend,
+        attention,
     )
     if key not in _SHARED:
         _SHARED[key] = PairRM.from_pretrained(
-            model, device=device, dtype=dtype, batch_size=batch_size, backbone_config=backbone_config, backend=backend
+            model,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            backbone_config=backbone_config,
+            backend=backend,
+            attention=attention,
         )
     return _SHARED[key]
 
