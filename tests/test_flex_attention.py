@@ -20,7 +20,9 @@ from pairrm_hf import PairRM
 from pairrm_hf.models.attention import PairRMSelfAttention, set_attention_implementation
 from pairrm_hf.models.flex_attention import (
     flex_stats,
+    inductor_cache_dir,
     padded_length,
+    point_inductor_cache,
     position_indices,
     position_score_mod,
 )
@@ -52,6 +54,24 @@ def test_padded_length_rounds_up_four_steps_per_doubling():
     lengths = [padded_length(n) for n in range(1, 2049)]
     assert all(n <= p < n + max(64, n / 4) for n, p in zip(range(1, 2049), lengths))
     assert len(set(lengths)) == 16  # the most graphs a job with rows up to 2048 tokens compiles
+
+
+def test_inductor_cache_goes_under_ours_unless_the_user_chose_one(tmp_path, monkeypatch):
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv("PAIRRM_INDUCTOR_CACHE", str(tmp_path / "ours"))
+    assert inductor_cache_dir() == tmp_path / "ours"
+    for before, after in [
+        (None, str(tmp_path / "ours")),  # unset
+        (default_cache_dir(), str(tmp_path / "ours")),  # torch's default, as importing transformers fills it in
+        (str(tmp_path / "theirs"), str(tmp_path / "theirs")),  # the user's: kept
+    ]:
+        if before is None:
+            monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+        else:
+            monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", before)
+        point_inductor_cache()
+        assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == after
 
 
 def test_score_mod_gives_eager_scores_for_one_layer():

@@ -17,8 +17,9 @@ Compilation and its cost:
 * At most :data:`MAX_COMPILED_SHAPES` graphs are compiled per process; a row that would need another runs on a
   larger compiled length if there is one, else on the fused path (same numbers). :func:`flex_stats` reports the
   count.
-* Compiled kernels are cached on disk by inductor and reused by the next process: unless ``TORCHINDUCTOR_CACHE_DIR``
-  is set, it is pointed at ``$PAIRRM_INDUCTOR_CACHE`` or ``$HF_HOME/pairrm_hf/inductor`` before the first compile.
+* Compiled kernels are cached on disk by inductor and reused by the next process: unless the user has set
+  ``TORCHINDUCTOR_CACHE_DIR``, it is pointed at ``$PAIRRM_INDUCTOR_CACHE`` or ``$HF_HOME/pairrm_hf/inductor`` before
+  the first compile (a persistent folder instead of torch's temp one; other compiles in the process use it too).
 
 If flex is missing (torch < 2.5) or the compiler fails (no C++ compiler, an inductor error), :func:`flex_attention`
 returns ``None``, the caller uses the fused path, and one warning says so, once per process.
@@ -52,6 +53,7 @@ __all__ = [
     "flex_stats",
     "inductor_cache_dir",
     "padded_length",
+    "point_inductor_cache",
     "position_indices",
     "position_score_mod",
 ]
@@ -133,10 +135,26 @@ def _counting_backend(graph_module, example_inputs):
     return compiled
 
 
+def point_inductor_cache() -> None:
+    """Point inductor's on-disk cache at :func:`inductor_cache_dir` unless the user chose one.
+
+    Importing transformers already fills ``TORCHINDUCTOR_CACHE_DIR`` with torch's default (a temp folder, often
+    wiped), so a value equal to that default counts as not chosen. Inductor reads the variable at every cache access.
+    """
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        default = os.path.abspath(default_cache_dir())
+    except ImportError:  # a torch that moved it: only an unset variable counts as not chosen
+        default = None
+    if current is None or os.path.abspath(current) == default:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(inductor_cache_dir())
+
+
 def _compiled() -> Callable:
     if _STATE.compiled is None:
-        # Inductor reads (and fixes) its cache directory at its first use; set ours before that, never over the user's.
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))
+        point_inductor_cache()
         _STATE.compiled = torch.compile(_torch_flex_attention, backend=_counting_backend, dynamic=False, fullgraph=True)
     return _STATE.compiled
 
