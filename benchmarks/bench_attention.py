@@ -33,11 +33,11 @@ CASES = [
 ]
 
 
-def encoder_layer(hidden: int, heads: int) -> DebertaV2Encoder:
-    """One random encoder layer with PairRM's relative-attention configuration."""
+def encoder_layer(hidden: int, heads: int, layers: int = 1) -> DebertaV2Encoder:
+    """A random encoder (one layer unless told) with PairRM's relative-attention configuration."""
     cfg = DebertaV2Config(
         hidden_size=hidden,
-        num_hidden_layers=1,
+        num_hidden_layers=layers,
         num_attention_heads=heads,
         intermediate_size=4 * hidden,
         relative_attention=True,
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--hidden", type=int, nargs="+", default=None, help="only these hidden sizes of the table")
     p.add_argument("--shapes", nargs="+", default=None, help="BATCHxLENGTH cases instead of the table's, e.g. 8x80")
+    p.add_argument("--layers", type=int, default=1, help="encoder layers (default 1; 12 = the base model's)")
     p.add_argument("--impls", nargs="+", default=["eager", "fused"], choices=ATTENTION_IMPLEMENTATIONS)
     args = p.parse_args(argv)
     if args.threads:
@@ -68,25 +69,31 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if args.shapes:
             shapes = [tuple(int(v) for v in case.lower().split("x")) for case in args.shapes]
-        encoder = encoder_layer(hidden, heads)
+        encoder = encoder_layer(hidden, heads, args.layers)
         for batch, length in shapes:
             x = torch.randn(batch, length, hidden)
             mask = torch.ones(batch, length, dtype=torch.long)
             mask[0, length // 2 :] = 0
             times: dict[str, list[float]] = {impl: [] for impl in args.impls}
             first: dict[str, float] = {}
+            outputs: dict[str, torch.Tensor] = {}
             with torch.inference_mode():
                 for impl in args.impls:  # untimed warm-up; flex compiles its graph for this length here
                     set_attention_implementation(encoder, impl)
                     start = time.perf_counter()
-                    encoder(x, mask)
+                    outputs[impl] = encoder(x, mask).last_hidden_state
                     first[impl] = time.perf_counter() - start
                 for impl in args.impls * args.repeats:
                     set_attention_implementation(encoder, impl)
                     start = time.perf_counter()
                     encoder(x, mask)
                     times[impl].append(time.perf_counter() - start)
-            row = {"hidden": hidden, "heads": heads, "batch": batch, "length": length}
+            row = {"hidden": hidden, "heads": heads, "layers": args.layers, "batch": batch, "length": length}
+            real = mask.bool()
+            for impl in args.impls:
+                if impl != "eager" and "eager" in outputs:  # real tokens only: padded rows are undefined
+                    diff = (outputs[impl][real] - outputs["eager"][real]).abs().max()
+                    row[f"{impl}_max_abs_diff"] = float(diff)
             row.update({f"{impl}_ms": 1000 * min(times[impl]) for impl in args.impls})
             for impl in args.impls:
                 if impl != "eager" and "eager" in times:
@@ -99,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"hidden {hidden:4} heads {heads:2} batch {batch:2} L {length:4}: "
                 + " ".join(f"{impl} {row[impl + '_ms']:9.1f} ms" for impl in args.impls)
-                + "".join(f"  {k} {v:.2f}" for k, v in row.items() if k.endswith(("_over_eager", "_over_fused"))),
+                + "".join(f"  {k} {v:.2f}" for k, v in row.items() if k.endswith(("_over_eager", "_over_fused")))
+                + "".join(f"  {k} {v:.1e}" for k, v in row.items() if k.endswith("_max_abs_diff")),
                 flush=True,
             )
     if "flex" in args.impls:

@@ -1,4 +1,10 @@
-"""A faster inference path for DeBERTa-v2's disentangled self-attention, with the same parameters and results.
+"""Faster inference paths for DeBERTa-v2's disentangled self-attention, with the same parameters and results.
+
+Three implementations (:data:`ATTENTION_IMPLEMENTATIONS`, chosen per model with ``config.pairrm_attention`` /
+``set_attention_implementation`` or per engine with ``attention=``): ``"fused"`` (this module's path below; the
+default, see :data:`DEFAULT_ATTENTION`), ``"eager"`` (transformers' module) and ``"flex"`` (PyTorch FlexAttention,
+compiled, in :mod:`pairrm_hf.models.flex_attention`; it uses the query scaling and position tables built here and
+falls back to the fused path, with one warning, where flex or its compiler is missing).
 
 transformers ships only an eager ``DisentangledSelfAttention``. At PairRM's row lengths (1–2k tokens) most of its
 time goes to elementwise passes over ``[batch·heads, L, L]`` tensors (scaling the scores three times, gathering the
@@ -13,11 +19,11 @@ passes:
 * on CPU the scores are built in tiles of a few query rows (all heads, all keys), so every pass over them stays in
   cache instead of streaming ``[B·H, L, L]`` tensors through memory. On GPU one tile covers a whole row.
 
-The numbers match the eager module to float rounding (~1e-6); tests hold the two paths to 1e-5. The fused path
-runs only in eval mode with gradients off (``torch.no_grad``/``inference_mode``, as every pairrm-hf engine call),
+The numbers match the eager module to float rounding (~1e-6); tests hold the paths to 1e-5. The fused and flex paths
+run only in eval mode with gradients off (``torch.no_grad``/``inference_mode``, as every pairrm-hf engine call),
 without ``output_attentions`` and outside ``torch.compile`` tracing; training, attention maps and compiled graphs
-take transformers' eager code, so gradients and outputs there are exactly upstream's. On CPU, short rows with
-large heads also take the eager code, where it measured as fast or faster
+take transformers' eager code, so gradients and outputs there are exactly upstream's. With ``"fused"`` on CPU,
+short rows with large heads also take the eager code, where it measured as fast or faster
 (:attr:`PairRMSelfAttention.cpu_eager_below_length`).
 """
 
