@@ -50,8 +50,8 @@ __all__ = [
 ATTENTION_IMPLEMENTATIONS = ("fused", "eager", "flex")
 
 #: The attention a new PairRM model uses, per device type; the one place to change it. ``"fused"`` everywhere: on CPU
-#: flex measured 0.55–0.96× fused's time per base-shape layer but 1.47× for the whole encoder at 8 × 256 (a loaded
-#: 2-core VM), needs a C++ compiler and costs seconds of compiling per padded length; on CUDA nothing has been
+#: flex measured 0.55–0.67× fused's time at 2 × 1024 tokens but 0.93–1.47× at 8 × 256 (base shape, a loaded 2-core
+#: VM), needs a C++ compiler and costs seconds of compiling per padded length; on CUDA nothing has been
 #: measured yet (``benchmarks/gpu_check.py`` will), so the measured-safe path stays the default there too.
 DEFAULT_ATTENTION = {"cpu": "fused", "cuda": "fused"}
 
