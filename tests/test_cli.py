@@ -456,3 +456,25 @@ def test_ray_predictor_on_plain_batches(model, tiny_rm):
     assert [len(s) for s in ranked["pairrm_scores"]] == [2, 3]
     with pytest.raises(ValueError, match="batch row 0: field 'candidates'"):
         ranker({"prompt": ["p"], "candidates": [[]]})
+
+
+# ----------------------------------------------------------------------------------------------- --attention
+def test_attention_option_reaches_the_job_model_and_the_server(model, tiny_rm, tmp_path, capsys, monkeypatch):
+    import pairrm_hf.ranking.ranker as ranker_module
+    from pairrm_hf.cli.main import build_parser
+    from pairrm_hf.serve.service import PairRMService
+
+    monkeypatch.setattr(ranker_module, "_SHARED", {})  # start from an empty process cache: the job loads its model
+    out = tmp_path / "out.jsonl"
+    assert _run("rank", _write_input(tmp_path, "jsonl"), "-o", out, "--model", model, "--attention", "eager") == 0
+    (job_model,) = ranker_module._SHARED.values()
+    assert job_model.engine.model.attention_implementation == "eager"
+    want = tiny_rm.rank_batch([r["prompt"] for r in ROWS], [r["candidates"] for r in ROWS])  # fused attention
+    for got, w in zip(_read_output(out), want):
+        np.testing.assert_allclose(got["pairrm_scores"], w.scores, atol=ATOL)
+
+    assert build_parser().parse_args(["serve", "--attention", "flex"]).attention == "flex"
+    service = PairRMService.from_pretrained(model, attention="eager")
+    assert service.rm.engine.model.attention_implementation == "eager"
+    assert main(["rank", "--prompt", "Hi?", "--candidates", "a", "b", "--model", model, "--attention", "flash"]) == 2
+    assert "invalid choice: 'flash'" in capsys.readouterr().err

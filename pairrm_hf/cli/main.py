@@ -21,6 +21,7 @@ from ..ranking.ranker import REF_MODES
 from ..utils.checks import positive_int_argument
 from ..utils.version import __version__
 from .distill_command import add_distill_parser, distill_command
+from .options import add_attention_option
 from .serve_command import add_serve_parsers, demo_command, serve_command  # servers import lazily
 
 __all__ = ["main", "build_parser"]
@@ -136,6 +137,7 @@ def _add_job_options(parser: argparse.ArgumentParser, required_input: bool = Tru
         help="when stderr is no terminal (a log file): a progress line every SECONDS (default: %(default)s)",
     )
     _add_model_options(parser)
+    add_attention_option(parser)
 
 
 def _methods_help() -> str:
@@ -249,6 +251,7 @@ def _rank_one(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         backbone_config=args.backbone_config,
         backend=args.backend,
+        attention=args.attention,
     )
     ranked = rm.rank(args.prompt, args.candidates, aggregation=args.aggregation, input_format=args.input_format)
     if args.json:
@@ -326,6 +329,7 @@ def _job(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         backbone_config=args.backbone_config,
         backend=args.backend,
+        attention=args.attention,
         split=args.split,
         limit=args.limit,
         chunk_size=args.chunk_size,

@@ -7,6 +7,8 @@ import logging
 import os
 import socket
 
+from .options import add_attention_option
+
 __all__ = ["add_serve_parsers", "serve_command", "demo_command", "PORT_IN_USE_EXIT"]
 
 #: Exit status of ``pairrm serve`` when it cannot listen on ``--host``/``--port`` (checked before the model loads).
@@ -33,6 +35,7 @@ def add_serve_parsers(sub, add_model_options, positive) -> None:
         "127.0.0.1 unless --host says otherwise.",
     )
     add_model_options(serve)
+    add_attention_option(serve)
     serve.set_defaults(batch_size=32)
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="default: %(default)s")
@@ -124,6 +127,7 @@ def serve_command(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         backbone_config=args.backbone_config,
         backend=args.backend,
+        attention=args.attention,
     )
     if args.ray:
         try:

@@ -78,6 +78,8 @@ class JobConfig:
     backbone_config: str | None = None
     #: ``"torch"``/``None`` or ``"openvino"``; like the device, not part of the job's identity (same logits to ~1e-5).
     backend: str | None = None
+    #: ``"fused"``/``"eager"``/``"flex"`` or ``None`` (the model's); not part of the identity either (same logits).
+    attention: str | None = None
     split: str | None = None
     limit: int | None = None
     chunk_size: int = 1000
@@ -389,7 +391,15 @@ def _load_model(cfg: JobConfig, state):
     if device is None and state is not None:
         device = str(state.device)  # accelerate picks cuda:<local rank> (or cpu with --cpu)
     with _loading_bars(cfg.progress):
-        return shared_pairrm(cfg.model, device, cfg.dtype, cfg.batch_size, cfg.backbone_config, backend=cfg.backend)
+        return shared_pairrm(
+            cfg.model,
+            device,
+            cfg.dtype,
+            cfg.batch_size,
+            cfg.backbone_config,
+            backend=cfg.backend,
+            attention=cfg.attention,
+        )
 
 
 def _write_rejects(cfg: JobConfig, problems: list[RowProblem]) -> str | None:

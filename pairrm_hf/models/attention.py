@@ -1,4 +1,10 @@
-"""A faster inference path for DeBERTa-v2's disentangled self-attention, with the same parameters and results.
+"""Faster inference paths for DeBERTa-v2's disentangled self-attention, with the same parameters and results.
+
+Three implementations (:data:`ATTENTION_IMPLEMENTATIONS`, chosen per model with ``config.pairrm_attention`` /
+``set_attention_implementation`` or per engine with ``attention=``): ``"fused"`` (this module's path below; the
+default, see :data:`DEFAULT_ATTENTION`), ``"eager"`` (transformers' module) and ``"flex"`` (PyTorch FlexAttention,
+compiled, in :mod:`pairrm_hf.models.flex_attention`; it uses the query scaling and position tables built here and
+falls back to the fused path, with one warning, where flex or its compiler is missing).
 
 transformers ships only an eager ``DisentangledSelfAttention``. At PairRM's row lengths (1–2k tokens) most of its
 time goes to elementwise passes over ``[batch·heads, L, L]`` tensors (scaling the scores three times, gathering the
@@ -13,11 +19,11 @@ passes:
 * on CPU the scores are built in tiles of a few query rows (all heads, all keys), so every pass over them stays in
   cache instead of streaming ``[B·H, L, L]`` tensors through memory. On GPU one tile covers a whole row.
 
-The numbers match the eager module to float rounding (~1e-6); tests hold the two paths to 1e-5. The fused path
-runs only in eval mode with gradients off (``torch.no_grad``/``inference_mode``, as every pairrm-hf engine call),
+The numbers match the eager module to float rounding (~1e-6); tests hold the paths to 1e-5. The fused and flex paths
+run only in eval mode with gradients off (``torch.no_grad``/``inference_mode``, as every pairrm-hf engine call),
 without ``output_attentions`` and outside ``torch.compile`` tracing; training, attention maps and compiled graphs
-take transformers' eager code, so gradients and outputs there are exactly upstream's. On CPU, short rows with
-large heads also take the eager code, where it measured as fast or faster
+take transformers' eager code, so gradients and outputs there are exactly upstream's. With ``"fused"`` on CPU,
+short rows with large heads also take the eager code, where it measured as fast or faster
 (:attr:`PairRMSelfAttention.cpu_eager_below_length`).
 """
 
@@ -29,17 +35,38 @@ import torch
 from torch import nn
 from transformers.models.deberta_v2.modeling_deberta_v2 import DisentangledSelfAttention, build_relative_position
 
-__all__ = ["ATTENTION_IMPLEMENTATIONS", "PairRMSelfAttention", "set_attention_implementation"]
+from .flex_attention import flex_attention
 
-#: Values of ``config.pairrm_attention``: ``"fused"`` (this module's inference path) or ``"eager"`` (transformers').
-ATTENTION_IMPLEMENTATIONS = ("fused", "eager")
+__all__ = [
+    "ATTENTION_IMPLEMENTATIONS",
+    "DEFAULT_ATTENTION",
+    "PairRMSelfAttention",
+    "default_attention",
+    "set_attention_implementation",
+]
+
+#: Values of ``config.pairrm_attention``: ``"fused"`` (this module's inference path), ``"eager"`` (transformers') or
+#: ``"flex"`` (FlexAttention, compiled; see :mod:`pairrm_hf.models.flex_attention`).
+ATTENTION_IMPLEMENTATIONS = ("fused", "eager", "flex")
+
+#: The attention a new PairRM model uses, per device type; the one place to change it. ``"fused"`` everywhere: on CPU
+#: flex measured 0.55–0.67× fused's time at 2 × 1024 tokens but 0.93–1.47× at 8 × 256 (base shape, a loaded 2-core
+#: VM), needs a C++ compiler and costs seconds of compiling per padded length; on CUDA nothing has been
+#: measured yet (``benchmarks/gpu_check.py`` will), so the measured-safe path stays the default there too.
+DEFAULT_ATTENTION = {"cpu": "fused", "cuda": "fused"}
+
+
+def default_attention(device: str | torch.device = "cpu") -> str:
+    """The default attention implementation for a device (type): :data:`DEFAULT_ATTENTION`, ``"fused"`` if unlisted."""
+    return DEFAULT_ATTENTION.get(torch.device(device).type, "fused")
 
 
 class PairRMSelfAttention(DisentangledSelfAttention):
-    """``DisentangledSelfAttention`` with a fused inference path; parameter names and shapes are unchanged.
+    """``DisentangledSelfAttention`` with fused and flex inference paths; parameter names and shapes are unchanged.
 
-    ``implementation`` (``"fused"`` or ``"eager"``) picks the path for eval-mode calls without gradients; training,
-    calls with gradients and ``output_attentions=True`` always use the eager parent.
+    ``implementation`` (``"fused"``, ``"flex"`` or ``"eager"``) picks the path for eval-mode calls without gradients;
+    training, calls with gradients and ``output_attentions=True`` always use the eager parent. ``"flex"`` falls back
+    to the fused path where flex cannot run (see :mod:`pairrm_hf.models.flex_attention`).
     """
 
     #: Score elements per CPU tile (``heads × query block × Lk``): 2 MB of fp32, measured best among 2^17–2^21 on
@@ -51,6 +78,9 @@ class PairRMSelfAttention(DisentangledSelfAttention):
     #: 32–96-token rows (``benchmarks/bench_attention.py``), so eager is kept where fused is not reliably faster.
     #: From 128 tokens on, and at every length for small heads, fused was faster (0.31–0.92×). ``0`` disables it.
     cpu_eager_below_length: int = 128
+
+    #: ``False`` runs flex uncompiled (PyTorch's slow reference of the same kernel): for exactness tests only.
+    flex_compiled: bool = True
 
     def __init__(self, config, implementation: str = "fused"):
         super().__init__(config)
@@ -89,6 +119,10 @@ class PairRMSelfAttention(DisentangledSelfAttention):
         b, h, lq, d = query.shape
         lk = key.size(2)
 
+        if self.implementation == "flex":
+            context = self._flex(query, key, value, attention_mask, relative_pos, rel_embeddings, scale)
+            if context is not None:
+                return context.transpose(1, 2).reshape(b, lq, h * d), None
         mask = attention_mask if attention_mask.dim() == 4 else attention_mask.unsqueeze(1)
         mask = None if bool(mask.all()) else ~mask.bool()  # length-bucketed batches are often unpadded
         position = (
@@ -122,16 +156,18 @@ class PairRMSelfAttention(DisentangledSelfAttention):
     ) -> bool:
         """Whether a call with these inputs (``hidden_states`` ``[B, L, hidden]``) takes the fused path: eval mode
         with gradients off, no attention maps, not inside ``torch.compile`` tracing (the eager graph compiles
-        whole; the tile loop would be unrolled), and not a short row on CPU (:attr:`cpu_eager_below_length`)."""
+        whole; the tile loop would be unrolled), and, for ``"fused"``, not a short row on CPU
+        (:attr:`cpu_eager_below_length`). ``"flex"`` takes the same conditions (its kernel is compiled separately)."""
         return not (
             self.training
             or torch.is_grad_enabled()
             or output_attentions
-            or self.implementation != "fused"
+            or self.implementation == "eager"
             or (query_states is not None and query_states.shape != hidden_states.shape)
             or torch.compiler.is_compiling()
             or (
-                hidden_states.device.type == "cpu"
+                self.implementation == "fused"
+                and hidden_states.device.type == "cpu"
                 and self.attention_head_size >= 32
                 and hidden_states.size(1) < self.cpu_eager_below_length
             )
@@ -153,9 +189,11 @@ class PairRMSelfAttention(DisentangledSelfAttention):
             return max(1, min(b, self.tile_elements // per_row)), lq
         return 1, max(8, min(lq, self.tile_elements // max(h * lk, 1)))
 
-    def _position_tables(self, query, key, relative_pos, rel_embeddings, scale):
-        """Per-call tables for the position terms: the c2p and p2c products (``[B, H, Lq, 2·span]`` and
-        ``[B, H, 2·span·Lk]``) with their shared index tensors."""
+    def relative_index(
+        self, query: torch.Tensor, key: torch.Tensor, relative_pos: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The ``[Lq, Lk]`` relative position ids for ``query``/``key`` ``[B, H, L, d]`` (``relative_pos`` as the
+        encoder passes it, or built here), the same for every row and head."""
         lq, lk = query.size(2), key.size(2)
         if relative_pos is None:
             relative_pos = build_relative_position(
@@ -164,17 +202,50 @@ class PairRMSelfAttention(DisentangledSelfAttention):
         relative_pos = relative_pos.to(device=query.device, dtype=torch.long)
         if relative_pos.dim() == 4:
             relative_pos = relative_pos[:, 0]
-        relative_pos = relative_pos.reshape(-1, lq, lk)[0]  # [Lq, Lk]: the same for every row and head
-        span = self.pos_ebd_size
-        rel = rel_embeddings[: span * 2].unsqueeze(0)  # [1, 2·span, hidden]
-        tables = {}
+        return relative_pos.reshape(-1, lq, lk)[0]
+
+    def position_products(
+        self, query: torch.Tensor, key: torch.Tensor, rel_embeddings: torch.Tensor, scale: float
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(c2p, p2c)``: the query × position-key products ``[B, H, Lq, 2·span]`` and the position-query × key
+        products ``[B, H, 2·span, Lk]``, for a ``query`` already multiplied by ``scale`` (the position queries are
+        scaled here); ``None`` for a term not configured."""
+        rel = rel_embeddings[: self.pos_ebd_size * 2].unsqueeze(0)  # [1, 2·span, hidden]
+        c2p = p2c = None
         if "c2p" in self.pos_att_type:
             pos_key = self._heads(self.key_proj(rel) if self.share_att_key else self.pos_key_proj(rel))  # [1,H,2s,d]
-            tables["c2p"] = torch.matmul(query, pos_key.transpose(-1, -2))  # query is already scaled
-            tables["c2p_index"] = torch.clamp(relative_pos + span, 0, span * 2 - 1)
+            c2p = torch.matmul(query, pos_key.transpose(-1, -2))  # query is already scaled
         if "p2c" in self.pos_att_type:
             pos_query = self._heads(self.query_proj(rel) if self.share_att_key else self.pos_query_proj(rel)) * scale
             p2c = torch.matmul(pos_query, key.transpose(-1, -2))  # [B, H, 2·span, Lk]
+        return c2p, p2c
+
+    def _flex(self, query, key, value, attention_mask, relative_pos, rel_embeddings, scale):
+        """The flex path (``[B, H, Lq, d]``), or ``None`` where flex cannot run this call (then fused runs)."""
+        if query.size(2) != key.size(2):
+            return None
+        relative_index = c2p = p2c = None
+        span = 0
+        if self.relative_attention and self.pos_att_type:
+            relative_index = self.relative_index(query, key, relative_pos)
+            c2p, p2c = self.position_products(query, key, rel_embeddings, scale)
+            span = self.pos_ebd_size
+        return flex_attention(
+            query, key, value, attention_mask, relative_index, c2p, p2c, span, compiled=self.flex_compiled
+        )
+
+    def _position_tables(self, query, key, relative_pos, rel_embeddings, scale):
+        """Per-call tables for the position terms: the c2p and p2c products (``[B, H, Lq, 2·span]`` and
+        ``[B, H, 2·span·Lk]``) with their shared index tensors."""
+        lk = key.size(2)
+        relative_pos = self.relative_index(query, key, relative_pos)
+        span = self.pos_ebd_size
+        c2p, p2c = self.position_products(query, key, rel_embeddings, scale)
+        tables = {}
+        if c2p is not None:
+            tables["c2p"] = c2p
+            tables["c2p_index"] = torch.clamp(relative_pos + span, 0, span * 2 - 1)
+        if p2c is not None:
             tables["p2c"] = p2c.flatten(2)
             # Eager: term[q, k] = p2c_eager[k, clamp(span - rel[k, q])], i.e. p2c[index[q, k], k] here. A gather
             # along the position axis is slow on CPU; indexing the flattened [position·key] rows is not.
@@ -199,7 +270,8 @@ class PairRMSelfAttention(DisentangledSelfAttention):
 
 
 def set_attention_implementation(backbone: nn.Module, implementation: str = "fused") -> int:
-    """Make every self-attention module of a DeBERTa-v2 ``backbone`` use ``implementation`` (``"fused"``/``"eager"``).
+    """Make every self-attention module of a DeBERTa-v2 ``backbone`` use ``implementation`` (one of
+    :data:`ATTENTION_IMPLEMENTATIONS`).
 
     Plain ``DisentangledSelfAttention`` modules are swapped in place for :class:`PairRMSelfAttention` holding the
     very same parameter tensors, so ``state_dict`` keys and values are unchanged. Returns how many modules were set.

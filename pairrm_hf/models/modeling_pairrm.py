@@ -21,7 +21,7 @@ from transformers import DebertaV2Config
 from transformers.modeling_outputs import ModelOutput
 from transformers.models.deberta_v2.modeling_deberta_v2 import DebertaV2Model, DebertaV2PreTrainedModel
 
-from .attention import set_attention_implementation
+from .attention import default_attention, set_attention_implementation
 from .heads import OwnLossMixin, PairHead, pair_loss, prefix_positions
 
 __all__ = ["DebertaV2PairRM", "PairRMOutput", "PAIRRM_CONFIG_DEFAULTS"]
@@ -34,7 +34,8 @@ PAIRRM_CONFIG_DEFAULTS = {
     "cand1_prefix_id": 128002,
     "cand2_prefix_id": 128003,
     "cand_prefix_id": 128004,
-    "pairrm_attention": "fused",
+    # the attention a model is built with; an engine then applies its device's default (see DEFAULT_ATTENTION)
+    "pairrm_attention": default_attention("cpu"),
 }
 
 
@@ -68,7 +69,9 @@ class DebertaV2PairRM(OwnLossMixin, DebertaV2PreTrainedModel):
         source_prefix_id / cand1_prefix_id / cand2_prefix_id: token ids pooled for source and candidates.
         cand_prefix_id: the legacy generic candidate prefix (kept for checkpoint compatibility, not pooled).
         pairrm_attention: ``"fused"`` (default; a faster eval-mode path for the disentangled attention, same
-            numbers to ~1e-6, see :mod:`pairrm_hf.models.attention`) or ``"eager"`` (transformers' module everywhere).
+            numbers to ~1e-6, see :mod:`pairrm_hf.models.attention`), ``"eager"`` (transformers' module everywhere)
+            or ``"flex"`` (PyTorch FlexAttention, compiled). The default is
+            :data:`pairrm_hf.models.attention.DEFAULT_ATTENTION`.
     """
 
     # The attribute holding the backbone is `pretrained_model` in the published checkpoints. Naming it the base
@@ -94,11 +97,12 @@ class DebertaV2PairRM(OwnLossMixin, DebertaV2PreTrainedModel):
 
     @property
     def attention_implementation(self) -> str:
-        """``"fused"`` or ``"eager"``: the self-attention path used in eval mode (see :mod:`pairrm_hf.models.attention`)."""
+        """``"fused"``, ``"eager"`` or ``"flex"``: the self-attention path used in eval mode (see
+        :mod:`pairrm_hf.models.attention`)."""
         return self.config.pairrm_attention
 
     def set_attention_implementation(self, implementation: str) -> None:
-        """Switch every layer to ``"fused"`` or ``"eager"`` attention; weights are untouched."""
+        """Switch every layer to ``"fused"``, ``"eager"`` or ``"flex"`` attention; weights are untouched."""
         set_attention_implementation(self.pretrained_model, implementation)
         self.config.pairrm_attention = implementation
 

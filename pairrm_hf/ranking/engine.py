@@ -31,6 +31,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from ..models.attention import default_attention
+from ..models.flex_attention import flex_stats
 from ..models.modeling_pairrm import DebertaV2PairRM
 from ..tokenization.padding import pad_rows
 from ..tokenization.tokenization_pairrm import DualEncoder, PairEncoder, PointEncoder
@@ -114,8 +116,10 @@ class PairwiseEngine:
         compile: run the model through ``torch.compile(dynamic=True)``. Same logits up to float rounding; the first
             call pays a one-off warm-up (tens of seconds on CPU for a base-size model, once per process) and a new
             batch shape may add a short recompile. Pays off for long jobs, mostly together with bf16 autocast.
-        attention: ``"fused"`` or ``"eager"`` self-attention for this engine's model (see
-            :mod:`pairrm_hf.models.attention`); ``None`` keeps the model's setting (``"fused"`` unless changed).
+        attention: ``"fused"``, ``"eager"`` or ``"flex"`` self-attention for this engine's model (see
+            :mod:`pairrm_hf.models.attention`); ``None``: the model's setting, or, while the model has the default,
+            the default for this engine's device type (``DEFAULT_ATTENTION``: ``"fused"`` on CPU and CUDA today).
+            With ``"flex"``, ``last_stats["flex_compiles"]`` counts the flex graphs the call compiled.
         quantize: ``"int8"`` runs the linear layers as dynamically quantized int8 on CPU (see
             :mod:`pairrm_hf.ranking.quantization`); the fp32 model is kept as ``reference_model`` for reference runs.
             With ``backend="openvino"``: the OpenVINO model's linear weights are compressed to int8 (NNCF).
@@ -158,6 +162,10 @@ class PairwiseEngine:
         dtype = resolve_dtype(dtype)
         self.model = model.to(self.device) if dtype in (None, "auto") else model.to(self.device, dtype=dtype)
         self.model.eval()
+        built_with = default_attention("cpu")  # what a model gets at construction
+        if attention is None and getattr(self.model, "attention_implementation", None) == built_with:
+            # the one place a device-specific default is applied (a no-op while every device defaults to fused)
+            attention = default_attention(self.device) if default_attention(self.device) != built_with else None
         if attention is not None:
             self.model.set_attention_implementation(attention)
         #: the fp32 model that :meth:`reference_pair_logits` runs when ``self.model`` is quantized, else None.
@@ -465,6 +473,8 @@ class PairwiseEngine:
                 else nullcontext()
             )
             attention = model.use_attention("eager" if reference else None)
+            flex = not reference and getattr(model, "attention_implementation", None) == "flex"
+            compiles_before = flex_stats()["compiles"] if flex else 0
             with torch.inference_mode(), autocast, attention, self._compiled_backbone(reference):
                 for batch in self._batches(lengths):
                     width = int(lengths[batch].max())
@@ -489,6 +499,8 @@ class PairwiseEngine:
                         self.progress_callback(int(weights[batch].sum()) if weights is not None else len(batch))
             if progress is not None:
                 progress.close()
+            if flex:
+                stats["flex_compiles"] = flex_stats()["compiles"] - compiles_before
         self.last_stats = stats
         return out
 

@@ -131,8 +131,9 @@ class PairRM:
         max_batch_tokens: cap on padded tokens per forward pass, for long inputs on small devices.
         show_progress: tqdm bar over the pairs of each call.
         compile: run the model through ``torch.compile(dynamic=True)`` (one-off warm-up; see ``PairwiseEngine``).
-        attention: ``"fused"`` (the model's default: faster attention, same numbers to ~1e-6) or ``"eager"``
-            (transformers' own module); see :mod:`pairrm_hf.models.attention`.
+        attention: ``"fused"`` (the model's default: faster attention, same numbers to ~1e-6), ``"eager"``
+            (transformers' own module) or ``"flex"`` (PyTorch FlexAttention, compiled per padded length; falls back
+            to fused where it cannot run); see :mod:`pairrm_hf.models.attention`.
         quantize: ``"int8"``: dynamically quantized int8 linear layers on CPU (opt-in; faster, logits move by
             ~1e-2, so check decisions with :meth:`check_precision`); see :mod:`pairrm_hf.ranking.quantization`.
             With ``backend="openvino"`` the OpenVINO model's weights are compressed to int8 instead.
@@ -674,6 +675,7 @@ def shared_pairrm(
     batch_size: int = 16,
     backbone_config: str | None = None,
     backend: str | None = None,
+    attention: str | None = None,
 ) -> PairRM:
     """A :class:`PairRM` loaded once per process for these settings and reused by every later call (jobs, ``datasets.map``
     workers, Ray actors, ``label_preferences``). Its options never change: a caller who wants others (a batch size, a
@@ -685,10 +687,17 @@ def shared_pairrm(
         batch_size,
         backbone_config,
         backend,
+        attention,
     )
     if key not in _SHARED:
         _SHARED[key] = PairRM.from_pretrained(
-            model, device=device, dtype=dtype, batch_size=batch_size, backbone_config=backbone_config, backend=backend
+            model,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            backbone_config=backbone_config,
+            backend=backend,
+            attention=attention,
         )
     return _SHARED[key]
 

@@ -93,8 +93,8 @@ class PointwiseRewardService:
         net.to(target)
         if dtype:
             net.to(getattr(torch, dtype))
-        for name in ("max_wait_ms", "max_batch_pairs", "batching", "backbone_config"):
-            kwargs.pop(name, None)  # pairwise-batcher options: one forward per request here
+        for name in ("max_wait_ms", "max_batch_pairs", "batching", "backbone_config", "attention"):
+            kwargs.pop(name, None)  # pairwise-batcher and PairRM-attention options: one forward per request here
         return cls(net, tokenizer, batch_size=batch_size, model_name=os.fspath(model), **kwargs)
 
     def scores(self, prompts: list[str], responses: list[str]) -> np.ndarray:

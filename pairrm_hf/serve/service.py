@@ -58,12 +58,20 @@ class PairRMService:
         batch_size: int = 32,
         backbone_config: str | None = None,
         backend: str | None = None,
+        attention: str | None = None,
         **kwargs: Any,
     ) -> PairRMService:
         """Load ``model`` (any layout :meth:`PairRM.from_pretrained` loads) and serve it; ``backend="openvino"`` runs
-        the backbone on OpenVINO (CPU)."""
+        the backbone on OpenVINO (CPU); ``attention`` picks the self-attention path (``"fused"``/``"eager"``/
+        ``"flex"``, see :mod:`pairrm_hf.models.attention`)."""
         rm = PairRM.from_pretrained(
-            model, device=device, dtype=dtype, batch_size=batch_size, backbone_config=backbone_config, backend=backend
+            model,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            backbone_config=backbone_config,
+            backend=backend,
+            attention=attention,
         )
         return cls(rm, model_name=os.fspath(model), **kwargs)
 
