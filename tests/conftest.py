@@ -10,6 +10,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The default backend ("auto") converts every fp32 PairRM to OpenVINO when openvino is installed; the suite builds
+# many tiny random models, and converting each would slow it for nothing the torch path does not already test. Tests
+# of the default clear this with monkeypatch; tests/test_openvino_backend.py asks for OpenVINO explicitly.
+os.environ.setdefault("PAIRRM_BACKEND", "torch")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -73,10 +77,10 @@ def tiny_backbone_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_rm(tiny_hf_dir):
-    """A PairRM on the tiny HF-native checkpoint, CPU, fp32 (shared: do not mutate its settings)."""
+    """A PairRM on the tiny HF-native checkpoint, CPU, fp32, torch backend (shared: do not mutate its settings)."""
     from pairrm_hf import PairRM
 
-    return PairRM.from_pretrained(tiny_hf_dir, device="cpu", batch_size=8)
+    return PairRM.from_pretrained(tiny_hf_dir, device="cpu", batch_size=8, backend="torch")
 
 
 @pytest.fixture

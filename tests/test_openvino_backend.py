@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from pairrm_hf import PairRM
+from pairrm_hf.ranking import openvino_backend
 from pairrm_hf.ranking.openvino_backend import (
     OpenVINOBackbone,
+    auto_backend,
     check_backend,
     load_openvino_backbone,
     openvino_available,
@@ -64,7 +69,7 @@ def test_openvino_keeps_the_torch_model_and_restores_it_after_each_call(ov_rm):
 
 
 @needs_openvino
-def test_conversion_is_cached_and_a_changed_model_gets_its_own_entry(ov_rm, ov_cache, tiny_hf_dir):
+def test_conversion_is_cached_and_a_changed_model_gets_its_own_entry(ov_rm, ov_cache, tiny_hf_dir, caplog):
     entry = ov_rm.engine.openvino_backbone.cache_entry
     assert entry.parent == ov_cache and (entry / "backbone.xml").exists()
     stamp = (entry / "backbone.bin").stat().st_mtime_ns
@@ -74,8 +79,12 @@ def test_conversion_is_cached_and_a_changed_model_gets_its_own_entry(ov_rm, ov_c
     changed = PairRM.from_pretrained(tiny_hf_dir, device="cpu").model.pretrained_model
     with torch.no_grad():
         changed.encoder.layer[0].output.dense.weight[0, 0] += 0.5
-    other = load_openvino_backbone(changed, cache_dir=ov_cache)
+    with caplog.at_level(logging.WARNING, logger="pairrm_hf.ranking"):
+        other = load_openvino_backbone(changed, cache_dir=ov_cache)
     assert other.cache_entry != entry
+    # the first conversion of these weights says so once: where it is cached and how to skip it
+    (message,) = [r.getMessage() for r in caplog.records if "converting" in r.getMessage()]
+    assert str(other.cache_entry) in message and "once" in message and "backend='torch'" in message
 
 
 @needs_openvino
@@ -95,6 +104,7 @@ def test_openvino_int8_tracks_fp32_and_is_checked_against_the_torch_model(tiny_h
     ("options", "message"),
     [
         ({"backend": "onnx"}, "backend must be one of"),
+        ({"backend": "Torch"}, "backend must be one of"),
         ({"backend": "openvino", "device": "cuda"}, "CPU only"),
         ({"backend": "openvino", "compile": True}, "drop compile"),
         ({"backend": "openvino", "dtype": "bfloat16"}, "fp32 weights"),
@@ -156,3 +166,107 @@ def test_pipeline_runs_on_openvino(ov_cache, tiny_hf_dir, tiny_rm, monkeypatch):
     want = tiny_rm.rank_batch(PROMPTS[:1], CANDS[:1])[0]
     for r in rows:
         assert r["score"] == pytest.approx(float(want.scores[r["index"]]), abs=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- backend="auto" (default)
+@needs_openvino
+def test_the_default_runs_openvino_on_cpu_and_matches_torch(ov_rm, ov_cache, tiny_hf_dir, tiny_rm, monkeypatch, caplog):
+    """No backend named, no PAIRRM_BACKEND: a fp32 PairRM on the CPU runs on OpenVINO, read from the warm cache."""
+    monkeypatch.delenv("PAIRRM_BACKEND", raising=False)
+    monkeypatch.setenv("PAIRRM_OPENVINO_CACHE", str(ov_cache))
+    monkeypatch.setattr(openvino_backend, "_LOGGED_CHOICES", set())
+    with caplog.at_level(logging.INFO, logger="pairrm_hf.ranking"):
+        rm = PairRM.from_pretrained(tiny_hf_dir, device="cpu")
+        PairRM.from_pretrained(tiny_hf_dir, device="cpu")
+    assert rm.backend == "openvino" and rm.engine.backend == "openvino"
+    assert rm.engine.openvino_backbone.cache_entry == ov_rm.engine.openvino_backbone.cache_entry
+    ours = np.stack(rm.comparison_matrices(PROMPTS, CANDS))
+    want = np.stack(tiny_rm.comparison_matrices(PROMPTS, CANDS))
+    assert float(np.abs(ours - want).max()) <= 1e-5
+    choice = [r.getMessage() for r in caplog.records if "backend='auto'" in r.getMessage()]
+    assert len(choice) == 1 and "runs on openvino" in choice[0] and "backend='torch'" in choice[0]  # said once
+    assert not [r for r in caplog.records if "converting" in r.getMessage()]  # read back, not converted again
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"compile": True}, "compile"),
+        ({"autocast_dtype": "bfloat16"}, "autocast"),
+        ({"dtype": "bfloat16"}, "bfloat16"),
+        ({"attention": "eager"}, "eager"),
+    ],
+)
+def test_auto_picks_torch_where_openvino_does_not_apply(tiny_hf_dir, monkeypatch, caplog, options, reason):
+    """Options OpenVINO refuses (see test_bad_backend_options_are_refused_before_loading) are no error under auto."""
+    monkeypatch.delenv("PAIRRM_BACKEND", raising=False)
+    monkeypatch.setattr(openvino_backend, "_LOGGED_CHOICES", set())
+    with caplog.at_level(logging.INFO, logger="pairrm_hf.ranking"):
+        rm = PairRM.from_pretrained(tiny_hf_dir, device="cpu", **options)
+    assert rm.backend == "torch" and rm.engine.openvino_backbone is None
+    choice = [r.getMessage() for r in caplog.records if "backend='auto'" in r.getMessage()]
+    assert len(choice) == 1 and "runs on torch" in choice[0] and reason in choice[0]
+
+
+def test_auto_picks_torch_on_a_gpu_and_for_other_rankers(tiny_rm):
+    """The device is resolved before auto decides (no GPU needed to check the rule); only PairRM is converted."""
+    cuda = auto_backend(
+        tiny_rm.model, device=torch.device("cuda", 0), compile=False, autocast_dtype=None, attention=None, quantize=None
+    )
+    assert cuda == ("torch", "device cuda:0 is not the CPU")
+    other = auto_backend(
+        nn.Linear(2, 2), device=torch.device("cpu"), compile=False, autocast_dtype=None, attention=None, quantize=None
+    )
+    assert other[0] == "torch" and "not a PairRM" in other[1]
+    cpu = auto_backend(
+        tiny_rm.model, device=torch.device("cpu"), compile=False, autocast_dtype=None, attention=None, quantize=None
+    )
+    assert cpu[0] == ("openvino" if openvino_available() else "torch")
+
+
+@needs_openvino
+def test_pairrm_backend_variable_wins_over_auto_and_an_argument_wins_over_it(tiny_hf_dir, ov_cache, monkeypatch):
+    monkeypatch.setenv("PAIRRM_OPENVINO_CACHE", str(ov_cache))
+    monkeypatch.setenv("PAIRRM_BACKEND", "torch")
+    assert PairRM.from_pretrained(tiny_hf_dir, device="cpu").backend == "torch"
+    assert PairRM.from_pretrained(tiny_hf_dir, device="cpu", backend="openvino").backend == "openvino"
+    monkeypatch.setenv("PAIRRM_BACKEND", "openvino")
+    assert PairRM.from_pretrained(tiny_hf_dir, device="cpu").backend == "openvino"
+    assert PairRM.from_pretrained(tiny_hf_dir, device="cpu", backend="auto").backend == "openvino"
+
+
+def test_a_bad_pairrm_backend_variable_is_a_clear_error(tiny_hf_dir, monkeypatch):
+    monkeypatch.setenv("PAIRRM_BACKEND", "onnx")
+    with pytest.raises(ValueError, match=r"environment variable PAIRRM_BACKEND must be one of .*'onnx'"):
+        PairRM.from_pretrained(tiny_hf_dir, device="cpu")
+
+
+@needs_openvino
+def test_auto_runs_torch_when_the_conversion_cannot_be_cached(tiny_hf_dir, tiny_rm, tmp_path, monkeypatch, caplog):
+    """A cache root that cannot be created (here: a file) fails an explicit openvino; auto warns and runs torch."""
+    monkeypatch.delenv("PAIRRM_BACKEND", raising=False)
+    blocked = tmp_path / "not_a_folder"
+    blocked.write_text("")
+    monkeypatch.setenv("PAIRRM_OPENVINO_CACHE", str(blocked / "cache"))
+    with pytest.raises(OSError):
+        PairRM.from_pretrained(tiny_hf_dir, device="cpu", backend="openvino")
+    with caplog.at_level(logging.WARNING, logger="pairrm_hf.ranking"):
+        rm = PairRM.from_pretrained(tiny_hf_dir, device="cpu")
+    assert rm.backend == "torch" and any("running on torch" in r.getMessage() for r in caplog.records)
+    np.testing.assert_allclose(
+        rm.rank_batch(PROMPTS[:1], CANDS[:1])[0].scores, tiny_rm.rank_batch(PROMPTS[:1], CANDS[:1])[0].scores, atol=1e-6
+    )
+
+
+@needs_openvino
+def test_the_same_weights_from_another_folder_share_one_cache_entry(ov_rm, ov_cache, tiny_hf_dir, tmp_path):
+    """The key is what the graph computes: a copy saved elsewhere (other path, save metadata) hits the same entry."""
+    from pairrm_hf import DebertaV2PairRM
+
+    ov_rm.model.save_pretrained(tmp_path / "copy")
+    moved = DebertaV2PairRM.from_pretrained(tmp_path / "copy")
+    assert moved.config._name_or_path != ov_rm.model.config._name_or_path
+    entries = sorted(p.name for p in ov_cache.iterdir())
+    again = load_openvino_backbone(moved.pretrained_model, cache_dir=ov_cache)
+    assert again.cache_entry == ov_rm.engine.openvino_backbone.cache_entry
+    assert sorted(p.name for p in ov_cache.iterdir()) == entries

@@ -55,9 +55,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
         default=None,
-        choices=["torch", "openvino"],
-        help="torch (default) or openvino: the backbone as an OpenVINO model on CPU, converted once and cached "
-        "(needs pip install 'pairrm-hf[openvino]')",
+        choices=["auto", "torch", "openvino"],
+        help="auto (default; $PAIRRM_BACKEND overrides): openvino when it is installed and the model is a fp32 PairRM "
+        "on CPU, else torch. openvino: the backbone as an OpenVINO model on CPU, converted once and cached "
+        "(needs pip install 'pairrm-hf[openvino]'); torch: the torch path",
     )
     parser.add_argument(
         "--backbone-config",

@@ -38,7 +38,7 @@ from ..tokenization.padding import pad_rows
 from ..tokenization.tokenization_pairrm import DualEncoder, PairEncoder, PointEncoder
 from ..utils.checks import check_positive_int
 from ..utils.devices import resolve_device, resolve_dtype
-from .openvino_backend import check_backend, load_openvino_backbone
+from .openvino_backend import auto_backend, check_backend, load_openvino_backbone, log_backend_choice
 from .quantization import check_quantize, quantize_int8
 
 __all__ = ["EncodedExample", "EngineOptions", "NonFiniteLogitsError", "PairwiseEngine"]
@@ -123,9 +123,12 @@ class PairwiseEngine:
         quantize: ``"int8"`` runs the linear layers as dynamically quantized int8 on CPU (see
             :mod:`pairrm_hf.ranking.quantization`); the fp32 model is kept as ``reference_model`` for reference runs.
             With ``backend="openvino"``: the OpenVINO model's linear weights are compressed to int8 (NNCF).
-        backend: ``"torch"`` (default) or ``"openvino"``: the backbone runs as an OpenVINO model on CPU, converted
-            once and cached (see :mod:`pairrm_hf.ranking.openvino_backend`); the torch model stays ``self.model``
-            for the head and for fp32 reference runs.
+        backend: ``"auto"``, ``"torch"`` or ``"openvino"``; ``None`` (default) reads ``$PAIRRM_BACKEND``, else
+            ``"auto"``. ``"openvino"`` runs the backbone as an OpenVINO model on CPU, converted once and cached (see
+            :mod:`pairrm_hf.ranking.openvino_backend`); the torch model stays ``self.model`` for the head and for
+            fp32 reference runs. ``"auto"`` picks OpenVINO when it is installed and applies (CPU, a fp32
+            :class:`DebertaV2PairRM`, no ``compile``/autocast/eager attention) and torch otherwise; ``self.backend``
+            says which runs.
 
     ``batch_size``, ``max_batch_tokens``, ``autocast_dtype`` and ``show_progress`` form the engine's
     :class:`EngineOptions` (``engine.options``, read-only). :meth:`with_options` gives a view with other options that
@@ -153,11 +156,8 @@ class PairwiseEngine:
         options = EngineOptions(batch_size, max_batch_tokens, autocast_dtype, bool(show_progress))
         # int8 runs on CPU only: with no device named, pick the CPU even when a GPU is present
         check_quantize(quantize, device)
-        #: ``"torch"`` or ``"openvino"`` (see :mod:`pairrm_hf.ranking.openvino_backend`).
-        self.backend = check_backend(
-            backend, device=device, dtype=dtype, compile=compile, autocast_dtype=autocast_dtype
-        )
-        cpu_only = quantize is not None or self.backend == "openvino"
+        requested = check_backend(backend, device=device, dtype=dtype, compile=compile, autocast_dtype=autocast_dtype)
+        cpu_only = quantize is not None or requested == "openvino"
         self.device = resolve_device("cpu" if device is None and cpu_only else device)
         dtype = resolve_dtype(dtype)
         self.model = model.to(self.device) if dtype in (None, "auto") else model.to(self.device, dtype=dtype)
@@ -168,6 +168,20 @@ class PairwiseEngine:
             attention = default_attention(self.device) if default_attention(self.device) != built_with else None
         if attention is not None:
             self.model.set_attention_implementation(attention)
+        chose_auto = requested == "auto"
+        if chose_auto:
+            requested, reason = auto_backend(
+                self.model,
+                device=self.device,
+                compile=compile,
+                autocast_dtype=options.autocast_dtype,
+                attention=attention,
+                quantize=quantize,
+            )
+            log_backend_choice(requested, reason)
+        #: the backend that runs: ``"torch"`` or ``"openvino"`` (``"auto"`` resolved; see
+        #: :mod:`pairrm_hf.ranking.openvino_backend`).
+        self.backend = requested
         #: the fp32 model that :meth:`reference_pair_logits` runs when ``self.model`` is quantized, else None.
         self.reference_model: DebertaV2PairRM | None = None
         #: the OpenVINO stand-in for ``self.model.pretrained_model`` when ``backend="openvino"``, else None.
@@ -176,8 +190,15 @@ class PairwiseEngine:
             backbone = getattr(self.model, "pretrained_model", None)
             if getattr(getattr(backbone, "config", None), "model_type", None) != "deberta-v2":
                 raise ValueError("backend='openvino' supports PairRM models on a DeBERTa-v2/v3 backbone")
-            self.openvino_backbone = load_openvino_backbone(backbone, quantize=quantize)
-        elif quantize == "int8":
+            try:
+                self.openvino_backbone = load_openvino_backbone(backbone, quantize=quantize)
+            except Exception as err:
+                if not chose_auto:
+                    raise
+                # the default must not make a model unusable: say why and run it on torch
+                logger.warning("PairRM: OpenVINO conversion failed (%s: %s); running on torch", type(err).__name__, err)
+                self.backend = "torch"
+        if self.backend == "torch" and quantize == "int8":
             self.reference_model, self.model = self.model, quantize_int8(self.model)
         self.encoder = encoder
         self.compile = bool(compile)

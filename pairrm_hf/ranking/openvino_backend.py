@@ -10,9 +10,10 @@ progress) is the engine's, unchanged.
   serves every batch shape.
 * **Cache.** The converted model (fp32 IR, or weight-compressed int8) is written once, atomically, under
   ``$HF_HOME/pairrm_hf/openvino/<key>`` (``PAIRRM_OPENVINO_CACHE`` overrides the root) together with OpenVINO's
-  compiled-blob cache, so a second process skips both conversion and compilation. ``<key>`` hashes the config, a
-  sample of every weight tensor, the precision and the OpenVINO/torch versions: a changed checkpoint gets a new
-  entry, never a stale one.
+  compiled-blob cache, so a second process skips both conversion and compilation. ``<key>`` hashes the config
+  (less the fields that only say where it was saved), a CRC of every weight tensor's bytes, the precision and the
+  OpenVINO/torch versions: a changed checkpoint gets a new entry, never a stale one, and the same weights loaded
+  from another folder find theirs.
 * **Precision.** fp32 is compiled with ``INFERENCE_PRECISION_HINT=f32`` (OpenVINO would otherwise pick bf16 on CPUs
   that have it). ``quantize="int8"`` compresses the weights of the linear layers to int8 with NNCF
   (``nncf.compress_weights``, extra ``[openvino]``); logits move, so check decisions with ``check_precision``.
@@ -28,6 +29,7 @@ import os
 import shutil
 import tempfile
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -36,29 +38,65 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 
 from ..models.attention import set_attention_implementation
+from ..models.modeling_pairrm import DebertaV2PairRM
 
 __all__ = [
     "BACKENDS",
+    "BACKEND_ENV",
     "OpenVINOBackbone",
+    "auto_backend",
     "check_backend",
     "load_openvino_backbone",
+    "log_backend_choice",
     "openvino_available",
     "openvino_cache_root",
+    "requested_backend",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Accepted values of ``backend=``: ``"torch"`` (the default) or ``"openvino"`` (CPU only, extra ``[openvino]``).
-BACKENDS = ("torch", "openvino")
+#: Accepted values of ``backend=``: ``"auto"`` (the default: OpenVINO where it applies, else torch), ``"torch"`` or
+#: ``"openvino"`` (CPU only, extra ``[openvino]``).
+BACKENDS = ("auto", "torch", "openvino")
+
+#: The environment variable that sets the backend when ``backend=None`` (e.g. ``PAIRRM_BACKEND=torch``).
+BACKEND_ENV = "PAIRRM_BACKEND"
+
+_LOGGED_CHOICES: set[tuple[str, str]] = set()
 
 
-def openvino_available() -> bool:
-    """Whether the ``openvino`` package imports."""
+def openvino_available(quantize: str | None = None) -> bool:
+    """Whether the ``openvino`` package imports (and ``nncf`` too when ``quantize="int8"``)."""
     try:
         import openvino  # noqa: F401
+
+        if quantize == "int8":
+            import nncf  # noqa: F401
     except ImportError:
         return False
     return True
+
+
+def requested_backend(backend: str | None) -> str:
+    """``backend`` checked against :data:`BACKENDS`; ``None`` reads ``$PAIRRM_BACKEND``, else ``"auto"``."""
+    if backend is None:
+        value = os.environ.get(BACKEND_ENV, "").strip()
+        if not value:
+            return "auto"
+        if value.lower() not in BACKENDS:
+            raise ValueError(f"environment variable {BACKEND_ENV} must be one of {BACKENDS} (or unset), got {value!r}")
+        return value.lower()
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def _as_device(device: str | int | torch.device | None) -> torch.device | None:
+    if device is None:
+        return None
+    if isinstance(device, int):
+        return torch.device("cpu") if device < 0 else torch.device("cuda", device)
+    return torch.device(device)
 
 
 def check_backend(
@@ -69,17 +107,18 @@ def check_backend(
     compile: bool,  # noqa: A002 - the engine's option name
     autocast_dtype,
 ) -> str:
-    """Validate ``backend`` against the other engine options before anything is loaded or converted; returns it."""
-    backend = "torch" if backend is None else backend
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "torch":
+    """Validate ``backend`` against the other engine options before anything is loaded or converted; returns it.
+
+    ``None`` is read from ``$PAIRRM_BACKEND`` (else ``"auto"``). ``"auto"`` is returned as it is (it never refuses a
+    combination: :func:`auto_backend` picks torch where OpenVINO does not apply); ``"openvino"`` raises for
+    options it cannot honour.
+    """
+    backend = requested_backend(backend)
+    if backend in ("torch", "auto"):
         return backend
-    if device is not None:
-        if isinstance(device, int):
-            device = torch.device("cpu") if device < 0 else torch.device("cuda", device)
-        if torch.device(device).type != "cpu":
-            raise ValueError(f"backend='openvino' runs on CPU only; got device {device}")
+    device = _as_device(device)
+    if device is not None and device.type != "cpu":
+        raise ValueError(f"backend='openvino' runs on CPU only; got device {device}")
     if dtype is not None and dtype not in ("float32", "auto", torch.float32):
         raise ValueError(f"backend='openvino' runs fp32 weights (or quantize='int8'); got dtype={dtype!r}")
     if compile:
@@ -91,6 +130,48 @@ def check_backend(
     return backend
 
 
+def auto_backend(
+    model: nn.Module,
+    *,
+    device: torch.device,
+    compile: bool,  # noqa: A002 - the engine's option name
+    autocast_dtype,
+    attention: str | None,
+    quantize: str | None,
+) -> tuple[str, str]:
+    """What ``backend="auto"`` runs for this (already placed and typed) ``model``: ``(backend, reason)``.
+
+    OpenVINO when it imports (with nncf for ``quantize="int8"``), the device is the CPU, the model is a
+    :class:`~pairrm_hf.DebertaV2PairRM` with fp32 weights, and neither ``compile``, autocast nor eager attention was
+    asked for; torch otherwise. Never raises for a combination OpenVINO would refuse.
+    """
+    backbone = getattr(model, "pretrained_model", None)
+    if device.type != "cpu":
+        return "torch", f"device {device} is not the CPU"
+    if not isinstance(model, DebertaV2PairRM) or getattr(backbone.config, "model_type", None) != "deberta-v2":
+        return "torch", f"{type(model).__name__} is not a PairRM on a DeBERTa-v2 backbone"
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        return "torch", f"weights are {next(p.dtype for p in model.parameters() if p.dtype != torch.float32)}"
+    if compile:
+        return "torch", "compile=True"
+    if autocast_dtype is not None:
+        return "torch", f"autocast_dtype={autocast_dtype}"
+    if (attention or getattr(model, "attention_implementation", "fused")) != "fused":
+        return "torch", "eager attention was asked for"
+    if not openvino_available(quantize):
+        return "torch", "openvino is not installed (pip install 'pairrm-hf[openvino]')"
+    return "openvino", "openvino is installed and the model is a fp32 PairRM on the CPU"
+
+
+def log_backend_choice(backend: str, reason: str) -> None:
+    """Say once per process (per choice and reason) which backend ``backend="auto"`` picked, at INFO."""
+    if (backend, reason) in _LOGGED_CHOICES:
+        return
+    _LOGGED_CHOICES.add((backend, reason))
+    other = "backend='torch' (or PAIRRM_BACKEND=torch)" if backend == "openvino" else "backend='openvino'"
+    logger.info("PairRM: backend='auto' runs on %s (%s); %s chooses otherwise", backend, reason, other)
+
+
 def openvino_cache_root() -> Path:
     """Where converted backbones are kept: ``$PAIRRM_OPENVINO_CACHE``, else ``$HF_HOME/pairrm_hf/openvino``."""
     if os.environ.get("PAIRRM_OPENVINO_CACHE"):
@@ -100,25 +181,29 @@ def openvino_cache_root() -> Path:
     return Path(constants.HF_HOME) / "pairrm_hf" / "openvino"
 
 
-def _weights_key(backbone: nn.Module, precision: str) -> str:
-    """A cache key for this backbone: config, a sample of every tensor, precision and library versions.
+#: Config fields that say where or how a checkpoint was saved, not what the converted graph computes: the same
+#: weights loaded from another folder (a Hub snapshot, a local copy, an in-memory model) share one cache entry.
+_VOLATILE_CONFIG_KEYS = ("pairrm_attention", "transformers_version", "architectures", "dtype", "torch_dtype")
 
-    Each tensor contributes its name, shape, fp64 sum and up to 4,096 evenly spaced values: fine-tuning moves all of
-    them, and hashing a sample keeps a warm start from reading every byte of a large model twice.
+
+def _weights_key(backbone: nn.Module, precision: str) -> str:
+    """A cache key for this backbone: config, every weight's bytes (CRC-32), precision and library versions.
+
+    The CRC of each tensor's bytes changes with any weight (fine-tuning, a single edited value), and costs one pass
+    at memory speed (~0.3 s for a base-size model on 2 cores; an fp64 sum of every tensor cost ~1 s).
     """
     import openvino
 
     digest = hashlib.sha256()
-    config = backbone.config.to_dict()
-    config.pop("pairrm_attention", None)  # the converted graph always traces eager attention
+    config = {
+        k: v for k, v in backbone.config.to_dict().items() if not k.startswith("_") and k not in _VOLATILE_CONFIG_KEYS
+    }
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     digest.update(f"{precision}|{openvino.__version__}|{torch.__version__}".encode())
     with torch.no_grad():
         for name, tensor in backbone.state_dict().items():
-            flat = tensor.detach().reshape(-1).float()
-            step = max(1, flat.numel() // 4096)
-            digest.update(f"{name}|{tuple(tensor.shape)}|{float(flat.double().sum())!r}".encode())
-            digest.update(flat[::step].contiguous().numpy().tobytes())
+            data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+            digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|{zlib.crc32(data)}".encode())
     return digest.hexdigest()[:24]
 
 
@@ -176,9 +261,14 @@ def load_openvino_backbone(backbone: nn.Module, *, quantize: str | None = None, 
     entry = root / _weights_key(backbone, precision)
     xml = entry / "backbone.xml"
     if not xml.exists():
-        logger.info("PairRM: converting the backbone to OpenVINO (%s), cached in %s", precision, entry)
+        logger.warning(
+            "PairRM: converting the backbone to OpenVINO (%s) once; later loads of these weights read it from %s "
+            "(backend='torch' or PAIRRM_BACKEND=torch skips OpenVINO)",
+            precision,
+            entry,
+        )
+        root.mkdir(parents=True, exist_ok=True)  # an unusable cache root fails here, before the conversion
         model = _convert(backbone, precision)
-        root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
         try:
             # compress_to_fp16=False: the default would halve fp32 weights to fp16 on disk

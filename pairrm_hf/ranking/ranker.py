@@ -137,8 +137,12 @@ class PairRM:
         quantize: ``"int8"``: dynamically quantized int8 linear layers on CPU (opt-in; faster, logits move by
             ~1e-2, so check decisions with :meth:`check_precision`); see :mod:`pairrm_hf.ranking.quantization`.
             With ``backend="openvino"`` the OpenVINO model's weights are compressed to int8 instead.
-        backend: ``"torch"`` (default) or ``"openvino"``: the backbone runs as an OpenVINO model on CPU (extra
-            ``[openvino]``), converted once and cached; see :mod:`pairrm_hf.ranking.openvino_backend`.
+        backend: ``"auto"``, ``"torch"`` or ``"openvino"``; ``None`` (default) reads ``$PAIRRM_BACKEND``, else
+            ``"auto"``. ``"openvino"`` runs the backbone as an OpenVINO model on CPU (extra ``[openvino]``),
+            converted once and cached; see :mod:`pairrm_hf.ranking.openvino_backend`. ``"auto"`` picks OpenVINO
+            when it is installed and applies (CPU, a fp32 :class:`DebertaV2PairRM`, no ``compile``, autocast or
+            eager attention) and torch otherwise; :attr:`backend` says which runs. ``backend="torch"`` keeps the
+            torch path.
     """
 
     def __init__(
@@ -220,6 +224,10 @@ class PairRM:
         transformers' names are understood too: ``torch_dtype`` is ``dtype``; ``device_map`` may name one device
         (``"cpu"``, ``"cuda:0"``, ``0``, ``{"": "cuda:0"}``) or be ``"auto"`` (= ``device=None``); a map that
         splits the model over devices is a ``ValueError`` (PairRM runs on one device).
+
+        ``backend`` defaults to ``"auto"`` (or ``$PAIRRM_BACKEND``): with ``pairrm-hf[openvino]`` installed, a fp32
+        PairRM on the CPU runs its backbone on OpenVINO (converted on the first load, a WARNING says where it is
+        cached; later processes read it back); ``backend="torch"`` keeps the torch path. ``rm.backend`` says which.
         """
         dtype, device = _transformers_aliases(engine_kwargs, dtype, device)
         allowed = [
@@ -263,6 +271,11 @@ class PairRM:
     def model(self) -> DebertaV2PairRM:
         """The underlying :class:`DebertaV2PairRM`."""
         return self.engine.model
+
+    @property
+    def backend(self) -> str:
+        """The backend that runs the model: ``"torch"`` or ``"openvino"`` (what ``backend="auto"`` resolved to)."""
+        return self.engine.backend
 
     @property
     def ranking_style(self) -> str:
