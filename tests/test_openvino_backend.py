@@ -270,3 +270,41 @@ def test_the_same_weights_from_another_folder_share_one_cache_entry(ov_rm, ov_ca
     again = load_openvino_backbone(moved.pretrained_model, cache_dir=ov_cache)
     assert again.cache_entry == ov_rm.engine.openvino_backbone.cache_entry
     assert sorted(p.name for p in ov_cache.iterdir()) == entries
+
+
+# ------------------------------------------------------------------------------------------------------------ memory
+@needs_openvino
+def test_torch_backbone_weights_are_released_and_read_back_when_torch_needs_them(tiny_hf_dir, ov_cache, tiny_rm):
+    """One copy of the backbone in memory: OpenVINO's. Reference runs and ``rm.model`` read the torch one back."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PAIRRM_OPENVINO_CACHE", str(ov_cache))
+        rm = PairRM.from_pretrained(tiny_hf_dir, backend="openvino")
+    stand_in, model = rm.engine.openvino_backbone, rm.engine.model
+    assert stand_in.torch_weights_released
+    assert all(p.is_meta for p in model.pretrained_model.parameters())
+    assert not any(p.is_meta for n, p in model.named_parameters() if not n.startswith("pretrained_model."))
+    ours = np.stack(rm.comparison_matrices(PROMPTS[:1], CANDS[:1]))  # OpenVINO runs without the torch weights
+    assert stand_in.torch_weights_released
+    # check_precision's reference is torch fp32: it reads the weights back, and they are the checkpoint's
+    report = rm.check_precision(PROMPTS[:1], CANDS[:1])
+    assert not stand_in.torch_weights_released
+    want = np.stack(tiny_rm.comparison_matrices(PROMPTS[:1], CANDS[:1]))
+    assert report.max_abs_logit_diff == pytest.approx(float(np.abs(ours - want).max()), abs=1e-6)
+    reference = tiny_rm.model.state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
+
+
+@needs_openvino
+def test_pairrm_model_gives_the_full_torch_model(tiny_hf_dir, ov_cache, tiny_rm, tmp_path):
+    """``rm.model`` (what users save or fine-tune) holds every weight, read back once."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PAIRRM_OPENVINO_CACHE", str(ov_cache))
+        rm = PairRM.from_pretrained(tiny_hf_dir, backend="openvino")
+    assert rm.engine.openvino_backbone.torch_weights_released
+    repr(rm)  # reading the dtype for a repr does not read the weights back
+    assert rm.engine.openvino_backbone.torch_weights_released
+    rm.model.save_pretrained(tmp_path / "saved")
+    from pairrm_hf import DebertaV2PairRM
+
+    saved = DebertaV2PairRM.from_pretrained(tmp_path / "saved").state_dict()
+    assert all(torch.equal(v, saved[k]) for k, v in tiny_rm.model.state_dict().items())

@@ -194,7 +194,8 @@ class PairwiseRankingPipeline(InputBatchPipeline):
         """
         if os.path.isfile(save_directory):
             raise ValueError(f"save_directory {os.fspath(save_directory)!r} is a file; pass a folder")
-        save_pairrm(self.model, self.tokenizer, save_directory, spm_source=self._folder, **kwargs)
+        # the ranker's model: with OpenVINO running the backbone, reading it restores the released torch weights
+        save_pairrm(self.ranker.model, self.tokenizer, save_directory, spm_source=self._folder, **kwargs)
 
     # ----------------------------------------------------------------------------------- helpers
     def best_of_n_generate(self, model, tokenizer, prompts: Sequence[str], **kwargs) -> list:

@@ -477,6 +477,8 @@ class PairwiseEngine:
         """
         stats = {"forward_calls": 0, "rows": 0, "real_tokens": 0, "padded_tokens": 0, "max_batch_rows": 0}
         out = np.zeros(len(lengths), dtype=np.float32)
+        if reference and self.openvino_backbone is not None:
+            self.openvino_backbone.restore_torch_weights()  # reference runs are torch fp32: they need the weights
         model = self.reference_model if reference and self.reference_model is not None else self.model
         if reference and any(p.dtype != torch.float32 for p in model.parameters()):
             import copy

@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 import zlib
 from pathlib import Path
@@ -50,7 +51,9 @@ __all__ = [
     "log_backend_choice",
     "openvino_available",
     "openvino_cache_root",
+    "release_backbone_weights",
     "requested_backend",
+    "restore_backbone_weights",
 ]
 
 logger = logging.getLogger(__name__)
@@ -246,14 +249,19 @@ def _convert(backbone: nn.Module, precision: str):
     return model
 
 
-def load_openvino_backbone(backbone: nn.Module, *, quantize: str | None = None, cache_dir=None) -> OpenVINOBackbone:
+def load_openvino_backbone(
+    backbone: nn.Module, *, quantize: str | None = None, cache_dir=None, release_torch_weights: bool = True
+) -> OpenVINOBackbone:
     """An :class:`OpenVINOBackbone` for ``backbone`` (a DeBERTa-v2 model, fp32), converted once and cached.
 
     ``quantize``: ``None`` (fp32) or ``"int8"`` (NNCF weight compression). ``cache_dir``: the cache root (default
     :func:`openvino_cache_root`). A cached entry is read instead of converting; a failed conversion leaves none.
+    ``release_torch_weights``: free ``backbone``'s parameters once OpenVINO holds its own copy (see
+    :meth:`OpenVINOBackbone.release_torch_weights`).
     """
     import openvino
 
+    restore_backbone_weights(backbone)  # another stand-in may have released them; the key and conversion read them
     if any(p.dtype != torch.float32 for p in backbone.parameters()):
         raise ValueError("backend='openvino' converts an fp32 model; load it without dtype= (or dtype='float32')")
     precision = "int8" if quantize == "int8" else "fp32"
@@ -287,7 +295,62 @@ def load_openvino_backbone(backbone: nn.Module, *, quantize: str | None = None, 
         "CPU",
         {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32"},
     )
-    return OpenVINOBackbone(compiled, backbone, precision=precision, cache_entry=entry)
+    stand_in = OpenVINOBackbone(compiled, backbone, precision=precision, cache_entry=entry)
+    if release_torch_weights:
+        stand_in.release_torch_weights()
+    return stand_in
+
+
+_RELEASE_LOCK = threading.Lock()
+
+
+def _swap_parameters(backbone: nn.Module, new: dict[int, nn.Parameter]) -> None:
+    """Replace every parameter of ``backbone`` by ``new[id(old)]`` (a tied parameter stays tied)."""
+    for module in backbone.modules():
+        for name, param in list(module._parameters.items()):
+            if param is not None:
+                module._parameters[name] = new[id(param)]
+
+
+def release_backbone_weights(backbone: nn.Module, path: Path) -> None:
+    """Move ``backbone``'s parameters to the meta device after writing them once to ``path`` (safetensors).
+
+    :func:`restore_backbone_weights` reads them back. Buffers stay (they are small, and some are not in the file).
+    """
+    from safetensors.torch import save_file
+
+    with _RELEASE_LOCK:
+        if "_pairrm_released" in backbone.__dict__:
+            return
+        params = dict(backbone.named_parameters())  # a tied parameter appears once
+        if not path.exists():
+            staging = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+            save_file({k: v.detach().contiguous() for k, v in params.items()}, str(staging))
+            os.replace(staging, path)  # atomic: a reader sees the whole file or none
+        _swap_parameters(
+            backbone,
+            {id(p): nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad) for p in params.values()},
+        )
+        backbone.__dict__["_pairrm_released"] = (path, {k: tuple(v.shape) for k, v in params.items()})
+
+
+def restore_backbone_weights(backbone: nn.Module) -> None:
+    """Read back the parameters :func:`release_backbone_weights` freed (nothing if they were not released)."""
+    if "_pairrm_released" not in backbone.__dict__:
+        return
+    from safetensors.torch import load_file
+
+    with _RELEASE_LOCK:
+        if "_pairrm_released" not in backbone.__dict__:
+            return
+        path, shapes = backbone.__dict__["_pairrm_released"]
+        loaded = load_file(str(path))
+        if {k: tuple(v.shape) for k, v in loaded.items()} != shapes:
+            raise RuntimeError(f"{path} does not hold this backbone's parameters; delete it and load the model again")
+        _swap_parameters(
+            backbone, {id(p): nn.Parameter(loaded[k], p.requires_grad) for k, p in backbone.named_parameters()}
+        )
+        del backbone.__dict__["_pairrm_released"]
 
 
 class OpenVINOBackbone(nn.Module):
@@ -306,10 +369,34 @@ class OpenVINOBackbone(nn.Module):
         super().__init__()
         self.compiled = compiled
         # a plain attribute, not a submodule: the torch weights stay registered on the PairRM model only
-        self.__dict__["torch_backbone"] = torch_backbone
+        self.__dict__["_torch_backbone"] = torch_backbone
         self.precision = precision
         self.cache_entry = cache_entry
         self.config = torch_backbone.config
+
+    @property
+    def torch_backbone(self) -> nn.Module:
+        """The torch backbone this model was converted from, its weights restored first if they were released."""
+        self.restore_torch_weights()
+        return self.__dict__["_torch_backbone"]
+
+    @property
+    def torch_weights_released(self) -> bool:
+        """Whether the torch backbone's parameters are on the meta device (see :meth:`release_torch_weights`)."""
+        return "_pairrm_released" in self.__dict__["_torch_backbone"].__dict__
+
+    def release_torch_weights(self) -> None:
+        """Free the torch backbone's parameters (moved to the meta device), keeping one copy of the weights in memory.
+
+        The parameters are written once to the cache entry (``torch_backbone.safetensors``, the same weights the
+        entry's key hashes) and read back by :meth:`restore_torch_weights` when a torch forward pass needs them
+        (fp32 reference runs, ``check_precision``, calls the converted graph cannot answer, ``PairRM.model``).
+        """
+        release_backbone_weights(self.__dict__["_torch_backbone"], self.cache_entry / "torch_backbone.safetensors")
+
+    def restore_torch_weights(self) -> None:
+        """Read the torch backbone's parameters back if they were released (else nothing); they then stay."""
+        restore_backbone_weights(self.__dict__["_torch_backbone"])
 
     def forward(
         self,

@@ -257,11 +257,12 @@ class PairRM:
         return cls(loaded.model, loaded.tokenizer, lengths=lengths, device=device, dtype=dtype, **engine_kwargs)
 
     def __repr__(self) -> str:
-        name = getattr(self.model.config, "_name_or_path", "") or "<in memory>"
-        dtype = str(next(self.model.parameters()).dtype).replace("torch.", "")
+        model = self.engine.model  # not self.model: a repr must not read released weights back
+        name = getattr(model.config, "_name_or_path", "") or "<in memory>"
+        dtype = str(next(model.parameters()).dtype).replace("torch.", "")
         lengths = self.lengths
         return (
-            f"PairRM({name!r}, model={type(self.model).__name__}, style={self.ranking_style}, device={self.device}, "
+            f"PairRM({name!r}, model={type(model).__name__}, style={self.ranking_style}, device={self.device}, "
             f"dtype={dtype}, lengths={lengths.source_max_length}/{lengths.candidate_max_length}, "
             f"batch_size={self.engine.batch_size})"
         )
@@ -269,7 +270,13 @@ class PairRM:
     # ------------------------------------------------------------------------------------------ properties
     @property
     def model(self) -> DebertaV2PairRM:
-        """The underlying :class:`DebertaV2PairRM`."""
+        """The underlying :class:`DebertaV2PairRM`, with all its weights.
+
+        With ``backend="openvino"`` the torch backbone's weights are released once OpenVINO holds its copy; reading
+        this property reads them back from the cache entry (once), so the model can be saved, trained or run.
+        """
+        if self.engine.openvino_backbone is not None:
+            self.engine.openvino_backbone.restore_torch_weights()
         return self.engine.model
 
     @property

@@ -45,7 +45,7 @@ class PairRMService:
             rm.engine, max_wait_ms=max_wait_ms, max_batch_pairs=max_batch_pairs, batching=batching
         )
         self.limits = limits or Limits()
-        self.model_name = public_model_name(model_name or str(getattr(rm.model, "name_or_path", "") or "pairrm"))
+        self.model_name = public_model_name(model_name or str(getattr(rm.engine.model, "name_or_path", "") or "pairrm"))
         self.requests = RequestMetrics()
 
     @classmethod
@@ -104,7 +104,7 @@ class PairRMService:
             "status": "ok",
             "model": self.model_name,
             "device": str(self.rm.device),
-            "dtype": str(next(self.rm.model.parameters()).dtype).replace("torch.", ""),
+            "dtype": str(next(self.rm.engine.model.parameters()).dtype).replace("torch.", ""),
             "batch_size": self.rm.engine.batch_size,
             "backend": getattr(self.rm.engine, "backend", "torch"),
             "batching": self.batcher.batching,

@@ -65,7 +65,7 @@ class LazyPairRM:
                     "device/load arguments only apply when ranker is a path; this PairRM is already loaded"
                 )
             self._rm = ranker
-            self.path = str(getattr(ranker.model, "name_or_path", "") or "") or None
+            self.path = str(getattr(ranker.engine.model, "name_or_path", "") or "") or None
             self.device = None
             self.load_kwargs = {"batch_size": ranker.engine.batch_size}
             return
