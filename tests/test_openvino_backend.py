@@ -259,17 +259,17 @@ def test_auto_runs_torch_when_the_conversion_cannot_be_cached(tiny_hf_dir, tiny_
 
 
 @needs_openvino
-def test_the_same_weights_from_another_folder_share_one_cache_entry(ov_rm, ov_cache, tiny_hf_dir, tmp_path):
-    """The key is what the graph computes: a copy saved elsewhere (other path, save metadata) hits the same entry."""
+def test_the_same_weights_from_another_folder_get_the_same_key(tiny_hf_dir, tmp_path):
+    """Weights keyed by their bytes: a copy saved elsewhere (other path, save metadata) names the same entry."""
     from pairrm_hf import DebertaV2PairRM
 
-    ov_rm.model.save_pretrained(tmp_path / "copy")
+    original = DebertaV2PairRM.from_pretrained(tiny_hf_dir)
+    original.save_pretrained(tmp_path / "copy")
     moved = DebertaV2PairRM.from_pretrained(tmp_path / "copy")
-    assert moved.config._name_or_path != ov_rm.model.config._name_or_path
-    entries = sorted(p.name for p in ov_cache.iterdir())
-    again = load_openvino_backbone(moved.pretrained_model, cache_dir=ov_cache)
-    assert again.cache_entry == ov_rm.engine.openvino_backbone.cache_entry
-    assert sorted(p.name for p in ov_cache.iterdir()) == entries
+    assert moved.config._name_or_path != original.config._name_or_path
+    key = openvino_backend._weights_key
+    assert key(moved.pretrained_model, "fp32") == key(original.pretrained_model, "fp32")
+    assert key(moved.pretrained_model, "int8") != key(original.pretrained_model, "fp32")
 
 
 # ------------------------------------------------------------------------------------------------------------ memory
@@ -308,3 +308,26 @@ def test_pairrm_model_gives_the_full_torch_model(tiny_hf_dir, ov_cache, tiny_rm,
 
     saved = DebertaV2PairRM.from_pretrained(tmp_path / "saved").state_dict()
     assert all(torch.equal(v, saved[k]) for k, v in tiny_rm.model.state_dict().items())
+
+
+@needs_openvino
+def test_a_loaded_checkpoint_is_keyed_by_its_files_until_a_weight_changes(tiny_hf_dir, tmp_path):
+    """Keyed by the checkpoint files, a warm start reads no torch weight; an in-place edit is keyed by the weights."""
+    cache = tmp_path / "cache"
+    backbone = PairRM.from_pretrained(tiny_hf_dir, backend="torch").engine.model.pretrained_model
+    by_files = openvino_backend._weights_key(backbone, "fp32")
+    unrecorded = PairRM.from_pretrained(tiny_hf_dir, backend="torch").engine.model.pretrained_model
+    del unrecorded.__dict__["_pairrm_checkpoint"]
+    by_weights = openvino_backend._weights_key(unrecorded, "fp32")
+    assert by_files != by_weights  # two ways to name the same weights, each stable
+    assert openvino_backend._weights_key(backbone, "fp32") == by_files
+    weight = backbone.encoder.layer[0].output.dense.weight
+    kept = weight[0, 0].item()
+    with torch.no_grad():
+        weight[0, 0] += 0.5
+    edited = openvino_backend._weights_key(backbone, "fp32")
+    assert edited not in (by_files, by_weights)
+    with torch.no_grad():
+        weight[0, 0] = kept  # the same values again, now known by their bytes
+    assert openvino_backend._weights_key(backbone, "fp32") == by_weights
+    assert not cache.exists()

@@ -51,6 +51,7 @@ __all__ = [
     "log_backend_choice",
     "openvino_available",
     "openvino_cache_root",
+    "record_checkpoint_identity",
     "release_backbone_weights",
     "requested_backend",
     "restore_backbone_weights",
@@ -189,11 +190,45 @@ def openvino_cache_root() -> Path:
 _VOLATILE_CONFIG_KEYS = ("pairrm_attention", "transformers_version", "architectures", "dtype", "torch_dtype")
 
 
-def _weights_key(backbone: nn.Module, precision: str) -> str:
-    """A cache key for this backbone: config, every weight's bytes (CRC-32), precision and library versions.
+_WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
-    The CRC of each tensor's bytes changes with any weight (fine-tuning, a single edited value), and costs one pass
-    at memory speed (~0.3 s for a base-size model on 2 cores; an fp64 sum of every tensor cost ~1 s).
+
+def _tensor_versions(backbone: nn.Module) -> tuple:
+    """Each parameter and buffer's identity and in-place version counter (torch bumps it on every in-place write)."""
+    return tuple(
+        (name, id(t), t._version)
+        for name, t in [*backbone.named_parameters(), *backbone.named_buffers()]
+        if t is not None
+    )
+
+
+def record_checkpoint_identity(backbone: nn.Module, folder: str | os.PathLike) -> None:
+    """Remember that ``backbone``'s weights are exactly what the weight files in ``folder`` load to.
+
+    The OpenVINO cache key then names those files (real path, size, modification time, with the pairrm-hf version
+    that mapped them) instead of reading every weight: a warm start never pages the torch backbone in. Any later
+    change to a parameter or buffer (an in-place write bumps its version; a replaced or moved tensor is a new
+    object) makes the key fall back to hashing the weights themselves.
+    """
+    from ..utils.version import __version__
+
+    folder = os.path.realpath(os.fspath(folder))
+    try:
+        files = sorted(f for f in os.listdir(folder) if f.endswith(_WEIGHT_FILE_SUFFIXES))
+        stats = [(f, st.st_size, st.st_mtime_ns) for f in files for st in [os.stat(os.path.join(folder, f))]]
+    except OSError:
+        return
+    if stats:
+        identity = json.dumps([folder, stats, __version__])
+        backbone.__dict__["_pairrm_checkpoint"] = (identity, _tensor_versions(backbone))
+
+
+def _weights_key(backbone: nn.Module, precision: str) -> str:
+    """A cache key for this backbone: config, the weights, precision and library versions.
+
+    The weights are named by their checkpoint files when :func:`record_checkpoint_identity` vouches that they are
+    unchanged since loading; otherwise by a CRC-32 of every tensor's bytes, which changes with any weight
+    (fine-tuning, a single edited value) and costs one pass at memory speed (~0.4 s for a base-size model).
     """
     import openvino
 
@@ -203,6 +238,10 @@ def _weights_key(backbone: nn.Module, precision: str) -> str:
     }
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     digest.update(f"{precision}|{openvino.__version__}|{torch.__version__}".encode())
+    recorded = backbone.__dict__.get("_pairrm_checkpoint")
+    if recorded is not None and recorded[1] == _tensor_versions(backbone):
+        digest.update(f"files|{recorded[0]}".encode())
+        return digest.hexdigest()[:24]
     with torch.no_grad():
         for name, tensor in backbone.state_dict().items():
             data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
@@ -323,6 +362,8 @@ def release_backbone_weights(backbone: nn.Module, path: Path) -> None:
         if "_pairrm_released" in backbone.__dict__:
             return
         params = dict(backbone.named_parameters())  # a tied parameter appears once
+        recorded = backbone.__dict__.get("_pairrm_checkpoint")
+        still_the_checkpoint = recorded is not None and recorded[1] == _tensor_versions(backbone)
         if not path.exists():
             staging = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
             save_file({k: v.detach().contiguous() for k, v in params.items()}, str(staging))
@@ -331,7 +372,8 @@ def release_backbone_weights(backbone: nn.Module, path: Path) -> None:
             backbone,
             {id(p): nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad) for p in params.values()},
         )
-        backbone.__dict__["_pairrm_released"] = (path, {k: tuple(v.shape) for k, v in params.items()})
+        shapes = {k: tuple(v.shape) for k, v in params.items()}
+        backbone.__dict__["_pairrm_released"] = (path, shapes, still_the_checkpoint)
 
 
 def restore_backbone_weights(backbone: nn.Module) -> None:
@@ -343,7 +385,7 @@ def restore_backbone_weights(backbone: nn.Module) -> None:
     with _RELEASE_LOCK:
         if "_pairrm_released" not in backbone.__dict__:
             return
-        path, shapes = backbone.__dict__["_pairrm_released"]
+        path, shapes, still_the_checkpoint = backbone.__dict__["_pairrm_released"]
         loaded = load_file(str(path))
         if {k: tuple(v.shape) for k, v in loaded.items()} != shapes:
             raise RuntimeError(f"{path} does not hold this backbone's parameters; delete it and load the model again")
@@ -351,6 +393,9 @@ def restore_backbone_weights(backbone: nn.Module) -> None:
             backbone, {id(p): nn.Parameter(loaded[k], p.requires_grad) for k, p in backbone.named_parameters()}
         )
         del backbone.__dict__["_pairrm_released"]
+        if still_the_checkpoint:  # the same bytes came back: the checkpoint files still name them
+            identity = backbone.__dict__["_pairrm_checkpoint"][0]
+            backbone.__dict__["_pairrm_checkpoint"] = (identity, _tensor_versions(backbone))
 
 
 class OpenVINOBackbone(nn.Module):

@@ -24,6 +24,7 @@ from .aggregation import topk_indices
 from .engine import EngineOptions, PairwiseEngine
 from .inputs import batch_texts, compare_texts, conversation_pair_texts, is_messages
 from .methods import RANKING_METHODS, RankingBatch, full_matrices, get_ranking_method, own_scores
+from .openvino_backend import record_checkpoint_identity
 from .rewards import win_probability
 from .schedules import bubble_pass, bubble_wins
 
@@ -250,6 +251,10 @@ class PairRM:
             token=token,
             cache_dir=cache_dir,
         )
+        backbone = getattr(loaded.model, "pretrained_model", None)
+        if backbone is not None:
+            # lets an OpenVINO cache key name the checkpoint files instead of reading every weight
+            record_checkpoint_identity(backbone, loaded.folder)
         lengths = PairLengths(
             source_max_length or loaded.lengths.source_max_length,
             candidate_max_length or loaded.lengths.candidate_max_length,
