@@ -153,13 +153,17 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     folder = train(Path(tempfile.mkdtemp(prefix="pairrm_budget_")), args.steps, args.seed)
     train_s = time.perf_counter() - start
-    rm = PairRM.from_pretrained(folder, device="cpu", batch_size=64)
+    rm = PairRM.from_pretrained(folder, device="cpu", batch_size=64, backend="torch")
     held = preference_rows(400, seed=10_000 + args.seed, noise=0.0)
     margins = rm.compare([r["prompt"] for r in held], [r["chosen"] for r in held], [r["rejected"] for r in held])
     accuracy = float(np.mean(margins > 0))
     print(f"trained {args.steps} steps in {train_s:.0f} s; held-out pairwise accuracy on the clean rule {accuracy:.3f}")
     rows, int8_rows = [], []
-    rm_int8 = PairRM.from_pretrained(folder, device="cpu", batch_size=64, quantize="int8") if args.int8 else None
+    rm_int8 = (
+        PairRM.from_pretrained(folder, device="cpu", batch_size=64, quantize="int8", backend="torch")
+        if args.int8
+        else None
+    )
     print(
         f"{'n':>3} {'inputs':>6} {'method':10} {'top1':>5} {'tau':>6} {'pairs/input':>11} {'% of n(n-1)':>11} {'s':>6}"
     )

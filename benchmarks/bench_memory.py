@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-seconds", type=float, default=None)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--backend", default=None, choices=["torch", "openvino"], help="default: PairRM's default")
+    p.add_argument("--backend", default=None, choices=["auto", "torch", "openvino"], help="default: PairRM's default")
     p.add_argument("--quantize", default=None, choices=["int8"])
     p.add_argument("--attention", default=None, help="fused (default), eager or flex")
     p.add_argument("--json", default=None)

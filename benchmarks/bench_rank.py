@@ -225,14 +225,15 @@ def make_variant(model, tokenizer, variant: str, device, batch_size: int, blende
         blender.loadranker(blender_folder, device=str(device))
         return blender, None
     if variant == "baseline":  # baseline_pair_logits switches to eager attention itself
-        return PairRM(model, tokenizer, device=device, batch_size=batch_size), None
+        return PairRM(model, tokenizer, device=device, batch_size=batch_size, backend="torch"), None
     if variant.startswith("openvino"):  # converted once per model and cached (PAIRRM_OPENVINO_CACHE)
         quantize = "int8" if "int8" in variant else None
         rm = PairRM(model, tokenizer, device=device, batch_size=batch_size, backend="openvino", quantize=quantize)
         return rm, None
     # "engine+eager" keeps transformers' attention module: it separates the schedule's gain from the attention's.
     attention = "eager" if "eager" in variant else "flex" if "flex" in variant else "fused"
-    kwargs = {"device": device, "batch_size": batch_size, "attention": attention}
+    # backend="torch": the default ("auto") would run a fp32 CPU variant on OpenVINO when it is installed
+    kwargs = {"device": device, "batch_size": batch_size, "attention": attention, "backend": "torch"}
     if "bf16" in variant:
         kwargs["autocast_dtype"] = torch.bfloat16
     if "fp16" in variant:

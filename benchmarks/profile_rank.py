@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = build_tokenizer()
     model = build_model(args.shape, tokenizer)
     prompts, cands = make_inputs(tokenizer, args.workload, args.inputs, args.n, seed=0)
-    rm = PairRM(model, tokenizer, device="cpu", batch_size=args.batch_size, attention=args.attention)
+    rm = PairRM(model, tokenizer, device="cpu", batch_size=args.batch_size, attention=args.attention, backend="torch")
     rm.comparison_matrices(prompts[:1], [cands[0][:2]])  # warm-up
     rate = gemm_rate(torch.float32, torch.device("cpu"), seconds=1.0)
     start = time.perf_counter()

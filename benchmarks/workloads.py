@@ -107,5 +107,5 @@ def make_inputs(tokenizer, workload: str, inputs: int, n: int, seed: int = 0) ->
 
 
 def make_ranker(model: DebertaV2PairRM, tokenizer, **engine_kwargs) -> PairRM:
-    """A :class:`PairRM` on CPU/GPU around a benchmark model."""
-    return PairRM(model, tokenizer, **engine_kwargs)
+    """A :class:`PairRM` on CPU/GPU around a benchmark model (torch unless ``backend=`` says otherwise)."""
+    return PairRM(model, tokenizer, **{"backend": "torch", **engine_kwargs})
