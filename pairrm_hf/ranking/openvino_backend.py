@@ -5,15 +5,20 @@ per-row head, the prefix checks and fp32 reference runs, and swaps in an :class:
 backbone's forward pass. Everything else (tokenize once, dedup, length-sorted batches, the non-finite policy,
 progress) is the engine's, unchanged.
 
+* **Default.** ``backend=None`` reads ``$PAIRRM_BACKEND``, else ``"auto"``: :func:`auto_backend` picks OpenVINO for
+  a fp32 :class:`~pairrm_hf.DebertaV2PairRM` on the CPU when openvino imports (and no ``compile``, autocast or
+  eager attention was asked for), torch otherwise, and never raises where OpenVINO would refuse.
 * **Conversion.** ``openvino.convert_model`` traces the backbone in transformers' eager attention (the fused path
   has data-dependent branches a trace would freeze) with batch and length left dynamic, so one converted model
   serves every batch shape.
 * **Cache.** The converted model (fp32 IR, or weight-compressed int8) is written once, atomically, under
   ``$HF_HOME/pairrm_hf/openvino/<key>`` (``PAIRRM_OPENVINO_CACHE`` overrides the root) together with OpenVINO's
   compiled-blob cache, so a second process skips both conversion and compilation. ``<key>`` hashes the config
-  (less the fields that only say where it was saved), a CRC of every weight tensor's bytes, the precision and the
-  OpenVINO/torch versions: a changed checkpoint gets a new entry, never a stale one, and the same weights loaded
-  from another folder find theirs.
+  (less the fields that only say where it was saved), the weights (named by their checkpoint files while torch's
+  version counters show them unchanged since loading, else by a CRC of every tensor's bytes), the precision and
+  the OpenVINO/torch versions: a changed checkpoint gets a new entry, never a stale one.
+* **Memory.** Once compiled, the torch backbone's parameters are released to the meta device (written once to the
+  entry as ``torch_backbone.safetensors``) and read back only when a torch forward pass needs them.
 * **Precision.** fp32 is compiled with ``INFERENCE_PRECISION_HINT=f32`` (OpenVINO would otherwise pick bf16 on CPUs
   that have it). ``quantize="int8"`` compresses the weights of the linear layers to int8 with NNCF
   (``nncf.compress_weights``, extra ``[openvino]``); logits move, so check decisions with ``check_precision``.
