@@ -331,3 +331,21 @@ def test_a_loaded_checkpoint_is_keyed_by_its_files_until_a_weight_changes(tiny_h
         weight[0, 0] = kept  # the same values again, now known by their bytes
     assert openvino_backend._weights_key(backbone, "fp32") == by_weights
     assert not cache.exists()
+
+
+@needs_openvino
+def test_one_model_object_shared_by_an_openvino_and_a_torch_ranker(tiny_hf_dir, ov_cache, tiny_rm):
+    """A model handed to OpenVINO (weights released) and then to torch engines still runs right on both."""
+    from pairrm_hf import load_pairrm
+
+    loaded = load_pairrm(tiny_hf_dir)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PAIRRM_OPENVINO_CACHE", str(ov_cache))
+        ov = PairRM(loaded.model, loaded.tokenizer, backend="openvino")
+        assert ov.engine.openvino_backbone.torch_weights_released
+        on_torch = PairRM(loaded.model, loaded.tokenizer, device="cpu", backend="torch")
+        again = PairRM(loaded.model, loaded.tokenizer, backend="openvino")  # releases the shared weights again
+    want = np.stack(tiny_rm.comparison_matrices(PROMPTS[:1], CANDS[:1]))
+    for rm in (ov, on_torch, again):
+        got = np.stack(rm.comparison_matrices(PROMPTS[:1], CANDS[:1]))
+        assert float(np.abs(got - want).max()) <= 1e-5

@@ -38,7 +38,13 @@ from ..tokenization.padding import pad_rows
 from ..tokenization.tokenization_pairrm import DualEncoder, PairEncoder, PointEncoder
 from ..utils.checks import check_positive_int
 from ..utils.devices import resolve_device, resolve_dtype
-from .openvino_backend import auto_backend, check_backend, load_openvino_backbone, log_backend_choice
+from .openvino_backend import (
+    auto_backend,
+    check_backend,
+    load_openvino_backbone,
+    log_backend_choice,
+    restore_backbone_weights,
+)
 from .quantization import check_quantize, quantize_int8
 
 __all__ = ["EncodedExample", "EngineOptions", "NonFiniteLogitsError", "PairwiseEngine"]
@@ -160,6 +166,8 @@ class PairwiseEngine:
         cpu_only = quantize is not None or requested == "openvino"
         self.device = resolve_device("cpu" if device is None and cpu_only else device)
         dtype = resolve_dtype(dtype)
+        # another engine's OpenVINO backend may have released this model's backbone weights: moving or casting needs them
+        restore_backbone_weights(getattr(model, "pretrained_model", None))
         self.model = model.to(self.device) if dtype in (None, "auto") else model.to(self.device, dtype=dtype)
         self.model.eval()
         built_with = default_attention("cpu")  # what a model gets at construction
@@ -477,8 +485,9 @@ class PairwiseEngine:
         """
         stats = {"forward_calls": 0, "rows": 0, "real_tokens": 0, "padded_tokens": 0, "max_batch_rows": 0}
         out = np.zeros(len(lengths), dtype=np.float32)
-        if reference and self.openvino_backbone is not None:
-            self.openvino_backbone.restore_torch_weights()  # reference runs are torch fp32: they need the weights
+        if reference or self.openvino_backbone is None:
+            # torch runs the backbone: read its weights back if an OpenVINO engine on this model released them
+            restore_backbone_weights(getattr(self.model, "pretrained_model", None))
         model = self.reference_model if reference and self.reference_model is not None else self.model
         if reference and any(p.dtype != torch.float32 for p in model.parameters()):
             import copy

@@ -381,9 +381,9 @@ def release_backbone_weights(backbone: nn.Module, path: Path) -> None:
         backbone.__dict__["_pairrm_released"] = (path, shapes, still_the_checkpoint)
 
 
-def restore_backbone_weights(backbone: nn.Module) -> None:
+def restore_backbone_weights(backbone: nn.Module | None) -> None:
     """Read back the parameters :func:`release_backbone_weights` freed (nothing if they were not released)."""
-    if "_pairrm_released" not in backbone.__dict__:
+    if backbone is None or "_pairrm_released" not in backbone.__dict__:
         return
     from safetensors.torch import load_file
 
