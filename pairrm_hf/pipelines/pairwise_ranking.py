@@ -84,8 +84,9 @@ class PairwiseRankingPipeline(InputBatchPipeline):
     * ``seed`` (bubble order); ``input_format``: ``"auto"`` or ``"conversation"`` (see :mod:`pairrm_hf.ranking.inputs`);
     * ``batch_size``: inputs per engine call (default 16; transformers' meaning), ``num_workers``: DataLoader
       workers for ``preprocess`` (default 0), ``pair_batch_size``: rows (ordered pairs) per forward pass (default
-      16; results do not depend on it), ``backend``: ``"torch"`` (default) or ``"openvino"`` (the backbone as an
-      OpenVINO model on CPU, see :mod:`pairrm_hf.ranking.openvino_backend`).
+      16; results do not depend on it), ``backend``: ``"auto"`` (default, or ``$PAIRRM_BACKEND``: OpenVINO for a
+      fp32 PairRM on CPU when installed, else torch), ``"torch"`` or ``"openvino"`` (the backbone as an OpenVINO
+      model on CPU, see :mod:`pairrm_hf.ranking.openvino_backend`).
     """
 
     _load_tokenizer = True

@@ -61,9 +61,9 @@ class PairRMService:
         attention: str | None = None,
         **kwargs: Any,
     ) -> PairRMService:
-        """Load ``model`` (any layout :meth:`PairRM.from_pretrained` loads) and serve it; ``backend="openvino"`` runs
-        the backbone on OpenVINO (CPU); ``attention`` picks the self-attention path (``"fused"``/``"eager"``/
-        ``"flex"``, see :mod:`pairrm_hf.models.attention`)."""
+        """Load ``model`` (any layout :meth:`PairRM.from_pretrained` loads) and serve it; ``backend`` as there
+        (default ``"auto"``: OpenVINO on CPU when installed, else torch; ``/health`` says which runs); ``attention``
+        picks the self-attention path (``"fused"``/``"eager"``/``"flex"``, see :mod:`pairrm_hf.models.attention`)."""
         rm = PairRM.from_pretrained(
             model,
             device=device,
