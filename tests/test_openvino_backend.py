@@ -349,3 +349,28 @@ def test_one_model_object_shared_by_an_openvino_and_a_torch_ranker(tiny_hf_dir, 
     for rm in (ov, on_torch, again):
         got = np.stack(rm.comparison_matrices(PROMPTS[:1], CANDS[:1]))
         assert float(np.abs(got - want).max()) <= 1e-5
+
+
+@needs_openvino
+def test_cli_backend_auto_is_the_default_and_reads_the_cache(
+    ov_rm, ov_cache, tiny_hf_dir, tiny_rm, tmp_path, monkeypatch, caplog
+):
+    from pairrm_hf.cli import main
+    from pairrm_hf.cli.main import build_parser
+    from pairrm_hf.jobs.io import read_table, write_rows
+
+    assert build_parser().parse_args(["serve", "--model", "m"]).backend is None  # None: $PAIRRM_BACKEND, else auto
+    assert build_parser().parse_args(["serve", "--model", "m", "--backend", "auto"]).backend == "auto"
+    monkeypatch.delenv("PAIRRM_BACKEND", raising=False)
+    monkeypatch.setenv("PAIRRM_OPENVINO_CACHE", str(ov_cache))
+    write_rows(tmp_path / "in.jsonl", [{"prompt": p, "candidates": c} for p, c in zip(PROMPTS, CANDS)])
+    monkeypatch.setattr(openvino_backend, "_LOGGED_CHOICES", set())
+    entries = sorted(p.name for p in ov_cache.iterdir())
+    out = tmp_path / "out.jsonl"
+    args = ["rank", tmp_path / "in.jsonl", "-o", out, "--model", tiny_hf_dir, "--backend", "auto", "--device", "cpu"]
+    with caplog.at_level(logging.INFO, logger="pairrm_hf.ranking"):
+        assert main([*map(str, args), "--no-progress"]) == 0
+    assert any("backend='auto' runs on openvino" in r.getMessage() for r in caplog.records)
+    assert sorted(p.name for p in ov_cache.iterdir()) == entries  # the fixture's entry, read back
+    for got, want in zip(read_table(out).rows, tiny_rm.rank_batch(PROMPTS, CANDS)):
+        np.testing.assert_allclose(got["pairrm_scores"], want.scores, atol=1e-5)
