@@ -194,7 +194,8 @@ def test_the_default_runs_openvino_on_cpu_and_matches_torch(ov_rm, ov_cache, tin
         ({"compile": True}, "compile"),
         ({"autocast_dtype": "bfloat16"}, "autocast"),
         ({"dtype": "bfloat16"}, "bfloat16"),
-        ({"attention": "eager"}, "eager"),
+        ({"attention": "eager"}, "attention='eager'"),
+        ({"attention": "flex"}, "attention='flex'"),
     ],
 )
 def test_auto_picks_torch_where_openvino_does_not_apply(tiny_hf_dir, monkeypatch, caplog, options, reason):

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 
-from ..models.attention import set_attention_implementation
+from ..models.attention import default_attention, set_attention_implementation
 from ..models.modeling_pairrm import DebertaV2PairRM
 
 __all__ = [
@@ -151,8 +151,9 @@ def auto_backend(
     """What ``backend="auto"`` runs for this (already placed and typed) ``model``: ``(backend, reason)``.
 
     OpenVINO when it imports (with nncf for ``quantize="int8"``), the device is the CPU, the model is a
-    :class:`~pairrm_hf.DebertaV2PairRM` with fp32 weights, and neither ``compile``, autocast nor eager attention was
-    asked for; torch otherwise. Never raises for a combination OpenVINO would refuse.
+    :class:`~pairrm_hf.DebertaV2PairRM` with fp32 weights, and neither ``compile``, autocast nor an attention other
+    than the device's default (``"eager"``, ``"flex"``) was asked for; torch otherwise. Never raises for a
+    combination OpenVINO would refuse.
     """
     backbone = getattr(model, "pretrained_model", None)
     if device.type != "cpu":
@@ -165,8 +166,9 @@ def auto_backend(
         return "torch", "compile=True"
     if autocast_dtype is not None:
         return "torch", f"autocast_dtype={autocast_dtype}"
-    if (attention or getattr(model, "attention_implementation", "fused")) != "fused":
-        return "torch", "eager attention was asked for"
+    chosen = attention or getattr(model, "attention_implementation", None) or default_attention(device)
+    if chosen != default_attention(device):
+        return "torch", f"attention={chosen!r} was asked for"
     if not openvino_available(quantize):
         return "torch", "openvino is not installed (pip install 'pairrm-hf[openvino]')"
     return "openvino", "openvino is installed and the model is a fp32 PairRM on the CPU"
