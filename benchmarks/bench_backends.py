@@ -29,6 +29,7 @@ import torch
 
 from benchmarks.workloads import SHAPES, build_model, build_tokenizer, single_token_words
 from pairrm_hf import PairRM
+from pairrm_hf.ranking.openvino_backend import restore_backbone_weights
 
 VARIANTS = ("torch-eager", "torch-fused", "torch-int8", "openvino", "openvino+int8")
 
@@ -73,9 +74,12 @@ def forward(rm: PairRM, ids: torch.Tensor, mask: torch.Tensor, attention: str | 
     """One engine-style forward pass (the backend swap included), fp32 logits.
 
     The torch variants share one model and the attention is a setting of its modules (the last variant built would
-    otherwise decide it for all), so each pass sets ``attention`` for itself.
+    otherwise decide it for all), so each pass sets ``attention`` for itself. An OpenVINO variant releases the shared
+    torch backbone's weights; a torch pass reads them back first, as the engine's own loop does.
     """
     engine = rm.engine
+    if engine.openvino_backbone is None:
+        restore_backbone_weights(engine.model.pretrained_model)
     with torch.inference_mode(), engine.model.use_attention(attention), engine._compiled_backbone(reference=False):
         return engine.model(input_ids=ids, attention_mask=mask).logits.float().numpy()
 
