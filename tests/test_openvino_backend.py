@@ -375,3 +375,15 @@ def test_cli_backend_auto_is_the_default_and_reads_the_cache(
     assert sorted(p.name for p in ov_cache.iterdir()) == entries  # the fixture's entry, read back
     for got, want in zip(read_table(out).rows, tiny_rm.rank_batch(PROMPTS, CANDS)):
         np.testing.assert_allclose(got["pairrm_scores"], want.scores, atol=1e-5)
+
+
+def test_weights_that_cannot_be_written_stay_in_memory(tmp_path, caplog):
+    """No copy on disk (e.g. a read-only or vanished cache folder), no release: the load goes on with torch's weights."""
+    backbone = nn.Sequential(nn.Linear(3, 2))
+    before = backbone[0].weight.detach().clone()
+    with caplog.at_level(logging.WARNING, logger="pairrm_hf.ranking"):
+        openvino_backend.release_backbone_weights(backbone, tmp_path / "vanished" / "torch_backbone.safetensors")
+    assert not backbone[0].weight.is_meta and torch.equal(backbone[0].weight, before)
+    assert "_pairrm_released" not in backbone.__dict__
+    assert any("keeping the torch backbone's weights" in r.getMessage() for r in caplog.records)
+    assert not list(tmp_path.iterdir())

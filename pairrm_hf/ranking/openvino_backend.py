@@ -363,6 +363,7 @@ def release_backbone_weights(backbone: nn.Module, path: Path) -> None:
 
     :func:`restore_backbone_weights` reads them back. Buffers stay (they are small, and some are not in the file).
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     with _RELEASE_LOCK:
@@ -373,8 +374,18 @@ def release_backbone_weights(backbone: nn.Module, path: Path) -> None:
         still_the_checkpoint = recorded is not None and recorded[1] == _tensor_versions(backbone)
         if not path.exists():
             staging = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-            save_file({k: v.detach().contiguous() for k, v in params.items()}, str(staging))
-            os.replace(staging, path)  # atomic: a reader sees the whole file or none
+            try:
+                save_file({k: v.detach().contiguous() for k, v in params.items()}, str(staging))
+                os.replace(staging, path)  # atomic: a reader sees the whole file or none
+            except (
+                OSError,
+                SafetensorError,
+            ) as err:  # e.g. a read-only shared cache: keep the weights rather than fail the load
+                staging.unlink(missing_ok=True)
+                logger.warning(
+                    "PairRM: keeping the torch backbone's weights in memory (cannot write %s: %s)", path, err
+                )
+                return
         _swap_parameters(
             backbone,
             {id(p): nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad) for p in params.values()},
