@@ -59,6 +59,24 @@ def test_openvino_logits_match_torch_fp32_in_every_batching(ov_rm, tiny_rm):
 
 
 @needs_openvino
+def test_long_batches_go_to_openvino_in_few_row_requests_with_the_same_results(ov_rm):
+    """Eager attention's [rows, heads, L, L] tensors would hold ~2 GB per 2048-token row of a base model: a batch
+    is cut by a score budget, and the cut changes no row."""
+    backbone = ov_rm.engine.openvino_backbone
+    heads = backbone.config.num_attention_heads
+    assert backbone.rows_per_request(2048) == max(1, backbone.score_elements_per_request // (heads * 2048 * 2048))
+    assert backbone.rows_per_request(10**6) == 1  # never fewer than one row
+    whole = np.stack(ov_rm.comparison_matrices(PROMPTS, CANDS))
+    backbone.score_elements_per_request = heads * 300 * 300  # long batches now go a row or two per request
+    try:
+        assert backbone.rows_per_request(400) == 1 and backbone.rows_per_request(200) == 2
+        cut = np.stack(ov_rm.comparison_matrices(PROMPTS, CANDS))
+    finally:
+        del backbone.score_elements_per_request  # back to the class default
+    np.testing.assert_allclose(cut, whole, atol=1e-5, rtol=0)
+
+
+@needs_openvino
 def test_openvino_keeps_the_torch_model_and_restores_it_after_each_call(ov_rm):
     model = ov_rm.model
     assert isinstance(ov_rm.engine.openvino_backbone, OpenVINOBackbone)
