@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import DebertaV2Config
 from transformers.models.deberta_v2.modeling_deberta_v2 import DebertaV2Model
 
 from pairrm_hf import PairRM
@@ -26,6 +25,7 @@ from pairrm_hf.models.flex_attention import (
     position_indices,
     position_score_mod,
 )
+from tests.test_attention import _config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,22 +77,7 @@ def test_inductor_cache_goes_under_ours_unless_the_user_chose_one(tmp_path, monk
 def test_score_mod_gives_eager_scores_for_one_layer():
     # small buckets and a short max distance put 70-token rows into the log-bucket and clamped ranges
     torch.manual_seed(0)
-    config = DebertaV2Config(
-        vocab_size=60,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=64,
-        relative_attention=True,
-        position_buckets=8,
-        max_relative_positions=40,
-        norm_rel_ebd="layer_norm",
-        share_att_key=True,
-        pos_att_type=["p2c", "c2p"],
-        position_biased_input=False,
-        type_vocab_size=0,
-        initializer_range=0.2,
-    )
+    config = _config(num_hidden_layers=1, position_buckets=8, max_relative_positions=40)
     model = DebertaV2Model(config).eval()
     set_attention_implementation(model, "flex")
     layer = model.encoder.layer[0].attention.self
