@@ -47,7 +47,14 @@ from .openvino_backend import (
 )
 from .quantization import check_quantize, quantize_int8
 
-__all__ = ["EncodedExample", "EngineOptions", "NonFiniteLogitsError", "PairwiseEngine"]
+__all__ = [
+    "DEFAULT_MAX_BATCH_TOKENS",
+    "EncodedExample",
+    "EngineOptions",
+    "NonFiniteLogitsError",
+    "PairwiseEngine",
+    "default_max_batch_tokens",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +79,20 @@ class EncodedExample:
     candidate_keys: tuple[int, ...] = ()
 
 
+#: Padded tokens per forward pass under ``max_batch_tokens="auto"`` (the default), per device type; a device type
+#: not listed has no limit. On CPU, 8192 tokens keep the activations of one pass (FFN intermediate, Q/K/V, the
+#: per-row position tables) near 0.3 GB on the large shape, so 8 rows of 2048 tokens run as two passes of 4 rows
+#: instead of holding 2.7 GB at once; a matmul over 8192 rows of tokens is long past where 2 cores saturate.
+#: CUDA has no limit until a GPU run measures one (``benchmarks/gpu_check.py``).
+DEFAULT_MAX_BATCH_TOKENS: dict[str, int] = {"cpu": 8192}
+
+
+def default_max_batch_tokens(device: str | torch.device = "cpu") -> int | None:
+    """The token budget ``max_batch_tokens="auto"`` means on ``device``: :data:`DEFAULT_MAX_BATCH_TOKENS`, or
+    ``None`` (no limit) for a device type not listed."""
+    return DEFAULT_MAX_BATCH_TOKENS.get(torch.device(device).type)
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """How an engine cuts and reports its work; none of it changes a logit beyond float rounding of the batching.
@@ -81,7 +102,8 @@ class EngineOptions:
 
     Attributes:
         batch_size: most rows per forward pass.
-        max_batch_tokens: most padded tokens (rows × longest row) per forward pass; ``None`` = no limit.
+        max_batch_tokens: most padded tokens (rows × longest row) per forward pass; ``None`` = no limit;
+            ``"auto"`` (default) = :data:`DEFAULT_MAX_BATCH_TOKENS` for the engine's device (8192 on CPU).
         autocast_dtype: run the forward under ``torch.autocast`` in this dtype (e.g. bf16 on CPU); logits are fp32.
         show_progress: show a tqdm bar over the rows of each call.
         progress_callback: called after every forward batch with the number of requested ordered pairs it answered
@@ -89,7 +111,7 @@ class EngineOptions:
     """
 
     batch_size: int = 16
-    max_batch_tokens: int | None = None
+    max_batch_tokens: int | str | None = "auto"
     autocast_dtype: torch.dtype | None = None
     show_progress: bool = False
     progress_callback: Callable[[int], None] | None = None
@@ -97,10 +119,12 @@ class EngineOptions:
     def __post_init__(self):
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
-        if self.max_batch_tokens is not None and (
-            not isinstance(self.max_batch_tokens, int) or self.max_batch_tokens < 1
+        if self.max_batch_tokens not in (None, "auto") and (
+            not isinstance(self.max_batch_tokens, int)
+            or isinstance(self.max_batch_tokens, bool)
+            or self.max_batch_tokens < 1
         ):
-            raise ValueError(f"max_batch_tokens must be a positive int or None, got {self.max_batch_tokens!r}")
+            raise ValueError(f"max_batch_tokens must be a positive int, 'auto' or None, got {self.max_batch_tokens!r}")
         # accept the names resolve_dtype knows ("bf16", "bfloat16", ...) and store the torch dtype
         object.__setattr__(self, "autocast_dtype", resolve_dtype(self.autocast_dtype))
         if self.progress_callback is not None and not callable(self.progress_callback):
@@ -116,7 +140,8 @@ class PairwiseEngine:
         device: where to run; ``None`` picks CUDA when available.
         dtype: weights dtype (``torch.float32``, ``torch.bfloat16``, ``torch.float16``); ``None`` keeps it.
         batch_size: most rows per forward pass.
-        max_batch_tokens: most padded tokens (rows × longest row) per forward pass; ``None`` = no limit.
+        max_batch_tokens: most padded tokens (rows × longest row) per forward pass; ``None`` = no limit;
+            ``"auto"`` (default) = :data:`DEFAULT_MAX_BATCH_TOKENS` for ``device`` (8192 on CPU, none on CUDA).
         autocast_dtype: run the forward under ``torch.autocast`` in this dtype (e.g. bf16 on CPU); logits are fp32.
         show_progress: show a tqdm bar over batches.
         compile: run the model through ``torch.compile(dynamic=True)``. Same logits up to float rounding; the first
@@ -149,7 +174,7 @@ class PairwiseEngine:
         device: str | int | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         batch_size: int = 16,
-        max_batch_tokens: int | None = None,
+        max_batch_tokens: int | str | None = "auto",
         autocast_dtype: str | torch.dtype | None = None,
         show_progress: bool = False,
         compile: bool = False,  # noqa: A002 - the name users know from torch.compile
@@ -158,7 +183,6 @@ class PairwiseEngine:
         backend: str | None = None,
     ):
         check_positive_int("batch_size", batch_size)
-        check_positive_int("max_batch_tokens", max_batch_tokens, allow_none=True)
         options = EngineOptions(batch_size, max_batch_tokens, autocast_dtype, bool(show_progress))
         # int8 runs on CPU only: with no device named, pick the CPU even when a GPU is present
         check_quantize(quantize, device)
@@ -230,8 +254,10 @@ class PairwiseEngine:
 
     @property
     def max_batch_tokens(self) -> int | None:
-        """Most padded tokens per forward pass (``options.max_batch_tokens``)."""
-        return self._options.max_batch_tokens
+        """Most padded tokens per forward pass (``options.max_batch_tokens``, ``"auto"`` resolved for this
+        engine's device; ``None``: no limit)."""
+        tokens = self._options.max_batch_tokens
+        return default_max_batch_tokens(self.device) if tokens == "auto" else tokens
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
