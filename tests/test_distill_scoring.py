@@ -84,7 +84,7 @@ def test_student_scores_of_no_sets_and_of_empty_sets(deberta_student):
     assert student_scores(model, tokenizer, [], []) == []
     got = student_scores(model, tokenizer, ["a", "b"], [[], []])
     assert [g.shape for g in got] == [(0,), (0,)]
-    with pytest.raises(ValueError, match="sources has 2 items but candidates has 1"):
+    with pytest.raises(ValueError, match="candidates has 1 items but sources has 2"):
         student_scores(model, tokenizer, ["a", "b"], [["x"]])
 
 

@@ -42,7 +42,7 @@ from ..models.modeling_pairrm import DebertaV2PairRM
 from ..tokenization.padding import pad_rows
 from ..tokenization.text_pair import TextPairEncoder
 from ..tokenization.tokenization_pairrm import DualEncoder, PairEncoder, PointEncoder
-from ..utils.checks import check_positive_int
+from ..utils.checks import check_positive_int, check_same_length
 from ..utils.devices import resolve_device, resolve_dtype
 from .openvino_backend import (
     auto_backend,
@@ -617,8 +617,7 @@ class PairwiseEngine:
                 f"text_pair_scores needs an engine built with a TextPairEncoder; this engine's model is "
                 f"{self.ranking_style}"
             )
-        if len(prompts) != len(responses):
-            raise ValueError(f"prompts has {len(prompts)} items but responses has {len(responses)}")
+        check_same_length("prompts", prompts, responses=responses)
         distinct: dict[tuple[str, str], int] = {}
         index = np.fromiter(
             (distinct.setdefault((p, r), len(distinct)) for p, r in zip(prompts, responses)),

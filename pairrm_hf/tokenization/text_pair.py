@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
-from ..utils.checks import check_positive_int
+from ..utils.checks import check_positive_int, check_same_length
 
 __all__ = ["TextPairEncoder"]
 
@@ -38,8 +38,7 @@ class TextPairEncoder:
     ) -> tuple[list[list[int]], list[list[int]] | None]:
         """``(input_ids rows, token_type_ids rows or None)`` of the pairs ``(prompts[k], responses[k])``, unpadded;
         the type ids are ``None`` when the tokenizer does not make them."""
-        if len(prompts) != len(responses):
-            raise ValueError(f"prompts has {len(prompts)} items but responses has {len(responses)}")
+        check_same_length("prompts", prompts, responses=responses)
         if not prompts:
             return [], None
         batch = self.tokenizer(list(prompts), list(responses), truncation=True, max_length=self.max_length)

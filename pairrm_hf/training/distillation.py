@@ -50,6 +50,7 @@ from ..ranking.methods import RANKING_METHODS
 from ..ranking.ranker import PairRM
 from ..ranking.rewards import win_probability
 from ..tokenization.text_pair import TextPairEncoder
+from ..utils.checks import check_same_length
 
 __all__ = [
     "DEFAULT_STUDENT",
@@ -281,8 +282,7 @@ def student_scores(
 ) -> list[np.ndarray]:
     """Per set, the student's float32 ``[n]`` scores: one row per distinct ``(source, candidate)`` pair, run by the
     engine (:func:`student_engine`, :meth:`~pairrm_hf.ranking.engine.PairwiseEngine.text_pair_scores`)."""
-    if len(sources) != len(candidates):
-        raise ValueError(f"sources has {len(sources)} items but candidates has {len(candidates)}")
+    check_same_length("sources", sources, candidates=candidates)
     engine = student_engine(model, tokenizer, batch_size=batch_size, max_length=max_length)
     values = engine.text_pair_scores(
         [s for s, cands in zip(sources, candidates) for _ in cands], [c for cands in candidates for c in cands]
