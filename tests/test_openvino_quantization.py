@@ -119,10 +119,13 @@ def test_cache_tag_changes_with_rows_and_options_only():
 
 
 def test_calibration_batches_are_the_engines_own_rows(tiny_rm):
-    """Pairs spread over the rows, packed by the model's pair encoder, in length-bucketed batches of batch_size."""
+    """Pairs spread over the rows, packed by the model's pair encoder, in length-bucketed batches of 16 rows."""
     calibration = as_calibration(ROWS, 20)
-    static = tiny_rm.engine.with_options(batch_size=8)._static_int8(calibration)
-    assert static.rows == 20 and [ids.shape[0] for ids, _ in static.batches] == [8, 8, 4]
+    static = tiny_rm.engine._static_int8(calibration)
+    assert static.rows == 20 and [ids.shape[0] for ids, _ in static.batches] == [16, 4]
+    # the engine's own batch size does not change them (nor, then, the cache key)
+    other = tiny_rm.engine.with_options(batch_size=3)._static_int8(calibration)
+    assert other.cache_tag == static.cache_tag
     text = calibration.text
     examples = tiny_rm.engine.encode(list(text.sources), [list(c) for c in text.candidates])
     want = sorted(
@@ -211,3 +214,33 @@ def test_calibration_rows_follow_the_input_rule():
     with pytest.raises(TypeError, match="calibration must be a JSONL file path"):
         read_calibration(42)
     assert isinstance(as_calibration(ROWS), Calibration) and as_calibration(ROWS).size == 256
+
+
+# --------------------------------------------------------------------------------------------------- pairrm serve
+def test_serve_takes_quantize_and_calibration_and_checks_them_before_loading(tmp_path, capsys):
+    from pairrm_hf.cli import main
+    from pairrm_hf.cli.main import build_parser
+    from pairrm_hf.cli.options import quantize_kwargs
+
+    path = tmp_path / "calib.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in ROWS))
+    args = build_parser().parse_args(["serve", "--model", "m", "--quantize", "int8", "--calibration", str(path)])
+    assert quantize_kwargs(args) == {"quantize": "int8", "calibration": str(path)}
+    assert quantize_kwargs(build_parser().parse_args(["serve", "--model", "m"])) == {}  # nothing new by default
+    # --calibration without --quantize: exit 2 with the reason, before the (missing) checkpoint is read
+    assert main(["serve", "--model", str(tmp_path / "missing"), "--port", "0", "--calibration", str(path)]) == 2
+    assert "needs quantize='int8'" in capsys.readouterr().err
+
+
+@needs_nncf
+def test_the_server_runs_calibrated_int8(static_rm, tiny_hf_dir, cache, tmp_path, monkeypatch):
+    from pairrm_hf.serve.service import PairRMService
+
+    monkeypatch.setenv("PAIRRM_OPENVINO_CACHE", str(cache))
+    path = tmp_path / "calib.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in ROWS))
+    service = PairRMService.from_pretrained(tiny_hf_dir, backend="openvino", quantize="int8", calibration=path)
+    backbone = service.rm.engine.openvino_backbone
+    assert backbone.precision == "int8-static"
+    # the same rows as static_rm (whose engine batches by 16, the server's by 32): the same entry, read back
+    assert backbone.cache_entry == static_rm.engine.openvino_backbone.cache_entry

@@ -46,7 +46,13 @@ from .openvino_backend import (
     log_backend_choice,
     restore_backbone_weights,
 )
-from .openvino_quantization import StaticInt8, as_calibration, calibration_pairs, check_calibration_options
+from .openvino_quantization import (
+    CALIBRATION_BATCH_ROWS,
+    StaticInt8,
+    as_calibration,
+    calibration_pairs,
+    check_calibration_options,
+)
 from .quantization import check_quantize, quantize_int8
 
 __all__ = ["EncodedExample", "EngineOptions", "NonFiniteLogitsError", "PairwiseEngine"]
@@ -354,14 +360,16 @@ class PairwiseEngine:
 
     def _static_int8(self, calibration) -> StaticInt8:
         """The calibration rows as this engine would run them: encoded by its pair encoder, ordered pairs cut into
-        its length-bucketed ``[B, L]`` batches (``batch_size``, ``max_batch_tokens``)."""
+        length-bucketed ``[B, L]`` batches of :data:`CALIBRATION_BATCH_ROWS` rows (a fixed size, not this engine's
+        ``batch_size``: the batches are part of the cache key, and a server batching by 32 should find the entry a
+        script batching by 16 wrote)."""
         text = calibration.text
         examples = self.encode(list(text.sources), [list(c) for c in text.candidates])
         pairs = calibration_pairs([len(c) for c in text.candidates], calibration.size)
         lengths = self._row_lengths(examples, pairs)
         batches = []
         heads = int(self.model.pretrained_model.config.num_attention_heads)
-        for batch in self._batches(lengths):
+        for batch in self.with_options(batch_size=CALIBRATION_BATCH_ROWS, max_batch_tokens=None)._batches(lengths):
             width = int(lengths[batch].max())
             ids, mask = self._assemble(examples, pairs, batch, width)
             # as OpenVINOBackbone cuts a long batch into requests, so calibration never holds more at once
@@ -542,7 +550,9 @@ class PairwiseEngine:
             flex = not reference and getattr(model, "attention_implementation", None) == "flex"
             compiles_before = flex_stats()["compiles"] if flex else 0
             with torch.inference_mode(), autocast, attention, self._compiled_backbone(reference):
-                for batch in self._batches(lengths):
+                for batch in self.with_options(batch_size=CALIBRATION_BATCH_ROWS, max_batch_tokens=None)._batches(
+                    lengths
+                ):
                     width = int(lengths[batch].max())
                     input_ids, mask = assemble(batch, width)
                     value = forward(

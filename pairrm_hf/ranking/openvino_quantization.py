@@ -10,8 +10,9 @@ OpenVINO stays weight-only (``nncf.compress_weights``; the CPU plugin quantizes 
 …]}`` (prompts and answers as strings or chat messages, the one input rule of :mod:`pairrm_hf.ranking.inputs`; an
 optional ``"instruction"`` string), or the same rows as a list of dicts. Each row gives its ordered candidate pairs;
 :data:`CALIBRATION_SIZE` of them (``calibration_size=``), spread evenly over all rows, are encoded with the model's
-own pair encoder and length-bucketed into the engine's ``[B, L]`` batches, exactly as ranking calls would be. Use
-text like the text you will rank: ranges measured on other text clip yours.
+own pair encoder and length-bucketed into ``[B, L]`` batches (:data:`CALIBRATION_BATCH_ROWS` rows) by the engine's
+schedule, as ranking calls would run them. Use text like the text you will rank: ranges measured on other text
+clip yours.
 
 **Cache.** The calibrated model is cached like the others (:mod:`pairrm_hf.ranking.openvino_backend`); its key adds
 a digest of the calibration batches' token ids and the quantization options, so two calibrations never share an
@@ -34,6 +35,7 @@ from ..utils.checks import check_int
 from .inputs import answer_set_texts, check_input_format
 
 __all__ = [
+    "CALIBRATION_BATCH_ROWS",
     "CALIBRATION_SIZE",
     "Calibration",
     "CalibrationText",
@@ -47,6 +49,9 @@ __all__ = [
 #: Ordered pairs (rows) used for calibration by default: enough for stable activation ranges on the trained ranker
 #: of ``benchmarks/bench_int8.py`` (see docs/guides/backends.md), cheap enough to calibrate a base model in minutes.
 CALIBRATION_SIZE = 256
+
+#: Rows per calibration batch (fixed, so the cache key does not depend on the engine's ``batch_size``).
+CALIBRATION_BATCH_ROWS = 16
 
 #: NNCF's SmoothQuant migration strength for matrix products (NNCF's default for transformers, kept by measurement).
 SMOOTH_QUANT_ALPHA = 0.95
