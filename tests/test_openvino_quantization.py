@@ -122,10 +122,10 @@ def test_cache_tag_changes_with_rows_and_options_only():
 def test_calibration_batches_are_the_engines_own_rows(tiny_rm):
     """Pairs spread over the rows, packed by the model's pair encoder, in length-bucketed batches of 16 rows."""
     calibration = as_calibration(ROWS, 20)
-    static = tiny_rm.engine._static_int8(calibration)
+    static = tiny_rm.engine.static_int8(calibration)
     assert static.rows == 20 and [ids.shape[0] for ids, _ in static.batches] == [16, 4]
     # the engine's own batch size does not change them (nor, then, the cache key)
-    other = tiny_rm.engine.with_options(batch_size=3)._static_int8(calibration)
+    other = tiny_rm.engine.with_options(batch_size=3).static_int8(calibration)
     assert other.cache_tag == static.cache_tag
     text = calibration.text
     examples = tiny_rm.engine.encode(list(text.sources), [list(c) for c in text.candidates])

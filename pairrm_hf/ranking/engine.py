@@ -222,7 +222,7 @@ class PairwiseEngine:
             backbone = getattr(self.model, "pretrained_model", None)
             if getattr(getattr(backbone, "config", None), "model_type", None) != "deberta-v2":
                 raise ValueError("backend='openvino' supports PairRM models on a DeBERTa-v2/v3 backbone")
-            static = self._static_int8(calibration) if calibration is not None else None
+            static = self.static_int8(calibration) if calibration is not None else None
             try:
                 self.openvino_backbone = load_openvino_backbone(backbone, quantize=quantize, calibration=static)
             except Exception as err:
@@ -358,7 +358,7 @@ class PairwiseEngine:
             examples.append(EncodedExample(segment, bodies, source_key, keys))
         return examples
 
-    def _static_int8(self, calibration) -> StaticInt8:
+    def static_int8(self, calibration) -> StaticInt8:
         """The calibration rows as this engine would run them: encoded by its pair encoder, ordered pairs cut into
         length-bucketed ``[B, L]`` batches of :data:`CALIBRATION_BATCH_ROWS` rows (a fixed size, not this engine's
         ``batch_size``: the batches are part of the cache key, and a server batching by 32 should find the entry a
