@@ -55,6 +55,11 @@ def calibration_for(args, prompts: list[str], cands: list[list[str]], n: int) ->
     return Calibration(text, args.calibration_size or CALIBRATION_SIZE, **options), len(rows)
 
 
+def _json_args(args) -> dict:
+    """The command-line arguments for the JSON report (the calibration rows are summarised in each result row)."""
+    return {k: v for k, v in vars(args).items() if k != "calibration"}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train (or load) the ranker, time every variant side by side per n, print the table and write JSON."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -116,12 +121,14 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
         if args.json:
-            write_json(args.json, {"args": vars(args), "train_seconds": train_s, "model": str(folder), "results": rows})
+            write_json(
+                args.json, {"args": _json_args(args), "train_seconds": train_s, "model": str(folder), "results": rows}
+            )
     if args.json:
         write_json(
             args.json,
             {
-                "args": vars(args),
+                "args": _json_args(args),
                 "train_seconds": train_s,
                 "model": str(folder),
                 "complete": not budget.spent,
