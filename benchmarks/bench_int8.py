@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         prompts, cands, _ = ranking_inputs(args.inputs, n, seed=args.seed + n)  # bench_budget's inputs for this n
         args.calibration, kept = calibration_for(args, prompts, cands, n)
         config = {"shape": "trained", "workload": "rule", "inputs": args.inputs, "n": n, "op": "rank"}
-        config["calibration_rows"] = kept
+        config["calibration"] = {"rows": kept, "pairs": args.calibration.size, **args.calibration.options()}
         config_rows = bench_config(
             loaded.model, loaded.tokenizer, args, config, device, gemm, budget, texts=(prompts, cands)
         )
