@@ -73,9 +73,19 @@ def calibration_rows(tokenizer, lengths: list[int], per_length: int = 8, seed: i
     return rows
 
 
-def make_variant(model, tokenizer, variant: str, calibration: list[dict] | None = None) -> PairRM:
+def make_variant(
+    model, tokenizer, variant: str, calibration: list[dict] | None = None, size: int | None = None
+) -> PairRM:
     if variant == "openvino+int8-static":
-        return PairRM(model, tokenizer, device="cpu", backend="openvino", quantize="int8", calibration=calibration)
+        return PairRM(
+            model,
+            tokenizer,
+            device="cpu",
+            backend="openvino",
+            quantize="int8",
+            calibration=calibration,
+            calibration_size=size,
+        )
     if variant.startswith("openvino"):
         return PairRM(
             model, tokenizer, device="cpu", backend="openvino", quantize="int8" if "int8" in variant else None
@@ -126,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-warm-start", action="store_true", help="skip the fresh-process start times")
+    p.add_argument(
+        "--calibration-size", type=int, default=None, help="openvino+int8-static: calibration pairs (default 256)"
+    )
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -137,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     rms, setup = {}, {}
     for variant in args.variants:
         start = time.perf_counter()
-        rms[variant] = make_variant(model, tokenizer, variant, calibration)
+        rms[variant] = make_variant(model, tokenizer, variant, calibration, args.calibration_size)
         setup[variant] = time.perf_counter() - start
     if "openvino+int8-static" in setup:
         static = rms["openvino+int8-static"].engine.openvino_backbone
