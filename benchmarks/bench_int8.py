@@ -13,6 +13,11 @@ ranking inputs with torch fp32 (``engine``, fused attention: the torch default),
 Flips are symmetric decisions whose sign differs from torch fp32, as a count and a share of all decisions
 (the issue's target: the best int8 ≥ 2.5× torch fp32 with ≤ 1% flips). Random-weight models would say nothing about
 flips: their logits sit near 0, where any rounding flips decisions.
+
+``openvino+int8-static`` is OpenVINO static int8 (``calibration=``): its calibration rows are drawn by the same rule
+as the ranking inputs (``--calibration-inputs`` prompts with n candidates each, another seed), with every prompt
+and candidate text that also appears in the evaluated inputs removed, so calibration and evaluation are disjoint.
+``--calibration-size``, ``--calibration-preset`` and ``--calibration-alpha`` set its NNCF options.
 """
 
 from __future__ import annotations
@@ -27,10 +32,32 @@ import torch
 from benchmarks.bench_budget import ranking_inputs, train
 from benchmarks.bench_rank import Budget, bench_config, gemm_rate, print_table, write_json
 from pairrm_hf import load_pairrm
+from pairrm_hf.ranking.openvino_quantization import CALIBRATION_SIZE, Calibration, read_calibration
 
-VARIANTS = ("engine", "engine+int8", "openvino", "openvino+int8")
+VARIANTS = ("engine", "engine+int8", "openvino", "openvino+int8", "openvino+int8-static")
 #: the issue's ceiling on int8 decision flips against fp32
 FLIP_TARGET = 0.01
+
+
+def calibration_for(args, prompts: list[str], cands: list[list[str]], n: int) -> tuple[Calibration, int]:
+    """Calibration rows by the ranking inputs' rule, disjoint from them: ``(Calibration, rows kept)``."""
+    seen = set(prompts) | {c for row in cands for c in row}
+    rows = []
+    c_prompts, c_cands, _ = ranking_inputs(args.calibration_inputs, n, seed=args.seed + n + 7919)
+    for prompt, answers in zip(c_prompts, c_cands):
+        fresh = [a for a in answers if a not in seen]
+        if prompt not in seen and len(fresh) >= 2:
+            rows.append({"prompt": prompt, "candidates": fresh})
+    options = {"preset": args.calibration_preset, "fast_bias_correction": not args.calibration_no_bias_correction}
+    if args.calibration_alpha is not None:
+        options["smooth_quant_alpha"] = args.calibration_alpha
+    text = read_calibration(rows)
+    return Calibration(text, args.calibration_size or CALIBRATION_SIZE, **options), len(rows)
+
+
+def _json_args(args) -> dict:
+    """The command-line arguments for the JSON report (the calibration rows are summarised in each result row)."""
+    return {k: v for k, v in vars(args).items() if k != "calibration"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--calibration-inputs", type=int, default=32, help="prompts drawn for calibration (per n)")
+    p.add_argument("--calibration-size", type=int, default=None, help="calibration pairs (default: the library's)")
+    p.add_argument("--calibration-preset", default="mixed", choices=["mixed", "performance"])
+    p.add_argument("--calibration-alpha", type=float, default=None, help="SmoothQuant alpha (-1: off)")
+    p.add_argument("--calibration-no-bias-correction", action="store_true")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.threads:
@@ -66,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         if budget.spent:
             break
         prompts, cands, _ = ranking_inputs(args.inputs, n, seed=args.seed + n)  # bench_budget's inputs for this n
+        args.calibration, kept = calibration_for(args, prompts, cands, n)
         config = {"shape": "trained", "workload": "rule", "inputs": args.inputs, "n": n, "op": "rank"}
+        config["calibration"] = {"rows": kept, "pairs": args.calibration.size, **args.calibration.options()}
         config_rows = bench_config(
             loaded.model, loaded.tokenizer, args, config, device, gemm, budget, texts=(prompts, cands)
         )
@@ -87,12 +121,14 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
         if args.json:
-            write_json(args.json, {"args": vars(args), "train_seconds": train_s, "model": str(folder), "results": rows})
+            write_json(
+                args.json, {"args": _json_args(args), "train_seconds": train_s, "model": str(folder), "results": rows}
+            )
     if args.json:
         write_json(
             args.json,
             {
-                "args": vars(args),
+                "args": _json_args(args),
                 "train_seconds": train_s,
                 "model": str(folder),
                 "complete": not budget.spent,

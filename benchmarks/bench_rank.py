@@ -205,11 +205,11 @@ def unavailable_reason(variant: str, op: str, device: torch.device) -> str | Non
         return "Blender.rank measures the rank op only"
     if variant == "engine+fp16" and device.type != "cuda":
         return "fp16 weights run on a GPU only"
-    if variant in ("engine+int8", "openvino", "openvino+int8") and device.type != "cpu":
+    if variant in ("engine+int8", "openvino", "openvino+int8", "openvino+int8-static") and device.type != "cpu":
         return "CPU only"
     if variant.startswith("openvino") and not openvino_available():
         return "openvino is not installed (pip install 'pairrm-hf[openvino]')"
-    if variant == "openvino+int8":
+    if variant.startswith("openvino+int8"):
         try:
             import nncf  # noqa: F401
         except ImportError:
@@ -217,9 +217,12 @@ def unavailable_reason(variant: str, op: str, device: torch.device) -> str | Non
     return None
 
 
-def make_variant(model, tokenizer, variant: str, device, batch_size: int, blender_folder: str | None = None):
+def make_variant(
+    model, tokenizer, variant: str, device, batch_size: int, blender_folder: str | None = None, calibration=None
+):
     """``(ranker, attention)`` for a variant: a :class:`PairRM` (or, for ``blender``, a :class:`Blender` loaded the
-    default way from ``blender_folder``) and the attention each call must run with (``None``: not forced)."""
+    default way from ``blender_folder``) and the attention each call must run with (``None``: not forced).
+    ``calibration``: the rows ``openvino+int8-static`` calibrates on (``PairRM(calibration=...)``)."""
     if variant == "blender":  # the default path a user gets: loadranker on the saved checkpoint, no options
         blender = Blender()
         blender.loadranker(blender_folder, device=str(device))
@@ -228,7 +231,12 @@ def make_variant(model, tokenizer, variant: str, device, batch_size: int, blende
         return PairRM(model, tokenizer, device=device, batch_size=batch_size, backend="torch"), None
     if variant.startswith("openvino"):  # converted once per model and cached (PAIRRM_OPENVINO_CACHE)
         quantize = "int8" if "int8" in variant else None
-        rm = PairRM(model, tokenizer, device=device, batch_size=batch_size, backend="openvino", quantize=quantize)
+        static = {"calibration": calibration} if variant == "openvino+int8-static" else {}
+        if static and calibration is None:
+            raise ValueError("openvino+int8-static needs calibration rows (bench_int8 draws them)")
+        rm = PairRM(
+            model, tokenizer, device=device, batch_size=batch_size, backend="openvino", quantize=quantize, **static
+        )
         return rm, None
     # "engine+eager" keeps transformers' attention module: it separates the schedule's gain from the attention's.
     attention = "eager" if "eager" in variant else "flex" if "flex" in variant else "fused"
@@ -317,7 +325,10 @@ def bench_config(
             continue
         try:
             start = time.perf_counter()
-            ranker, attention = make_variant(model, tokenizer, variant, device, args.batch_size, blender_folder)
+            calibration = getattr(args, "calibration", None)  # bench_int8's calibration rows, for the static variant
+            ranker, attention = make_variant(
+                model, tokenizer, variant, device, args.batch_size, blender_folder, calibration
+            )
             runner = Runner(variant, ranker, attention, setup_s=time.perf_counter() - start)
             # untimed warm-up: first-call allocations, OpenVINO shape inference; compile variants compile every
             # shape of the timed call here, so the timed rounds are steady state

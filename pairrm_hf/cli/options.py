@@ -6,7 +6,7 @@ import argparse
 
 from ..models.attention import ATTENTION_IMPLEMENTATIONS
 
-__all__ = ["add_attention_option"]
+__all__ = ["add_attention_option", "add_quantize_options", "quantize_kwargs"]
 
 
 def add_attention_option(parser: argparse.ArgumentParser) -> None:
@@ -19,3 +19,34 @@ def add_attention_option(parser: argparse.ArgumentParser) -> None:
         "FlexAttention, compiled once per padded row length, cached on disk; falls back to fused where it cannot "
         "compile). Same logits to ~1e-6",
     )
+
+
+def add_quantize_options(parser: argparse.ArgumentParser) -> None:
+    """``--quantize int8``, ``--calibration FILE.jsonl`` and ``--calibration-size N`` (see ``PairRM``)."""
+    parser.add_argument(
+        "--quantize",
+        default=None,
+        choices=["int8"],
+        help="int8 on CPU: OpenVINO weight-only int8 (torch dynamic int8 with --backend torch); logits move by ~1e-2",
+    )
+    parser.add_argument(
+        "--calibration",
+        default=None,
+        metavar="FILE.jsonl",
+        help="with --quantize int8 on OpenVINO: static int8 calibrated on these rows ({'prompt', 'candidates'} a "
+        "line, like the jobs' input); converted once and cached per calibration",
+    )
+    parser.add_argument(
+        "--calibration-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="ordered pairs of the calibration rows to calibrate on (default 256)",
+    )
+
+
+def quantize_kwargs(args: argparse.Namespace) -> dict:
+    """The ``PairRM.from_pretrained`` keywords of :func:`add_quantize_options` that were given (none by default, so
+    loaders that take no quantization, e.g. a distilled student, see no new keywords)."""
+    names = ("quantize", "calibration", "calibration_size")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}

@@ -8,7 +8,7 @@ import os
 import socket
 
 from ..utils.checks import duration_argument
-from .options import add_attention_option
+from .options import add_attention_option, add_quantize_options, quantize_kwargs
 
 __all__ = ["add_serve_parsers", "serve_command", "demo_command", "PORT_IN_USE_EXIT"]
 
@@ -30,6 +30,7 @@ def add_serve_parsers(sub, add_model_options, positive) -> None:
     )
     add_model_options(serve)
     add_attention_option(serve)
+    add_quantize_options(serve)
     serve.set_defaults(batch_size=32)
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="default: %(default)s")
@@ -125,6 +126,7 @@ def serve_command(args: argparse.Namespace) -> int:
         backbone_config=args.backbone_config,
         backend=args.backend,
         attention=args.attention,
+        **quantize_kwargs(args),
     )
     if args.ray:
         try:

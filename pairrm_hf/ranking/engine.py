@@ -45,11 +45,19 @@ from ..tokenization.tokenization_pairrm import DualEncoder, PairEncoder, PointEn
 from ..utils.checks import check_positive_int, check_same_length
 from ..utils.devices import resolve_device, resolve_dtype
 from .openvino_backend import (
+    OpenVINOBackbone,
     auto_backend,
     check_backend,
     load_openvino_backbone,
     log_backend_choice,
     restore_backbone_weights,
+)
+from .openvino_quantization import (
+    CALIBRATION_BATCH_ROWS,
+    StaticInt8,
+    as_calibration,
+    calibration_pairs,
+    check_calibration_options,
 )
 from .quantization import check_quantize, quantize_int8
 
@@ -160,6 +168,11 @@ class PairwiseEngine:
         quantize: ``"int8"`` runs the linear layers as dynamically quantized int8 on CPU (see
             :mod:`pairrm_hf.ranking.quantization`); the fp32 model is kept as ``reference_model`` for reference runs.
             With ``backend="openvino"``: the OpenVINO model's linear weights are compressed to int8 (NNCF).
+        calibration: with ``quantize="int8"`` on OpenVINO, static int8 calibrated on these rows (a JSONL path, a list
+            of ``{"prompt", "candidates"}`` rows or a :class:`~pairrm_hf.ranking.openvino_quantization.Calibration`);
+            see :mod:`pairrm_hf.ranking.openvino_quantization`. An error with the torch backend or without quantize.
+        calibration_size: ordered pairs to calibrate on (default
+            :data:`~pairrm_hf.ranking.openvino_quantization.CALIBRATION_SIZE`).
         backend: ``"auto"``, ``"torch"`` or ``"openvino"``; ``None`` (default) reads ``$PAIRRM_BACKEND``, else
             ``"auto"``. ``"openvino"`` runs the backbone as an OpenVINO model on CPU, converted once and cached (see
             :mod:`pairrm_hf.ranking.openvino_backend`); the torch model stays ``self.model`` for the head and for
@@ -187,12 +200,17 @@ class PairwiseEngine:
         attention: str | None = None,
         quantize: str | None = None,
         backend: str | None = None,
+        calibration=None,
+        calibration_size: int | None = None,
     ):
         check_positive_int("batch_size", batch_size)
         options = EngineOptions(batch_size, max_batch_tokens, autocast_dtype, bool(show_progress))
         # int8 runs on CPU only: with no device named, pick the CPU even when a GPU is present
         check_quantize(quantize, device)
         requested = check_backend(backend, device=device, dtype=dtype, compile=compile, autocast_dtype=autocast_dtype)
+        # calibration rows are read and checked now, before the model is moved, converted or run
+        check_calibration_options(calibration, quantize=quantize, backend=requested)
+        calibration = as_calibration(calibration, calibration_size)
         cpu_only = quantize is not None or requested == "openvino"
         self.device = resolve_device("cpu" if device is None and cpu_only else device)
         dtype = resolve_dtype(dtype)
@@ -217,6 +235,10 @@ class PairwiseEngine:
                 quantize=quantize,
             )
             log_backend_choice(requested, reason)
+            if calibration is not None and requested != "openvino":
+                raise ValueError(
+                    f"calibration= calibrates OpenVINO's static int8, but backend='auto' picked torch ({reason})"
+                )
         #: the backend that runs: ``"torch"`` or ``"openvino"`` (``"auto"`` resolved; see
         #: :mod:`pairrm_hf.ranking.openvino_backend`).
         self.backend = requested
@@ -224,25 +246,26 @@ class PairwiseEngine:
         self.reference_model: DebertaV2PairRM | None = None
         #: the OpenVINO stand-in for ``self.model.pretrained_model`` when ``backend="openvino"``, else None.
         self.openvino_backbone = None
+        self.encoder = encoder
+        self._options = options
         if self.backend == "openvino":
             backbone = getattr(self.model, "pretrained_model", None)
             if getattr(getattr(backbone, "config", None), "model_type", None) != "deberta-v2":
                 raise ValueError("backend='openvino' supports PairRM models on a DeBERTa-v2/v3 backbone")
+            static = self.static_int8(calibration) if calibration is not None else None
             try:
-                self.openvino_backbone = load_openvino_backbone(backbone, quantize=quantize)
+                self.openvino_backbone = load_openvino_backbone(backbone, quantize=quantize, calibration=static)
             except Exception as err:
-                if not chose_auto:
+                if not chose_auto or static is not None:  # calibration was asked for: never drop it silently
                     raise
                 # the default must not make a model unusable: say why and run it on torch
                 logger.warning("PairRM: OpenVINO conversion failed (%s: %s); running on torch", type(err).__name__, err)
                 self.backend = "torch"
         if self.backend == "torch" and quantize == "int8":
             self.reference_model, self.model = self.model, quantize_int8(self.model)
-        self.encoder = encoder
         self.compile = bool(compile)
         # a one-slot box, shared by every view, so the backbone is compiled once whichever view runs first
         self._compiled: list = [None]
-        self._options = options
         #: counters of the last call: forward passes, rows, real tokens, padded tokens fed to the model and the
         #: most rows assembled at once (memory grows with the batch, never with the number of pairs).
         self.last_stats: dict[str, int] = {}
@@ -371,6 +394,25 @@ class PairwiseEngine:
             keys = tuple(row_keys.setdefault((-1, *body), len(row_keys)) for body in bodies)
             examples.append(EncodedExample(segment, bodies, source_key, keys))
         return examples
+
+    def static_int8(self, calibration) -> StaticInt8:
+        """The calibration rows as this engine would run them: encoded by its pair encoder, ordered pairs cut into
+        length-bucketed ``[B, L]`` batches of :data:`CALIBRATION_BATCH_ROWS` rows (a fixed size, not this engine's
+        ``batch_size``: the batches are part of the cache key, and a server batching by 32 should find the entry a
+        script batching by 16 wrote)."""
+        text = calibration.text
+        examples = self.encode(list(text.sources), [list(c) for c in text.candidates])
+        pairs = calibration_pairs([len(c) for c in text.candidates], calibration.size)
+        lengths = self._row_lengths(examples, pairs)
+        batches = []
+        heads = int(self.model.pretrained_model.config.num_attention_heads)
+        for batch in self.with_options(batch_size=CALIBRATION_BATCH_ROWS, max_batch_tokens=None)._batches(lengths):
+            width = int(lengths[batch].max())
+            ids, mask = self._assemble(examples, pairs, batch, width)
+            # as OpenVINOBackbone cuts a long batch into requests, so calibration never holds more at once
+            step = max(1, OpenVINOBackbone.score_elements_per_request // (heads * width * width))
+            batches += [(ids[k : k + step].numpy(), mask[k : k + step].numpy()) for k in range(0, len(batch), step)]
+        return StaticInt8(batches, calibration.options())
 
     # ------------------------------------------------------------------------------------------------ forward
     def _row_lengths(self, examples: Sequence[EncodedExample], pairs: np.ndarray) -> np.ndarray:
@@ -548,7 +590,9 @@ class PairwiseEngine:
             flex = not reference and getattr(model, "attention_implementation", None) == "flex"
             compiles_before = flex_stats()["compiles"] if flex else 0
             with torch.inference_mode(), autocast, attention, self._compiled_backbone(reference):
-                for batch in self._batches(lengths):
+                for batch in self.with_options(batch_size=CALIBRATION_BATCH_ROWS, max_batch_tokens=None)._batches(
+                    lengths
+                ):
                     width = int(lengths[batch].max())
                     tensors = [t.to(self.device, non_blocking=True) for t in assemble(batch, width)]
                     value = forward(model, *tensors)

@@ -296,14 +296,21 @@ def _convert(backbone: nn.Module, precision: str):
 
 
 def load_openvino_backbone(
-    backbone: nn.Module, *, quantize: str | None = None, cache_dir=None, release_torch_weights: bool = True
+    backbone: nn.Module,
+    *,
+    quantize: str | None = None,
+    cache_dir=None,
+    release_torch_weights: bool = True,
+    calibration=None,
 ) -> OpenVINOBackbone:
     """An :class:`OpenVINOBackbone` for ``backbone`` (a DeBERTa-v2 model, fp32), converted once and cached.
 
     ``quantize``: ``None`` (fp32) or ``"int8"`` (NNCF weight compression). ``cache_dir``: the cache root (default
     :func:`openvino_cache_root`). A cached entry is read instead of converting; a failed conversion leaves none.
     ``release_torch_weights``: free ``backbone``'s parameters once OpenVINO holds its own copy (see
-    :meth:`OpenVINOBackbone.release_torch_weights`).
+    :meth:`OpenVINOBackbone.release_torch_weights`). ``calibration``: with ``quantize="int8"``, a
+    :class:`~pairrm_hf.ranking.openvino_quantization.StaticInt8` (static int8 calibrated on its batches, keyed by
+    their digest) instead of weight compression.
     """
     import openvino
 
@@ -311,18 +318,20 @@ def load_openvino_backbone(
     if any(p.dtype != torch.float32 for p in backbone.parameters()):
         raise ValueError("backend='openvino' converts an fp32 model; load it without dtype= (or dtype='float32')")
     precision = "int8" if quantize == "int8" else "fp32"
+    static = calibration is not None and precision == "int8"
     root = Path(cache_dir) if cache_dir is not None else openvino_cache_root()
-    entry = root / _weights_key(backbone, precision)
+    entry = root / _weights_key(backbone, calibration.cache_tag if static else precision)
     xml = entry / "backbone.xml"
     if not xml.exists():
         logger.warning(
             "PairRM: converting the backbone to OpenVINO (%s) once; later loads of these weights read it from %s "
             "(backend='torch' or PAIRRM_BACKEND=torch skips OpenVINO)",
-            precision,
+            f"static int8, calibrating on {calibration.rows} rows" if static else precision,
             entry,
         )
         root.mkdir(parents=True, exist_ok=True)  # an unusable cache root fails here, before the conversion
-        model = _convert(backbone, precision)
+        # static int8 calibrates the fp32 graph (weights and activations together) instead of compressing weights
+        model = calibration.quantize(_convert(backbone, "fp32")) if static else _convert(backbone, precision)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
         try:
             # compress_to_fp16=False: the default would halve fp32 weights to fp16 on disk
@@ -341,7 +350,7 @@ def load_openvino_backbone(
         "CPU",
         {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32"},
     )
-    stand_in = OpenVINOBackbone(compiled, backbone, precision=precision, cache_entry=entry)
+    stand_in = OpenVINOBackbone(compiled, backbone, precision="int8-static" if static else precision, cache_entry=entry)
     if release_torch_weights:
         stand_in.release_torch_weights()
     return stand_in
@@ -424,7 +433,7 @@ class OpenVINOBackbone(nn.Module):
     attention maps asked for) go to the torch backbone it was converted from.
 
     Attributes:
-        precision: ``"fp32"`` or ``"int8"``.
+        precision: ``"fp32"``, ``"int8"`` (weights) or ``"int8-static"`` (weights and activations, calibrated).
         cache_entry: the folder holding the converted model and OpenVINO's compiled-blob cache.
     """
 

@@ -24,7 +24,8 @@ from .aggregation import topk_indices
 from .engine import EngineOptions, PairwiseEngine
 from .inputs import batch_texts, compare_texts, conversation_pair_texts, is_messages
 from .methods import RANKING_METHODS, RankingBatch, full_matrices, get_ranking_method, own_scores
-from .openvino_backend import record_checkpoint_identity
+from .openvino_backend import record_checkpoint_identity, requested_backend
+from .openvino_quantization import as_calibration, check_calibration_options
 from .rewards import win_probability
 from .schedules import bubble_pass, bubble_wins
 
@@ -146,6 +147,12 @@ class PairRM:
             when it is installed and applies (CPU, a fp32 :class:`DebertaV2PairRM`, no ``compile``, autocast or
             eager attention) and torch otherwise; :attr:`backend` says which runs. ``backend="torch"`` keeps the
             torch path.
+        calibration: with ``quantize="int8"`` on OpenVINO: static int8 (weights and activations) calibrated on these
+            rows instead of weight-only int8: a JSONL file of ``{"prompt", "candidates"}`` rows, a list of such
+            dicts, or a :class:`~pairrm_hf.ranking.openvino_quantization.Calibration`; see
+            :mod:`pairrm_hf.ranking.openvino_quantization`. A ``ValueError`` with ``backend="torch"`` or without
+            ``quantize="int8"``.
+        calibration_size: ordered pairs of the calibration rows to calibrate on (default 256, spread evenly).
     """
 
     def __init__(
@@ -164,6 +171,8 @@ class PairRM:
         attention: str | None = None,
         quantize: str | None = None,
         backend: str | None = None,
+        calibration=None,
+        calibration_size: int | None = None,
     ):
         style = getattr(model, "ranking_style", "pairwise")
         if hasattr(model, "check_row_budget"):
@@ -182,6 +191,8 @@ class PairRM:
             attention=attention,
             quantize=quantize,
             backend=backend,
+            calibration=calibration,
+            calibration_size=calibration_size,
         )
 
     @classmethod
@@ -244,6 +255,16 @@ class PairRM:
                 f"PairRM.from_pretrained() got unexpected keyword argument(s) {unknown}; besides device, dtype, "
                 f"source_max_length, candidate_max_length, backbone_config, revision, token and cache_dir it takes "
                 f"{allowed}"
+            )
+        if engine_kwargs.get("calibration") is not None:
+            # a bad calibration file or option fails here, before the checkpoint is loaded
+            check_calibration_options(
+                engine_kwargs["calibration"],
+                quantize=engine_kwargs.get("quantize"),
+                backend=requested_backend(engine_kwargs.get("backend")),
+            )
+            engine_kwargs["calibration"] = as_calibration(
+                engine_kwargs["calibration"], engine_kwargs.pop("calibration_size", None)
             )
         loaded = load_pairrm(
             name_or_path,

@@ -59,11 +59,15 @@ class PairRMService:
         backbone_config: str | None = None,
         backend: str | None = None,
         attention: str | None = None,
+        quantize: str | None = None,
+        calibration: str | os.PathLike | None = None,
+        calibration_size: int | None = None,
         **kwargs: Any,
     ) -> PairRMService:
         """Load ``model`` (any layout :meth:`PairRM.from_pretrained` loads) and serve it; ``backend`` as there
         (default ``"auto"``: OpenVINO on CPU when installed, else torch; ``/health`` says which runs); ``attention``
-        picks the self-attention path (``"fused"``/``"eager"``/``"flex"``, see :mod:`pairrm_hf.models.attention`)."""
+        picks the self-attention path (``"fused"``/``"eager"``/``"flex"``, see :mod:`pairrm_hf.models.attention`);
+        ``quantize``, ``calibration`` and ``calibration_size`` as there (static int8 on OpenVINO with a calibration)."""
         rm = PairRM.from_pretrained(
             model,
             device=device,
@@ -72,6 +76,9 @@ class PairRMService:
             backbone_config=backbone_config,
             backend=backend,
             attention=attention,
+            quantize=quantize,
+            calibration=calibration,
+            calibration_size=calibration_size,
         )
         return cls(rm, model_name=os.fspath(model), **kwargs)
 
