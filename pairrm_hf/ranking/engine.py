@@ -590,9 +590,7 @@ class PairwiseEngine:
             flex = not reference and getattr(model, "attention_implementation", None) == "flex"
             compiles_before = flex_stats()["compiles"] if flex else 0
             with torch.inference_mode(), autocast, attention, self._compiled_backbone(reference):
-                for batch in self.with_options(batch_size=CALIBRATION_BATCH_ROWS, max_batch_tokens=None)._batches(
-                    lengths
-                ):
+                for batch in self._batches(lengths):
                     width = int(lengths[batch].max())
                     tensors = [t.to(self.device, non_blocking=True) for t in assemble(batch, width)]
                     value = forward(model, *tensors)
