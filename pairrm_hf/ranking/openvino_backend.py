@@ -446,8 +446,9 @@ class OpenVINOBackbone(nn.Module):
     """
 
     #: Score elements (rows × heads × L²) per OpenVINO request; 2^25 keeps a request's attention tensors near
-    #: 1.5 GB (about 0.5 GB per row at L = 1024 on a base model; 2048-token rows go one at a time). Short rows
-    #: still go in large batches: 256-token rows of a 12-head model, 42 per request.
+    #: 1.1 GB with the export graph (~34 bytes per score element: 1.64 GB per 2048-token row of a base model, about
+    #: 0.4 GB per row at L = 1024; 2048-token rows go one at a time). Short rows still go in large batches:
+    #: 256-token rows of a 12-head model, 42 per request.
     score_elements_per_request: int = 1 << 25
 
     def __init__(self, compiled, torch_backbone: nn.Module, *, precision: str, cache_entry: Path):
@@ -521,10 +522,10 @@ class OpenVINOBackbone(nn.Module):
         return BaseModelOutput(last_hidden_state=hidden.to(input_ids.device))
 
     def rows_per_request(self, length: int) -> int:
-        """Most rows of ``length`` tokens sent to OpenVINO at once: the converted graph is transformers' eager
-        attention, which holds about a dozen ``[rows, heads, L, L]`` fp32 tensors at its peak (a base model at
-        L = 2048 measured 2.2 GB per row), so a batch is cut into requests of at most
-        :attr:`score_elements_per_request` score elements (never fewer than one row). Rows are independent: the
-        cut changes no result."""
+        """Most rows of ``length`` tokens sent to OpenVINO at once: the converted attention still holds several
+        ``[rows, heads, L, L]`` fp32 tensors at its peak (the export graph: 1.64 GB per row for a base model at
+        L = 2048, measured as the peak-RSS difference between one and two rows per request; transformers' eager
+        graph: 2.2 GB), so a batch is cut into requests of at most :attr:`score_elements_per_request` score
+        elements (never fewer than one row). Rows are independent: the cut changes no result."""
         per_row = int(self.config.num_attention_heads) * length * length
         return max(1, self.score_elements_per_request // max(per_row, 1))
