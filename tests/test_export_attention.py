@@ -69,7 +69,9 @@ def test_one_conversion_serves_every_batch_shape_and_matches_eager(tiny_hf_dir, 
         assert got.shape == want.shape
         np.testing.assert_allclose(got[real], want[real], atol=1e-5, rtol=0)
     # eager's gathers go through [B, H, L, L] int64 index tensors (GatherElements); the export graph has none
-    assert "GatherElements" not in _op_types(stand_in) and "Gather" in _op_types(stand_in)
+    ops = _op_types(stand_in)
+    assert "GatherElements" not in ops and "Gather" in ops
+    assert "ScaledDotProductAttention" in ops  # scaled_dot_product_attention became OpenVINO's op
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(openvino_backend, "CONVERTED_ATTENTION", "eager")
         eager_graph = load_openvino_backbone(backbone, cache_dir=tmp_path, release_torch_weights=False)
