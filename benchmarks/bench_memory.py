@@ -8,7 +8,7 @@ Run from the repository root::
 
 Batches run longest first, so the peak of a call shows up in its first batches; ``--max-seconds`` stops a call
 after that long (reporting how many of its rows were done) for slow machines. ``--workload long`` makes every row
-2048 tokens (L = 2048); ``--backend``/``--quantize``/``--attention`` pick the path (default: ``PairRM``'s
+2048 tokens (L = 2048); ``--backend``/``--quantize``/``--attention``/``--max-batch-tokens`` pick the path (default: ``PairRM``'s
 defaults, the path a user gets; the row records the backend that ran). Run one process per path: RSS is per process, and a converted or quantized copy stays resident.
 """
 
@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default=None, choices=["auto", "torch", "openvino"], help="default: PairRM's default")
     p.add_argument("--quantize", default=None, choices=["int8"])
     p.add_argument("--attention", default=None, help="fused (default), eager or flex")
+    p.add_argument(
+        "--max-batch-tokens",
+        default="auto",
+        type=lambda v: v if v == "auto" else None if v == "none" else int(v),
+        help="padded tokens per forward pass: 'auto' (PairRM's default, 8192 on CPU), 'none' (no limit) or a number",
+    )
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.threads:
@@ -57,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             tokenizer,
             device="cpu",
             batch_size=args.batch_size,
+            max_batch_tokens=args.max_batch_tokens,
             backend=args.backend,
             quantize=args.quantize,
             attention=args.attention,
@@ -92,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             "attention": args.attention or "fused",
             "inputs": args.inputs,
             "batch_size": args.batch_size,
+            "max_batch_tokens": rm.engine.max_batch_tokens,
             "rows_total": args.inputs * n * (n - 1),
             "rows_done": done[0],
             "finished": finished,

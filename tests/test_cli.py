@@ -413,6 +413,30 @@ def test_usage_errors_and_help(capsys):
         assert "usage: pairrm " + command in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "command, flag, expected",
+    [
+        ("rank", "--progress-interval", "a number of seconds >= 0"),
+        ("serve", "--body-timeout", "a number of seconds > 0"),
+        ("serve", "--idle-timeout", "a number of seconds > 0"),
+        ("serve", "--group-timeout", "a number of seconds > 0"),
+        ("serve", "--max-wait-ms", "a number of milliseconds >= 0"),
+    ],
+)
+def test_duration_flags_parse_and_name_the_flag_when_wrong(command, flag, expected, capsys):
+    from pairrm_hf.cli.main import build_parser
+
+    head = [command, "in.jsonl", "-o", "out.jsonl"] if command == "rank" else [command]
+    dest = flag.lstrip("-").replace("-", "_")
+    assert getattr(build_parser().parse_args([*head, flag, "2.5"]), dest) == 2.5
+    zero_ok = ">= 0" in expected
+    for bad in ["-1", "soon", "nan", "inf", *([] if zero_ok else ["0"])]:
+        assert main([*head, flag, bad]) == 2
+        assert f"argument {flag}: expected {expected}, got {bad!r}" in capsys.readouterr().err
+    if zero_ok:
+        assert getattr(build_parser().parse_args([*head, flag, "0"]), dest) == 0.0
+
+
 # ------------------------------------------------------------------------------------------- convert, info
 def test_convert_and_info(tiny_legacy_dir, tiny_backbone_dir, tiny_rm, tmp_path, capsys):
     dst = tmp_path / "converted"

@@ -102,3 +102,34 @@ def test_max_wins_and_proba(tiny_rm):
     p = tiny_rm.compare_proba(PROMPTS, [c[0] for c in CANDIDATES], [c[1] for c in CANDIDATES], temperature=2.0)
     q = tiny_rm.compare_proba(PROMPTS, [c[1] for c in CANDIDATES], [c[0] for c in CANDIDATES], temperature=2.0)
     np.testing.assert_allclose(p + q, 1.0, atol=1e-5)
+
+
+def test_default_token_budget_cuts_long_batches_on_cpu(tiny_hf_dir, monkeypatch):
+    from pairrm_hf.ranking import engine as engine_module
+
+    unlimited = PairRM.from_pretrained(tiny_hf_dir, device="cpu", batch_size=64, max_batch_tokens=None)
+    assert unlimited.engine.max_batch_tokens is None
+    want = unlimited.comparison_matrices(PROMPTS, CANDIDATES)
+    rows_unlimited = unlimited.engine.last_stats["max_batch_rows"]
+
+    rm = PairRM.from_pretrained(tiny_hf_dir, device="cpu", batch_size=64)
+    assert rm.engine.options.max_batch_tokens == "auto"
+    assert rm.engine.max_batch_tokens == engine_module.DEFAULT_MAX_BATCH_TOKENS["cpu"]
+    # a budget the tiny rows exceed, so "auto" must cut the batches the unlimited engine ran whole
+    monkeypatch.setitem(engine_module.DEFAULT_MAX_BATCH_TOKENS, "cpu", 300)
+    assert rm.engine.max_batch_tokens == 300
+    got = rm.comparison_matrices(PROMPTS, CANDIDATES)
+    stats = rm.engine.last_stats
+    assert stats["max_batch_rows"] < rows_unlimited
+    assert stats["forward_calls"] > unlimited.engine.last_stats["forward_calls"]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-5, rtol=0)
+    assert engine_module.default_max_batch_tokens("cuda") is None  # no device-measured budget on CUDA yet
+
+
+def test_max_batch_tokens_rejects_bad_values(tiny_hf_dir):
+    import pytest
+
+    for bad in (0, -5, "big", True, 2.5):
+        with pytest.raises(ValueError, match="max_batch_tokens"):
+            PairRM.from_pretrained(tiny_hf_dir, device="cpu", max_batch_tokens=bad)

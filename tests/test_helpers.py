@@ -22,6 +22,7 @@ from pairrm_hf.utils.checks import (
     check_positive_int,
     check_positive_number,
     check_top_k,
+    duration_argument,
     positive_int_argument,
 )
 
@@ -73,6 +74,34 @@ def test_positive_int_argument_in_a_parser():
     for bad in ("0", "-2", "x"):
         with pytest.raises(SystemExit):
             parser.parse_args(["--limit", bad])
+
+
+@pytest.mark.parametrize(
+    "options, good, bad",
+    [
+        ({}, {"30": 30.0, "0.25": 0.25, "1e3": 1000.0}, ["0", "-1", "x", "", "nan", "inf", "-inf"]),
+        ({"allow_zero": True}, {"0": 0.0, "0.0": 0.0, "3600": 3600.0}, ["-0.5", "ten", "nan", "inf"]),
+    ],
+)
+def test_duration_argument_values(options, good, bad):
+    parse = duration_argument(**options)
+    for text, number in good.items():
+        assert parse(text) == number
+    bound = ">= 0" if options else "> 0"
+    for text in bad:
+        with pytest.raises(argparse.ArgumentTypeError) as err:
+            parse(text)
+        assert str(err.value) == f"expected a number of seconds {bound}, got {text!r}"
+
+
+def test_duration_argument_error_names_the_flag(capsys):
+    parser = argparse.ArgumentParser(prog="p")
+    parser.add_argument("--max-wait-ms", type=duration_argument(allow_zero=True, unit="milliseconds"))
+    assert parser.parse_args(["--max-wait-ms", "0"]).max_wait_ms == 0.0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--max-wait-ms", "-3"])
+    err = capsys.readouterr().err
+    assert "argument --max-wait-ms: expected a number of milliseconds >= 0, got '-3'" in err
 
 
 def test_metric_weighting_by_hand():

@@ -18,7 +18,7 @@ from ..jobs.tasks import LABEL_STRATEGIES, TaskSpec
 from ..ranking.inputs import INPUT_FORMATS
 from ..ranking.methods import RANKING_METHODS
 from ..ranking.ranker import REF_MODES
-from ..utils.checks import positive_int_argument
+from ..utils.checks import duration_argument, positive_int_argument
 from ..utils.version import __version__
 from .distill_command import add_distill_parser, distill_command
 from .options import add_attention_option
@@ -77,16 +77,6 @@ def _shard(value: str) -> tuple[int, int]:
     return index, count
 
 
-def _seconds(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not number >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {value!r}")
-    return number
-
-
 def _add_input_format(parser) -> None:
     parser.add_argument(
         "--input-format",
@@ -132,7 +122,7 @@ def _add_job_options(parser: argparse.ArgumentParser, required_input: bool = Tru
     j.add_argument("--no-progress", action="store_true", help="no progress bar (nor transformers' loading bar)")
     j.add_argument(
         "--progress-interval",
-        type=_seconds,
+        type=duration_argument(allow_zero=True),
         default=30.0,
         metavar="SECONDS",
         help="when stderr is no terminal (a log file): a progress line every SECONDS (default: %(default)s)",

@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 
+from ..utils.checks import duration_argument
 from .options import add_attention_option
 
 __all__ = ["add_serve_parsers", "serve_command", "demo_command", "PORT_IN_USE_EXIT"]
@@ -17,13 +18,6 @@ PORT_IN_USE_EXIT = 1
 
 def _missing(extra: str, err: ImportError) -> RuntimeError:
     return RuntimeError(f'{err.name or err} is not installed; pip install "pairrm-hf[{extra}]"')
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
-    return value
 
 
 def add_serve_parsers(sub, add_model_options, positive) -> None:
@@ -41,7 +35,10 @@ def add_serve_parsers(sub, add_model_options, positive) -> None:
     serve.add_argument("--port", type=int, default=8000, help="default: %(default)s")
     serve.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: $PAIRRM_API_KEY)")
     serve.add_argument(
-        "--max-wait-ms", type=float, default=5.0, help="longest wait for batch-mates (default: %(default)s)"
+        "--max-wait-ms",
+        type=duration_argument(allow_zero=True, unit="milliseconds"),
+        default=5.0,
+        help="longest wait for batch-mates (default: %(default)s)",
     )
     serve.add_argument(
         "--max-batch-pairs",
@@ -65,13 +62,13 @@ def add_serve_parsers(sub, add_model_options, positive) -> None:
     )
     serve.add_argument(
         "--body-timeout",
-        type=_seconds,
+        type=duration_argument(),
         default=30.0,
         help="seconds a client has to send its request body; later gets 408 (default: %(default)s)",
     )
     serve.add_argument(
         "--idle-timeout",
-        type=_seconds,
+        type=duration_argument(),
         default=5.0,
         help="seconds an idle keep-alive connection stays open (default: %(default)s)",
     )
@@ -90,7 +87,7 @@ def add_serve_parsers(sub, add_model_options, positive) -> None:
     )
     serve.add_argument(
         "--group-timeout",
-        type=float,
+        type=duration_argument(),
         default=30.0,
         help="seconds a group waits after its first sample before it is scored with what arrived (default: %(default)s)",
     )

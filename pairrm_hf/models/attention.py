@@ -139,8 +139,8 @@ class PairRMSelfAttention(DisentangledSelfAttention):
                 return context.transpose(1, 2).reshape(b, lq, h * d), None
         mask = attention_mask if attention_mask.dim() == 4 else attention_mask.unsqueeze(1)
         mask = None if bool(mask.all()) else ~mask.bool()  # length-bucketed batches are often unpadded
-        position = (
-            self._position_tables(query, key, relative_pos, rel_embeddings, scale)
+        positions = (
+            self._position_index(query, key, relative_pos, rel_embeddings, scale)
             if self.relative_attention and types
             else None
         )
@@ -149,12 +149,15 @@ class PairRMSelfAttention(DisentangledSelfAttention):
         rows, block = self._tile_shape(b, h, lq, lk, query.device)
         for r0 in range(0, b, rows):
             r1 = min(r0 + rows, b)
+            # The c2p/p2c products are built per row group, not for the whole batch: they are [R, H, L, 2·span]
+            # each, which at 8 rows of 2048 tokens (large shape) would be 0.27 GB apiece.
+            position = None if positions is None else self._position_tables(positions, query[r0:r1], key[r0:r1])
             keys_t = key[r0:r1].transpose(-1, -2).reshape(-1, d, lk)  # [R·H, d, Lk]
             for start in range(0, lq, block):
                 stop = min(start + block, lq)
                 queries = query[r0:r1, :, start:stop].reshape(-1, stop - start, d)  # [R·H, block, d]
                 if position is not None:
-                    scores = self._position_tile(position, r0, r1, start, stop)
+                    scores = self._position_tile(position, start, stop)
                     scores.view(-1, stop - start, lk).baddbmm_(queries, keys_t)
                 else:
                     scores = torch.bmm(queries, keys_t).view(r1 - r0, h, stop - start, lk)
@@ -218,20 +221,28 @@ class PairRMSelfAttention(DisentangledSelfAttention):
             relative_pos = relative_pos[:, 0]
         return relative_pos.reshape(-1, lq, lk)[0]
 
+    def position_projections(
+        self, rel_embeddings: torch.Tensor, scale: float
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(pos_key, pos_query)``: the relative embeddings projected to keys and (scaled) queries,
+        ``[1, H, 2·span, d]`` each; ``None`` for a term not configured. Per call, not per token."""
+        rel = rel_embeddings[: self.pos_ebd_size * 2].unsqueeze(0)  # [1, 2·span, hidden]
+        pos_key = pos_query = None
+        if "c2p" in self.pos_att_type:
+            pos_key = self._heads(self.key_proj(rel) if self.share_att_key else self.pos_key_proj(rel))
+        if "p2c" in self.pos_att_type:
+            pos_query = self._heads(self.query_proj(rel) if self.share_att_key else self.pos_query_proj(rel)) * scale
+        return pos_key, pos_query
+
     def position_products(
         self, query: torch.Tensor, key: torch.Tensor, rel_embeddings: torch.Tensor, scale: float
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``(c2p, p2c)``: the query × position-key products ``[B, H, Lq, 2·span]`` and the position-query × key
         products ``[B, H, 2·span, Lk]``, for a ``query`` already multiplied by ``scale`` (the position queries are
         scaled here); ``None`` for a term not configured."""
-        rel = rel_embeddings[: self.pos_ebd_size * 2].unsqueeze(0)  # [1, 2·span, hidden]
-        c2p = p2c = None
-        if "c2p" in self.pos_att_type:
-            pos_key = self._heads(self.key_proj(rel) if self.share_att_key else self.pos_key_proj(rel))  # [1,H,2s,d]
-            c2p = torch.matmul(query, pos_key.transpose(-1, -2))  # query is already scaled
-        if "p2c" in self.pos_att_type:
-            pos_query = self._heads(self.query_proj(rel) if self.share_att_key else self.pos_query_proj(rel)) * scale
-            p2c = torch.matmul(pos_query, key.transpose(-1, -2))  # [B, H, 2·span, Lk]
+        pos_key, pos_query = self.position_projections(rel_embeddings, scale)
+        c2p = None if pos_key is None else torch.matmul(query, pos_key.transpose(-1, -2))  # query is already scaled
+        p2c = None if pos_query is None else torch.matmul(pos_query, key.transpose(-1, -2))
         return c2p, p2c
 
     def _flex(self, query, key, value, attention_mask, relative_pos, rel_embeddings, scale):
@@ -248,37 +259,46 @@ class PairRMSelfAttention(DisentangledSelfAttention):
             query, key, value, attention_mask, relative_index, c2p, p2c, span, compiled=self.flex_compiled
         )
 
-    def _position_tables(self, query, key, relative_pos, rel_embeddings, scale):
-        """Per-call tables for the position terms: the c2p and p2c products (``[B, H, Lq, 2·span]`` and
-        ``[B, H, 2·span·Lk]``) with their shared index tensors."""
+    def _position_index(self, query, key, relative_pos, rel_embeddings, scale) -> dict:
+        """What every row group's position terms share: the projected relative embeddings and the gather
+        indices (``[Lq, Lk]`` for c2p, the flattened ``[Lq·Lk]`` ``position·key`` offsets for p2c)."""
         lk = key.size(2)
         relative_pos = self.relative_index(query, key, relative_pos)
         span = self.pos_ebd_size
-        c2p, p2c = self.position_products(query, key, rel_embeddings, scale)
-        tables = {}
-        if c2p is not None:
-            tables["c2p"] = c2p
-            tables["c2p_index"] = torch.clamp(relative_pos + span, 0, span * 2 - 1)
-        if p2c is not None:
-            tables["p2c"] = p2c.flatten(2)
+        pos_key, pos_query = self.position_projections(rel_embeddings, scale)
+        shared = {"lk": lk, "pos_key": pos_key, "pos_query": pos_query}
+        if pos_key is not None:
+            shared["c2p_index"] = torch.clamp(relative_pos + span, 0, span * 2 - 1)
+        if pos_query is not None:
             # Eager: term[q, k] = p2c_eager[k, clamp(span - rel[k, q])], i.e. p2c[index[q, k], k] here. A gather
             # along the position axis is slow on CPU; indexing the flattened [position·key] rows is not.
             index = torch.clamp(span - relative_pos.transpose(0, 1), 0, span * 2 - 1)
-            tables["p2c_index"] = (index * lk + torch.arange(lk, device=index.device)).reshape(-1)
-        tables["lk"] = lk
+            shared["p2c_index"] = (index * lk + torch.arange(lk, device=index.device)).reshape(-1)
+        return shared
+
+    @staticmethod
+    def _position_tables(shared: dict, query: torch.Tensor, key: torch.Tensor) -> dict:
+        """The c2p and p2c products of one row group (``query``/``key`` ``[R, H, L, d]``, the query scaled):
+        ``[R, H, Lq, 2·span]`` and ``[R, H, 2·span·Lk]``, with the shared indices."""
+        tables = dict(shared)
+        if shared["pos_key"] is not None:
+            tables["c2p"] = torch.matmul(query, shared["pos_key"].transpose(-1, -2))
+        if shared["pos_query"] is not None:
+            tables["p2c"] = torch.matmul(shared["pos_query"], key.transpose(-1, -2)).flatten(2)
         return tables
 
     @staticmethod
-    def _position_tile(tables, r0: int, r1: int, start: int, stop: int) -> torch.Tensor:
-        """The position terms of queries ``start:stop`` of rows ``r0:r1``: ``[R, H, block, Lk]`` (a new tensor)."""
+    def _position_tile(tables, start: int, stop: int) -> torch.Tensor:
+        """The position terms of queries ``start:stop`` of a row group: ``[R, H, block, Lk]`` (a new tensor)."""
         lk = tables["lk"]
         if "c2p" in tables:
-            c2p = tables["c2p"][r0:r1, :, start:stop]  # [R, H, block, 2·span]
+            c2p = tables["c2p"][:, :, start:stop]  # [R, H, block, 2·span]
             tile = torch.gather(c2p, -1, tables["c2p_index"][start:stop].expand(*c2p.shape[:2], -1, -1))
         if "p2c" in tables:
-            p2c = tables["p2c"][r0:r1]  # [R, H, 2·span·Lk]
-            p2c = torch.index_select(p2c.reshape(-1, p2c.size(-1)), 1, tables["p2c_index"][start * lk : stop * lk])
-            p2c = p2c.view(r1 - r0, -1, stop - start, lk)
+            rows = tables["p2c"].size(0)
+            p2c = tables["p2c"].reshape(-1, tables["p2c"].size(-1))  # [R·H, 2·span·Lk]
+            p2c = torch.index_select(p2c, 1, tables["p2c_index"][start * lk : stop * lk])
+            p2c = p2c.view(rows, -1, stop - start, lk)
             tile = tile.add_(p2c) if "c2p" in tables else p2c
         return tile
 

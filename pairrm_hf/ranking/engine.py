@@ -19,6 +19,11 @@ through :meth:`PairwiseEngine.point_scores`: one score per distinct (source, can
 (pointwise) or 1 + n encodings (dual: each distinct source and candidate text embedded once), with the same
 tokenize-once, dedup and length bucketing. For them a pair's logit is defined as the score difference
 ``C[i, j] = s_i − s_j``, so every pairwise schedule still runs, at the cost of the distinct candidates it touches.
+
+A plain transformers sequence classifier that reads ``(prompt, response)`` as a text pair (a student distilled from
+PairRM, :mod:`pairrm_hf.training.distillation`) runs with a :class:`~pairrm_hf.tokenization.text_pair.TextPairEncoder`
+(``ranking_style`` ``"text_pair"``) through :meth:`PairwiseEngine.text_pair_scores`: its tokenizer's own rows, the
+same dedup, length bucketing and non-finite policy.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from ..models.attention import default_attention
 from ..models.flex_attention import flex_stats
 from ..models.modeling_pairrm import DebertaV2PairRM
 from ..tokenization.padding import pad_rows
+from ..tokenization.text_pair import TextPairEncoder
 from ..tokenization.tokenization_pairrm import DualEncoder, PairEncoder, PointEncoder
-from ..utils.checks import check_positive_int
+from ..utils.checks import check_positive_int, check_same_length
 from ..utils.devices import resolve_device, resolve_dtype
 from .openvino_backend import (
     auto_backend,
@@ -47,7 +53,14 @@ from .openvino_backend import (
 )
 from .quantization import check_quantize, quantize_int8
 
-__all__ = ["EncodedExample", "EngineOptions", "NonFiniteLogitsError", "PairwiseEngine"]
+__all__ = [
+    "DEFAULT_MAX_BATCH_TOKENS",
+    "EncodedExample",
+    "EngineOptions",
+    "NonFiniteLogitsError",
+    "PairwiseEngine",
+    "default_max_batch_tokens",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +85,20 @@ class EncodedExample:
     candidate_keys: tuple[int, ...] = ()
 
 
+#: Padded tokens per forward pass under ``max_batch_tokens="auto"`` (the default), per device type; a device type
+#: not listed has no limit. On CPU, 8192 tokens keep the activations of one pass (FFN intermediate, Q/K/V, the
+#: per-row position tables) near 0.3 GB on the large shape, so 8 rows of 2048 tokens run as two passes of 4 rows
+#: instead of holding 2.7 GB at once; a matmul over 8192 rows of tokens is long past where 2 cores saturate.
+#: CUDA has no limit until a GPU run measures one (``benchmarks/gpu_check.py``).
+DEFAULT_MAX_BATCH_TOKENS: dict[str, int] = {"cpu": 8192}
+
+
+def default_max_batch_tokens(device: str | torch.device = "cpu") -> int | None:
+    """The token budget ``max_batch_tokens="auto"`` means on ``device``: :data:`DEFAULT_MAX_BATCH_TOKENS`, or
+    ``None`` (no limit) for a device type not listed."""
+    return DEFAULT_MAX_BATCH_TOKENS.get(torch.device(device).type)
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """How an engine cuts and reports its work; none of it changes a logit beyond float rounding of the batching.
@@ -81,7 +108,8 @@ class EngineOptions:
 
     Attributes:
         batch_size: most rows per forward pass.
-        max_batch_tokens: most padded tokens (rows × longest row) per forward pass; ``None`` = no limit.
+        max_batch_tokens: most padded tokens (rows × longest row) per forward pass; ``None`` = no limit;
+            ``"auto"`` (default) = :data:`DEFAULT_MAX_BATCH_TOKENS` for the engine's device (8192 on CPU).
         autocast_dtype: run the forward under ``torch.autocast`` in this dtype (e.g. bf16 on CPU); logits are fp32.
         show_progress: show a tqdm bar over the rows of each call.
         progress_callback: called after every forward batch with the number of requested ordered pairs it answered
@@ -89,7 +117,7 @@ class EngineOptions:
     """
 
     batch_size: int = 16
-    max_batch_tokens: int | None = None
+    max_batch_tokens: int | str | None = "auto"
     autocast_dtype: torch.dtype | None = None
     show_progress: bool = False
     progress_callback: Callable[[int], None] | None = None
@@ -97,10 +125,12 @@ class EngineOptions:
     def __post_init__(self):
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
-        if self.max_batch_tokens is not None and (
-            not isinstance(self.max_batch_tokens, int) or self.max_batch_tokens < 1
+        if self.max_batch_tokens not in (None, "auto") and (
+            not isinstance(self.max_batch_tokens, int)
+            or isinstance(self.max_batch_tokens, bool)
+            or self.max_batch_tokens < 1
         ):
-            raise ValueError(f"max_batch_tokens must be a positive int or None, got {self.max_batch_tokens!r}")
+            raise ValueError(f"max_batch_tokens must be a positive int, 'auto' or None, got {self.max_batch_tokens!r}")
         # accept the names resolve_dtype knows ("bf16", "bfloat16", ...) and store the torch dtype
         object.__setattr__(self, "autocast_dtype", resolve_dtype(self.autocast_dtype))
         if self.progress_callback is not None and not callable(self.progress_callback):
@@ -116,7 +146,8 @@ class PairwiseEngine:
         device: where to run; ``None`` picks CUDA when available.
         dtype: weights dtype (``torch.float32``, ``torch.bfloat16``, ``torch.float16``); ``None`` keeps it.
         batch_size: most rows per forward pass.
-        max_batch_tokens: most padded tokens (rows × longest row) per forward pass; ``None`` = no limit.
+        max_batch_tokens: most padded tokens (rows × longest row) per forward pass; ``None`` = no limit;
+            ``"auto"`` (default) = :data:`DEFAULT_MAX_BATCH_TOKENS` for ``device`` (8192 on CPU, none on CUDA).
         autocast_dtype: run the forward under ``torch.autocast`` in this dtype (e.g. bf16 on CPU); logits are fp32.
         show_progress: show a tqdm bar over batches.
         compile: run the model through ``torch.compile(dynamic=True)``. Same logits up to float rounding; the first
@@ -149,7 +180,7 @@ class PairwiseEngine:
         device: str | int | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         batch_size: int = 16,
-        max_batch_tokens: int | None = None,
+        max_batch_tokens: int | str | None = "auto",
         autocast_dtype: str | torch.dtype | None = None,
         show_progress: bool = False,
         compile: bool = False,  # noqa: A002 - the name users know from torch.compile
@@ -158,7 +189,6 @@ class PairwiseEngine:
         backend: str | None = None,
     ):
         check_positive_int("batch_size", batch_size)
-        check_positive_int("max_batch_tokens", max_batch_tokens, allow_none=True)
         options = EngineOptions(batch_size, max_batch_tokens, autocast_dtype, bool(show_progress))
         # int8 runs on CPU only: with no device named, pick the CPU even when a GPU is present
         check_quantize(quantize, device)
@@ -230,8 +260,10 @@ class PairwiseEngine:
 
     @property
     def max_batch_tokens(self) -> int | None:
-        """Most padded tokens per forward pass (``options.max_batch_tokens``)."""
-        return self._options.max_batch_tokens
+        """Most padded tokens per forward pass (``options.max_batch_tokens``, ``"auto"`` resolved for this
+        engine's device; ``None``: no limit)."""
+        tokens = self._options.max_batch_tokens
+        return default_max_batch_tokens(self.device) if tokens == "auto" else tokens
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -315,6 +347,11 @@ class PairwiseEngine:
     # ----------------------------------------------------------------------------------------------- encoding
     def encode(self, sources: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[EncodedExample]:
         """Tokenize each distinct text once and cut it to its example's budget."""
+        if self.ranking_style == "text_pair":
+            raise ValueError(
+                "this engine runs a text-pair classifier (a distilled student): score (prompt, response) pairs "
+                "with text_pair_scores; it has no candidate-pair encoding"
+            )
         distinct: dict[str, int] = {}
         for text in sources:
             distinct.setdefault(text, len(distinct))
@@ -477,8 +514,9 @@ class PairwiseEngine:
     ) -> np.ndarray:
         """The one batch loop: rows of these ``lengths`` in length-bucketed batches through the model.
 
-        ``assemble(batch, width)`` builds one batch's ``(input_ids, attention_mask)`` (``[rows, width]`` int64 CPU
-        tensors), ``forward(model, input_ids, attention_mask)`` returns one output per row (``[rows, ...]``).
+        ``assemble(batch, width)`` builds one batch's ``(input_ids, attention_mask, *extra)`` (``[rows, width]`` int64
+        CPU tensors; ``extra``: more per-token inputs such as token type ids), ``forward(model, input_ids,
+        attention_mask, *extra)`` returns one output per row (``[rows, ...]``).
         Returns the float32 outputs in row order and fills ``last_stats``. ``reference`` runs plain fp32 eager
         (no autocast, no compile, fp32 weights); ``weights`` counts how many asked-for items each row stands for
         (for ``progress_callback``).
@@ -504,18 +542,16 @@ class PairwiseEngine:
                 if self.autocast_dtype is not None and not reference
                 else nullcontext()
             )
-            attention = model.use_attention("eager" if reference else None)
+            # a plain transformers model (a text-pair student) has no attention switch: it runs as it is
+            use_attention = getattr(model, "use_attention", None)
+            attention = use_attention("eager" if reference else None) if use_attention is not None else nullcontext()
             flex = not reference and getattr(model, "attention_implementation", None) == "flex"
             compiles_before = flex_stats()["compiles"] if flex else 0
             with torch.inference_mode(), autocast, attention, self._compiled_backbone(reference):
                 for batch in self._batches(lengths):
                     width = int(lengths[batch].max())
-                    input_ids, mask = assemble(batch, width)
-                    value = forward(
-                        model,
-                        input_ids.to(self.device, non_blocking=True),
-                        mask.to(self.device, non_blocking=True),
-                    )
+                    tensors = [t.to(self.device, non_blocking=True) for t in assemble(batch, width)]
+                    value = forward(model, *tensors)
                     value = value.float().cpu().numpy()
                     if out.ndim != value.ndim:
                         out = np.zeros((len(lengths), *value.shape[1:]), dtype=np.float32)
@@ -539,7 +575,10 @@ class PairwiseEngine:
     # ---------------------------------------------------------------------------------- pointwise and dual models
     @property
     def ranking_style(self) -> str:
-        """``"pairwise"`` (PairRM, PairRanker), ``"pointwise"`` (SummaReranker) or ``"dual"`` (DualReranker)."""
+        """``"pairwise"`` (PairRM, PairRanker), ``"pointwise"`` (SummaReranker), ``"dual"`` (DualReranker) or
+        ``"text_pair"`` (a plain sequence classifier with a :class:`TextPairEncoder`, e.g. a distilled student)."""
+        if isinstance(self.encoder, TextPairEncoder):
+            return "text_pair"
         return getattr(self.model, "ranking_style", "pairwise")
 
     def point_scores(
@@ -556,8 +595,8 @@ class PairwiseEngine:
         fp32, no autocast or compile (the yardstick of :meth:`reference_pair_logits`).
         """
         style = self.ranking_style
-        if style == "pairwise":
-            raise ValueError("point_scores needs a pointwise or dual model; a pairwise model only scores pairs")
+        if style not in ("pointwise", "dual"):
+            raise ValueError(f"point_scores needs a pointwise or dual model; this engine's model is {style}")
         items = np.asarray(items, dtype=np.int64).reshape(-1, 2)
         if not len(items):
             self.last_stats = {"forward_calls": 0, "rows": 0, "real_tokens": 0, "padded_tokens": 0, "max_batch_rows": 0}
@@ -592,6 +631,38 @@ class PairwiseEngine:
         scores = (emb[index[:, 0]] * emb[index[:, 1]]).sum(axis=-1).astype(np.float32)
         return scores[inverse.reshape(-1)]
 
+    def text_pair_scores(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """Scores (float32, shape ``[len(prompts)]``) of a text-pair classifier for ``(prompts[k], responses[k])``.
+
+        For an engine built on a one-label ``AutoModelForSequenceClassification`` with a :class:`TextPairEncoder`
+        (a distilled student): each distinct pair is tokenized once as the classifier was trained
+        (:meth:`TextPairEncoder.encode`) and runs as one row, in length-bucketed batches, under the non-finite policy.
+        """
+        if self.ranking_style != "text_pair":
+            raise ValueError(
+                f"text_pair_scores needs an engine built with a TextPairEncoder; this engine's model is "
+                f"{self.ranking_style}"
+            )
+        check_same_length("prompts", prompts, responses=responses)
+        distinct: dict[tuple[str, str], int] = {}
+        index = np.fromiter(
+            (distinct.setdefault((p, r), len(distinct)) for p, r in zip(prompts, responses)),
+            dtype=np.int64,
+            count=len(prompts),
+        )
+        enc: TextPairEncoder = self.encoder  # type: ignore[assignment]
+        rows, token_types = enc.encode([p for p, _ in distinct], [r for _, r in distinct])
+        if not rows:
+            self.last_stats = {"forward_calls": 0, "rows": 0, "real_tokens": 0, "padded_tokens": 0, "max_batch_rows": 0}
+            return np.zeros(0, dtype=np.float32)
+
+        def forward(model, ids, mask, types=None):
+            extra = {} if types is None else {"token_type_ids": types}
+            return model(input_ids=ids, attention_mask=mask, **extra).logits.reshape(len(ids))
+
+        scores = self._run_rows(rows, forward, reference=False, token_types=token_types)
+        return scores.astype(np.float32)[index]
+
     def _score_difference_logits(
         self, examples: Sequence[EncodedExample], pairs: np.ndarray, reference: bool
     ) -> np.ndarray:
@@ -602,12 +673,18 @@ class PairwiseEngine:
         scores = self.point_scores(examples, items, reference=reference)
         return (scores[: len(pairs)] - scores[len(pairs) :]).astype(np.float32)
 
-    def _run_rows(self, rows: list[list[int]], forward, reference: bool) -> np.ndarray:
-        """Token rows (pointwise rows, or the dual encoder's texts) through :meth:`_run_batches`, in the order given."""
+    def _run_rows(
+        self, rows: list[list[int]], forward, reference: bool, token_types: list[list[int]] | None = None
+    ) -> np.ndarray:
+        """Token rows (pointwise rows, the dual encoder's texts, text pairs) through :meth:`_run_batches`, in the order
+        given. ``token_types``: per-row token type ids, padded with 0 and passed to ``forward`` after the mask."""
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
 
-        def assemble(batch: np.ndarray, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-            return pad_rows([rows[k] for k in batch], self.encoder.pad_id, width)
+        def assemble(batch: np.ndarray, width: int) -> tuple[torch.Tensor, ...]:
+            ids, mask = pad_rows([rows[k] for k in batch], self.encoder.pad_id, width)
+            if token_types is None:
+                return ids, mask
+            return ids, mask, pad_rows([token_types[k] for k in batch], 0, width)[0]
 
         out = self._run_batches(lengths, assemble, forward, reference=reference, unit="row")
         if not reference and not np.isfinite(out).all():

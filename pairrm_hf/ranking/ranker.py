@@ -129,7 +129,9 @@ class PairRM:
         device: ``None`` → CUDA when available, else CPU.
         dtype: weights dtype (``"float32"``, ``"bfloat16"``, ``"float16"``); ``None`` keeps the loaded one.
         batch_size: rows (ordered pairs) per forward pass; results do not depend on it.
-        max_batch_tokens: cap on padded tokens per forward pass, for long inputs on small devices.
+        max_batch_tokens: cap on padded tokens (rows × longest row) per forward pass; ``"auto"`` (default) is 8192 on
+            CPU (bounds the memory of long rows: 8 × 2048 tokens run as two passes) and no limit on CUDA; ``None``:
+            no limit. Results do not depend on it.
         show_progress: tqdm bar over the pairs of each call.
         compile: run the model through ``torch.compile(dynamic=True)`` (one-off warm-up; see ``PairwiseEngine``).
         attention: ``"fused"`` (the model's default: faster attention, same numbers to ~1e-6), ``"eager"``
@@ -155,7 +157,7 @@ class PairRM:
         device: str | int | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         batch_size: int = 16,
-        max_batch_tokens: int | None = None,
+        max_batch_tokens: int | str | None = "auto",
         autocast_dtype: str | torch.dtype | None = None,
         show_progress: bool = False,
         compile: bool = False,  # noqa: A002

@@ -44,10 +44,13 @@ from transformers import (
 
 from ..checkpoints.model_card import ModelCardInfo, write_model_card
 from ..data.mixinstruct import is_mixinstruct_row
+from ..ranking.engine import PairwiseEngine
 from ..ranking.inputs import batch_texts
 from ..ranking.methods import RANKING_METHODS
 from ..ranking.ranker import PairRM
 from ..ranking.rewards import win_probability
+from ..tokenization.text_pair import TextPairEncoder
+from ..utils.checks import check_same_length
 
 __all__ = [
     "DEFAULT_STUDENT",
@@ -60,6 +63,7 @@ __all__ = [
     "distillation_loss",
     "group_agreement",
     "load_student",
+    "student_engine",
     "student_scores",
     "teacher_targets",
 ]
@@ -245,7 +249,28 @@ def load_student(
     return model, tokenizer
 
 
-@torch.inference_mode()
+def student_engine(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    batch_size: int = 64,
+    max_length: int = 512,
+) -> PairwiseEngine:
+    """The engine that scores a student: its ``(prompt, response)`` rows as in training (:class:`TextPairEncoder`),
+    deduplicated, length-sorted and batched by ``batch_size`` rows, on the device the student is on.
+
+    The student is put in eval mode; its weights, device and dtype are left as they are (the torch backend always:
+    OpenVINO and int8 apply to PairRM models only).
+    """
+    num_labels = getattr(model.config, "num_labels", None)
+    if num_labels != 1:
+        raise ValueError(f"the student must have one label (a reward), got num_labels={num_labels}")
+    device = next(model.parameters()).device
+    return PairwiseEngine(
+        model, TextPairEncoder(tokenizer, max_length), device=device, batch_size=batch_size, backend="torch"
+    )
+
+
 def student_scores(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -255,26 +280,16 @@ def student_scores(
     batch_size: int = 64,
     max_length: int = 512,
 ) -> list[np.ndarray]:
-    """Per set, the student's float32 ``[n]`` scores: one forward row per ``(source, candidate)`` pair."""
-    pairs = [(s, c) for s, cands in zip(sources, candidates) for c in cands]
-    model.eval()
-    device = next(model.parameters()).device
-    flat = []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        batch = tokenizer(
-            [p[0] for p in chunk],
-            [p[1] for p in chunk],
-            truncation=True,
-            max_length=max_length,
-            padding=True,
-            return_tensors="pt",
-        ).to(device)
-        flat.append(model(**batch).logits.squeeze(-1).float().cpu().numpy())
-    values = np.concatenate(flat) if flat else np.zeros(0, dtype=np.float32)
+    """Per set, the student's float32 ``[n]`` scores: one row per distinct ``(source, candidate)`` pair, run by the
+    engine (:func:`student_engine`, :meth:`~pairrm_hf.ranking.engine.PairwiseEngine.text_pair_scores`)."""
+    check_same_length("sources", sources, candidates=candidates)
+    engine = student_engine(model, tokenizer, batch_size=batch_size, max_length=max_length)
+    values = engine.text_pair_scores(
+        [s for s, cands in zip(sources, candidates) for _ in cands], [c for cands in candidates for c in cands]
+    )
     out, start = [], 0
     for cands in candidates:
-        out.append(values[start : start + len(cands)].astype(np.float32))
+        out.append(values[start : start + len(cands)])
         start += len(cands)
     return out
 

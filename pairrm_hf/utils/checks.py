@@ -2,15 +2,16 @@
 
 This is the one place for them: lists (:func:`check_list`, :func:`check_texts`, :func:`check_candidate_lists`,
 :func:`check_same_length`), counts (:func:`check_int`, :func:`check_positive_int`, :func:`check_top_k`, and
-:func:`positive_int_argument` for ``argparse``) and positive numbers such as a temperature
-(:func:`check_positive_number`).
+:func:`positive_int_argument` for ``argparse``), positive numbers such as a temperature
+(:func:`check_positive_number`) and durations on the command line (:func:`duration_argument`).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "check_same_length",
     "check_texts",
     "check_top_k",
+    "duration_argument",
     "positive_int_argument",
 ]
 
@@ -71,6 +73,30 @@ def positive_int_argument(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
     return number
+
+
+def duration_argument(*, allow_zero: bool = False, unit: str = "seconds") -> Callable[[str], float]:
+    """An ``argparse`` ``type=`` for a duration flag: the command-line string as a finite number ``> 0`` of ``unit``
+    (``>= 0`` with ``allow_zero``), else a usage error.
+
+    argparse puts the flag in front of the message, so a bad value reads
+    ``argument --body-timeout: expected a number of seconds > 0, got '-1'``. Words, ``nan`` and ``inf`` are refused:
+    a duration is a finite number. Use: ``parser.add_argument("--body-timeout", type=duration_argument())``;
+    ``duration_argument(allow_zero=True, unit="milliseconds")`` for ``--max-wait-ms``.
+    """
+    expected = f"a number of {unit} {'>= 0' if allow_zero else '> 0'}"
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}")
+        return number
+
+    parse.__name__ = unit  # argparse names the type by it in its own messages
+    return parse
 
 
 def check_texts(name: str, texts: Any, *, allow_empty: bool = False) -> list[str]:
