@@ -1,10 +1,12 @@
 """Faster inference paths for DeBERTa-v2's disentangled self-attention, with the same parameters and results.
 
-Three implementations (:data:`ATTENTION_IMPLEMENTATIONS`, chosen per model with ``config.pairrm_attention`` /
+Four implementations (:data:`ATTENTION_IMPLEMENTATIONS`, chosen per model with ``config.pairrm_attention`` /
 ``set_attention_implementation`` or per engine with ``attention=``): ``"fused"`` (this module's path below; the
-default, see :data:`DEFAULT_ATTENTION`), ``"eager"`` (transformers' module) and ``"flex"`` (PyTorch FlexAttention,
+default, see :data:`DEFAULT_ATTENTION`), ``"eager"`` (transformers' module), ``"flex"`` (PyTorch FlexAttention,
 compiled, in :mod:`pairrm_hf.models.flex_attention`; it uses the query scaling and position tables built here and
-falls back to the fused path, with one warning, where flex or its compiler is missing).
+falls back to the fused path, with one warning, where flex or its compiler is missing) and ``"export"`` (a
+traceable whole-tensor forward in :mod:`pairrm_hf.models.export_attention`: the graph the OpenVINO backend converts;
+it runs in torch too, where ``"fused"``, which tiles the scores on CPU, stays the default).
 
 transformers ships only an eager ``DisentangledSelfAttention``. At PairRM's row lengths (1–2k tokens) most of its
 time goes to elementwise passes over ``[batch·heads, L, L]`` tensors (scaling the scores three times, gathering the
@@ -35,6 +37,7 @@ import torch
 from torch import nn
 from transformers.models.deberta_v2.modeling_deberta_v2 import DisentangledSelfAttention, build_relative_position
 
+from .export_attention import export_attention
 from .flex_attention import flex_attention
 
 __all__ = [
@@ -45,9 +48,10 @@ __all__ = [
     "set_attention_implementation",
 ]
 
-#: Values of ``config.pairrm_attention``: ``"fused"`` (this module's inference path), ``"eager"`` (transformers') or
-#: ``"flex"`` (FlexAttention, compiled; see :mod:`pairrm_hf.models.flex_attention`).
-ATTENTION_IMPLEMENTATIONS = ("fused", "eager", "flex")
+#: Values of ``config.pairrm_attention``: ``"fused"`` (this module's inference path), ``"eager"`` (transformers'),
+#: ``"flex"`` (FlexAttention, compiled; see :mod:`pairrm_hf.models.flex_attention`) or ``"export"`` (traceable with
+#: dynamic shapes, for conversion; see :mod:`pairrm_hf.models.export_attention`).
+ATTENTION_IMPLEMENTATIONS = ("fused", "eager", "flex", "export")
 
 #: The attention a new PairRM model uses, per device type; the one place to change it. ``"fused"`` everywhere: on CPU
 #: flex measured 0.55–0.67× fused's time at 2 × 1024 tokens but 0.93–1.47× at 8 × 256 (base shape, a loaded 2-core
@@ -64,7 +68,8 @@ def default_attention(device: str | torch.device = "cpu") -> str:
 class PairRMSelfAttention(DisentangledSelfAttention):
     """``DisentangledSelfAttention`` with fused and flex inference paths; parameter names and shapes are unchanged.
 
-    ``implementation`` (``"fused"``, ``"flex"`` or ``"eager"``) picks the path for eval-mode calls without gradients;
+    ``implementation`` (``"fused"``, ``"flex"``, ``"export"`` or ``"eager"``) picks the path for eval-mode calls
+    without gradients;
     training, calls with gradients and ``output_attentions=True`` always use the eager parent. ``"flex"`` falls back
     to the fused path where flex cannot run (see :mod:`pairrm_hf.models.flex_attention`).
     """
@@ -106,6 +111,15 @@ class PairRMSelfAttention(DisentangledSelfAttention):
             return super().forward(
                 hidden_states, attention_mask, output_attentions, query_states, relative_pos, rel_embeddings
             )
+        if self.implementation == "export":
+            relative_index = None
+            if self.relative_attention and self.pos_att_type:
+                states = hidden_states.unsqueeze(1)  # relative_index reads the length of [B, H, L, d]
+                relative_index = self.relative_index(states, states, relative_pos)
+            context = export_attention(
+                self, hidden_states, attention_mask, relative_index, rel_embeddings, query_states
+            )
+            return context, None
         if query_states is None:
             query_states = hidden_states
         types = self.pos_att_type

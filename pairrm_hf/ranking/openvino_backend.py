@@ -8,15 +8,17 @@ progress) is the engine's, unchanged.
 * **Default.** ``backend=None`` reads ``$PAIRRM_BACKEND``, else ``"auto"``: :func:`auto_backend` picks OpenVINO for
   a fp32 :class:`~pairrm_hf.DebertaV2PairRM` on the CPU when openvino imports (and no ``compile``, autocast or
   eager attention was asked for), torch otherwise, and never raises where OpenVINO would refuse.
-* **Conversion.** ``openvino.convert_model`` traces the backbone in transformers' eager attention (the fused path
-  has data-dependent branches a trace would freeze) with batch and length left dynamic, so one converted model
-  serves every batch shape.
+* **Conversion.** ``openvino.convert_model`` traces the backbone with batch and length left dynamic, so one converted
+  model serves every batch shape. The attention traced is :data:`CONVERTED_ATTENTION`: ``"export"``
+  (:mod:`pairrm_hf.models.export_attention`, whole tensors, no data-dependent branch, shared gather indices and
+  position tables cut to the row's length) by default; ``"eager"`` (transformers' module) for comparison.
 * **Cache.** The converted model (fp32 IR, or weight-compressed int8) is written once, atomically, under
   ``$HF_HOME/pairrm_hf/openvino/<key>`` (``PAIRRM_OPENVINO_CACHE`` overrides the root) together with OpenVINO's
   compiled-blob cache, so a second process skips both conversion and compilation. ``<key>`` hashes the config
   (less the fields that only say where it was saved), the weights (named by their checkpoint files while torch's
   version counters show them unchanged since loading, else by a CRC of every tensor's bytes), the precision and
-  the OpenVINO/torch versions: a changed checkpoint gets a new entry, never a stale one.
+  the OpenVINO/torch versions and the converted graph's version (:data:`GRAPH_VERSIONS`): a changed checkpoint or
+  graph gets a new entry, never a stale one.
 * **Memory.** Once compiled, the torch backbone's parameters are released to the meta device (written once to the
   entry as ``torch_backbone.safetensors``) and read back only when a torch forward pass needs them.
 * **Precision.** fp32 is compiled with ``INFERENCE_PRECISION_HINT=f32`` (OpenVINO would otherwise pick bf16 on CPUs
@@ -49,6 +51,8 @@ from ..models.modeling_pairrm import DebertaV2PairRM
 __all__ = [
     "BACKENDS",
     "BACKEND_ENV",
+    "CONVERTED_ATTENTION",
+    "GRAPH_VERSIONS",
     "OpenVINOBackbone",
     "auto_backend",
     "check_backend",
@@ -70,6 +74,14 @@ BACKENDS = ("auto", "torch", "openvino")
 
 #: The environment variable that sets the backend when ``backend=None`` (e.g. ``PAIRRM_BACKEND=torch``).
 BACKEND_ENV = "PAIRRM_BACKEND"
+
+#: The attention implementation traced when converting: ``"export"`` (the default) or ``"eager"`` (transformers'
+#: module, the graph converted before; kept selectable for comparisons such as ``benchmarks/bench_backends.py``).
+CONVERTED_ATTENTION = "export"
+
+#: The version of each convertible graph, part of the cache key: bump it when the traced forward changes, so entries
+#: converted from the older graph are never reused.
+GRAPH_VERSIONS = {"eager": "eager-1", "export": "export-1"}
 
 _LOGGED_CHOICES: set[tuple[str, str]] = set()
 
@@ -230,8 +242,9 @@ def record_checkpoint_identity(backbone: nn.Module, folder: str | os.PathLike) -
         backbone.__dict__["_pairrm_checkpoint"] = (identity, _tensor_versions(backbone))
 
 
-def _weights_key(backbone: nn.Module, precision: str) -> str:
-    """A cache key for this backbone: config, the weights, precision and library versions.
+def _weights_key(backbone: nn.Module, precision: str, graph: str | None = None) -> str:
+    """A cache key for this backbone: config, the weights, precision, library versions and the converted graph
+    (``graph``, default :data:`CONVERTED_ATTENTION`, with its :data:`GRAPH_VERSIONS` entry).
 
     The weights are named by their checkpoint files when :func:`record_checkpoint_identity` vouches that they are
     unchanged since loading; otherwise by a CRC-32 of every tensor's bytes, which changes with any weight
@@ -245,6 +258,8 @@ def _weights_key(backbone: nn.Module, precision: str) -> str:
     }
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     digest.update(f"{precision}|{openvino.__version__}|{torch.__version__}".encode())
+    graph = graph or CONVERTED_ATTENTION
+    digest.update(f"graph|{graph}|{GRAPH_VERSIONS[graph]}".encode())
     recorded = backbone.__dict__.get("_pairrm_checkpoint")
     if recorded is not None and recorded[1] == _tensor_versions(backbone):
         digest.update(f"files|{recorded[0]}".encode())
@@ -267,8 +282,9 @@ class _HiddenStates(nn.Module):
         return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-def _convert(backbone: nn.Module, precision: str):
-    """Trace ``backbone`` (eager attention) into an OpenVINO model with dynamic batch and length."""
+def _convert(backbone: nn.Module, precision: str, graph: str | None = None):
+    """Trace ``backbone`` (attention ``graph``, default :data:`CONVERTED_ATTENTION`) into an OpenVINO model with
+    dynamic batch and length."""
     import openvino
 
     vocab = int(backbone.config.vocab_size)
@@ -276,7 +292,7 @@ def _convert(backbone: nn.Module, precision: str):
     mask = torch.ones_like(ids)
     mask[1, 16:] = 0  # a padded row, so the mask is traced as an input that matters
     previous = [m.implementation for m in backbone.modules() if hasattr(m, "implementation")]
-    set_attention_implementation(backbone, "eager")
+    set_attention_implementation(backbone, graph or CONVERTED_ATTENTION)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             # the tracer warns about Python ints taken from tensor sizes; sizes stay dynamic ops in the graph
@@ -320,7 +336,8 @@ def load_openvino_backbone(
     precision = "int8" if quantize == "int8" else "fp32"
     static = calibration is not None and precision == "int8"
     root = Path(cache_dir) if cache_dir is not None else openvino_cache_root()
-    entry = root / _weights_key(backbone, calibration.cache_tag if static else precision)
+    graph = CONVERTED_ATTENTION  # read once: the key and the conversion name the same graph
+    entry = root / _weights_key(backbone, calibration.cache_tag if static else precision, graph)
     xml = entry / "backbone.xml"
     if not xml.exists():
         logger.warning(
@@ -331,7 +348,9 @@ def load_openvino_backbone(
         )
         root.mkdir(parents=True, exist_ok=True)  # an unusable cache root fails here, before the conversion
         # static int8 calibrates the fp32 graph (weights and activations together) instead of compressing weights
-        model = calibration.quantize(_convert(backbone, "fp32")) if static else _convert(backbone, precision)
+        model = (
+            calibration.quantize(_convert(backbone, "fp32", graph)) if static else _convert(backbone, precision, graph)
+        )
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
         try:
             # compress_to_fp16=False: the default would halve fp32 weights to fp16 on disk
@@ -438,8 +457,9 @@ class OpenVINOBackbone(nn.Module):
     """
 
     #: Score elements (rows × heads × L²) per OpenVINO request; 2^25 keeps a request's attention tensors near
-    #: 1.5 GB (about 0.5 GB per row at L = 1024 on a base model; 2048-token rows go one at a time). Short rows
-    #: still go in large batches: 256-token rows of a 12-head model, 42 per request.
+    #: 1.1 GB with the export graph (~34 bytes per score element: 1.64 GB per 2048-token row of a base model, about
+    #: 0.4 GB per row at L = 1024; 2048-token rows go one at a time). Short rows still go in large batches:
+    #: 256-token rows of a 12-head model, 42 per request.
     score_elements_per_request: int = 1 << 25
 
     def __init__(self, compiled, torch_backbone: nn.Module, *, precision: str, cache_entry: Path):
@@ -513,10 +533,10 @@ class OpenVINOBackbone(nn.Module):
         return BaseModelOutput(last_hidden_state=hidden.to(input_ids.device))
 
     def rows_per_request(self, length: int) -> int:
-        """Most rows of ``length`` tokens sent to OpenVINO at once: the converted graph is transformers' eager
-        attention, which holds about a dozen ``[rows, heads, L, L]`` fp32 tensors at its peak (a base model at
-        L = 2048 measured 2.2 GB per row), so a batch is cut into requests of at most
-        :attr:`score_elements_per_request` score elements (never fewer than one row). Rows are independent: the
-        cut changes no result."""
+        """Most rows of ``length`` tokens sent to OpenVINO at once: the converted attention still holds several
+        ``[rows, heads, L, L]`` fp32 tensors at its peak (the export graph: 1.64 GB per row for a base model at
+        L = 2048, measured as the peak-RSS difference between one and two rows per request; transformers' eager
+        graph: 2.2 GB), so a batch is cut into requests of at most :attr:`score_elements_per_request` score
+        elements (never fewer than one row). Rows are independent: the cut changes no result."""
         per_row = int(self.config.num_attention_heads) * length * length
         return max(1, self.score_elements_per_request // max(per_row, 1))

@@ -1,0 +1,104 @@
+"""A traceable disentangled attention for exporting the backbone (``attention="export"``): the graph OpenVINO runs.
+
+Why it exists: the OpenVINO backend converts the backbone by tracing one forward pass with batch and length left
+dynamic. The fused path (:mod:`pairrm_hf.models.attention`) cannot be traced that way (a Python loop over score
+tiles, a branch on ``bool(mask.all())``), and transformers' eager module traces into a graph that makes many
+elementwise passes over ``[B, H, L, L]`` tensors (three score tensors scaled, both position terms gathered through
+int64 ``[B, H, L, L]`` index tensors built by expands, a transposed copy, adds, the mask) and holds about a dozen
+of them at its peak. This forward computes the same scores on whole tensors with no Python loop and no branch on
+values; every size is a traced op, so one converted model serves every batch shape:
+
+* the ``1/sqrt(d·scale_factor)`` factor is folded into the ``[L, d]`` query and position-query projections;
+* the position tables are cut to the buckets the row's relative positions reach (``index.min()``..``index.max()``,
+  a slice with traced bounds): short rows use ~2L of the 2·span position columns, so the c2p/p2c products shrink
+  with the row (at L = 64 on a 256-bucket model, 127 columns instead of 512); long rows use them all;
+* both position terms are gathered straight into ``[query, key]`` order with one ``[Lq·Lk]`` index shared by every
+  row and head (``index_select`` on the flattened ``[query·position]`` / ``[position·key]`` products, an OpenVINO
+  ``Gather``), not with ``[B, H, L, L]`` index tensors;
+* the position terms and the padding (one ``masked_fill``) form a float bias for
+  ``torch.nn.functional.scaled_dot_product_attention`` (q·k, bias, softmax, · V). OpenVINO converts it to its
+  ``ScaledDotProductAttention`` op; its CPU plugin lowers that to MatMul + one fused softmax subgraph for this
+  pattern (no flash-style kernel; measured a little faster than the same steps written out, within the noise of a
+  shared machine).
+
+The numbers match the eager module to float rounding (tests hold them to 1e-5). Like the fused path it runs in eval
+mode with gradients off and without attention maps; other calls take transformers' eager code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["export_attention"]
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``[B, L, H·d]`` → ``[B, H, L, d]`` (a view)."""
+    return x.view(x.size(0), x.size(1), heads, -1).transpose(1, 2)
+
+
+def _used_columns(table: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``table`` ``[1, H, 2·span, d]`` cut to the positions ``index`` reaches, and ``index`` shifted to match.
+
+    The bounds are tensors, so a trace keeps them as ops of the row length instead of freezing the example's.
+    """
+    low = index.min()
+    return table[:, :, low : index.max() + 1], index - low
+
+
+def export_attention(
+    module: nn.Module,
+    hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor,
+    relative_index: torch.Tensor | None,
+    rel_embeddings: torch.Tensor | None,
+    query_states: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The attention context ``[B, L, H·d]`` of a ``DisentangledSelfAttention`` ``module`` (its own parameters).
+
+    ``hidden_states`` ``[B, L, hidden]``; ``attention_mask`` ``[B, 1, L, L]`` (or ``[B, L, L]``), nonzero where a
+    query may attend to a key; ``relative_index`` the ``[L, L]`` relative position ids (``None`` without relative
+    attention); ``rel_embeddings`` the encoder's (normalized) relative embeddings; ``query_states`` the query
+    input where it is not ``hidden_states`` (same shape).
+    """
+    types = module.pos_att_type
+    heads = module.num_attention_heads
+    # As in eager, the scale counts the configured position terms even when relative attention is off.
+    scale = 1.0 / math.sqrt(module.attention_head_size * (1 + ("c2p" in types) + ("p2c" in types)))
+    query = (
+        _heads(module.query_proj(hidden_states if query_states is None else query_states), heads) * scale
+    )  # [B, H, L, d]
+    key = _heads(module.key_proj(hidden_states), heads)
+    value = _heads(module.value_proj(hidden_states), heads)
+    b, length = query.size(0), query.size(2)
+    mask = attention_mask if attention_mask.dim() == 4 else attention_mask.unsqueeze(1)
+    terms = []  # the position terms, [B, H, L, L] each
+    if module.relative_attention and types:
+        span = module.pos_ebd_size
+        rel = rel_embeddings[: span * 2].unsqueeze(0)  # [1, 2·span, hidden]; a constant of the converted graph
+        positions = torch.arange(length, device=query.device)
+        if "c2p" in types:
+            pos_key = _heads(module.key_proj(rel) if module.share_att_key else module.pos_key_proj(rel), heads)
+            index = torch.clamp(relative_index + span, 0, span * 2 - 1)  # term[q, k] = c2p[q, index[q, k]]
+            pos_key, index = _used_columns(pos_key, index)
+            c2p = torch.matmul(query, pos_key.transpose(-1, -2))  # [B, H, L, P]
+            flat = (index + (positions * c2p.size(-1)).unsqueeze(1)).reshape(-1)
+            terms.append(torch.index_select(c2p.flatten(2), 2, flat).view(b, heads, length, length))
+        if "p2c" in types:
+            pos_query = _heads(module.query_proj(rel) if module.share_att_key else module.pos_query_proj(rel), heads)
+            # eager: term[q, k] = p2c[k, clamp(span - rel[k, q])] in [key, position] order, then transposed
+            index = torch.clamp(span - relative_index.transpose(0, 1), 0, span * 2 - 1)
+            pos_query, index = _used_columns(pos_query, index)
+            p2c = torch.matmul(pos_query * scale, key.transpose(-1, -2))  # [B, H, P, L]
+            flat = (index * length + positions).reshape(-1)
+            terms.append(torch.index_select(p2c.flatten(2), 2, flat).view(b, heads, length, length))
+    # A float mask, not a boolean one: a padded query row (every key masked) then gets eager's uniform weights, not
+    # NaN. q is already scaled, hence scale=1.
+    bias = sum(terms[1:], terms[0]) if terms else torch.zeros(mask.shape, dtype=query.dtype, device=query.device)
+    bias = bias.masked_fill(~mask.bool(), torch.finfo(bias.dtype).min)
+    context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=1.0)  # [B, H, L, d]
+    return context.transpose(1, 2).reshape(b, length, -1)
