@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         "--max-batch-tokens",
         default="auto",
         type=lambda v: v if v == "auto" else None if v == "none" else int(v),
-        help="padded tokens per forward pass: 'auto' (PairRM's default, 8192 on CPU), 'none' (no limit) or a number",
+        help="padded tokens per forward pass: 'auto' (PairRM's default, 2048 on CPU), 'none' (no limit) or a number",
     )
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)

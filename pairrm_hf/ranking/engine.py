@@ -94,11 +94,12 @@ class EncodedExample:
 
 
 #: Padded tokens per forward pass under ``max_batch_tokens="auto"`` (the default), per device type; a device type
-#: not listed has no limit. On CPU, 8192 tokens keep the activations of one pass (FFN intermediate, Q/K/V, the
-#: per-row position tables) near 0.3 GB on the large shape, so 8 rows of 2048 tokens run as two passes of 4 rows
-#: instead of holding 2.7 GB at once; a matmul over 8192 rows of tokens is long past where 2 cores saturate.
+#: not listed has no limit. On CPU, 2048 tokens run 8 rows of 2048 tokens (large shape) as 8 passes of one row:
+#: peak RSS weights + 0.99 GB, against + 1.91 GB at 8192 tokens and + 2.94 GB with no limit; on the base shape
+#: passes of 2048 tokens measured 0.99–1.00× the time of passes of 8192 (16 × 256 and 4 × 1024, torch and
+#: OpenVINO), because a matmul over 2048 rows of tokens already keeps 2 cores busy (benchmarks/RESULTS.md).
 #: CUDA has no limit until a GPU run measures one (``benchmarks/gpu_check.py``).
-DEFAULT_MAX_BATCH_TOKENS: dict[str, int] = {"cpu": 8192}
+DEFAULT_MAX_BATCH_TOKENS: dict[str, int] = {"cpu": 2048}
 
 
 def default_max_batch_tokens(device: str | torch.device = "cpu") -> int | None:
@@ -117,7 +118,7 @@ class EngineOptions:
     Attributes:
         batch_size: most rows per forward pass.
         max_batch_tokens: most padded tokens (rows × longest row) per forward pass; ``None`` = no limit;
-            ``"auto"`` (default) = :data:`DEFAULT_MAX_BATCH_TOKENS` for the engine's device (8192 on CPU).
+            ``"auto"`` (default) = :data:`DEFAULT_MAX_BATCH_TOKENS` for the engine's device (2048 on CPU).
         autocast_dtype: run the forward under ``torch.autocast`` in this dtype (e.g. bf16 on CPU); logits are fp32.
         show_progress: show a tqdm bar over the rows of each call.
         progress_callback: called after every forward batch with the number of requested ordered pairs it answered
@@ -155,7 +156,7 @@ class PairwiseEngine:
         dtype: weights dtype (``torch.float32``, ``torch.bfloat16``, ``torch.float16``); ``None`` keeps it.
         batch_size: most rows per forward pass.
         max_batch_tokens: most padded tokens (rows × longest row) per forward pass; ``None`` = no limit;
-            ``"auto"`` (default) = :data:`DEFAULT_MAX_BATCH_TOKENS` for ``device`` (8192 on CPU, none on CUDA).
+            ``"auto"`` (default) = :data:`DEFAULT_MAX_BATCH_TOKENS` for ``device`` (2048 on CPU, none on CUDA).
         autocast_dtype: run the forward under ``torch.autocast`` in this dtype (e.g. bf16 on CPU); logits are fp32.
         show_progress: show a tqdm bar over batches.
         compile: run the model through ``torch.compile(dynamic=True)``. Same logits up to float rounding; the first

@@ -130,8 +130,8 @@ class PairRM:
         device: ``None`` → CUDA when available, else CPU.
         dtype: weights dtype (``"float32"``, ``"bfloat16"``, ``"float16"``); ``None`` keeps the loaded one.
         batch_size: rows (ordered pairs) per forward pass; results do not depend on it.
-        max_batch_tokens: cap on padded tokens (rows × longest row) per forward pass; ``"auto"`` (default) is 8192 on
-            CPU (bounds the memory of long rows: 8 × 2048 tokens run as two passes) and no limit on CUDA; ``None``:
+        max_batch_tokens: cap on padded tokens (rows × longest row) per forward pass; ``"auto"`` (default) is 2048 on
+            CPU (bounds the memory of long rows: 8 × 2048 tokens run as eight passes) and no limit on CUDA; ``None``:
             no limit. Results do not depend on it.
         show_progress: tqdm bar over the pairs of each call.
         compile: run the model through ``torch.compile(dynamic=True)`` (one-off warm-up; see ``PairwiseEngine``).
