@@ -111,15 +111,6 @@ class PairRMSelfAttention(DisentangledSelfAttention):
             return super().forward(
                 hidden_states, attention_mask, output_attentions, query_states, relative_pos, rel_embeddings
             )
-        if self.implementation == "export":
-            relative_index = None
-            if self.relative_attention and self.pos_att_type:
-                states = hidden_states.unsqueeze(1)  # relative_index reads the length of [B, H, L, d]
-                relative_index = self.relative_index(states, states, relative_pos)
-            context = export_attention(
-                self, hidden_states, attention_mask, relative_index, rel_embeddings, query_states
-            )
-            return context, None
         if query_states is None:
             query_states = hidden_states
         types = self.pos_att_type
@@ -133,6 +124,15 @@ class PairRMSelfAttention(DisentangledSelfAttention):
         b, h, lq, d = query.shape
         lk = key.size(2)
 
+        if self.implementation == "export":
+            pos_key = pos_query = relative_index = None
+            span = 0
+            if self.relative_attention and types:
+                relative_index = self.relative_index(query, key, relative_pos)
+                pos_key, pos_query = self.position_projections(rel_embeddings, scale)
+                span = self.pos_ebd_size
+            context = export_attention(query, key, value, attention_mask, relative_index, pos_key, pos_query, span)
+            return context.transpose(1, 2).reshape(b, lq, h * d), None
         if self.implementation == "flex":
             context = self._flex(query, key, value, attention_mask, relative_pos, rel_embeddings, scale)
             if context is not None:

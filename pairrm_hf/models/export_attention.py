@@ -27,18 +27,10 @@ mode with gradients off and without attention maps; other calls take transformer
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 __all__ = ["export_attention"]
-
-
-def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """``[B, L, H·d]`` → ``[B, H, L, d]`` (a view)."""
-    return x.view(x.size(0), x.size(1), heads, -1).transpose(1, 2)
 
 
 def _used_columns(table: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,54 +43,41 @@ def _used_columns(table: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tenso
 
 
 def export_attention(
-    module: nn.Module,
-    hidden_states: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
     attention_mask: torch.Tensor,
-    relative_index: torch.Tensor | None,
-    rel_embeddings: torch.Tensor | None,
-    query_states: torch.Tensor | None = None,
+    relative_index: torch.Tensor | None = None,
+    pos_key: torch.Tensor | None = None,
+    pos_query: torch.Tensor | None = None,
+    span: int = 0,
 ) -> torch.Tensor:
-    """The attention context ``[B, L, H·d]`` of a ``DisentangledSelfAttention`` ``module`` (its own parameters).
+    """The attention context ``[B, H, L, d]`` of ``query`` (already scaled), ``key`` and ``value`` ``[B, H, L, d]``.
 
-    ``hidden_states`` ``[B, L, hidden]``; ``attention_mask`` ``[B, 1, L, L]`` (or ``[B, L, L]``), nonzero where a
-    query may attend to a key; ``relative_index`` the ``[L, L]`` relative position ids (``None`` without relative
-    attention); ``rel_embeddings`` the encoder's (normalized) relative embeddings; ``query_states`` the query
-    input where it is not ``hidden_states`` (same shape).
+    ``attention_mask`` ``[B, 1, L, L]`` (or ``[B, L, L]``), nonzero where a query may attend to a key;
+    ``relative_index`` the ``[L, L]`` relative position ids; ``pos_key`` / ``pos_query`` the projected relative
+    embeddings ``[1, H, 2·span, d]`` (the position query scaled), ``None`` for a term not configured
+    (:meth:`~pairrm_hf.models.attention.PairRMSelfAttention.position_projections`); ``span`` the position span.
     """
-    types = module.pos_att_type
-    heads = module.num_attention_heads
-    # As in eager, the scale counts the configured position terms even when relative attention is off.
-    scale = 1.0 / math.sqrt(module.attention_head_size * (1 + ("c2p" in types) + ("p2c" in types)))
-    query = (
-        _heads(module.query_proj(hidden_states if query_states is None else query_states), heads) * scale
-    )  # [B, H, L, d]
-    key = _heads(module.key_proj(hidden_states), heads)
-    value = _heads(module.value_proj(hidden_states), heads)
-    b, length = query.size(0), query.size(2)
+    b, heads, length = query.shape[:3]
     mask = attention_mask if attention_mask.dim() == 4 else attention_mask.unsqueeze(1)
     terms = []  # the position terms, [B, H, L, L] each
-    if module.relative_attention and types:
-        span = module.pos_ebd_size
-        rel = rel_embeddings[: span * 2].unsqueeze(0)  # [1, 2·span, hidden]; a constant of the converted graph
-        positions = torch.arange(length, device=query.device)
-        if "c2p" in types:
-            pos_key = _heads(module.key_proj(rel) if module.share_att_key else module.pos_key_proj(rel), heads)
-            index = torch.clamp(relative_index + span, 0, span * 2 - 1)  # term[q, k] = c2p[q, index[q, k]]
-            pos_key, index = _used_columns(pos_key, index)
-            c2p = torch.matmul(query, pos_key.transpose(-1, -2))  # [B, H, L, P]
-            flat = (index + (positions * c2p.size(-1)).unsqueeze(1)).reshape(-1)
-            terms.append(torch.index_select(c2p.flatten(2), 2, flat).view(b, heads, length, length))
-        if "p2c" in types:
-            pos_query = _heads(module.query_proj(rel) if module.share_att_key else module.pos_query_proj(rel), heads)
-            # eager: term[q, k] = p2c[k, clamp(span - rel[k, q])] in [key, position] order, then transposed
-            index = torch.clamp(span - relative_index.transpose(0, 1), 0, span * 2 - 1)
-            pos_query, index = _used_columns(pos_query, index)
-            p2c = torch.matmul(pos_query * scale, key.transpose(-1, -2))  # [B, H, P, L]
-            flat = (index * length + positions).reshape(-1)
-            terms.append(torch.index_select(p2c.flatten(2), 2, flat).view(b, heads, length, length))
+    positions = torch.arange(length, device=query.device)
+    if pos_key is not None:
+        index = torch.clamp(relative_index + span, 0, span * 2 - 1)  # term[q, k] = c2p[q, index[q, k]]
+        pos_key, index = _used_columns(pos_key, index)
+        c2p = torch.matmul(query, pos_key.transpose(-1, -2))  # [B, H, L, P]
+        flat = (index + (positions * c2p.size(-1)).unsqueeze(1)).reshape(-1)
+        terms.append(torch.index_select(c2p.flatten(2), 2, flat).view(b, heads, length, length))
+    if pos_query is not None:
+        # eager: term[q, k] = p2c[k, clamp(span - rel[k, q])] in [key, position] order, then transposed
+        index = torch.clamp(span - relative_index.transpose(0, 1), 0, span * 2 - 1)
+        pos_query, index = _used_columns(pos_query, index)
+        p2c = torch.matmul(pos_query, key.transpose(-1, -2))  # [B, H, P, L]
+        flat = (index * length + positions).reshape(-1)
+        terms.append(torch.index_select(p2c.flatten(2), 2, flat).view(b, heads, length, length))
     # A float mask, not a boolean one: a padded query row (every key masked) then gets eager's uniform weights, not
     # NaN. q is already scaled, hence scale=1.
     bias = sum(terms[1:], terms[0]) if terms else torch.zeros(mask.shape, dtype=query.dtype, device=query.device)
     bias = bias.masked_fill(~mask.bool(), torch.finfo(bias.dtype).min)
-    context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=1.0)  # [B, H, L, d]
-    return context.transpose(1, 2).reshape(b, length, -1)
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=1.0)  # [B, H, L, d]

@@ -411,7 +411,7 @@ class PairwiseEngine:
             width = int(lengths[batch].max())
             ids, mask = self._assemble(examples, pairs, batch, width)
             # as OpenVINOBackbone cuts a long batch into requests, so calibration never holds more at once
-            step = max(1, OpenVINOBackbone.score_elements_per_request // (heads * width * width))
+            step = OpenVINOBackbone.request_rows(heads, width)
             batches += [(ids[k : k + step].numpy(), mask[k : k + step].numpy()) for k in range(0, len(batch), step)]
         return StaticInt8(batches, calibration.options())
 

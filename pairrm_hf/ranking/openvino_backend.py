@@ -538,5 +538,12 @@ class OpenVINOBackbone(nn.Module):
         L = 2048, measured as the peak-RSS difference between one and two rows per request; transformers' eager
         graph: 2.2 GB), so a batch is cut into requests of at most :attr:`score_elements_per_request` score
         elements (never fewer than one row). Rows are independent: the cut changes no result."""
-        per_row = int(self.config.num_attention_heads) * length * length
-        return max(1, self.score_elements_per_request // max(per_row, 1))
+        return self.request_rows(int(self.config.num_attention_heads), length, self.score_elements_per_request)
+
+    @classmethod
+    def request_rows(cls, heads: int, length: int, budget: int | None = None) -> int:
+        """:meth:`rows_per_request` for a model with ``heads`` attention heads, before any backbone is compiled
+        (static int8 calibration feeds the same requests); ``budget`` defaults to the class's
+        :attr:`score_elements_per_request`."""
+        budget = cls.score_elements_per_request if budget is None else budget
+        return max(1, budget // max(heads * length * length, 1))
