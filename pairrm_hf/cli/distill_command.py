@@ -6,6 +6,8 @@ import argparse
 import json
 import os
 
+from .options import add_quantize_options, quantize_kwargs
+
 __all__ = ["add_distill_parser", "distill_command"]
 
 
@@ -48,6 +50,8 @@ def add_distill_parser(sub, add_model_options, positive) -> None:
     distill.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="upload the student to this Hub repo")
     distill.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repo")
     add_model_options(distill)
+    # the teacher's precision: an int8 teacher labels faster, and its rankings are what the student learns
+    add_quantize_options(distill)
 
 
 def _rows(path: str, split: str | None, prompt_column: str, candidates_column: str) -> list[dict]:
@@ -96,6 +100,8 @@ def distill_command(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         batch_size=args.batch_size,
         backbone_config=args.backbone_config,
+        backend=args.backend,
+        **quantize_kwargs(args),
     )
     result = distill_pairrm(
         teacher,

@@ -12,6 +12,7 @@ from typing import Any
 from ..evaluation.metrics import pairwise_accuracy, plot_tradeoff, selection_tradeoff
 from ..ranking.inputs import INPUT_FORMATS
 from ..utils.checks import positive_int_argument
+from .options import add_quantize_options, quantize_kwargs
 
 __all__ = ["eval_main"]
 
@@ -65,6 +66,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=positive_int_argument)
     parser.add_argument("--batch-size", type=positive_int_argument, default=16)
     parser.add_argument("--device")
+    # measure what int8 costs in accuracy: the same evaluation on the quantized ranker(s)
+    add_quantize_options(parser)
     parser.add_argument("--output", "-o", help="also write the JSON result here")
     args = parser.parse_args(argv)
     from ..data.mixinstruct import MixInstructExample, candidate_scores
@@ -74,7 +77,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         rows = _load_rows(args.data, args.split)[: args.limit]
         if args.task == "compare":
             return _compare(args, rows)
-        rm = PairRM.from_pretrained(args.model, device=args.device, batch_size=args.batch_size)
+        rm = PairRM.from_pretrained(args.model, device=args.device, batch_size=args.batch_size, **quantize_kwargs(args))
         if args.task == "preference":
             section_map = None
             if args.section_map:
@@ -120,7 +123,10 @@ def _compare(args, rows: list[dict]) -> int:
 
     if not args.models:
         raise ValueError("--task compare needs --models (two or more ranker folders or ids)")
-    rankers = {m: PairRM.from_pretrained(m, device=args.device, batch_size=args.batch_size) for m in args.models}
+    rankers = {
+        m: PairRM.from_pretrained(m, device=args.device, batch_size=args.batch_size, **quantize_kwargs(args))
+        for m in args.models
+    }
     results = compare_rankers(rankers, rows, metrics=args.metric, beat=args.beat)
     print(format_comparison_table(results))
     if args.output:

@@ -21,7 +21,7 @@ from ..ranking.ranker import REF_MODES
 from ..utils.checks import duration_argument, positive_int_argument
 from ..utils.version import __version__
 from .distill_command import add_distill_parser, distill_command
-from .options import add_attention_option
+from .options import add_attention_option, add_quantize_options, quantize_kwargs
 from .serve_command import add_serve_parsers, demo_command, serve_command  # servers import lazily
 
 __all__ = ["main", "build_parser"]
@@ -129,6 +129,7 @@ def _add_job_options(parser: argparse.ArgumentParser, required_input: bool = Tru
     )
     _add_model_options(parser)
     add_attention_option(parser)
+    add_quantize_options(parser)
 
 
 def _methods_help() -> str:
@@ -243,6 +244,7 @@ def _rank_one(args: argparse.Namespace) -> int:
         backbone_config=args.backbone_config,
         backend=args.backend,
         attention=args.attention,
+        **quantize_kwargs(args),
     )
     ranked = rm.rank(args.prompt, args.candidates, aggregation=args.aggregation, input_format=args.input_format)
     if args.json:
@@ -321,6 +323,9 @@ def _job(args: argparse.Namespace) -> int:
         backbone_config=args.backbone_config,
         backend=args.backend,
         attention=args.attention,
+        quantize=args.quantize,
+        calibration=args.calibration,
+        calibration_size=args.calibration_size,
         split=args.split,
         limit=args.limit,
         chunk_size=args.chunk_size,

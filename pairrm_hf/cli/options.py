@@ -1,10 +1,11 @@
-"""Command-line options shared by several ``pairrm`` subcommands (file jobs and ``serve``)."""
+"""Command-line options shared by several ``pairrm`` subcommands (file jobs, ``serve``, ``eval``, ``distill``)."""
 
 from __future__ import annotations
 
 import argparse
 
 from ..models.attention import ATTENTION_IMPLEMENTATIONS
+from ..utils.checks import positive_int_argument
 
 __all__ = ["add_attention_option", "add_quantize_options", "quantize_kwargs"]
 
@@ -27,7 +28,8 @@ def add_quantize_options(parser: argparse.ArgumentParser) -> None:
         "--quantize",
         default=None,
         choices=["int8"],
-        help="int8 on CPU: OpenVINO weight-only int8 (torch dynamic int8 with --backend torch); logits move by ~1e-2",
+        help="int8 on CPU: OpenVINO weight-only int8 (torch dynamic int8 with --backend torch); logits move by ~1e-2 "
+        "(file jobs: part of the job's identity, so a job is never resumed at another precision)",
     )
     parser.add_argument(
         "--calibration",
@@ -38,7 +40,7 @@ def add_quantize_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--calibration-size",
-        type=int,
+        type=positive_int_argument,
         default=None,
         metavar="N",
         help="ordered pairs of the calibration rows to calibrate on (default 256)",

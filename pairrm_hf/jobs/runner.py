@@ -10,7 +10,8 @@ and the parts folder is removed.
 Job identity: a hash of the input's content (every byte, hashed from the very bytes the rows were parsed from, see
 :func:`~pairrm_hf.jobs.io.read_table`), the
 options that change results (task and columns, aggregation, seed, limit, split, chunk size, on-error, dtype,
-backbone config), the model's content (config and sampled weights) and the package version. The manifest holds
+backbone config, and int8 quantization: the backend that applies it and a digest of the calibration rows' content
+with their size), the model's content (config and sampled weights) and the package version. The manifest holds
 it, and the first line of every chunk names it: a chunk of any other job is never adopted (it is computed again),
 and an unfinished folder of another job is refused unless it finished no chunk yet (a failed start).
 
@@ -39,6 +40,9 @@ from typing import Any
 
 from ..checkpoints.loading import DEFAULT_MODEL
 from ..ranking.methods import get_ranking_method
+from ..ranking.openvino_backend import openvino_available, requested_backend
+from ..ranking.openvino_quantization import Calibration, as_calibration, check_calibration_options
+from ..ranking.quantization import check_quantize
 from ..ranking.ranker import shared_pairrm
 from ..utils.checks import check_positive_int
 from ..utils.version import __version__
@@ -56,7 +60,16 @@ from .io import (
 from .locks import JobLock
 from .tasks import RowError, TaskSpec, prepare_row, run_task
 
-__all__ = ["JobConfig", "run_job", "merge_job", "parts_dir", "job_id", "expected_pairs"]
+__all__ = [
+    "JobConfig",
+    "run_job",
+    "merge_job",
+    "parts_dir",
+    "job_id",
+    "expected_pairs",
+    "int8_backend",
+    "read_job_calibration",
+]
 
 MANIFEST_VERSION = 2
 #: Bytes of each weights file hashed for the model's identity: its start, middle and end (weights are GBs;
@@ -80,6 +93,14 @@ class JobConfig:
     backend: str | None = None
     #: ``"fused"``/``"eager"``/``"flex"`` or ``None`` (the model's); not part of the identity either (same logits).
     attention: str | None = None
+    #: ``"int8"`` or ``None`` (see :class:`~pairrm_hf.ranking.ranker.PairRM`). It moves logits by ~1e-2, so it is
+    #: part of the identity, with the backend that applies it (torch dynamic int8 and OpenVINO int8 differ).
+    quantize: str | None = None
+    #: with ``quantize="int8"`` on OpenVINO: a JSONL file of calibration rows (static int8); in the identity by a
+    #: digest of its rows' content and ``calibration_size``, not by its path.
+    calibration: str | None = None
+    #: ordered pairs of the calibration rows to calibrate on (``None``: 256).
+    calibration_size: int | None = None
     split: str | None = None
     limit: int | None = None
     chunk_size: int = 1000
@@ -91,13 +112,18 @@ class JobConfig:
     #: seconds between progress lines when stderr is no terminal (a log file, a batch system's output)
     progress_interval: float = 30.0
 
-    def identity(self, table=None) -> dict:
-        """Everything that decides the contents of the chunks (batch size and device do not, beyond float rounding).
+    def identity(self, table=None, calibration: Calibration | None = None) -> dict:
+        """Everything that decides the contents of the chunks (batch size and device do not, beyond float rounding,
+        except for torch's dynamic int8: see :meth:`quantization`).
 
-        Resolves the model (a bad ``--model`` fails here, before the job folder exists)."""
+        Resolves the model (a bad ``--model`` fails here, before the job folder exists). ``calibration`` is
+        :attr:`calibration` already read (:func:`read_job_calibration`); without it the file is read here.
+        """
         from ..utils.devices import resolve_dtype
 
         dtype = resolve_dtype(self.dtype)
+        if calibration is None:
+            calibration = read_job_calibration(self)
         return {
             "version": MANIFEST_VERSION,
             "package": __version__,
@@ -109,8 +135,35 @@ class JobConfig:
             "model": model_fingerprint(self.model),
             "dtype": None if dtype is None else str(dtype).replace("torch.", ""),
             "backbone_config": _backbone_fingerprint(self.backbone_config),
+            "quantize": self.quantization(calibration),
             "spec": self.spec.to_dict(),
         }
+
+    def quantization(self, calibration: Calibration | None = None) -> dict | None:
+        """The identity's ``quantize`` entry: ``None`` for full precision, else the method, the backend that applies
+        it and the calibration's content digest and size (``None`` for OpenVINO's weight-only int8); for torch's
+        dynamic int8 also the batch size, which changes its numbers.
+
+        ``backend="auto"`` is resolved from the options as the engine resolves it for int8 (OpenVINO when it is
+        installed with nncf, the weights stay fp32 and no other attention was asked for; torch otherwise), before
+        the model loads. A model OpenVINO cannot take at all runs torch in every process alike (its fingerprint is
+        in the identity too), so two settings that give other numbers always get other identities.
+        """
+        if self.quantize is None:
+            return None
+        backend = int8_backend(self)[0]
+        entry = {
+            "method": self.quantize,
+            "backend": backend,
+            "calibration": None
+            if calibration is None
+            else {"rows": calibration.fingerprint, "size": calibration.size, **calibration.options()},
+        }
+        if backend == "torch":
+            # torch's dynamic int8 measures activation ranges per forward batch, so which rows share a batch moves
+            # scores by up to the int8 error (OpenVINO's int8 does not depend on it: measured to ~1e-6)
+            entry["batch_size"] = self.batch_size
+        return entry
 
     def arguments(self) -> dict:
         """What ``pairrm merge`` needs to rebuild this job (paths as given)."""
@@ -119,12 +172,67 @@ class JobConfig:
             "model": self.model,
             "dtype": self.dtype,
             "backbone_config": self.backbone_config,
+            "batch_size": self.batch_size,
+            "backend": self.backend,
+            "attention": self.attention,
+            "quantize": self.quantize,
+            "calibration": self.calibration,
+            "calibration_size": self.calibration_size,
             "split": self.split,
             "limit": self.limit,
             "chunk_size": self.chunk_size,
             "on_error": self.on_error,
             "spec": self.spec.to_dict(),
         }
+
+
+def int8_backend(cfg: JobConfig) -> tuple[str, str]:
+    """``(backend, reason)``: what runs ``cfg``'s int8 (``"torch"`` or ``"openvino"``), known from the options alone.
+
+    An explicit ``--backend`` (or ``$PAIRRM_BACKEND``) is taken as it is. ``auto`` follows the rules of
+    :func:`~pairrm_hf.ranking.openvino_backend.auto_backend` that need no model: int8 runs on the CPU, so OpenVINO
+    unless it (or nncf) is missing, ``--dtype`` is not fp32, or an attention other than the default was asked for.
+    """
+    import torch
+
+    from ..models.attention import default_attention
+    from ..utils.devices import resolve_dtype
+
+    backend = requested_backend(cfg.backend)
+    if backend != "auto":
+        return backend, f"--backend {backend}"
+    dtype = resolve_dtype(cfg.dtype)
+    if dtype not in (None, "auto", torch.float32):
+        return "torch", f"--dtype {cfg.dtype}"
+    if cfg.attention not in (None, default_attention("cpu")):
+        return "torch", f"--attention {cfg.attention}"
+    if not openvino_available("int8"):
+        return "torch", "openvino and nncf are not installed (pip install 'pairrm-hf[openvino]')"
+    return "openvino", "openvino and nncf are installed"
+
+
+def read_job_calibration(cfg: JobConfig) -> Calibration | None:
+    """``cfg.calibration`` read and checked (every row, by the input rule) with ``cfg.calibration_size`` applied, or
+    ``None``; :class:`InputError` naming the file, row and field. Also refuses a calibration where it cannot apply
+    (no ``quantize="int8"``, the torch backend, or ``auto`` picking torch), before anything is loaded."""
+    if cfg.calibration is None:
+        if cfg.calibration_size is not None:
+            raise InputError("--calibration-size needs --calibration (the rows to calibrate static int8 on)")
+        return None
+    try:
+        check_calibration_options(cfg.calibration, quantize=cfg.quantize, backend=requested_backend(cfg.backend))
+    except ValueError as err:
+        raise InputError(f"--calibration {cfg.calibration}: {err}") from None
+    backend, reason = int8_backend(cfg)
+    if backend != "openvino":
+        raise InputError(
+            f"--calibration {cfg.calibration}: static int8 runs on OpenVINO, but --backend auto picks torch here "
+            f"({reason}); fix that, pass --backend openvino, or drop --calibration"
+        )
+    try:
+        return as_calibration(os.fspath(cfg.calibration), cfg.calibration_size)
+    except (ValueError, TypeError) as err:  # the message names the file, the row (and line) and the field
+        raise InputError(str(err)) from None
 
 
 def job_id(identity: dict) -> str:
@@ -217,6 +325,11 @@ def _check_options(cfg: JobConfig) -> None:
         raise InputError(f"shard must be INDEX/COUNT with 0 <= INDEX < COUNT, got {index}/{count}")
     check_output_path(cfg.output)
     resolve_dtype(cfg.dtype)
+    try:
+        check_quantize(cfg.quantize, cfg.device)  # before the device: int8 on CUDA is refused even without CUDA
+        requested_backend(cfg.backend)
+    except ValueError as err:
+        raise InputError(str(err)) from None
     if cfg.device is not None:
         resolve_device(cfg.device)
 
@@ -386,7 +499,7 @@ def _loading_bars(enabled: bool) -> Iterator[None]:
             disable_progress_bars()
 
 
-def _load_model(cfg: JobConfig, state):
+def _load_model(cfg: JobConfig, state, calibration: Calibration | None):
     device = cfg.device
     if device is None and state is not None:
         device = str(state.device)  # accelerate picks cuda:<local rank> (or cpu with --cpu)
@@ -399,6 +512,8 @@ def _load_model(cfg: JobConfig, state):
             cfg.backbone_config,
             backend=cfg.backend,
             attention=cfg.attention,
+            quantize=cfg.quantize,
+            calibration=calibration,  # read once, at the start: the identity's digest is of these very rows
         )
 
 
@@ -489,11 +604,13 @@ def run_job(cfg: JobConfig, *, merge_only: bool = False) -> dict:
     """
     start = time.perf_counter()
     _check_options(cfg)
+    calibration = read_job_calibration(cfg)
     table, items, problems = _check_rows(cfg)
-    identity = cfg.identity(table)
+    identity = cfg.identity(table, calibration)
     manifest = {"job": job_id(identity), "identity": identity, "arguments": cfg.arguments()}
     job = manifest["job"]
-    state, proc, nproc = _distributed(cfg.device)
+    # int8 runs on the CPU: without --device, processes under accelerate launch must not be given a GPU each
+    state, proc, nproc = _distributed(cfg.device or ("cpu" if cfg.quantize else None))
     is_main = state is None or state.is_main_process
     parts, lock = _open_job(cfg, manifest, is_main, state)
     try:
@@ -516,7 +633,7 @@ def run_job(cfg: JobConfig, *, merge_only: bool = False) -> dict:
         }
         if is_main:
             summary["rejects"] = _write_rejects(cfg, problems)
-        runner = _ChunkRunner(cfg, table, items, parts, job, state, proc, summary, todo)
+        runner = _ChunkRunner(cfg, table, items, parts, job, state, proc, summary, todo, calibration)
         try:
             waiting = []
             for k in todo:
@@ -544,9 +661,10 @@ def run_job(cfg: JobConfig, *, merge_only: bool = False) -> dict:
 class _ChunkRunner:
     """Computes claimed chunks; loads the model and opens the progress bar on the first one."""
 
-    def __init__(self, cfg, table, items, parts, job, state, proc, summary, todo):
+    def __init__(self, cfg, table, items, parts, job, state, proc, summary, todo, calibration=None):
         self.cfg, self.table, self.items, self.parts, self.job = cfg, table, items, parts, job
         self.state, self.proc, self.summary, self.todo = state, proc, summary, todo
+        self.calibration = calibration
         self.rm = self.bar = None
 
     def _rows(self, k: int) -> range:
@@ -565,7 +683,7 @@ class _ChunkRunner:
     def _compute(self, k: int) -> None:
         cfg, summary = self.cfg, self.summary
         if self.rm is None:
-            shared = _load_model(cfg, self.state)
+            shared = _load_model(cfg, self.state, self.calibration)
             total = sum(
                 expected_pairs(cfg.spec, self.items[i]) for c in self.todo for i in self._rows(c) if i in self.items
             )
@@ -649,6 +767,13 @@ def merge_job(output: str | os.PathLike, *, keep_parts: bool = False) -> dict:
         model=a["model"],
         dtype=a["dtype"],
         backbone_config=a["backbone_config"],
+        # older manifests have no such arguments (nor quantization)
+        batch_size=a.get("batch_size", 16),
+        backend=a.get("backend"),
+        attention=a.get("attention"),
+        quantize=a.get("quantize"),
+        calibration=a.get("calibration"),
+        calibration_size=a.get("calibration_size"),
         split=a["split"],
         limit=a["limit"],
         chunk_size=a["chunk_size"],

@@ -104,6 +104,26 @@ class Calibration:
             "fast_bias_correction": self.fast_bias_correction,
         }
 
+    @property
+    def fingerprint(self) -> str:
+        """A SHA-256 of what this calibration quantizes with: the rows' PairRM texts, :attr:`size` and
+        :meth:`options` (not where the rows came from, so a copied or moved file gives the same digest).
+
+        Computed once per object (the texts of a large file are hashed again only for a new object). Jobs put it in
+        their identity and :func:`~pairrm_hf.ranking.ranker.shared_pairrm` in its key: two calibrations that could
+        quantize differently never share a job's chunks or a loaded model."""
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None:
+            digest = hashlib.sha256()
+            digest.update(json.dumps({"size": self.size, **self.options()}, sort_keys=True).encode())
+            for source, candidates in zip(self.text.sources, self.text.candidates):
+                # length-prefixed JSON per row: no two different row lists hash the same bytes
+                row = json.dumps([source, list(candidates)], ensure_ascii=False).encode("utf-8", "surrogatepass")
+                digest.update(len(row).to_bytes(8, "little") + row)
+            cached = digest.hexdigest()
+            object.__setattr__(self, "_fingerprint", cached)  # frozen dataclass: a cache, not a field
+        return cached
+
 
 def _field_error(where: str, name: str, expected: str, value: Any) -> ValueError:
     return ValueError(f"{where}: field {name!r}: expected {expected}, got {_describe(value)}")

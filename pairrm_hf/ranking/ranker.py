@@ -724,10 +724,21 @@ def shared_pairrm(
     backbone_config: str | None = None,
     backend: str | None = None,
     attention: str | None = None,
+    *,
+    quantize: str | None = None,
+    calibration=None,
+    calibration_size: int | None = None,
 ) -> PairRM:
     """A :class:`PairRM` loaded once per process for these settings and reused by every later call (jobs, ``datasets.map``
     workers, Ray actors, ``label_preferences``). Its options never change: a caller who wants others (a batch size, a
-    progress callback) takes a view with :meth:`PairRM.with_options`."""
+    progress callback) takes a view with :meth:`PairRM.with_options`.
+
+    ``quantize``, ``calibration`` and ``calibration_size`` are :meth:`PairRM.from_pretrained`'s. They are part of the
+    key, the calibration by its content (:attr:`~pairrm_hf.ranking.openvino_quantization.Calibration.fingerprint`,
+    read and checked here, before anything is loaded): callers asking for other numbers never share a model."""
+    if calibration is not None:
+        check_calibration_options(calibration, quantize=quantize, backend=requested_backend(backend))
+    calibration = as_calibration(calibration, calibration_size)
     key = (
         os.path.abspath(model) if os.path.isdir(model) else os.fspath(model),
         device,
@@ -736,6 +747,8 @@ def shared_pairrm(
         backbone_config,
         backend,
         attention,
+        quantize,
+        None if calibration is None else calibration.fingerprint,
     )
     if key not in _SHARED:
         _SHARED[key] = PairRM.from_pretrained(
@@ -746,6 +759,8 @@ def shared_pairrm(
             backbone_config=backbone_config,
             backend=backend,
             attention=attention,
+            quantize=quantize,
+            calibration=calibration,
         )
     return _SHARED[key]
 
