@@ -42,6 +42,7 @@ from pairrm_hf.ranking.openvino_backend import restore_backbone_weights
 VARIANTS = (
     "torch-eager",
     "torch-fused",
+    "torch-export",
     "torch-int8",
     "openvino",
     "openvino+int8",
@@ -109,13 +110,14 @@ def make_variant(
             openvino_backend.CONVERTED_ATTENTION = default
     if variant == "torch-int8":
         return PairRM(model, tokenizer, device="cpu", quantize="int8", backend="torch")
-    attention = "eager" if variant == "torch-eager" else "fused"
-    return PairRM(model, tokenizer, device="cpu", attention=attention, backend="torch")
+    return PairRM(model, tokenizer, device="cpu", attention=attention_of(variant), backend="torch")
 
 
 def attention_of(variant: str) -> str | None:
     """The attention a torch variant must run with (``None`` for OpenVINO, whose graph is fixed at conversion)."""
-    return None if variant.startswith("openvino") else "eager" if variant == "torch-eager" else "fused"
+    if variant.startswith("openvino"):
+        return None
+    return {"torch-eager": "eager", "torch-export": "export"}.get(variant, "fused")
 
 
 def forward(rm: PairRM, ids: torch.Tensor, mask: torch.Tensor, attention: str | None = None) -> np.ndarray:

@@ -48,6 +48,7 @@ VARIANTS = (
     "engine",
     "engine+eager",
     "engine+flex",
+    "engine+export",
     "engine+bf16",
     "engine+compile",
     "engine+compile+bf16",
@@ -63,6 +64,7 @@ SIDE_BY_SIDE = (
     "engine+eager",
     "engine",
     "engine+flex",
+    "engine+export",
     "engine+int8",
     "openvino",
     "openvino+int8",
@@ -239,7 +241,7 @@ def make_variant(
         )
         return rm, None
     # "engine+eager" keeps transformers' attention module: it separates the schedule's gain from the attention's.
-    attention = "eager" if "eager" in variant else "flex" if "flex" in variant else "fused"
+    attention = next((a for a in ("eager", "flex", "export") if a in variant), "fused")
     # backend="torch": the default ("auto") would run a fp32 CPU variant on OpenVINO when it is installed
     kwargs = {"device": device, "batch_size": batch_size, "attention": attention, "backend": "torch"}
     if "bf16" in variant:

@@ -96,7 +96,7 @@ def test_bench_rank_side_by_side_reports_every_backend(tmp_path, monkeypatch):
     assert rows["baseline"]["speedup_vs_baseline"] == pytest.approx(1.0)
     assert rows["engine"]["speedup_vs_engine"] == pytest.approx(1.0)
     # every fp32 path agrees with the fp32 baseline to the documented 1e-5, with no decision flipped
-    for name in ("engine", "engine+eager", "engine+flex", "blender", "openvino"):
+    for name in ("engine", "engine+eager", "engine+flex", "engine+export", "blender", "openvino"):
         if rows[name]["available"]:
             assert rows[name]["max_abs_diff_vs_baseline"] <= 1e-5, rows[name]
             assert rows[name]["decision_flips_vs_baseline"] == 0, rows[name]
