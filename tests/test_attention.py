@@ -80,25 +80,46 @@ def test_fused_backbone_matches_eager_on_real_tokens(variant, tiles):
     assert torch.isfinite(got).all()  # padded query rows stay finite, so they never poison later layers
 
 
-def test_short_rows_with_large_heads_take_the_eager_path_on_cpu():
-    """The measured per-shape choice: head size 64 on CPU runs eager below ``cpu_eager_below_length`` tokens and
-    fused from there on; small heads run fused at every length. Both choices give eager's numbers."""
+def test_short_rows_with_large_heads_take_the_export_forward_on_cpu():
+    """The measured per-shape choice: head size 64 on CPU runs the whole-tensor export forward below
+    ``cpu_export_below_length`` tokens and the tiles from there on; small heads run the tiles at every length. Both
+    choices give eager's numbers, and the switch is what runs: the export forward is seen to be called."""
+    from pairrm_hf.models import attention as attention_module
+
     torch.manual_seed(0)
     eager = DebertaV2Model(_config(hidden_size=128, num_attention_heads=2, intermediate_size=128)).eval()
     fused = copy.deepcopy(eager)
     set_attention_implementation(fused, "fused")
     module = fused.encoder.layer[0].attention.self
-    assert module.attention_head_size == 64 and module.cpu_eager_below_length == 128
+    assert module.attention_head_size == 64 and module.cpu_export_below_length == 128
     with torch.inference_mode():
-        assert not module.runs_fused(torch.zeros(2, 127, 128))
-        assert module.runs_fused(torch.zeros(2, 128, 128))
+        assert module.runs_fused(torch.zeros(2, 127, 128)) and module.runs_export(torch.zeros(2, 127, 128))
+        assert module.runs_fused(torch.zeros(2, 128, 128)) and not module.runs_export(torch.zeros(2, 128, 128))
         small_heads = DebertaV2Model(_config(hidden_size=128, num_attention_heads=8, intermediate_size=128)).eval()
         set_attention_implementation(small_heads, "fused")
-        assert small_heads.encoder.layer[0].attention.self.runs_fused(torch.zeros(2, 12, 128))  # head size 16
-        module.cpu_eager_below_length = 0
-        assert module.runs_fused(torch.zeros(2, 12, 128))
-        module.cpu_eager_below_length = 128
+        assert not small_heads.encoder.layer[0].attention.self.runs_export(torch.zeros(2, 12, 128))  # head size 16
+        module.cpu_export_below_length = 0
+        assert not module.runs_export(torch.zeros(2, 12, 128))
+        module.cpu_export_below_length = 128
     assert not module.runs_fused(torch.zeros(2, 300, 128))  # gradients on: always eager
+    calls = []
+    real_export = attention_module.export_attention
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].size(2))
+        return real_export(*args, **kwargs)
+
+    attention_module.export_attention = counting
+    try:
+        ids, mask = _ragged_batch([97, 61, 12])
+        with torch.inference_mode():
+            fused(input_ids=ids, attention_mask=mask)
+            assert calls == [97, 97]  # both layers, the short batch
+            ids, mask = _ragged_batch([150, 131, 40])
+            fused(input_ids=ids, attention_mask=mask)
+            assert calls == [97, 97]  # the long batch took the tiles
+    finally:
+        attention_module.export_attention = real_export
     for lengths in ([97, 61, 12], [150, 131, 40]):
         ids, mask = _ragged_batch(lengths)
         with torch.inference_mode():

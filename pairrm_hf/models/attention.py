@@ -25,8 +25,8 @@ The numbers match the eager module to float rounding (~1e-6); tests hold the pat
 run only in eval mode with gradients off (``torch.no_grad``/``inference_mode``, as every pairrm-hf engine call),
 without ``output_attentions`` and outside ``torch.compile`` tracing; training, attention maps and compiled graphs
 take transformers' eager code, so gradients and outputs there are exactly upstream's. With ``"fused"`` on CPU,
-short rows with large heads also take the eager code, where it measured as fast or faster
-(:attr:`PairRMSelfAttention.cpu_eager_below_length`).
+short rows with large heads take the whole-tensor export forward instead of the tiles, where it measured faster
+(:attr:`PairRMSelfAttention.cpu_export_below_length`).
 """
 
 from __future__ import annotations
@@ -78,11 +78,12 @@ class PairRMSelfAttention(DisentangledSelfAttention):
     #: a 2-core EPYC (512 KB L2 per core, shared L3). ``None``: one tile per call, as on GPU.
     tile_elements: int | None = 1 << 19
 
-    #: On CPU, rows shorter than this take the eager path when the head size is 32 or more: there the ``[L, L]``
-    #: passes the fused path saves are small, and one DeBERTa-v3-base layer measured 0.84–1.08× eager's time for
-    #: 32–96-token rows (``benchmarks/bench_attention.py``), so eager is kept where fused is not reliably faster.
-    #: From 128 tokens on, and at every length for small heads, fused was faster (0.31–0.92×). ``0`` disables it.
-    cpu_eager_below_length: int = 128
+    #: On CPU, rows shorter than this take the whole-tensor export forward (:mod:`.export_attention`) instead of the
+    #: tiles when the head size is 32 or more: there the tile loop's overhead outweighs the ``[L, L]`` passes it
+    #: saves. One DeBERTa-v3-base layer (``benchmarks/bench_attention.py``, 2 threads) took 0.60 / 0.73 / 0.81× eager's
+    #: time with export at 32 / 64 / 96 tokens, against 0.99–1.02× with the tiles; from 128 tokens on the tiles were
+    #: faster (0.82× vs 0.89× at 128, 0.69–0.71× vs 0.93–0.96× at 192–512). ``0`` disables it.
+    cpu_export_below_length: int = 128
 
     #: ``False`` runs flex uncompiled (PyTorch's slow reference of the same kernel): for exactness tests only.
     flex_compiled: bool = True
@@ -124,7 +125,7 @@ class PairRMSelfAttention(DisentangledSelfAttention):
         b, h, lq, d = query.shape
         lk = key.size(2)
 
-        if self.implementation == "export":
+        if self.runs_export(hidden_states):
             pos_key = pos_query = relative_index = None
             span = 0
             if self.relative_attention and types:
@@ -149,15 +150,16 @@ class PairRMSelfAttention(DisentangledSelfAttention):
         rows, block = self._tile_shape(b, h, lq, lk, query.device)
         for r0 in range(0, b, rows):
             r1 = min(r0 + rows, b)
-            # The c2p/p2c products are built per row group, not for the whole batch: they are [R, H, L, 2·span]
-            # each, which at 8 rows of 2048 tokens (large shape) would be 0.27 GB apiece.
-            position = None if positions is None else self._position_tables(positions, query[r0:r1], key[r0:r1])
+            # The p2c product is built per row group, not for the whole batch: it is [R, H, 2·span, L], which at 8
+            # rows of 2048 tokens (large shape) would be 0.27 GB.
+            position = None if positions is None else self._position_tables(positions, key[r0:r1])
             keys_t = key[r0:r1].transpose(-1, -2).reshape(-1, d, lk)  # [R·H, d, Lk]
             for start in range(0, lq, block):
                 stop = min(start + block, lq)
-                queries = query[r0:r1, :, start:stop].reshape(-1, stop - start, d)  # [R·H, block, d]
+                tile_queries = query[r0:r1, :, start:stop]  # [R, H, block, d]
+                queries = tile_queries.reshape(-1, stop - start, d)  # [R·H, block, d]
                 if position is not None:
-                    scores = self._position_tile(position, start, stop)
+                    scores = self._position_tile(position, tile_queries, start, stop)
                     scores.view(-1, stop - start, lk).baddbmm_(queries, keys_t)
                 else:
                     scores = torch.bmm(queries, keys_t).view(r1 - r0, h, stop - start, lk)
@@ -171,10 +173,10 @@ class PairRMSelfAttention(DisentangledSelfAttention):
     def runs_fused(
         self, hidden_states: torch.Tensor, output_attentions: bool = False, query_states: torch.Tensor | None = None
     ) -> bool:
-        """Whether a call with these inputs (``hidden_states`` ``[B, L, hidden]``) takes the fused path: eval mode
-        with gradients off, no attention maps, not inside ``torch.compile`` tracing (the eager graph compiles
-        whole; the tile loop would be unrolled), and, for ``"fused"``, not a short row on CPU
-        (:attr:`cpu_eager_below_length`). ``"flex"`` takes the same conditions (its kernel is compiled separately)."""
+        """Whether a call with these inputs (``hidden_states`` ``[B, L, hidden]``) takes this module's own path
+        (fused tiles, flex or export) rather than transformers' eager code: eval mode with gradients off, no attention
+        maps, not inside ``torch.compile`` tracing (the eager graph compiles whole; the tile loop would be
+        unrolled)."""
         return not (
             self.training
             or torch.is_grad_enabled()
@@ -182,12 +184,16 @@ class PairRMSelfAttention(DisentangledSelfAttention):
             or self.implementation == "eager"
             or (query_states is not None and query_states.shape != hidden_states.shape)
             or torch.compiler.is_compiling()
-            or (
-                self.implementation == "fused"
-                and hidden_states.device.type == "cpu"
-                and self.attention_head_size >= 32
-                and hidden_states.size(1) < self.cpu_eager_below_length
-            )
+        )
+
+    def runs_export(self, hidden_states: torch.Tensor) -> bool:
+        """Whether a call that :meth:`runs_fused` takes the whole-tensor export forward: ``"export"``, or ``"fused"``
+        on a short CPU row with a large head size (:attr:`cpu_export_below_length`)."""
+        return self.implementation == "export" or (
+            self.implementation == "fused"
+            and hidden_states.device.type == "cpu"
+            and self.attention_head_size >= 32
+            and hidden_states.size(1) < self.cpu_export_below_length
         )
 
     def _tile_shape(self, b: int, h: int, lq: int, lk: int, device: torch.device) -> tuple[int, int]:
@@ -260,46 +266,50 @@ class PairRMSelfAttention(DisentangledSelfAttention):
         )
 
     def _position_index(self, query, key, relative_pos, rel_embeddings, scale) -> dict:
-        """What every row group's position terms share: the projected relative embeddings and the gather
-        indices (``[Lq, Lk]`` for c2p, the flattened ``[Lq·Lk]`` ``position·key`` offsets for p2c)."""
-        lk = key.size(2)
-        relative_pos = self.relative_index(query, key, relative_pos)
+        """What every row group's position terms share: the projected relative embeddings and the gather indices,
+        int32 offsets into flattened tables (``[Lq, Lk]`` into a ``[query·position]`` c2p tile, ``[Lq·Lk]`` into
+        the ``[position·key]`` p2c rows). int32, not int64: at 2048 tokens each ``[L, L]`` index is 17 MB, not 34."""
+        lq, lk = query.size(2), key.size(2)
+        relative_pos = self.relative_index(query, key, relative_pos).to(torch.int32)
         span = self.pos_ebd_size
         pos_key, pos_query = self.position_projections(rel_embeddings, scale)
         shared = {"lk": lk, "pos_key": pos_key, "pos_query": pos_query}
         if pos_key is not None:
-            shared["c2p_index"] = torch.clamp(relative_pos + span, 0, span * 2 - 1)
+            # term[q, k] = c2p[q, clamp(rel[q, k] + span)]; the tile's row offset is added per tile
+            index = torch.clamp(relative_pos + span, 0, span * 2 - 1)
+            shared["c2p_index"] = index + (torch.arange(lq, dtype=torch.int32, device=index.device) * 2 * span)[:, None]
         if pos_query is not None:
             # Eager: term[q, k] = p2c_eager[k, clamp(span - rel[k, q])], i.e. p2c[index[q, k], k] here. A gather
             # along the position axis is slow on CPU; indexing the flattened [position·key] rows is not.
             index = torch.clamp(span - relative_pos.transpose(0, 1), 0, span * 2 - 1)
-            shared["p2c_index"] = (index * lk + torch.arange(lk, device=index.device)).reshape(-1)
+            shared["p2c_index"] = (index * lk + torch.arange(lk, dtype=torch.int32, device=index.device)).reshape(-1)
         return shared
 
     @staticmethod
-    def _position_tables(shared: dict, query: torch.Tensor, key: torch.Tensor) -> dict:
-        """The c2p and p2c products of one row group (``query``/``key`` ``[R, H, L, d]``, the query scaled):
-        ``[R, H, Lq, 2·span]`` and ``[R, H, 2·span·Lk]``, with the shared indices."""
+    def _position_tables(shared: dict, key: torch.Tensor) -> dict:
+        """The p2c product of one row group (``key`` ``[R, H, L, d]``), ``[R, H, 2·span·Lk]``, with the shared
+        indices. c2p is built per tile (:meth:`_position_tile`): a row group's whole ``[R, H, Lq, 2·span]`` table
+        would be 67 MB at one 2048-token row of the large shape."""
         tables = dict(shared)
-        if shared["pos_key"] is not None:
-            tables["c2p"] = torch.matmul(query, shared["pos_key"].transpose(-1, -2))
         if shared["pos_query"] is not None:
             tables["p2c"] = torch.matmul(shared["pos_query"], key.transpose(-1, -2)).flatten(2)
         return tables
 
     @staticmethod
-    def _position_tile(tables, start: int, stop: int) -> torch.Tensor:
-        """The position terms of queries ``start:stop`` of a row group: ``[R, H, block, Lk]`` (a new tensor)."""
+    def _position_tile(tables, queries: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """The position terms of ``queries`` ``[R, H, block, d]`` (scaled), rows ``start:stop`` of a row group:
+        ``[R, H, block, Lk]`` (a new tensor)."""
         lk = tables["lk"]
-        if "c2p" in tables:
-            c2p = tables["c2p"][:, :, start:stop]  # [R, H, block, 2·span]
-            tile = torch.gather(c2p, -1, tables["c2p_index"][start:stop].expand(*c2p.shape[:2], -1, -1))
+        rows, heads = queries.shape[:2]
+        if tables["pos_key"] is not None:
+            c2p = torch.matmul(queries, tables["pos_key"].transpose(-1, -2))  # [R, H, block, 2·span]
+            index = tables["c2p_index"][start:stop].reshape(-1) - start * c2p.size(-1)
+            tile = torch.index_select(c2p.view(rows * heads, -1), 1, index).view(rows, heads, stop - start, lk)
         if "p2c" in tables:
-            rows = tables["p2c"].size(0)
-            p2c = tables["p2c"].reshape(-1, tables["p2c"].size(-1))  # [R·H, 2·span·Lk]
+            p2c = tables["p2c"].reshape(rows * heads, -1)  # [R·H, 2·span·Lk]
             p2c = torch.index_select(p2c, 1, tables["p2c_index"][start * lk : stop * lk])
-            p2c = p2c.view(rows, -1, stop - start, lk)
-            tile = tile.add_(p2c) if "c2p" in tables else p2c
+            p2c = p2c.view(rows, heads, stop - start, lk)
+            tile = tile.add_(p2c) if tables["pos_key"] is not None else p2c
         return tile
 
 
