@@ -6,7 +6,7 @@ default, see :data:`DEFAULT_ATTENTION`), ``"eager"`` (transformers' module), ``"
 compiled, in :mod:`pairrm_hf.models.flex_attention`; it uses the query scaling and position tables built here and
 falls back to the fused path, with one warning, where flex or its compiler is missing) and ``"export"`` (a
 traceable whole-tensor forward in :mod:`pairrm_hf.models.export_attention`: the graph the OpenVINO backend converts;
-it runs in torch too, where ``"fused"``, which tiles the scores on CPU, stays the default).
+in torch, ``"fused"`` runs it for short CPU rows, where it measured faster than both eager and the tiles).
 
 transformers ships only an eager ``DisentangledSelfAttention``. At PairRM's row lengths (1–2k tokens) most of its
 time goes to elementwise passes over ``[batch·heads, L, L]`` tensors (scaling the scores three times, gathering the
