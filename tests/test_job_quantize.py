@@ -287,9 +287,21 @@ def test_eval_and_distill_take_the_options(model, tmp_path, capsys, monkeypatch)
         )
     )
     calib = _calibration(tmp_path / "calib.jsonl")
-    monkeypatch.setenv("PAIRRM_BACKEND", "torch")  # eval has no --backend: torch's dynamic int8, no conversion
+    # --backend torch: torch's dynamic int8, no conversion; the same through $PAIRRM_BACKEND
+    assert (
+        eval_main(
+            ["--model", model, "--data", str(pref), "--device", "cpu", "--quantize", "int8", "--backend", "torch"]
+        )
+        == 0
+    )
+    accuracy = json.loads(capsys.readouterr().out)["accuracy"]
+    assert 0 <= accuracy <= 1
+    monkeypatch.setenv("PAIRRM_BACKEND", "torch")
     assert eval_main(["--model", model, "--data", str(pref), "--device", "cpu", "--quantize", "int8"]) == 0
-    assert 0 <= json.loads(capsys.readouterr().out)["accuracy"] <= 1
+    assert json.loads(capsys.readouterr().out)["accuracy"] == accuracy
+    with pytest.raises(SystemExit) as exit_info:  # argparse names the choices
+        eval_main(["--model", model, "--data", str(pref), "--backend", "onnx"])
+    assert exit_info.value.code == 2 and "invalid choice: 'onnx'" in capsys.readouterr().err
     assert eval_main(["--model", model, "--data", str(pref), "--calibration", str(calib)]) == 2
     assert "needs quantize='int8'" in capsys.readouterr().err
     # distill: the teacher's options are checked before it loads (and before any training)

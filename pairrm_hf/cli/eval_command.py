@@ -12,7 +12,7 @@ from typing import Any
 from ..evaluation.metrics import pairwise_accuracy, plot_tradeoff, selection_tradeoff
 from ..ranking.inputs import INPUT_FORMATS
 from ..utils.checks import positive_int_argument
-from .options import add_quantize_options, quantize_kwargs
+from .options import add_backend_option, add_quantize_options, quantize_kwargs
 
 __all__ = ["eval_main"]
 
@@ -66,6 +66,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=positive_int_argument)
     parser.add_argument("--batch-size", type=positive_int_argument, default=16)
     parser.add_argument("--device")
+    add_backend_option(parser)
     # measure what int8 costs in accuracy: the same evaluation on the quantized ranker(s)
     add_quantize_options(parser)
     parser.add_argument("--output", "-o", help="also write the JSON result here")
@@ -77,7 +78,9 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         rows = _load_rows(args.data, args.split)[: args.limit]
         if args.task == "compare":
             return _compare(args, rows)
-        rm = PairRM.from_pretrained(args.model, device=args.device, batch_size=args.batch_size, **quantize_kwargs(args))
+        rm = PairRM.from_pretrained(
+            args.model, device=args.device, batch_size=args.batch_size, backend=args.backend, **quantize_kwargs(args)
+        )
         if args.task == "preference":
             section_map = None
             if args.section_map:

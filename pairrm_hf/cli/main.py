@@ -21,7 +21,7 @@ from ..ranking.ranker import REF_MODES
 from ..utils.checks import duration_argument, positive_int_argument
 from ..utils.version import __version__
 from .distill_command import add_distill_parser, distill_command
-from .options import add_attention_option, add_quantize_options, quantize_kwargs
+from .options import add_attention_option, add_backend_option, add_quantize_options, quantize_kwargs
 from .serve_command import add_serve_parsers, demo_command, serve_command  # servers import lazily
 
 __all__ = ["main", "build_parser"]
@@ -52,14 +52,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=positive_int_argument, default=16, help="pairs per forward pass (default: %(default)s)"
     )
-    parser.add_argument(
-        "--backend",
-        default=None,
-        choices=["auto", "torch", "openvino"],
-        help="auto (default; $PAIRRM_BACKEND overrides): openvino when it is installed and the model is a fp32 PairRM "
-        "on CPU, else torch. openvino: the backbone as an OpenVINO model on CPU, converted once and cached "
-        "(needs pip install 'pairrm-hf[openvino]'); torch: the torch path",
-    )
+    add_backend_option(parser)
     parser.add_argument(
         "--backbone-config",
         default=None,

@@ -7,7 +7,7 @@ import argparse
 from ..models.attention import ATTENTION_IMPLEMENTATIONS
 from ..utils.checks import positive_int_argument
 
-__all__ = ["add_attention_option", "add_quantize_options", "quantize_kwargs"]
+__all__ = ["add_attention_option", "add_backend_option", "add_quantize_options", "quantize_kwargs"]
 
 
 def add_attention_option(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +19,18 @@ def add_attention_option(parser: argparse.ArgumentParser) -> None:
         help="self-attention path: fused (default; our tiled kernel), eager (transformers') or flex (PyTorch "
         "FlexAttention, compiled once per padded row length, cached on disk; falls back to fused where it cannot "
         "compile). Same logits to ~1e-6",
+    )
+
+
+def add_backend_option(parser: argparse.ArgumentParser) -> None:
+    """``--backend {auto,torch,openvino}`` (``None``, the default: ``$PAIRRM_BACKEND``, else ``auto``)."""
+    parser.add_argument(
+        "--backend",
+        default=None,
+        choices=["auto", "torch", "openvino"],
+        help="auto (default; $PAIRRM_BACKEND overrides): openvino when it is installed and the model is a fp32 PairRM "
+        "on CPU, else torch. openvino: the backbone as an OpenVINO model on CPU, converted once and cached "
+        "(needs pip install 'pairrm-hf[openvino]'); torch: the torch path",
     )
 
 
