@@ -127,7 +127,9 @@ def _compare(args, rows: list[dict]) -> int:
     if not args.models:
         raise ValueError("--task compare needs --models (two or more ranker folders or ids)")
     rankers = {
-        m: PairRM.from_pretrained(m, device=args.device, batch_size=args.batch_size, **quantize_kwargs(args))
+        m: PairRM.from_pretrained(
+            m, device=args.device, batch_size=args.batch_size, backend=args.backend, **quantize_kwargs(args)
+        )
         for m in args.models
     }
     results = compare_rankers(rankers, rows, metrics=args.metric, beat=args.beat)

@@ -55,9 +55,8 @@ from .openvino_backend import (
 from .openvino_quantization import (
     CALIBRATION_BATCH_ROWS,
     StaticInt8,
-    as_calibration,
     calibration_pairs,
-    check_calibration_options,
+    checked_calibration,
 )
 from .quantization import check_quantize, quantize_int8
 
@@ -210,8 +209,7 @@ class PairwiseEngine:
         check_quantize(quantize, device)
         requested = check_backend(backend, device=device, dtype=dtype, compile=compile, autocast_dtype=autocast_dtype)
         # calibration rows are read and checked now, before the model is moved, converted or run
-        check_calibration_options(calibration, quantize=quantize, backend=requested)
-        calibration = as_calibration(calibration, calibration_size)
+        calibration = checked_calibration(calibration, calibration_size, quantize=quantize, backend=requested)
         cpu_only = quantize is not None or requested == "openvino"
         self.device = resolve_device("cpu" if device is None and cpu_only else device)
         dtype = resolve_dtype(dtype)

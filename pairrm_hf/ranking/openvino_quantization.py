@@ -33,6 +33,7 @@ import numpy as np
 
 from ..utils.checks import check_int
 from .inputs import answer_set_texts, check_input_format
+from .openvino_backend import requested_backend
 
 __all__ = [
     "CALIBRATION_BATCH_ROWS",
@@ -43,6 +44,7 @@ __all__ = [
     "as_calibration",
     "calibration_pairs",
     "check_calibration_options",
+    "checked_calibration",
     "read_calibration",
 ]
 
@@ -233,6 +235,17 @@ def check_calibration_options(calibration: Any, *, quantize: str | None, backend
         )
 
 
+def checked_calibration(
+    calibration: Any, size: int | None = None, *, quantize: str | None, backend: str | None
+) -> Calibration | None:
+    """``calibration=`` / ``calibration_size=`` as every loader takes them, before anything is loaded: refused where
+    they cannot apply (:func:`check_calibration_options`; ``backend`` as given, ``None`` reads ``$PAIRRM_BACKEND``),
+    then read and checked (:func:`as_calibration`)."""
+    if calibration is not None:
+        check_calibration_options(calibration, quantize=quantize, backend=requested_backend(backend))
+    return as_calibration(calibration, size)
+
+
 def calibration_pairs(counts: Sequence[int], size: int) -> np.ndarray:
     """``[k, 3]`` ordered pairs ``(row, i, j)``, ``i != j``, of rows with ``counts`` candidates: all of them when
     there are at most ``size``, else ``size`` spread evenly over the list (so every part of the file is sampled)."""
@@ -278,12 +291,12 @@ class StaticInt8:
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
         items = [{"input_ids": ids, "attention_mask": mask} for ids, mask in self.batches]
-        preset = nncf.QuantizationPreset.MIXED if self.options.get("preset", "mixed") == "mixed" else None
+        mixed = self.options.get("preset", "mixed") == "mixed"
         alpha = self.options.get("smooth_quant_alpha", SMOOTH_QUANT_ALPHA)
         return nncf.quantize(
             model,
             nncf.Dataset(items),
-            preset=preset or nncf.QuantizationPreset.PERFORMANCE,
+            preset=nncf.QuantizationPreset.MIXED if mixed else nncf.QuantizationPreset.PERFORMANCE,
             model_type=nncf.ModelType.TRANSFORMER,
             subset_size=len(items),  # every batch: the row count was chosen by calibration_size
             fast_bias_correction=bool(self.options.get("fast_bias_correction", True)),

@@ -24,8 +24,8 @@ from .aggregation import topk_indices
 from .engine import EngineOptions, PairwiseEngine
 from .inputs import batch_texts, compare_texts, conversation_pair_texts, is_messages
 from .methods import RANKING_METHODS, RankingBatch, full_matrices, get_ranking_method, own_scores
-from .openvino_backend import record_checkpoint_identity, requested_backend
-from .openvino_quantization import as_calibration, check_calibration_options
+from .openvino_backend import record_checkpoint_identity
+from .openvino_quantization import checked_calibration
 from .rewards import win_probability
 from .schedules import bubble_pass, bubble_wins
 
@@ -258,13 +258,11 @@ class PairRM:
             )
         if engine_kwargs.get("calibration") is not None:
             # a bad calibration file or option fails here, before the checkpoint is loaded
-            check_calibration_options(
+            engine_kwargs["calibration"] = checked_calibration(
                 engine_kwargs["calibration"],
+                engine_kwargs.pop("calibration_size", None),
                 quantize=engine_kwargs.get("quantize"),
-                backend=requested_backend(engine_kwargs.get("backend")),
-            )
-            engine_kwargs["calibration"] = as_calibration(
-                engine_kwargs["calibration"], engine_kwargs.pop("calibration_size", None)
+                backend=engine_kwargs.get("backend"),
             )
         loaded = load_pairrm(
             name_or_path,
@@ -736,9 +734,7 @@ def shared_pairrm(
     ``quantize``, ``calibration`` and ``calibration_size`` are :meth:`PairRM.from_pretrained`'s. They are part of the
     key, the calibration by its content (:attr:`~pairrm_hf.ranking.openvino_quantization.Calibration.fingerprint`,
     read and checked here, before anything is loaded): callers asking for other numbers never share a model."""
-    if calibration is not None:
-        check_calibration_options(calibration, quantize=quantize, backend=requested_backend(backend))
-    calibration = as_calibration(calibration, calibration_size)
+    calibration = checked_calibration(calibration, calibration_size, quantize=quantize, backend=backend)
     key = (
         os.path.abspath(model) if os.path.isdir(model) else os.fspath(model),
         device,
