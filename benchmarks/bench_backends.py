@@ -16,6 +16,10 @@ the second reads the cache: the warm start) and with ``backend="torch"``.
 (:func:`calibration_rows`: random single-token words, rows as long as the timed batches'), not real text: its speed
 is what this measures, its |Δ| only says the calibration took. Its ``setup s`` is conversion plus calibration, so
 ``calibration_s`` (reported) is that minus the OpenVINO fp32 variant's conversion.
+
+A ``+bf16`` variant is what ``dtype="bfloat16"`` gives on the CPU: OpenVINO computes in bf16 from the same fp32 (or
+int8) model where the CPU has native bf16, in f32 elsewhere (the row's ``inference_precision`` says which);
+``torch-bf16`` is torch's bf16 weights, for comparison.
 """
 
 from __future__ import annotations
@@ -47,6 +51,10 @@ VARIANTS = (
     "openvino",
     "openvino+int8",
     "openvino+int8-static",
+    "openvino+bf16",
+    "openvino+int8+bf16",
+    "openvino+int8-static+bf16",
+    "torch-bf16",
     "openvino-eager",
     "openvino-eager+int8",
 )
@@ -89,7 +97,9 @@ def calibration_rows(tokenizer, lengths: list[int], per_length: int = 8, seed: i
 def make_variant(
     model, tokenizer, variant: str, calibration: list[dict] | None = None, size: int | None = None
 ) -> PairRM:
-    if variant == "openvino+int8-static":
+    # "+bf16": OpenVINO computes in bf16 from the fp32 (or int8) model, as dtype="bfloat16" asks on the CPU
+    bf16 = {"dtype": "bfloat16"} if variant.endswith("+bf16") else {}
+    if variant.startswith("openvino+int8-static"):
         return PairRM(
             model,
             tokenizer,
@@ -98,16 +108,27 @@ def make_variant(
             quantize="int8",
             calibration=calibration,
             calibration_size=size,
+            **bf16,
         )
     if variant.startswith("openvino"):
         default = openvino_backend.CONVERTED_ATTENTION
         openvino_backend.CONVERTED_ATTENTION = "eager" if variant.startswith("openvino-eager") else default
         try:
             return PairRM(
-                model, tokenizer, device="cpu", backend="openvino", quantize="int8" if "int8" in variant else None
+                model,
+                tokenizer,
+                device="cpu",
+                backend="openvino",
+                quantize="int8" if "int8" in variant else None,
+                **bf16,
             )
         finally:
             openvino_backend.CONVERTED_ATTENTION = default
+    if variant == "torch-bf16":  # torch's bf16 weights: a copy, so the other torch variants keep fp32
+        import copy
+
+        restore_backbone_weights(model.pretrained_model)  # an OpenVINO variant built before may have released them
+        return PairRM(copy.deepcopy(model), tokenizer, device="cpu", dtype="bfloat16", backend="torch")
     if variant == "torch-int8":
         return PairRM(model, tokenizer, device="cpu", quantize="int8", backend="torch")
     return PairRM(model, tokenizer, device="cpu", attention=attention_of(variant), backend="torch")
@@ -208,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                     "flips": int((np.sign(outs[v]) != np.sign(reference)).sum()),
                     "rows": b,
                     "setup_s": setup[v],
+                    "inference_precision": getattr(rms[v].engine.openvino_backbone, "inference_precision", None),
                 }
             )
     head = f"{'shape':6} {'batch':8} {'variant':20} {'ms':>9} {'×fused':>7} {'max|Δ|':>9} {'flips':>5} {'setup s':>8}"

@@ -56,6 +56,8 @@ VARIANTS = (
     "engine+int8",
     "openvino",
     "openvino+int8",
+    "openvino+bf16",
+    "openvino+int8+bf16",
 )
 #: ``--side-by-side``: every backend, in this order (on a GPU the bf16/fp16 rows join; CPU-only ones say why not).
 SIDE_BY_SIDE = (
@@ -68,6 +70,8 @@ SIDE_BY_SIDE = (
     "engine+int8",
     "openvino",
     "openvino+int8",
+    "openvino+bf16",
+    "openvino+int8+bf16",
 )
 OPS = ("rank", "compare", "rank_with_ref")
 
@@ -207,7 +211,7 @@ def unavailable_reason(variant: str, op: str, device: torch.device) -> str | Non
         return "Blender.rank measures the rank op only"
     if variant == "engine+fp16" and device.type != "cuda":
         return "fp16 weights run on a GPU only"
-    if variant in ("engine+int8", "openvino", "openvino+int8", "openvino+int8-static") and device.type != "cpu":
+    if (variant == "engine+int8" or variant.startswith("openvino")) and device.type != "cpu":
         return "CPU only"
     if variant.startswith("openvino") and not openvino_available():
         return "openvino is not installed (pip install 'pairrm-hf[openvino]')"
@@ -236,6 +240,8 @@ def make_variant(
         static = {"calibration": calibration} if variant == "openvino+int8-static" else {}
         if static and calibration is None:
             raise ValueError("openvino+int8-static needs calibration rows (bench_int8 draws them)")
+        # "+bf16": dtype="bfloat16" on the CPU, OpenVINO computing in bf16 from the fp32 (or int8) model
+        static.update({"dtype": torch.bfloat16} if variant.endswith("+bf16") else {})
         rm = PairRM(
             model, tokenizer, device=device, batch_size=batch_size, backend="openvino", quantize=quantize, **static
         )

@@ -20,7 +20,7 @@ import pytest
 from pairrm_hf.cli import main
 from pairrm_hf.cli.eval_command import eval_main
 from pairrm_hf.jobs.io import InputError, write_rows
-from pairrm_hf.jobs.runner import JobConfig, int8_backend, read_job_calibration
+from pairrm_hf.jobs.runner import JobConfig, cpu_backend, read_job_calibration
 from pairrm_hf.ranking import ranker as ranker_module
 from pairrm_hf.ranking.openvino_backend import openvino_available
 from pairrm_hf.ranking.ranker import shared_pairrm
@@ -189,14 +189,15 @@ def test_auto_backend_for_int8_is_resolved_from_the_options(model, tmp_path, mon
     monkeypatch.delenv("PAIRRM_BACKEND", raising=False)
 
     def backend(**options) -> str:
-        return int8_backend(JobConfig("in.jsonl", "o.jsonl", model=model, quantize="int8", **options))[0]
+        return cpu_backend(JobConfig("in.jsonl", "o.jsonl", model=model, quantize="int8", **options))[0]
 
     installed = "openvino" if openvino_available("int8") else "torch"
     assert backend() == installed
     assert backend(backend="auto") == installed
     assert backend(backend="torch") == "torch" and backend(backend="openvino") == "openvino"
     assert backend(attention="eager") == "torch"  # auto runs torch for eager attention (see auto_backend)
-    assert backend(dtype="bfloat16") == "torch"
+    assert backend(dtype="bfloat16") == installed  # OpenVINO int8 computes the rest in bf16 (see test_openvino_bf16)
+    assert backend(dtype="float16") == "torch"
     monkeypatch.setenv("PAIRRM_BACKEND", "torch")
     assert backend() == "torch"
 

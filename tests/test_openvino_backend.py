@@ -125,8 +125,8 @@ def test_openvino_int8_tracks_fp32_and_is_checked_against_the_torch_model(tiny_h
         ({"backend": "Torch"}, "backend must be one of"),
         ({"backend": "openvino", "device": "cuda"}, "CPU only"),
         ({"backend": "openvino", "compile": True}, "drop compile"),
-        ({"backend": "openvino", "dtype": "bfloat16"}, "fp32 weights"),
-        ({"backend": "openvino", "autocast_dtype": "bfloat16"}, "drop autocast"),
+        ({"backend": "openvino", "dtype": "float16"}, "fp32 weights, computing in fp32 or bfloat16"),
+        ({"backend": "openvino", "autocast_dtype": "float16"}, "computes in fp32 or bfloat16"),
     ],
 )
 def test_bad_backend_options_are_refused_before_loading(options, message):
@@ -210,8 +210,8 @@ def test_the_default_runs_openvino_on_cpu_and_matches_torch(ov_rm, ov_cache, tin
     ("options", "reason"),
     [
         ({"compile": True}, "compile"),
-        ({"autocast_dtype": "bfloat16"}, "autocast"),
-        ({"dtype": "bfloat16"}, "bfloat16"),
+        ({"autocast_dtype": "float16"}, "autocast"),
+        ({"dtype": "float16"}, "float16"),
         ({"attention": "eager"}, "attention='eager'"),
         ({"attention": "flex"}, "attention='flex'"),
     ],

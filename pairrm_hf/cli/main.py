@@ -48,7 +48,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="cpu, cuda, cuda:1 … (default: cuda when available; under accelerate launch: the process's device)",
     )
-    parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: as loaded)")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        help="float32, bfloat16 or float16 (default: as loaded). bfloat16 on CPU with OpenVINO keeps fp32 weights and "
+        "computes in bf16 where the CPU has it (AVX512-BF16, AMX), in f32 elsewhere",
+    )
     parser.add_argument(
         "--batch-size", type=positive_int_argument, default=16, help="pairs per forward pass (default: %(default)s)"
     )

@@ -29,7 +29,7 @@ def add_backend_option(parser: argparse.ArgumentParser) -> None:
         default=None,
         choices=["auto", "torch", "openvino"],
         help="auto (default; $PAIRRM_BACKEND overrides): openvino when it is installed and the model is a fp32 PairRM "
-        "on CPU, else torch. openvino: the backbone as an OpenVINO model on CPU, converted once and cached "
+        "on CPU (--dtype bfloat16 included: OpenVINO computes it from the fp32 weights), else torch. openvino: the backbone as an OpenVINO model on CPU, converted once and cached "
         "(needs pip install 'pairrm-hf[openvino]'); torch: the torch path",
     )
 

@@ -67,7 +67,7 @@ __all__ = [
     "parts_dir",
     "job_id",
     "expected_pairs",
-    "int8_backend",
+    "cpu_backend",
     "read_job_calibration",
 ]
 
@@ -119,9 +119,6 @@ class JobConfig:
         Resolves the model (a bad ``--model`` fails here, before the job folder exists). ``calibration`` is
         :attr:`calibration` already read (:func:`read_job_calibration`); without it the file is read here.
         """
-        from ..utils.devices import resolve_dtype
-
-        dtype = resolve_dtype(self.dtype)
         if calibration is None:
             calibration = read_job_calibration(self)
         return {
@@ -133,11 +130,28 @@ class JobConfig:
             "chunk_size": self.chunk_size,
             "on_error": self.on_error,
             "model": model_fingerprint(self.model),
-            "dtype": None if dtype is None else str(dtype).replace("torch.", ""),
+            "dtype": self.precision(),
             "backbone_config": _backbone_fingerprint(self.backbone_config),
             "quantize": self.quantization(calibration),
             "spec": self.spec.to_dict(),
         }
+
+    def precision(self) -> str | dict | None:
+        """The identity's ``dtype`` entry: the dtype's name (``None``: as loaded), except for bfloat16 computed by
+        OpenVINO, which gives other numbers than torch's bf16 weights and, on a CPU without native bf16, computes
+        in f32: ``{"dtype": "bfloat16", "backend": "openvino", "computes": "bf16" or "f32"}``."""
+        import torch
+
+        from ..ranking.openvino_backend import openvino_inference_precision
+        from ..utils.devices import resolve_dtype
+
+        dtype = resolve_dtype(self.dtype)
+        if dtype is None:
+            return None
+        name = str(dtype).replace("torch.", "")
+        if dtype != torch.bfloat16 or cpu_backend(self)[0] != "openvino":
+            return name
+        return {"dtype": name, "backend": "openvino", "computes": openvino_inference_precision("bf16")}
 
     def quantization(self, calibration: Calibration | None = None) -> dict | None:
         """The identity's ``quantize`` entry: ``None`` for full precision, else the method, the backend that applies
@@ -151,7 +165,7 @@ class JobConfig:
         """
         if self.quantize is None:
             return None
-        backend = int8_backend(self)[0]
+        backend = cpu_backend(self)[0]
         entry = {
             "method": self.quantize,
             "backend": backend,
@@ -186,29 +200,34 @@ class JobConfig:
         }
 
 
-def int8_backend(cfg: JobConfig) -> tuple[str, str]:
-    """``(backend, reason)``: what runs ``cfg``'s int8 (``"torch"`` or ``"openvino"``), known from the options alone.
+def cpu_backend(cfg: JobConfig) -> tuple[str, str]:
+    """``(backend, reason)``: what runs ``cfg``'s int8 or CPU bfloat16 (``"torch"`` or ``"openvino"``), known from
+    the options alone.
 
     An explicit ``--backend`` (or ``$PAIRRM_BACKEND``) is taken as it is. ``auto`` follows the rules of
-    :func:`~pairrm_hf.ranking.openvino_backend.auto_backend` that need no model: int8 runs on the CPU, so OpenVINO
-    unless it (or nncf) is missing, ``--dtype`` is not fp32, or an attention other than the default was asked for.
+    :func:`~pairrm_hf.ranking.openvino_backend.auto_backend` that need no model: OpenVINO on the CPU (int8 always
+    runs there) unless it (or, for int8, nncf) is missing, ``--dtype`` is float16, or an attention other than the
+    default was asked for.
     """
     import torch
 
     from ..models.attention import default_attention
-    from ..utils.devices import resolve_dtype
+    from ..utils.devices import resolve_device, resolve_dtype
 
     backend = requested_backend(cfg.backend)
     if backend != "auto":
         return backend, f"--backend {backend}"
+    device = resolve_device("cpu" if cfg.device is None and cfg.quantize is not None else cfg.device)
+    if device.type != "cpu":
+        return "torch", f"device {device} is not the CPU"
     dtype = resolve_dtype(cfg.dtype)
-    if dtype not in (None, "auto", torch.float32):
+    if dtype not in (None, "auto", torch.float32, torch.bfloat16):
         return "torch", f"--dtype {cfg.dtype}"
     if cfg.attention not in (None, default_attention("cpu")):
         return "torch", f"--attention {cfg.attention}"
-    if not openvino_available("int8"):
-        return "torch", "openvino and nncf are not installed (pip install 'pairrm-hf[openvino]')"
-    return "openvino", "openvino and nncf are installed"
+    if not openvino_available(cfg.quantize):
+        return "torch", "openvino (with nncf, for int8) is not installed (pip install 'pairrm-hf[openvino]')"
+    return "openvino", "openvino is installed"
 
 
 def read_job_calibration(cfg: JobConfig) -> Calibration | None:
@@ -223,7 +242,7 @@ def read_job_calibration(cfg: JobConfig) -> Calibration | None:
         check_calibration_options(cfg.calibration, quantize=cfg.quantize, backend=requested_backend(cfg.backend))
     except ValueError as err:
         raise InputError(f"--calibration {cfg.calibration}: {err}") from None
-    backend, reason = int8_backend(cfg)
+    backend, reason = cpu_backend(cfg)
     if backend != "openvino":
         raise InputError(
             f"--calibration {cfg.calibration}: static int8 runs on OpenVINO, but --backend auto picks torch here "

@@ -47,6 +47,7 @@ from ..utils.devices import resolve_device, resolve_dtype
 from .openvino_backend import (
     OpenVINOBackbone,
     auto_backend,
+    bf16_may_run_on_openvino,
     check_backend,
     load_openvino_backbone,
     log_backend_choice,
@@ -215,7 +216,11 @@ class PairwiseEngine:
         dtype = resolve_dtype(dtype)
         # another engine's OpenVINO backend may have released this model's backbone weights: moving or casting needs them
         restore_backbone_weights(getattr(model, "pretrained_model", None))
-        self.model = model.to(self.device) if dtype in (None, "auto") else model.to(self.device, dtype=dtype)
+        # bf16 on the CPU may run on OpenVINO, which keeps the fp32 weights and computes in bf16 itself: the cast
+        # waits until the backend is known
+        cast_later = bf16_may_run_on_openvino(dtype, self.device, requested)
+        cast = None if cast_later or dtype == "auto" else dtype
+        self.model = model.to(self.device) if cast is None else model.to(self.device, dtype=cast)
         self.model.eval()
         built_with = default_attention("cpu")  # what a model gets at construction
         if attention is None and getattr(self.model, "attention_implementation", None) == built_with:
@@ -252,14 +257,19 @@ class PairwiseEngine:
             if getattr(getattr(backbone, "config", None), "model_type", None) != "deberta-v2":
                 raise ValueError("backend='openvino' supports PairRM models on a DeBERTa-v2/v3 backbone")
             static = self.static_int8(calibration) if calibration is not None else None
+            bf16 = torch.bfloat16 in (dtype, options.autocast_dtype)
             try:
-                self.openvino_backbone = load_openvino_backbone(backbone, quantize=quantize, calibration=static)
+                self.openvino_backbone = load_openvino_backbone(
+                    backbone, quantize=quantize, calibration=static, inference_precision="bf16" if bf16 else "f32"
+                )
             except Exception as err:
                 if not chose_auto or static is not None:  # calibration was asked for: never drop it silently
                     raise
                 # the default must not make a model unusable: say why and run it on torch
                 logger.warning("PairRM: OpenVINO conversion failed (%s: %s); running on torch", type(err).__name__, err)
                 self.backend = "torch"
+        if self.backend == "torch" and cast_later:
+            self.model = self.model.to(dtype=dtype)
         if self.backend == "torch" and quantize == "int8":
             self.reference_model, self.model = self.model, quantize_int8(self.model)
         self.compile = bool(compile)

@@ -22,8 +22,13 @@ progress) is the engine's, unchanged.
 * **Memory.** Once compiled, the torch backbone's parameters are released to the meta device (written once to the
   entry as ``torch_backbone.safetensors``) and read back only when a torch forward pass needs them.
 * **Precision.** fp32 is compiled with ``INFERENCE_PRECISION_HINT=f32`` (OpenVINO would otherwise pick bf16 on CPUs
-  that have it). ``quantize="int8"`` compresses the weights of the linear layers to int8 with NNCF
-  (``nncf.compress_weights``, extra ``[openvino]``); logits move, so check decisions with ``check_precision``.
+  that have it). ``dtype="bfloat16"`` (or ``autocast_dtype="bfloat16"``) compiles the same fp32 model with
+  ``INFERENCE_PRECISION_HINT=bf16``: the weights stay fp32 in the cache and on the torch side, OpenVINO computes in
+  bf16 on CPUs with native bf16 (AVX512-BF16, AMX) and in f32 elsewhere, where emulated bf16 would only be slower
+  (said once in the log; :attr:`OpenVINOBackbone.inference_precision` tells which). ``quantize="int8"`` compresses
+  the weights of the linear layers to int8 with NNCF (``nncf.compress_weights``, extra ``[openvino]``), and
+  combines with bf16 for the layers it leaves in floating point; logits move, so check decisions with
+  ``check_precision``.
 * **Threads.** ``INFERENCE_NUM_THREADS`` follows ``torch.get_num_threads()``, so both backends use the same cores.
 """
 
@@ -47,10 +52,13 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from ..models.attention import default_attention, set_attention_implementation
 from ..models.modeling_pairrm import DebertaV2PairRM
+from ..utils.devices import resolve_dtype
 
 __all__ = [
     "BACKENDS",
     "BACKEND_ENV",
+    "bf16_may_run_on_openvino",
+    "INFERENCE_PRECISIONS",
     "CONVERTED_ATTENTION",
     "GRAPH_VERSIONS",
     "OpenVINOBackbone",
@@ -60,6 +68,7 @@ __all__ = [
     "log_backend_choice",
     "openvino_available",
     "openvino_cache_root",
+    "openvino_inference_precision",
     "record_checkpoint_identity",
     "release_backbone_weights",
     "requested_backend",
@@ -82,6 +91,10 @@ CONVERTED_ATTENTION = "export"
 #: The version of each convertible graph, part of the cache key: bump it when the traced forward changes, so entries
 #: converted from the older graph are never reused.
 GRAPH_VERSIONS = {"eager": "eager-1", "export": "export-1"}
+
+#: OpenVINO's floating-point inference precisions on the CPU: ``"f32"`` (the default; within ~1e-6 of torch fp32)
+#: and ``"bf16"`` (what ``dtype``/``autocast_dtype`` ``bfloat16`` ask for).
+INFERENCE_PRECISIONS = ("f32", "bf16")
 
 _LOGGED_CHOICES: set[tuple[str, str]] = set()
 
@@ -140,12 +153,14 @@ def check_backend(
     device = _as_device(device)
     if device is not None and device.type != "cpu":
         raise ValueError(f"backend='openvino' runs on CPU only; got device {device}")
-    if dtype is not None and dtype not in ("float32", "auto", torch.float32):
-        raise ValueError(f"backend='openvino' runs fp32 weights (or quantize='int8'); got dtype={dtype!r}")
+    if resolve_dtype(dtype) not in (None, "auto", torch.float32, torch.bfloat16):
+        raise ValueError(
+            f"backend='openvino' runs fp32 weights, computing in fp32 or bfloat16 (or quantize='int8'); got dtype={dtype!r}"
+        )
     if compile:
         raise ValueError("backend='openvino' compiles its own model; drop compile=True")
-    if autocast_dtype is not None:
-        raise ValueError("backend='openvino' runs fp32; drop autocast_dtype")
+    if resolve_dtype(autocast_dtype) not in (None, torch.bfloat16):
+        raise ValueError(f"backend='openvino' computes in fp32 or bfloat16; got autocast_dtype={autocast_dtype!r}")
     if not openvino_available():
         raise ImportError("backend='openvino' needs the openvino package: pip install 'pairrm-hf[openvino]'")
     return backend
@@ -163,9 +178,10 @@ def auto_backend(
     """What ``backend="auto"`` runs for this (already placed and typed) ``model``: ``(backend, reason)``.
 
     OpenVINO when it imports (with nncf for ``quantize="int8"``), the device is the CPU, the model is a
-    :class:`~pairrm_hf.DebertaV2PairRM` with fp32 weights, and neither ``compile``, autocast nor an attention other
-    than the device's default (``"eager"``, ``"flex"``) was asked for; torch otherwise. Never raises for a
-    combination OpenVINO would refuse.
+    :class:`~pairrm_hf.DebertaV2PairRM` with fp32 weights, and neither ``compile``, an autocast other than bfloat16
+    (which OpenVINO computes itself, see :func:`openvino_inference_precision`) nor an attention other than the
+    device's default (``"eager"``, ``"flex"``) was asked for; torch otherwise. Never raises for a combination
+    OpenVINO would refuse.
     """
     backbone = getattr(model, "pretrained_model", None)
     if device.type != "cpu":
@@ -176,7 +192,7 @@ def auto_backend(
         return "torch", f"weights are {next(p.dtype for p in model.parameters() if p.dtype != torch.float32)}"
     if compile:
         return "torch", "compile=True"
-    if autocast_dtype is not None:
+    if autocast_dtype not in (None, torch.bfloat16):
         return "torch", f"autocast_dtype={autocast_dtype}"
     chosen = attention or getattr(model, "attention_implementation", None) or default_attention(device)
     if chosen != default_attention(device):
@@ -184,6 +200,38 @@ def auto_backend(
     if not openvino_available(quantize):
         return "torch", "openvino is not installed (pip install 'pairrm-hf[openvino]')"
     return "openvino", "openvino is installed and the model is a fp32 PairRM on the CPU"
+
+
+def bf16_may_run_on_openvino(dtype, device: torch.device, backend: str) -> bool:
+    """Whether ``dtype`` bfloat16 may run on OpenVINO here (the CPU, ``backend`` ``"auto"`` or ``"openvino"``): OpenVINO
+    keeps fp32 weights and computes in bf16 itself, so the torch model must stay fp32 until the backend is known."""
+    return resolve_dtype(dtype) == torch.bfloat16 and device.type == "cpu" and backend in ("auto", "openvino")
+
+
+def cpu_capabilities() -> list[str]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of this CPU (e.g. ``["BF16", "FP32", "INT8", …]``)."""
+    import openvino
+
+    return list(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def openvino_inference_precision(requested: str = "f32") -> str:
+    """The inference precision OpenVINO's CPU plugin is compiled with for ``requested`` (one of
+    :data:`INFERENCE_PRECISIONS`): ``"bf16"`` only where the CPU computes bf16 natively (OpenVINO's ``BF16``
+    capability: AVX512-BF16 or AMX), ``"f32"`` otherwise; the fallback is logged once per process."""
+    if requested not in INFERENCE_PRECISIONS:
+        raise ValueError(f"inference_precision must be one of {INFERENCE_PRECISIONS}, got {requested!r}")
+    if requested == "f32":
+        return "f32"
+    if "BF16" in cpu_capabilities():
+        return "bf16"
+    if ("f32", "no native bf16") not in _LOGGED_CHOICES:
+        _LOGGED_CHOICES.add(("f32", "no native bf16"))
+        logger.warning(
+            "PairRM: this CPU has no native bf16 (AVX512-BF16 or AMX); OpenVINO computes in f32 instead, which is "
+            "exact and faster here than emulated bf16"
+        )
+    return "f32"
 
 
 def log_backend_choice(backend: str, reason: str) -> None:
@@ -318,6 +366,7 @@ def load_openvino_backbone(
     cache_dir=None,
     release_torch_weights: bool = True,
     calibration=None,
+    inference_precision: str = "f32",
 ) -> OpenVINOBackbone:
     """An :class:`OpenVINOBackbone` for ``backbone`` (a DeBERTa-v2 model, fp32), converted once and cached.
 
@@ -326,10 +375,13 @@ def load_openvino_backbone(
     ``release_torch_weights``: free ``backbone``'s parameters once OpenVINO holds its own copy (see
     :meth:`OpenVINOBackbone.release_torch_weights`). ``calibration``: with ``quantize="int8"``, a
     :class:`~pairrm_hf.ranking.openvino_quantization.StaticInt8` (static int8 calibrated on its batches, keyed by
-    their digest) instead of weight compression.
+    their digest) instead of weight compression. ``inference_precision``: ``"f32"`` or ``"bf16"`` (compute in bf16
+    where the CPU has it, see :func:`openvino_inference_precision`); the converted model and its cache entry are the
+    same for both, only the compiled form differs.
     """
     import openvino
 
+    hint = openvino_inference_precision(inference_precision)
     restore_backbone_weights(backbone)  # another stand-in may have released them; the key and conversion read them
     if any(p.dtype != torch.float32 for p in backbone.parameters()):
         raise ValueError("backend='openvino' converts an fp32 model; load it without dtype= (or dtype='float32')")
@@ -363,13 +415,21 @@ def load_openvino_backbone(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     core = openvino.Core()
-    core.set_property({"CACHE_DIR": str(entry / "compiled")})
+    # one blob cache per precision: OpenVINO's (2026.4) does not key its blobs by the precision hint, so a bf16
+    # compile read an f32 blob back and gave NaN or crashed
+    core.set_property({"CACHE_DIR": str(entry / ("compiled" if hint == "f32" else f"compiled-{hint}"))})
     compiled = core.compile_model(
         core.read_model(str(xml)),
         "CPU",
-        {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32"},
+        {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": hint},
     )
-    stand_in = OpenVINOBackbone(compiled, backbone, precision="int8-static" if static else precision, cache_entry=entry)
+    stand_in = OpenVINOBackbone(
+        compiled,
+        backbone,
+        precision="int8-static" if static else precision,
+        cache_entry=entry,
+        inference_precision=hint,
+    )
     if release_torch_weights:
         stand_in.release_torch_weights()
     return stand_in
@@ -453,6 +513,7 @@ class OpenVINOBackbone(nn.Module):
 
     Attributes:
         precision: ``"fp32"``, ``"int8"`` (weights) or ``"int8-static"`` (weights and activations, calibrated).
+        inference_precision: ``"f32"`` or ``"bf16"``: what the layers left in floating point compute in.
         cache_entry: the folder holding the converted model and OpenVINO's compiled-blob cache.
     """
 
@@ -462,9 +523,18 @@ class OpenVINOBackbone(nn.Module):
     #: 256-token rows of a 12-head model, 42 per request.
     score_elements_per_request: int = 1 << 25
 
-    def __init__(self, compiled, torch_backbone: nn.Module, *, precision: str, cache_entry: Path):
+    def __init__(
+        self,
+        compiled,
+        torch_backbone: nn.Module,
+        *,
+        precision: str,
+        cache_entry: Path,
+        inference_precision: str = "f32",
+    ):
         super().__init__()
         self.compiled = compiled
+        self.inference_precision = inference_precision
         # a plain attribute, not a submodule: the torch weights stay registered on the PairRM model only
         self.__dict__["_torch_backbone"] = torch_backbone
         self.precision = precision

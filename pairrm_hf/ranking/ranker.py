@@ -20,11 +20,12 @@ from ..checkpoints.loading import DEFAULT_MODEL, load_pairrm
 from ..models.modeling_pairrm import DebertaV2PairRM
 from ..tokenization.tokenization_pairrm import PairLengths, encoder_for_style
 from ..utils.checks import check_list, check_positive_number, check_same_length, check_top_k
+from ..utils.devices import resolve_device
 from .aggregation import topk_indices
 from .engine import EngineOptions, PairwiseEngine
 from .inputs import batch_texts, compare_texts, conversation_pair_texts, is_messages
 from .methods import RANKING_METHODS, RankingBatch, full_matrices, get_ranking_method, own_scores
-from .openvino_backend import record_checkpoint_identity
+from .openvino_backend import bf16_may_run_on_openvino, record_checkpoint_identity, requested_backend
 from .openvino_quantization import checked_calibration
 from .rewards import win_probability
 from .schedules import bubble_pass, bubble_wins
@@ -264,9 +265,14 @@ class PairRM:
                 quantize=engine_kwargs.get("quantize"),
                 backend=engine_kwargs.get("backend"),
             )
+        backend = requested_backend(engine_kwargs.get("backend"))
+        cpu_only = engine_kwargs.get("quantize") is not None or backend == "openvino"
+        target = resolve_device("cpu" if device is None and cpu_only else device)
         loaded = load_pairrm(
             name_or_path,
-            dtype=dtype,
+            # bf16 that may run on OpenVINO loads fp32: OpenVINO computes in bf16 from fp32 weights (the engine casts
+            # the torch model itself if torch runs it)
+            dtype=torch.float32 if bf16_may_run_on_openvino(dtype, target, backend) else dtype,
             backbone_config=backbone_config,
             revision=revision,
             token=token,
@@ -287,6 +293,9 @@ class PairRM:
         name = getattr(model.config, "_name_or_path", "") or "<in memory>"
         dtype = str(next(model.parameters()).dtype).replace("torch.", "")
         lengths = self.lengths
+        converted = self.engine.openvino_backbone
+        if converted is not None:  # the torch weights stay fp32; OpenVINO's own precision is what runs
+            dtype = f"{converted.precision} weights computing in {converted.inference_precision} on openvino"
         return (
             f"PairRM({name!r}, model={type(model).__name__}, style={self.ranking_style}, device={self.device}, "
             f"dtype={dtype}, lengths={lengths.source_max_length}/{lengths.candidate_max_length}, "
