@@ -17,7 +17,9 @@ flips: their logits sit near 0, where any rounding flips decisions.
 ``openvino+int8-static`` is OpenVINO static int8 (``calibration=``): its calibration rows are drawn by the same rule
 as the ranking inputs (``--calibration-inputs`` prompts with n candidates each, another seed), with every prompt
 and candidate text that also appears in the evaluated inputs removed, so calibration and evaluation are disjoint.
-``--calibration-size``, ``--calibration-preset`` and ``--calibration-alpha`` set its NNCF options.
+``--calibration-size``, ``--calibration-preset`` and ``--calibration-alpha`` set its NNCF options. A ``+bf16``
+variant adds ``dtype="bfloat16"``: OpenVINO computes what int8 leaves in floating point (or, for ``openvino+bf16``,
+everything) in bf16 where the CPU has native bf16.
 """
 
 from __future__ import annotations
@@ -34,7 +36,16 @@ from benchmarks.bench_rank import Budget, bench_config, gemm_rate, print_table, 
 from pairrm_hf import load_pairrm
 from pairrm_hf.ranking.openvino_quantization import CALIBRATION_SIZE, Calibration, read_calibration
 
-VARIANTS = ("engine", "engine+int8", "openvino", "openvino+int8", "openvino+int8-static")
+VARIANTS = (
+    "engine",
+    "engine+int8",
+    "openvino",
+    "openvino+int8",
+    "openvino+int8-static",
+    "openvino+bf16",
+    "openvino+int8+bf16",
+    "openvino+int8-static+bf16",
+)
 #: the issue's ceiling on int8 decision flips against fp32
 FLIP_TARGET = 0.01
 
@@ -92,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trained bench_budget's ranker: {args.steps} steps in {train_s:.0f} s", flush=True)
     loaded = load_pairrm(folder)
     device = torch.device("cpu")
-    gemm = {"fp32": gemm_rate(torch.float32, device), "bf16": float("nan")}
+    half = any("bf16" in v for v in args.variants)  # the bf16 rate is the yardstick of the +bf16 variants
+    gemm = {
+        "fp32": gemm_rate(torch.float32, device),
+        "bf16": gemm_rate(torch.bfloat16, device) if half else float("nan"),
+    }
     rows = []
     for n in args.n:
         if budget.spent:

@@ -237,7 +237,7 @@ def make_variant(
         return PairRM(model, tokenizer, device=device, batch_size=batch_size, backend="torch"), None
     if variant.startswith("openvino"):  # converted once per model and cached (PAIRRM_OPENVINO_CACHE)
         quantize = "int8" if "int8" in variant else None
-        static = {"calibration": calibration} if variant == "openvino+int8-static" else {}
+        static = {"calibration": calibration} if variant.startswith("openvino+int8-static") else {}
         if static and calibration is None:
             raise ValueError("openvino+int8-static needs calibration rows (bench_int8 draws them)")
         # "+bf16": dtype="bfloat16" on the CPU, OpenVINO computing in bf16 from the fp32 (or int8) model
