@@ -41,7 +41,12 @@ from typing import Any
 from ..checkpoints.loading import DEFAULT_MODEL
 from ..ranking.methods import get_ranking_method
 from ..ranking.openvino_backend import openvino_available, requested_backend
-from ..ranking.openvino_quantization import Calibration, as_calibration, check_calibration_options
+from ..ranking.openvino_quantization import (
+    Calibration,
+    as_calibration,
+    check_calibration_options,
+    checked_calibration,
+)
 from ..ranking.quantization import check_quantize
 from ..ranking.ranker import shared_pairrm
 from ..utils.checks import check_positive_int
@@ -68,6 +73,8 @@ __all__ = [
     "job_id",
     "expected_pairs",
     "int8_backend",
+    "resolve_int8_backend",
+    "checked_load_calibration",
     "read_job_calibration",
 ]
 
@@ -187,28 +194,60 @@ class JobConfig:
 
 
 def int8_backend(cfg: JobConfig) -> tuple[str, str]:
-    """``(backend, reason)``: what runs ``cfg``'s int8 (``"torch"`` or ``"openvino"``), known from the options alone.
+    """``(backend, reason)``: what runs ``cfg``'s int8 (``"torch"`` or ``"openvino"``), known from the options alone
+    (:func:`resolve_int8_backend` of its ``backend``, ``dtype`` and ``attention``)."""
+    return resolve_int8_backend(cfg.backend, dtype=cfg.dtype, attention=cfg.attention)
 
-    An explicit ``--backend`` (or ``$PAIRRM_BACKEND``) is taken as it is. ``auto`` follows the rules of
+
+def resolve_int8_backend(
+    backend: str | None, *, dtype: str | None = None, attention: str | None = None
+) -> tuple[str, str]:
+    """``(backend, reason)``: what runs int8 for these options (``"torch"`` or ``"openvino"``), without a model.
+
+    An explicit ``backend`` (or ``$PAIRRM_BACKEND``) is taken as it is. ``auto`` follows the rules of
     :func:`~pairrm_hf.ranking.openvino_backend.auto_backend` that need no model: int8 runs on the CPU, so OpenVINO
-    unless it (or nncf) is missing, ``--dtype`` is not fp32, or an attention other than the default was asked for.
+    unless it (or nncf) is missing, ``dtype`` is not fp32, or an attention other than the default was asked for.
+    The reason names the option as the command spells it (``--dtype bfloat16``).
     """
     import torch
 
     from ..models.attention import default_attention
     from ..utils.devices import resolve_dtype
 
-    backend = requested_backend(cfg.backend)
-    if backend != "auto":
-        return backend, f"--backend {backend}"
-    dtype = resolve_dtype(cfg.dtype)
-    if dtype not in (None, "auto", torch.float32):
-        return "torch", f"--dtype {cfg.dtype}"
-    if cfg.attention not in (None, default_attention("cpu")):
-        return "torch", f"--attention {cfg.attention}"
+    requested = requested_backend(backend)
+    if requested != "auto":
+        return requested, f"--backend {requested}"
+    if resolve_dtype(dtype) not in (None, "auto", torch.float32):
+        return "torch", f"--dtype {dtype}"
+    if attention not in (None, default_attention("cpu")):
+        return "torch", f"--attention {attention}"
     if not openvino_available("int8"):
         return "torch", "openvino and nncf are not installed (pip install 'pairrm-hf[openvino]')"
     return "openvino", "openvino and nncf are installed"
+
+
+def checked_load_calibration(
+    calibration: Any,
+    calibration_size: int | None = None,
+    *,
+    quantize: str | None,
+    backend: str | None,
+    dtype: str | None = None,
+    attention: str | None = None,
+) -> Calibration | None:
+    """``calibration=`` for a caller that loads its model later (``datasets.map`` callables, Ray actors, the demo):
+    refused where it cannot apply and read and checked now (:func:`checked_calibration`, errors naming the file, row
+    and field), and refused where ``backend="auto"`` would pick torch (:func:`resolve_int8_backend`), which the
+    engine would otherwise only find when it loads, on the first batch. ``None`` when no calibration is given."""
+    checked = checked_calibration(calibration, calibration_size, quantize=quantize, backend=backend)
+    if checked is not None:
+        chosen, reason = resolve_int8_backend(backend, dtype=dtype, attention=attention)
+        if chosen != "openvino":
+            raise ValueError(
+                f"calibration= ({checked.text.origin}) calibrates OpenVINO's static int8, but backend='auto' picks "
+                f"torch here ({reason}); pass backend='openvino', or drop calibration="
+            )
+    return checked
 
 
 def read_job_calibration(cfg: JobConfig) -> Calibration | None:
