@@ -5,12 +5,14 @@
   with other calibration rows is refused; the calibration counts by its content, not its path;
 * the process-wide model (``shared_pairrm``) is never shared between precisions or calibrations;
 * bad options and bad calibration files stop the command before anything is written or computed;
-* ``pairrm rank --prompt``, ``pairrm eval`` and ``pairrm distill`` take the same options.
+* ``pairrm rank --prompt``, ``pairrm eval`` and ``pairrm distill`` take the same options; ``pairrm info`` reports
+  what a quantized load gives and ``pairrm demo`` serves an int8 model.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -310,6 +312,93 @@ def test_eval_and_distill_take_the_options(model, tmp_path, capsys, monkeypatch)
     assert main([*args, "--calibration", str(calib)]) == 2
     assert "needs quantize='int8'" in capsys.readouterr().err
     assert not (tmp_path / "student").exists()
+
+
+def _info(model: str, capsys, *options) -> dict:
+    assert main(["info", "--model", model, "--json", *map(str, options)]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_info_reports_what_a_quantized_load_gives(model, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("PAIRRM_BACKEND", raising=False)
+    plain = _info(model, capsys)
+    assert plain["quantize"] is None and "backend" not in plain  # no --quantize: the checkpoint only, no engine
+    torch_int8 = _info(model, capsys, "--quantize", "int8", "--backend", "torch")
+    assert torch_int8["quantize"] == {"method": "int8", "backend": "torch", "scheme": "dynamic", "calibration": None}
+    assert torch_int8["backend"] == "torch" and torch_int8["device"] == "cpu"
+    # everything else is the checkpoint's, as without --quantize (parameters: the fp32 model's)
+    assert {k: v for k, v in torch_int8.items() if k not in ("quantize", "backend")} == {
+        k: v for k, v in plain.items() if k != "quantize"
+    }
+    calib = _calibration(tmp_path / "calib.jsonl")
+    bad = _calibration(tmp_path / "bad.jsonl", [CALIBRATION[0], {"prompt": "p", "candidates": ["only one"]}])
+    assert main(["info", "--model", model, "--calibration", str(calib)]) == 2
+    assert "needs quantize='int8'" in capsys.readouterr().err
+    assert (
+        main(["info", "--model", model, "--quantize", "int8", "--backend", "openvino", "--calibration", str(bad)]) == 2
+    )
+    assert f"{bad}, row 1 (line 2): field 'candidates'" in capsys.readouterr().err
+    assert main(["info", "--model", model, "--quantize", "int8", "--device", "cuda"]) == 2
+    assert "runs on CPU only" in capsys.readouterr().err
+    if not openvino_available("int8"):
+        return
+    monkeypatch.setenv("PAIRRM_OPENVINO_CACHE", str(tmp_path / "ov-cache"))
+    weight_only = _info(model, capsys, "--quantize", "int8")  # auto picks OpenVINO for int8 when it is installed
+    assert weight_only["quantize"] == {
+        "method": "int8",
+        "backend": "openvino",
+        "scheme": "weight-only",
+        "calibration": None,
+    }
+    static = _info(model, capsys, "--quantize", "int8", "--calibration", calib, "--calibration-size", 8)
+    rows = read_job_calibration(
+        JobConfig("in.jsonl", "o.jsonl", quantize="int8", calibration=str(calib), calibration_size=8)
+    )
+    assert static["quantize"] == {
+        "method": "int8",
+        "backend": "openvino",
+        "scheme": "static",
+        "calibration": {"rows": rows.fingerprint, "size": 8},  # the digest a job's identity holds
+    }
+
+
+def _demo_scores(demo, model: str, prompt: str, candidates: list[str]) -> dict[int, float]:
+    """Scores by candidate index as the page shows them (the rank function its button calls)."""
+    (rank,) = [f.fn for f in demo.fns.values() if f.api_name == "rank"]
+    ranking_html = rank(model, prompt, "", "\n".join(candidates))[0]
+    cells = re.findall(r'<tr class="pairrm-rank"><td>\d+</td><td>([-+][\d.]+)</td><td>(\d+)</td>', ranking_html)
+    assert len(cells) == len(candidates)
+    return {int(index) - 1: float(score) for score, index in cells}
+
+
+def test_demo_serves_int8_like_serve(model, tmp_path, capsys, monkeypatch):
+    """``pairrm demo --quantize int8``: the page ranks with the int8 model (built by the command as it is served;
+    only Gradio's launch is replaced, so no server starts); bad options stop the command before it serves."""
+    gradio = pytest.importorskip("gradio")
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    monkeypatch.setattr(ranker_module, "_SHARED", {})
+    launched = []
+    monkeypatch.setattr(gradio.Blocks, "launch", lambda self, **kwargs: launched.append(self))
+    args = ["demo", "--model", model, "--backend", "torch"]
+    assert main([*args, "--quantize", "int8"]) == 0
+    (demo,) = launched
+    prompt, answers = "2+2?", ["4", "five", "I think it is 4.", "no idea"]
+    shown = _demo_scores(demo, model, prompt, answers)
+    (int8,) = ranker_module._SHARED.values()
+    assert int8.engine.reference_model is not None and int8.device.type == "cpu"  # torch's dynamic int8 on the CPU
+    want = {r.index: r.score for r in int8.rank(prompt, answers)}
+    assert all(abs(shown[i] - want[i]) < 1e-4 for i in want)  # shown with 4 decimals
+    fp32 = {r.index: r.score for r in shared_pairrm(model, "cpu", None, 16, backend="torch").rank(prompt, answers)}
+    assert 0 < max(abs(shown[i] - fp32[i]) for i in fp32) < 0.1  # int8 numbers, not the fp32 model's
+    bad = _calibration(tmp_path / "bad.jsonl", [{"prompt": 3, "candidates": ["a", "b"]}])
+    assert main([*args, "--calibration", str(bad)]) == 2
+    assert "needs quantize='int8'" in capsys.readouterr().err
+    openvino = ["demo", "--model", model, "--backend", "openvino", "--quantize", "int8"]
+    assert main([*openvino, "--calibration", str(bad)]) == 2
+    assert f"{bad}, row 0 (line 1): field 'prompt' must be a str" in capsys.readouterr().err
+    assert main([*args, "--quantize", "int8", "--device", "cuda"]) == 2
+    assert "runs on CPU only" in capsys.readouterr().err
+    assert len(launched) == 1 and len(ranker_module._SHARED) == 2  # none of them served or loaded anything
 
 
 # ------------------------------------------------------------------------------------------- OpenVINO static int8

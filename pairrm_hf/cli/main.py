@@ -221,8 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate a ranker: preference accuracy or the selection trade-off (see eval --help)",
         add_help=False,
     )
-    info = sub.add_parser("info", help="show a checkpoint's layout, size, device, dtype and token budgets")
+    info = sub.add_parser(
+        "info",
+        help="show a checkpoint's layout, size, device, dtype and token budgets",
+        description="With --quantize int8 the model is also loaded as a quantized job would load it, and the "
+        "backend that applies the int8 and its scheme (dynamic, weight-only or static) are shown.",
+    )
     _add_model_options(info)
+    add_quantize_options(info)
     info.add_argument("--json", action="store_true")
     add_serve_parsers(sub, _add_model_options, positive_int_argument)
     add_distill_parser(sub, _add_model_options, positive_int_argument)
@@ -361,10 +367,50 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quantized_load(args: argparse.Namespace) -> dict | None:
+    """``info --quantize int8``: what a quantized load of ``args.model`` gives (``None`` without ``--quantize``).
+
+    The model is loaded as ``serve`` and the jobs load it (the same options, the OpenVINO cache), so the backend is
+    the one ``auto`` really picks here; ``scheme`` is torch's ``dynamic`` int8 or OpenVINO's ``weight-only`` or
+    ``static`` (calibrated) int8."""
+    from ..ranking.openvino_quantization import checked_calibration
+    from ..ranking.ranker import PairRM
+
+    # refused or read before anything loads, as the jobs do (a bad file names its row and field)
+    calibration = checked_calibration(
+        args.calibration, args.calibration_size, quantize=args.quantize, backend=args.backend
+    )
+    if args.quantize is None:
+        return None
+    rm = PairRM.from_pretrained(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        backbone_config=args.backbone_config,
+        backend=args.backend,
+        quantize=args.quantize,
+        calibration=calibration,
+    )
+    # read from the loaded engine, not inferred from the options: what runs is what is reported
+    openvino = rm.engine.openvino_backbone
+    if openvino is not None:
+        scheme = {"int8": "weight-only", "int8-static": "static"}.get(openvino.precision, openvino.precision)
+    else:
+        scheme = "dynamic" if rm.engine.reference_model is not None else None
+    described = None if calibration is None else {"rows": calibration.fingerprint, "size": calibration.size}
+    return {
+        "device": str(rm.device),
+        "backend": rm.backend,
+        "quantize": {"method": args.quantize, "backend": rm.backend, "scheme": scheme, "calibration": described},
+    }
+
+
 def _info(args: argparse.Namespace) -> int:
     from ..checkpoints.loading import load_pairrm
     from ..utils.devices import resolve_device
 
+    quantized = _quantized_load(args)
     loaded = load_pairrm(args.model, dtype=args.dtype, backbone_config=args.backbone_config)
     device = resolve_device(args.device)
     model = loaded.model
@@ -381,7 +427,10 @@ def _info(args: argparse.Namespace) -> int:
         "source_max_length": loaded.lengths.source_max_length,
         "candidate_max_length": loaded.lengths.candidate_max_length,
         "vocab_size": len(loaded.tokenizer),
+        "quantize": None,
     }
+    if quantized is not None:
+        data.update(quantized)  # int8 runs on the CPU: the device is the quantized model's
     if args.json:
         print(json.dumps(data))
     else:

@@ -103,6 +103,7 @@ def add_serve_parsers(sub, add_model_options, positive) -> None:
 
     demo = sub.add_parser("demo", help="a Gradio page to rank answers and look at the comparison matrix")
     add_model_options(demo)
+    add_quantize_options(demo)
     demo.add_argument("--models", nargs="*", default=None, help="more checkpoints offered in the model picker")
     demo.add_argument("--fuser", default=None, help="GenFuser checkpoint: also show the fused answer")
     demo.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
@@ -224,6 +225,15 @@ def demo_command(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise _missing("demo", err) from None
     models = [args.model, *(args.models or [])]
-    demo = build_demo(models, fuser=args.fuser, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+    demo = build_demo(
+        models,
+        fuser=args.fuser,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        backend=args.backend,
+        backbone_config=args.backbone_config,
+        **quantize_kwargs(args),  # the serve command's options, checked before the page is served
+    )
     demo.launch(server_name=args.host, server_port=args.port, share=False)
     return 0

@@ -41,7 +41,12 @@ from typing import Any
 from ..checkpoints.loading import DEFAULT_MODEL
 from ..ranking.methods import get_ranking_method
 from ..ranking.openvino_backend import openvino_available, requested_backend
-from ..ranking.openvino_quantization import Calibration, as_calibration, check_calibration_options
+from ..ranking.openvino_quantization import (
+    Calibration,
+    as_calibration,
+    check_calibration_options,
+    checked_calibration,
+)
 from ..ranking.quantization import check_quantize
 from ..ranking.ranker import shared_pairrm
 from ..utils.checks import check_positive_int
@@ -68,6 +73,8 @@ __all__ = [
     "job_id",
     "expected_pairs",
     "cpu_backend",
+    "resolve_cpu_backend",
+    "checked_load_calibration",
     "read_job_calibration",
 ]
 
@@ -202,32 +209,70 @@ class JobConfig:
 
 def cpu_backend(cfg: JobConfig) -> tuple[str, str]:
     """``(backend, reason)``: what runs ``cfg``'s int8 or CPU bfloat16 (``"torch"`` or ``"openvino"``), known from
-    the options alone.
+    the options alone (:func:`resolve_cpu_backend` of its backend, device, dtype, attention and quantize)."""
+    return resolve_cpu_backend(
+        cfg.backend, device=cfg.device, dtype=cfg.dtype, attention=cfg.attention, quantize=cfg.quantize
+    )
 
-    An explicit ``--backend`` (or ``$PAIRRM_BACKEND``) is taken as it is. ``auto`` follows the rules of
+
+def resolve_cpu_backend(
+    backend: str | None,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    attention: str | None = None,
+    quantize: str | None = None,
+) -> tuple[str, str]:
+    """``(backend, reason)``: what runs int8 or CPU bfloat16 for these options (``"torch"`` or ``"openvino"``),
+    without a model.
+
+    An explicit ``backend`` (or ``$PAIRRM_BACKEND``) is taken as it is. ``auto`` follows the rules of
     :func:`~pairrm_hf.ranking.openvino_backend.auto_backend` that need no model: OpenVINO on the CPU (int8 always
-    runs there) unless it (or, for int8, nncf) is missing, ``--dtype`` is float16, or an attention other than the
-    default was asked for.
+    runs there) unless it (or, for int8, nncf) is missing, ``dtype`` is float16, or an attention other than the
+    default was asked for. The reason names the option as the command spells it (``--dtype float16``).
     """
     import torch
 
     from ..models.attention import default_attention
     from ..utils.devices import resolve_device, resolve_dtype
 
-    backend = requested_backend(cfg.backend)
-    if backend != "auto":
-        return backend, f"--backend {backend}"
-    device = resolve_device("cpu" if cfg.device is None and cfg.quantize is not None else cfg.device)
-    if device.type != "cpu":
-        return "torch", f"device {device} is not the CPU"
-    dtype = resolve_dtype(cfg.dtype)
-    if dtype not in (None, "auto", torch.float32, torch.bfloat16):
-        return "torch", f"--dtype {cfg.dtype}"
-    if cfg.attention not in (None, default_attention("cpu")):
-        return "torch", f"--attention {cfg.attention}"
-    if not openvino_available(cfg.quantize):
+    requested = requested_backend(backend)
+    if requested != "auto":
+        return requested, f"--backend {requested}"
+    where = resolve_device("cpu" if device is None and quantize is not None else device)
+    if where.type != "cpu":
+        return "torch", f"device {where} is not the CPU"
+    if resolve_dtype(dtype) not in (None, "auto", torch.float32, torch.bfloat16):
+        return "torch", f"--dtype {dtype}"
+    if attention not in (None, default_attention("cpu")):
+        return "torch", f"--attention {attention}"
+    if not openvino_available(quantize):
         return "torch", "openvino (with nncf, for int8) is not installed (pip install 'pairrm-hf[openvino]')"
     return "openvino", "openvino is installed"
+
+
+def checked_load_calibration(
+    calibration: Any,
+    calibration_size: int | None = None,
+    *,
+    quantize: str | None,
+    backend: str | None,
+    dtype: str | None = None,
+    attention: str | None = None,
+) -> Calibration | None:
+    """``calibration=`` for a caller that loads its model later (``datasets.map`` callables, Ray actors, the demo):
+    refused where it cannot apply and read and checked now (:func:`checked_calibration`, errors naming the file, row
+    and field), and refused where ``backend="auto"`` would pick torch (:func:`resolve_cpu_backend`), which the
+    engine would otherwise only find when it loads, on the first batch. ``None`` when no calibration is given."""
+    checked = checked_calibration(calibration, calibration_size, quantize=quantize, backend=backend)
+    if checked is not None:
+        chosen, reason = resolve_cpu_backend(backend, dtype=dtype, attention=attention, quantize="int8")
+        if chosen != "openvino":
+            raise ValueError(
+                f"calibration= ({checked.text.origin}) calibrates OpenVINO's static int8, but backend='auto' picks "
+                f"torch here ({reason}); pass backend='openvino', or drop calibration="
+            )
+    return checked
 
 
 def read_job_calibration(cfg: JobConfig) -> Calibration | None:

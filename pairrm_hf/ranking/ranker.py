@@ -20,7 +20,7 @@ from ..checkpoints.loading import DEFAULT_MODEL, load_pairrm
 from ..models.modeling_pairrm import DebertaV2PairRM
 from ..tokenization.tokenization_pairrm import PairLengths, encoder_for_style
 from ..utils.checks import check_list, check_positive_number, check_same_length, check_top_k
-from ..utils.devices import resolve_device
+from ..utils.devices import resolve_device, resolve_dtype
 from .aggregation import topk_indices
 from .engine import EngineOptions, PairwiseEngine
 from .inputs import batch_texts, compare_texts, conversation_pair_texts, is_messages
@@ -265,14 +265,17 @@ class PairRM:
                 quantize=engine_kwargs.get("quantize"),
                 backend=engine_kwargs.get("backend"),
             )
-        backend = requested_backend(engine_kwargs.get("backend"))
-        cpu_only = engine_kwargs.get("quantize") is not None or backend == "openvino"
-        target = resolve_device("cpu" if device is None and cpu_only else device)
+        load_dtype = dtype
+        if resolve_dtype(dtype) == torch.bfloat16:
+            # bf16 that may run on OpenVINO loads fp32: OpenVINO computes in bf16 from fp32 weights (the engine
+            # casts the torch model itself if torch runs it)
+            backend = requested_backend(engine_kwargs.get("backend"))
+            cpu_only = engine_kwargs.get("quantize") is not None or backend == "openvino"
+            target = resolve_device("cpu" if device is None and cpu_only else device)
+            load_dtype = torch.float32 if bf16_may_run_on_openvino(dtype, target, backend) else dtype
         loaded = load_pairrm(
             name_or_path,
-            # bf16 that may run on OpenVINO loads fp32: OpenVINO computes in bf16 from fp32 weights (the engine casts
-            # the torch model itself if torch runs it)
-            dtype=torch.float32 if bf16_may_run_on_openvino(dtype, target, backend) else dtype,
+            dtype=load_dtype,
             backbone_config=backbone_config,
             revision=revision,
             token=token,

@@ -4,6 +4,10 @@ A prompt (or a chat as JSON messages), N candidate answers and a model picker gi
 the n×n comparison matrix ``C[i, j]`` as a heat map, the probability that each answer beats each other one
 (``sigmoid(C[i, j] − C[j, i])``) and, when a fuser is given, the fused answer of the best three. Texts go through
 the one input rule (:func:`pairrm_hf.ranking.inputs.answer_set_texts`) and models load once (:func:`shared_pairrm`).
+
+``quantize="int8"`` (``pairrm demo --quantize int8``, optionally ``--calibration FILE.jsonl``) serves every model of
+the picker in int8 on the CPU, as ``pairrm serve --quantize`` does; the options and calibration rows are checked
+when the page is built, before it is served.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ..jobs.runner import checked_load_calibration
 from ..ranking.inputs import answer_set_texts
+from ..ranking.openvino_backend import requested_backend
+from ..ranking.quantization import check_quantize
 from ..ranking.ranker import shared_pairrm
 from ..ranking.rewards import symmetric_matrix, win_probability
 
@@ -93,13 +100,27 @@ def build_demo(
     dtype: str | None = None,
     batch_size: int = 16,
     fuse_kwargs: dict | None = None,
+    backend: str | None = None,
+    backbone_config: str | None = None,
+    quantize: str | None = None,
+    calibration: Any = None,
+    calibration_size: int | None = None,
 ):
     """The Gradio Blocks app; ``models`` fill the model picker (any layout pairrm-hf loads).
 
     ``fuse_kwargs`` go to :func:`pairrm_hf.generation.fusion.fuse_generate` (e.g. ``max_new_tokens``, ``num_beams``).
+    ``backend``, ``backbone_config``, ``quantize``, ``calibration`` (a JSONL path or rows) and ``calibration_size``
+    are :meth:`PairRM.from_pretrained`'s, for every model of the picker; they are checked here (a bad calibration
+    file raises ``ValueError`` naming the file, row and field) and the models load on first use.
     """
     import gradio as gr
 
+    check_quantize(quantize, device)
+    requested_backend(backend)
+    # read once, now: every model of the picker is calibrated on these rows, and a bad file stops the command
+    calibration = checked_load_calibration(
+        calibration, calibration_size, quantize=quantize, backend=backend, dtype=dtype
+    )
     models = [str(m) for m in models]
     fuser_state: dict[str, Any] = {}
 
@@ -120,7 +141,16 @@ def build_demo(
                 query = json.loads(chat)
             except json.JSONDecodeError as err:
                 raise gr.Error(f"The chat is not valid JSON: {err}") from None
-        rm = shared_pairrm(model, device=device, dtype=dtype, batch_size=batch_size)
+        rm = shared_pairrm(
+            model,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            backbone_config=backbone_config,
+            backend=backend,
+            quantize=quantize,
+            calibration=calibration,
+        )
         try:
             view = rank_view(rm, query, candidates)
         except (TypeError, ValueError) as err:
