@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--backend", default=None, choices=["auto", "torch", "openvino"], help="default: PairRM's default")
     p.add_argument("--quantize", default=None, choices=["int8"])
+    p.add_argument("--dtype", default=None, help="bfloat16: torch's bf16 weights, or OpenVINO computing in bf16")
     p.add_argument("--attention", default=None, help="fused (default), eager or flex")
     p.add_argument(
         "--max-batch-tokens",
@@ -67,8 +68,11 @@ def main(argv: list[str] | None = None) -> int:
             backend=args.backend,
             quantize=args.quantize,
             attention=args.attention,
+            dtype=args.dtype,
         )
-    engine_forward = rm.model.forward
+    # rm.engine.model, not rm.model: PairRM.model reads an OpenVINO engine's released torch weights back (a second
+    # copy of the weights that a ranking call never holds)
+    engine_forward = rm.engine.model.forward
     rows = []
     for n in args.n:
         prompts, cands = make_inputs(tokenizer, args.workload, args.inputs, n)
@@ -82,20 +86,22 @@ def main(argv: list[str] | None = None) -> int:
             _done[0] += int(k["input_ids"].shape[0])
             return out
 
-        rm.model.forward = forward
+        rm.engine.model.forward = forward
         finished = True
         with PeakRSS() as mem:
             try:
                 rm.comparison_matrices(prompts, cands)
             except _Stop:
                 finished = False
-        rm.model.forward = engine_forward
+        rm.engine.model.forward = engine_forward
         row = {
             "shape": args.shape,
             "workload": args.workload,
             "n": n,
             "backend": rm.engine.backend,
             "quantize": args.quantize,
+            "dtype": args.dtype,
+            "inference_precision": getattr(rm.engine.openvino_backbone, "inference_precision", None),
             "attention": args.attention or "fused",
             "inputs": args.inputs,
             "batch_size": args.batch_size,

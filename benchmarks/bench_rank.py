@@ -40,7 +40,7 @@ from benchmarks.baseline import baseline_pair_logits
 from benchmarks.workloads import SHAPES, WORKLOADS, build_model, build_tokenizer, make_inputs, nonembedding_params
 from pairrm_hf import Blender, PairRM
 from pairrm_hf.ranking.aggregation import scores_from_matrix
-from pairrm_hf.ranking.openvino_backend import openvino_available
+from pairrm_hf.ranking.openvino_backend import openvino_available, restore_backbone_weights
 
 VARIANTS = (
     "baseline",
@@ -153,7 +153,9 @@ def run_baseline(rm: PairRM, op: str, prompts, cands, batch_size: int):
     if op == "rank_with_ref":
         cands = [[*c, max(c, key=len)] for c in cands]
     examples = rm.engine.encode(prompts, cands)
-    logits, stats = baseline_pair_logits(rm.model, rm.engine.encoder, examples, schedule, batch_size)
+    # the variants share one model: an OpenVINO variant's engine may have released its torch backbone weights
+    restore_backbone_weights(rm.engine.model.pretrained_model)
+    logits, stats = baseline_pair_logits(rm.engine.model, rm.engine.encoder, examples, schedule, batch_size)
     if op == "rank":
         mats = np.zeros((len(prompts), n, n), dtype=np.float32)
         for k, (i, j) in enumerate(schedule):
@@ -272,7 +274,7 @@ def call_variant(runner: Runner, op: str, prompts, cands, batch_size: int):
     if runner.name == "blender":
         scores = runner.ranker.rank(prompts, cands, batch_size=batch_size, return_scores=True, disable_tqdm=True)
         return np.asarray(scores, dtype=np.float32), None
-    model = runner.ranker.model
+    model = runner.ranker.engine.model  # not .model: that reads an OpenVINO engine's released torch weights back
     # Variants share one model and attention is a setting of its modules, so each call sets its own.
     forced = model.use_attention(runner.attention) if runner.attention else contextlib.nullcontext()
     with forced:

@@ -37,6 +37,7 @@ BACKENDS = {
     "torch+int8": {"backend": "torch", "quantize": "int8"},
     "openvino": {"backend": "openvino"},
     "openvino+int8": {"backend": "openvino", "quantize": "int8"},
+    "openvino+bf16": {"backend": "openvino", "dtype": "bfloat16"},
 }
 
 _CHILD = """

@@ -405,3 +405,21 @@ def test_weights_that_cannot_be_written_stay_in_memory(tmp_path, caplog):
     assert "_pairrm_released" not in backbone.__dict__
     assert any("keeping the torch backbone's weights" in r.getMessage() for r in caplog.records)
     assert not list(tmp_path.iterdir())
+
+
+@needs_openvino
+def test_a_nearly_full_disk_compiles_without_the_blob_cache(tiny_hf_dir, tiny_rm, tmp_path, monkeypatch, caplog):
+    """A blob cut short by a full disk crashed the next load: with too little room, no blob is written (forced here
+    by reporting no free space) and the model still runs, exactly."""
+    monkeypatch.setenv("PAIRRM_OPENVINO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(
+        openvino_backend.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 0, "total": 2**30})()
+    )
+    with caplog.at_level(logging.WARNING, logger="pairrm_hf.ranking"):
+        rm = PairRM.from_pretrained(tiny_hf_dir, backend="openvino")
+    entry = rm.engine.openvino_backbone.cache_entry
+    assert (entry / "backbone.xml").exists() and not (entry / "compiled").exists()
+    said = [r.getMessage() for r in caplog.records if "blob cache" in r.getMessage()]
+    assert len(said) == 1 and "free under" in said[0]
+    ours = np.stack(rm.comparison_matrices(PROMPTS[:1], CANDS[:1]))
+    assert float(np.abs(ours - np.stack(tiny_rm.comparison_matrices(PROMPTS[:1], CANDS[:1]))).max()) <= 1e-5

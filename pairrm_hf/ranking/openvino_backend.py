@@ -417,7 +417,9 @@ def load_openvino_backbone(
     core = openvino.Core()
     # one blob cache per precision: OpenVINO's (2026.4) does not key its blobs by the precision hint, so a bf16
     # compile read an f32 blob back and gave NaN or crashed
-    core.set_property({"CACHE_DIR": str(entry / ("compiled" if hint == "f32" else f"compiled-{hint}"))})
+    blobs = entry / ("compiled" if hint == "f32" else f"compiled-{hint}")
+    if blobs.is_dir() or _room_for_blob(entry):
+        core.set_property({"CACHE_DIR": str(blobs)})
     compiled = core.compile_model(
         core.read_model(str(xml)),
         "CPU",
@@ -433,6 +435,27 @@ def load_openvino_backbone(
     if release_torch_weights:
         stand_in.release_torch_weights()
     return stand_in
+
+
+def _room_for_blob(entry: Path) -> bool:
+    """Whether the disk holding ``entry`` has room for a compiled blob (twice the converted weights' size).
+
+    OpenVINO writes its blob cache in place: a blob cut short by a full disk was read back by the next load and
+    crashed the process (seen at 100% disk use). Without the room, the model is compiled without the blob cache
+    (each load then compiles, about a second for a base model) and a warning says why.
+    """
+    needed = 2 * (entry / "backbone.bin").stat().st_size
+    free = shutil.disk_usage(entry).free
+    if free >= needed:
+        return True
+    logger.warning(
+        "PairRM: %.1f GB free under %s, less than the %.1f GB a compiled OpenVINO blob may need; compiling without "
+        "the blob cache (free space, or set PAIRRM_OPENVINO_CACHE to a roomier disk)",
+        free / 1e9,
+        entry,
+        needed / 1e9,
+    )
+    return False
 
 
 _RELEASE_LOCK = threading.Lock()
