@@ -153,7 +153,8 @@ class PairwiseEngine:
         model: the PairRM model (moved to ``device``/``dtype`` and put in eval mode).
         encoder: the pair encoder holding the tokenizer and token budgets.
         device: where to run; ``None`` picks CUDA when available.
-        dtype: weights dtype (``torch.float32``, ``torch.bfloat16``, ``torch.float16``); ``None`` keeps it.
+        dtype: weights dtype (``torch.float32``, ``torch.bfloat16``, ``torch.float16``); ``None`` keeps it. bfloat16
+            on the CPU with OpenVINO keeps the fp32 weights and compiles OpenVINO for bf16 instead.
         batch_size: most rows per forward pass.
         max_batch_tokens: most padded tokens (rows × longest row) per forward pass; ``None`` = no limit;
             ``"auto"`` (default) = :data:`DEFAULT_MAX_BATCH_TOKENS` for ``device`` (2048 on CPU, none on CUDA).

@@ -129,7 +129,9 @@ class PairRM:
         tokenizer: its PairRM tokenizer (normalizer restored, see ``load_pairrm_tokenizer``).
         lengths: token budgets of a packed row (default 1224/412).
         device: ``None`` → CUDA when available, else CPU.
-        dtype: weights dtype (``"float32"``, ``"bfloat16"``, ``"float16"``); ``None`` keeps the loaded one.
+        dtype: weights dtype (``"float32"``, ``"bfloat16"``, ``"float16"``); ``None`` keeps the loaded one. On the CPU,
+            ``"bfloat16"`` runs OpenVINO where ``backend="auto"`` picks it: fp32 weights, bf16 compute where the CPU
+            has it (see :mod:`pairrm_hf.ranking.openvino_backend`); torch's bf16 weights otherwise.
         batch_size: rows (ordered pairs) per forward pass; results do not depend on it.
         max_batch_tokens: cap on padded tokens (rows × longest row) per forward pass; ``"auto"`` (default) is 2048 on
             CPU (bounds the memory of long rows: 8 × 2048 tokens run as eight passes) and no limit on CUDA; ``None``:
