@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from .options import add_quantize_options, quantize_kwargs
+from .options import add_quantize_options, model_kwargs
 
 __all__ = ["add_distill_parser", "distill_command"]
 
@@ -94,15 +94,7 @@ def distill_command(args: argparse.Namespace) -> int:
     eval_data = None
     if args.eval:
         eval_data = _rows(args.eval, args.split, args.prompt_column, args.candidates_column)
-    teacher = PairRM.from_pretrained(
-        args.model,
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        backbone_config=args.backbone_config,
-        backend=args.backend,
-        **quantize_kwargs(args),
-    )
+    teacher = PairRM.from_pretrained(args.model, **model_kwargs(args))
     result = distill_pairrm(
         teacher,
         data,

@@ -21,7 +21,7 @@ from ..ranking.ranker import REF_MODES
 from ..utils.checks import duration_argument, positive_int_argument
 from ..utils.version import __version__
 from .distill_command import add_distill_parser, distill_command
-from .options import add_attention_option, add_backend_option, add_quantize_options, quantize_kwargs
+from .options import add_attention_option, add_backend_option, add_quantize_options, model_kwargs
 from .serve_command import add_serve_parsers, demo_command, serve_command  # servers import lazily
 
 __all__ = ["main", "build_parser"]
@@ -240,16 +240,7 @@ def _rank_one(args: argparse.Namespace) -> int:
 
     if not args.candidates:
         raise InputError("--prompt needs --candidates")
-    rm = PairRM.from_pretrained(
-        args.model,
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        backbone_config=args.backbone_config,
-        backend=args.backend,
-        attention=args.attention,
-        **quantize_kwargs(args),
-    )
+    rm = PairRM.from_pretrained(args.model, **model_kwargs(args))
     ranked = rm.rank(args.prompt, args.candidates, aggregation=args.aggregation, input_format=args.input_format)
     if args.json:
         # "candidate", as the pairwise-ranking pipeline names it; "text" is this command's older name, kept
@@ -382,15 +373,9 @@ def _quantized_load(args: argparse.Namespace) -> dict | None:
     )
     if args.quantize is None:
         return None
+    # the calibration is already read and cut to its size: passed as it is, not as the file and size again
     rm = PairRM.from_pretrained(
-        args.model,
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        backbone_config=args.backbone_config,
-        backend=args.backend,
-        quantize=args.quantize,
-        calibration=calibration,
+        args.model, **model_kwargs(args, quantize=False), quantize=args.quantize, calibration=calibration
     )
     # read from the loaded engine, not inferred from the options: what runs is what is reported
     openvino = rm.engine.openvino_backbone

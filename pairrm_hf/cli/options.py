@@ -7,7 +7,7 @@ import argparse
 from ..models.attention import ATTENTION_IMPLEMENTATIONS
 from ..utils.checks import positive_int_argument
 
-__all__ = ["add_attention_option", "add_backend_option", "add_quantize_options", "quantize_kwargs"]
+__all__ = ["add_attention_option", "add_backend_option", "add_quantize_options", "model_kwargs", "quantize_kwargs"]
 
 
 def add_attention_option(parser: argparse.ArgumentParser) -> None:
@@ -29,8 +29,9 @@ def add_backend_option(parser: argparse.ArgumentParser) -> None:
         default=None,
         choices=["auto", "torch", "openvino"],
         help="auto (default; $PAIRRM_BACKEND overrides): openvino when it is installed and the model is a fp32 PairRM "
-        "on CPU (--dtype bfloat16 included: OpenVINO computes it from the fp32 weights), else torch. openvino: the backbone as an OpenVINO model on CPU, converted once and cached "
-        "(needs pip install 'pairrm-hf[openvino]'); torch: the torch path",
+        "on CPU (--dtype bfloat16 included: OpenVINO computes it from the fp32 weights), else torch. openvino: the "
+        "backbone as an OpenVINO model on CPU, converted once and cached (needs pip install 'pairrm-hf[openvino]'); "
+        "torch: the torch path",
     )
 
 
@@ -64,3 +65,19 @@ def quantize_kwargs(args: argparse.Namespace) -> dict:
     loaders that take no quantization, e.g. a distilled student, see no new keywords)."""
     names = ("quantize", "calibration", "calibration_size")
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def model_kwargs(args: argparse.Namespace, *, quantize: bool = True) -> dict:
+    """The ``PairRM.from_pretrained`` keywords of a command's model options (device, dtype, batch size, backbone
+    config, backend; the attention where the command has ``--attention``; with ``quantize``, those of
+    :func:`quantize_kwargs`), so every command loads a model from its options the same way."""
+    kwargs = {
+        "device": args.device,
+        "dtype": args.dtype,
+        "batch_size": args.batch_size,
+        "backbone_config": args.backbone_config,
+        "backend": args.backend,
+    }
+    if getattr(args, "attention", None) is not None:
+        kwargs["attention"] = args.attention
+    return {**kwargs, **(quantize_kwargs(args) if quantize else {})}

@@ -8,7 +8,7 @@ import os
 import socket
 
 from ..utils.checks import duration_argument
-from .options import add_attention_option, add_quantize_options, quantize_kwargs
+from .options import add_attention_option, add_quantize_options, model_kwargs
 
 __all__ = ["add_serve_parsers", "serve_command", "demo_command", "PORT_IN_USE_EXIT"]
 
@@ -120,15 +120,7 @@ def serve_command(args: argparse.Namespace) -> int:
         labels=args.labels,
         max_pairs=args.max_pairs_per_request,
     )
-    model = dict(
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        backbone_config=args.backbone_config,
-        backend=args.backend,
-        attention=args.attention,
-        **quantize_kwargs(args),
-    )
+    model = model_kwargs(args)
     if args.ray:
         try:
             from ..serve.ray_app import run_ray
@@ -225,15 +217,7 @@ def demo_command(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise _missing("demo", err) from None
     models = [args.model, *(args.models or [])]
-    demo = build_demo(
-        models,
-        fuser=args.fuser,
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        backend=args.backend,
-        backbone_config=args.backbone_config,
-        **quantize_kwargs(args),  # the serve command's options, checked before the page is served
-    )
+    # the serve command's model options (int8 and calibration too), checked before the page is served
+    demo = build_demo(models, fuser=args.fuser, **model_kwargs(args))
     demo.launch(server_name=args.host, server_port=args.port, share=False)
     return 0

@@ -150,35 +150,15 @@ def batch_fn(
     )
 
 
-def rank_batch_fn(
-    model: str = DEFAULT_MODEL,
-    *,
-    device: str | None = None,
-    dtype: str | None = None,
-    batch_size: int = 16,
-    backend: str | None = None,
-    quantize: str | None = None,
-    calibration: Any = None,
-    calibration_size: int | None = None,
-    **spec_kwargs,
-) -> BatchFn:
-    """Ranking for ``datasets.map``: adds ``pairrm_scores`` and ``pairrm_ranks``.
+def rank_batch_fn(model: str = DEFAULT_MODEL, **options: Any) -> BatchFn:
+    """Ranking for ``datasets.map``: adds ``pairrm_scores`` and ``pairrm_ranks``. ``options`` are those of
+    :func:`batch_fn` (model options such as ``device``, ``backend``, ``quantize``, ``calibration``, and
+    :class:`TaskSpec` options).
 
     >>> ds = ds.map(rank_batch_fn(model="llm-blender/PairRM-hf"), batched=True, with_rank=True, num_proc=2)  # doctest: +SKIP
     >>> int8 = rank_batch_fn(model="llm-blender/PairRM-hf", quantize="int8", calibration="calib.jsonl")  # doctest: +SKIP
     """
-    return batch_fn(
-        "rank",
-        model,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        backend=backend,
-        quantize=quantize,
-        calibration=calibration,
-        calibration_size=calibration_size,
-        **spec_kwargs,
-    )
+    return batch_fn("rank", model, **options)
 
 
 def _object_column(values: list) -> np.ndarray:

@@ -40,7 +40,7 @@ from typing import Any
 
 from ..checkpoints.loading import DEFAULT_MODEL
 from ..ranking.methods import get_ranking_method
-from ..ranking.openvino_backend import openvino_available, requested_backend
+from ..ranking.openvino_backend import engine_device, openvino_available, requested_backend
 from ..ranking.openvino_quantization import (
     Calibration,
     as_calibration,
@@ -234,12 +234,12 @@ def resolve_cpu_backend(
     import torch
 
     from ..models.attention import default_attention
-    from ..utils.devices import resolve_device, resolve_dtype
+    from ..utils.devices import resolve_dtype
 
     requested = requested_backend(backend)
     if requested != "auto":
         return requested, f"--backend {requested}"
-    where = resolve_device("cpu" if device is None and quantize is not None else device)
+    where = engine_device(device, quantize=quantize, backend=requested)
     if where.type != "cpu":
         return "torch", f"device {where} is not the CPU"
     if resolve_dtype(dtype) not in (None, "auto", torch.float32, torch.bfloat16):

@@ -43,12 +43,13 @@ from ..tokenization.padding import pad_rows
 from ..tokenization.text_pair import TextPairEncoder
 from ..tokenization.tokenization_pairrm import DualEncoder, PairEncoder, PointEncoder
 from ..utils.checks import check_positive_int, check_same_length
-from ..utils.devices import resolve_device, resolve_dtype
+from ..utils.devices import resolve_dtype
 from .openvino_backend import (
     OpenVINOBackbone,
     auto_backend,
     bf16_may_run_on_openvino,
     check_backend,
+    engine_device,
     load_openvino_backbone,
     log_backend_choice,
     restore_backbone_weights,
@@ -212,8 +213,7 @@ class PairwiseEngine:
         requested = check_backend(backend, device=device, dtype=dtype, compile=compile, autocast_dtype=autocast_dtype)
         # calibration rows are read and checked now, before the model is moved, converted or run
         calibration = checked_calibration(calibration, calibration_size, quantize=quantize, backend=requested)
-        cpu_only = quantize is not None or requested == "openvino"
-        self.device = resolve_device("cpu" if device is None and cpu_only else device)
+        self.device = engine_device(device, quantize=quantize, backend=requested)
         dtype = resolve_dtype(dtype)
         # another engine's OpenVINO backend may have released this model's backbone weights: moving or casting needs them
         restore_backbone_weights(getattr(model, "pretrained_model", None))

@@ -58,6 +58,7 @@ __all__ = [
     "BACKENDS",
     "BACKEND_ENV",
     "bf16_may_run_on_openvino",
+    "engine_device",
     "INFERENCE_PRECISIONS",
     "CONVERTED_ATTENTION",
     "GRAPH_VERSIONS",
@@ -200,6 +201,15 @@ def auto_backend(
     if not openvino_available(quantize):
         return "torch", "openvino is not installed (pip install 'pairrm-hf[openvino]')"
     return "openvino", "openvino is installed and the model is a fp32 PairRM on the CPU"
+
+
+def engine_device(device: str | int | torch.device | None, *, quantize: str | None, backend: str) -> torch.device:
+    """The device an engine runs on: ``device`` resolved, except that with none named, int8 and the OpenVINO backend
+    (CPU only) pick the CPU even when a GPU is present."""
+    from ..utils.devices import resolve_device
+
+    cpu_only = quantize is not None or backend == "openvino"
+    return resolve_device("cpu" if device is None and cpu_only else device)
 
 
 def bf16_may_run_on_openvino(dtype, device: torch.device, backend: str) -> bool:

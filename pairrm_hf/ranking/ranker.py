@@ -20,12 +20,17 @@ from ..checkpoints.loading import DEFAULT_MODEL, load_pairrm
 from ..models.modeling_pairrm import DebertaV2PairRM
 from ..tokenization.tokenization_pairrm import PairLengths, encoder_for_style
 from ..utils.checks import check_list, check_positive_number, check_same_length, check_top_k
-from ..utils.devices import resolve_device, resolve_dtype
+from ..utils.devices import resolve_dtype
 from .aggregation import topk_indices
 from .engine import EngineOptions, PairwiseEngine
 from .inputs import batch_texts, compare_texts, conversation_pair_texts, is_messages
 from .methods import RANKING_METHODS, RankingBatch, full_matrices, get_ranking_method, own_scores
-from .openvino_backend import bf16_may_run_on_openvino, record_checkpoint_identity, requested_backend
+from .openvino_backend import (
+    bf16_may_run_on_openvino,
+    engine_device,
+    record_checkpoint_identity,
+    requested_backend,
+)
 from .openvino_quantization import checked_calibration
 from .rewards import win_probability
 from .schedules import bubble_pass, bubble_wins
@@ -272,8 +277,7 @@ class PairRM:
             # bf16 that may run on OpenVINO loads fp32: OpenVINO computes in bf16 from fp32 weights (the engine
             # casts the torch model itself if torch runs it)
             backend = requested_backend(engine_kwargs.get("backend"))
-            cpu_only = engine_kwargs.get("quantize") is not None or backend == "openvino"
-            target = resolve_device("cpu" if device is None and cpu_only else device)
+            target = engine_device(device, quantize=engine_kwargs.get("quantize"), backend=backend)
             load_dtype = torch.float32 if bf16_may_run_on_openvino(dtype, target, backend) else dtype
         loaded = load_pairrm(
             name_or_path,
