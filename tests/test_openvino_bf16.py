@@ -129,3 +129,8 @@ def test_job_identity_names_who_computes_bf16(tiny_hf_dir, monkeypatch):
     assert cpu_backend(JobConfig("i", "o", device="cpu", dtype="float16"))[0] == "torch"
     monkeypatch.setattr(openvino_backend, "cpu_capabilities", lambda: ["FP32"])
     assert precision(dtype="bfloat16")["computes"] == "f32"
+
+
+def test_an_unknown_inference_precision_is_refused():
+    with pytest.raises(ValueError, match=r"inference_precision must be one of \('f32', 'bf16'\), got 'fp16'"):
+        openvino_inference_precision("fp16")
