@@ -49,6 +49,8 @@ VARIANTS = (
     "engine+eager",
     "engine+flex",
     "engine+export",
+    "engine+packing",
+    "engine+flex+packing",
     "engine+bf16",
     "engine+compile",
     "engine+compile+bf16",
@@ -260,6 +262,8 @@ def make_variant(
         kwargs["compile"] = True
     if "int8" in variant:
         kwargs["quantize"] = "int8"
+    if "packing" in variant:
+        kwargs["packing"] = True
     if "fp16" in variant:  # cast a copy: the fp32 model stays the reference of the other variants
         import copy
 
@@ -318,7 +322,8 @@ def bench_config(
     if texts is None:
         texts = make_inputs(tokenizer, config["workload"], config["inputs"], config["n"], seed=args.seed)
     prompts, cands = texts
-    probe = PairRM(model, tokenizer, device=device, batch_size=args.batch_size)
+    # backend="torch": the probe only counts tokens; "auto" would convert the model to OpenVINO for nothing
+    probe = PairRM(model, tokenizer, device=device, batch_size=args.batch_size, backend="torch")
     lengths = _real_row_lengths(probe, op, prompts, cands)
     flops = model_flops(model, lengths)  # the fp32 model's useful work, the same for every variant
     pairs = len(prompts) * len(schedule_for(op, config["n"])[0])

@@ -13,8 +13,8 @@ On a CUDA machine it runs, in at most 8 minutes (about 3–5 on an H200 with the
    same dtype; model FLOP/s on rows of 1024 tokens against the bf16 matmul rate measured on the same GPU;
 3. **memory** — peak GPU memory (``torch.cuda.max_memory_allocated``) of a full ranking for n = 4 and n = 16, and
    at L = 2048 (the ``long`` workload, batches of 8 rows) for fused, flex and eager attention;
-4. **packing** — on/off rows when ``PairRM`` has a ``packing`` option; otherwise one row that says it is not
-   implemented;
+4. **packing** — ``PairRM(packing=...)`` off and on, with the fused and the flex attention: pairs/s, the padding
+   each way, and max |Δ| against the unpacked run;
 5. **flashdeberta** (optional) — the ``flashdeberta`` Triton kernel swapped in for every self-attention module:
    whether it matches fp32 eager to tolerance, and its pairs/s.
 
@@ -441,32 +441,45 @@ def memory(shape, device, tokenizer, args, guard: Guard) -> list[dict]:
 
 
 def packing(shape, device, tokenizer, args, guard: Guard) -> list[dict]:
-    """Packing on/off on the ``mixed`` workload when ``PairRM`` has a ``packing`` option; else a "not implemented"
-    row (the engine pads each length-sorted batch to its longest row)."""
+    """Packing off and on (``PairRM(packing=...)``) with the fused and flex attention on the ``mixed`` workload:
+    pairs/s, the padding each way, and max |Δ| against the unpacked run of the same attention."""
     row = {"part": "packing", "shape": shape}
     if "packing" not in inspect.signature(PairRM.__init__).parameters:
         return [{**row, "ok": False, "unavailable": "packing: not implemented (PairRM has no packing option)"}]
     model = build_model(shape, tokenizer).to(device)
     prompts, cands = make_inputs(tokenizer, "mixed", args.inputs, args.n, seed=args.seed)
-    rows, ref = [], None
-    for on in (False, True):
-        if guard.over(f"packing {shape} {on}"):
-            continue
-        rm = PairRM(model, tokenizer, device=device, batch_size=args.batch_size, packing=on)
-        rm.comparison_matrices(prompts[:1], cands[:1])
-        seconds, out = _timed(lambda rm=rm: _matrices(rm, prompts, cands), device, args.repeats)
-        ref = out if ref is None else ref
-        pairs = len(prompts) * args.n * (args.n - 1)
-        rows.append(
-            {
-                **row,
-                "packing": on,
-                "pairs_per_s": pairs / seconds,
-                "max_abs_diff_vs_unpacked": float(np.abs(out - ref).max()),
-                "ok": True,
-            }
-        )
-        _print_row(rows[-1])
+    pairs = len(prompts) * args.n * (args.n - 1)
+    rows = []
+    for attention in ("fused", "flex"):
+        ref = None
+        for on in (False, True):
+            if guard.over(f"packing {shape} {attention} {on}"):
+                continue
+            entry = {**row, "attention": attention, "packing": on}
+            try:
+                rm = PairRM(
+                    model, tokenizer, device=device, batch_size=args.batch_size, packing=on, attention=attention
+                )
+                rm.comparison_matrices(prompts[:1], cands[:1])
+                seconds, out = _timed(lambda rm=rm: _matrices(rm, prompts, cands), device, args.repeats)
+            except Exception as err:  # noqa: BLE001 - a row that says why, the rest goes on
+                rows.append({**entry, "ok": False, "unavailable": f"{type(err).__name__}: {err}"[:200]})
+                _print_row(rows[-1])
+                continue
+            stats = rm.engine.last_stats
+            ref = out if ref is None else ref
+            rows.append(
+                {
+                    **entry,
+                    "pairs_per_s": pairs / seconds,
+                    "padding_fraction": 1 - stats["real_tokens"] / max(stats["padded_tokens"], 1),
+                    "forward_calls": stats["forward_calls"],
+                    "max_abs_diff_vs_unpacked": float(np.abs(out - ref).max()),
+                    "ok": True,
+                }
+            )
+            _attention_in_use(rm, rows[-1], attention)
+            _print_row(rows[-1])
     return rows
 
 
@@ -510,7 +523,15 @@ def print_tables(rows: list[dict]) -> None:
             "peak_gpu_mb",
             "peak_rss_mb",
         ],
-        "packing": ["shape", "packing", "pairs_per_s", "max_abs_diff_vs_unpacked"],
+        "packing": [
+            "shape",
+            "attention",
+            "packing",
+            "pairs_per_s",
+            "padding_fraction",
+            "forward_calls",
+            "max_abs_diff_vs_unpacked",
+        ],
     }
     labels = ("shape", "dtype", "attention", "variant", "workload")
     for part, cols in columns.items():

@@ -58,8 +58,13 @@ def test_gpu_check_cpu_mode_reports_flex_rows(tmp_path):
         if row["ok"]:  # the long workload's rows are cut to exactly the 2048-token budget
             assert row["mean_row_tokens"] == 2048 and row["peak_rss_mb"] > 0
 
-    packing = [r for r in rows if r["part"] == "packing"]
-    assert packing and all(r["ok"] or "not implemented" in r["unavailable"] for r in packing)
+    packing = {(r["attention"], r["packing"]): r for r in rows if r["part"] == "packing"}
+    assert set(packing) == {(a, on) for a in ("fused", "flex") for on in (False, True)}
+    for (_attention, on), row in packing.items():
+        assert row["ok"], row  # packing runs on CPU too (flex compiled, or fused per segment after one warning)
+        assert row["max_abs_diff_vs_unpacked"] <= 1e-5, row
+        if on:  # packed rows carry no padding; unpacked mixed rows do
+            assert row["padding_fraction"] == 0, row
     assert report["machine"]["flex"].startswith(("ran", "unavailable"))
 
 

@@ -502,3 +502,19 @@ def test_attention_option_reaches_the_job_model_and_the_server(model, tiny_rm, t
     assert service.rm.engine.model.attention_implementation == "eager"
     assert main(["rank", "--prompt", "Hi?", "--candidates", "a", "b", "--model", model, "--attention", "flash"]) == 2
     assert "invalid choice: 'flash'" in capsys.readouterr().err
+
+
+def test_packing_option_reaches_the_job_model_and_the_server(model, tiny_rm, tmp_path, monkeypatch):
+    import pairrm_hf.ranking.ranker as ranker_module
+    from pairrm_hf.serve.service import PairRMService
+
+    monkeypatch.setattr(ranker_module, "_SHARED", {})
+    out = tmp_path / "out.jsonl"
+    assert _run("rank", _write_input(tmp_path, "jsonl"), "-o", out, "--model", model, "--packing") == 0
+    (job_model,) = ranker_module._SHARED.values()
+    assert job_model.engine.packing and job_model.engine.backend == "torch"
+    want = tiny_rm.rank_batch([r["prompt"] for r in ROWS], [r["candidates"] for r in ROWS])  # padded batches
+    for got, w in zip(_read_output(out), want):
+        np.testing.assert_allclose(got["pairrm_scores"], w.scores, atol=ATOL)
+    service = PairRMService.from_pretrained(model, packing=True)
+    assert service.rm.engine.packing

@@ -318,6 +318,7 @@ def _job(args: argparse.Namespace) -> int:
         backbone_config=args.backbone_config,
         backend=args.backend,
         attention=args.attention,
+        packing=args.packing,
         quantize=args.quantize,
         calibration=args.calibration,
         calibration_size=args.calibration_size,

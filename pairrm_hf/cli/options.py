@@ -11,7 +11,8 @@ __all__ = ["add_attention_option", "add_backend_option", "add_quantize_options",
 
 
 def add_attention_option(parser: argparse.ArgumentParser) -> None:
-    """``--attention {fused,eager,flex}``: the self-attention path (``None``, the default: the model's own)."""
+    """``--attention {fused,eager,flex}``: the self-attention path (``None``, the default: the model's own), and
+    ``--packing`` (``PairRM(packing=True)``)."""
     parser.add_argument(
         "--attention",
         default=None,
@@ -19,6 +20,12 @@ def add_attention_option(parser: argparse.ArgumentParser) -> None:
         help="self-attention path: fused (default; our tiled kernel), eager (transformers') or flex (PyTorch "
         "FlexAttention, compiled once per padded row length, cached on disk; falls back to fused where it cannot "
         "compile). Same logits to ~1e-6",
+    )
+    parser.add_argument(
+        "--packing",
+        action="store_true",
+        help="run each batch's pairs packed end to end in one sequence, no padding (torch backend; meant for GPUs "
+        "with --attention flex). Same logits to ~1e-6",
     )
 
 
@@ -80,4 +87,6 @@ def model_kwargs(args: argparse.Namespace, *, quantize: bool = True) -> dict:
     }
     if getattr(args, "attention", None) is not None:
         kwargs["attention"] = args.attention
+    if getattr(args, "packing", False):
+        kwargs["packing"] = True
     return {**kwargs, **(quantize_kwargs(args) if quantize else {})}

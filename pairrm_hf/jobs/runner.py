@@ -100,6 +100,7 @@ class JobConfig:
     backend: str | None = None
     #: ``"fused"``/``"eager"``/``"flex"`` or ``None`` (the model's); not part of the identity either (same logits).
     attention: str | None = None
+    packing: bool = False
     #: ``"int8"`` or ``None`` (see :class:`~pairrm_hf.ranking.ranker.PairRM`). It moves logits by ~1e-2, so it is
     #: part of the identity, with the backend that applies it (torch dynamic int8 and OpenVINO int8 differ).
     quantize: str | None = None
@@ -196,6 +197,7 @@ class JobConfig:
             "batch_size": self.batch_size,
             "backend": self.backend,
             "attention": self.attention,
+            "packing": self.packing,
             "quantize": self.quantize,
             "calibration": self.calibration,
             "calibration_size": self.calibration_size,
@@ -211,7 +213,12 @@ def cpu_backend(cfg: JobConfig) -> tuple[str, str]:
     """``(backend, reason)``: what runs ``cfg``'s int8 or CPU bfloat16 (``"torch"`` or ``"openvino"``), known from
     the options alone (:func:`resolve_cpu_backend` of its backend, device, dtype, attention and quantize)."""
     return resolve_cpu_backend(
-        cfg.backend, device=cfg.device, dtype=cfg.dtype, attention=cfg.attention, quantize=cfg.quantize
+        cfg.backend,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        attention=cfg.attention,
+        quantize=cfg.quantize,
+        packing=cfg.packing,
     )
 
 
@@ -222,14 +229,15 @@ def resolve_cpu_backend(
     dtype: str | None = None,
     attention: str | None = None,
     quantize: str | None = None,
+    packing: bool = False,
 ) -> tuple[str, str]:
     """``(backend, reason)``: what runs int8 or CPU bfloat16 for these options (``"torch"`` or ``"openvino"``),
     without a model.
 
     An explicit ``backend`` (or ``$PAIRRM_BACKEND``) is taken as it is. ``auto`` follows the rules of
     :func:`~pairrm_hf.ranking.openvino_backend.auto_backend` that need no model: OpenVINO on the CPU (int8 always
-    runs there) unless it (or, for int8, nncf) is missing, ``dtype`` is float16, or an attention other than the
-    default was asked for. The reason names the option as the command spells it (``--dtype float16``).
+    runs there) unless it (or, for int8, nncf) is missing, ``dtype`` is float16, an attention other than the
+    default or packing was asked for. The reason names the option as the command spells it (``--dtype float16``).
     """
     import torch
 
@@ -246,6 +254,8 @@ def resolve_cpu_backend(
         return "torch", f"--dtype {dtype}"
     if attention not in (None, default_attention("cpu")):
         return "torch", f"--attention {attention}"
+    if packing:
+        return "torch", "--packing"
     if not openvino_available(quantize):
         return "torch", "openvino (with nncf, for int8) is not installed (pip install 'pairrm-hf[openvino]')"
     return "openvino", "openvino is installed"
@@ -578,6 +588,7 @@ def _load_model(cfg: JobConfig, state, calibration: Calibration | None):
             attention=cfg.attention,
             quantize=cfg.quantize,
             calibration=calibration,  # read once, at the start: the identity's digest is of these very rows
+            packing=cfg.packing,
         )
 
 

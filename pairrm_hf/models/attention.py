@@ -35,10 +35,15 @@ import math
 
 import torch
 from torch import nn
-from transformers.models.deberta_v2.modeling_deberta_v2 import DisentangledSelfAttention, build_relative_position
+from transformers.models.deberta_v2.modeling_deberta_v2 import (
+    DisentangledSelfAttention,
+    build_relative_position,
+    make_log_bucket_position,
+)
 
 from .export_attention import export_attention
-from .flex_attention import flex_attention
+from .flex_attention import flex_attention, flex_packed_attention
+from .packing import PackedLayout
 
 __all__ = [
     "ATTENTION_IMPLEMENTATIONS",
@@ -107,37 +112,103 @@ class PairRMSelfAttention(DisentangledSelfAttention):
         rel_embeddings: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Same contract as ``DisentangledSelfAttention.forward``: ``hidden_states`` ``[B, L, hidden]`` and an
-        attention mask ``[B, 1, L, L]`` (or ``[B, L, L]``) → ``(context [B, L, hidden], attention maps or None)``."""
+        attention mask ``[B, 1, L, L]`` (or ``[B, L, L]``) → ``(context [B, L, hidden], attention maps or None)``.
+        A :class:`~pairrm_hf.models.packing.PackedLayout` in place of the mask means ``hidden_states`` ``[1, T,
+        hidden]`` is a packed sequence (see :meth:`packed_forward`)."""
+        if isinstance(attention_mask, PackedLayout):
+            return self.packed_forward(hidden_states, attention_mask, rel_embeddings, output_attentions), None
         if not self.runs_fused(hidden_states, output_attentions, query_states):
             return super().forward(
                 hidden_states, attention_mask, output_attentions, query_states, relative_pos, rel_embeddings
             )
         if query_states is None:
             query_states = hidden_states
-        types = self.pos_att_type
-        # As in eager, the scale counts the configured position terms even when relative attention is off.
-        scale = 1.0 / math.sqrt(self.attention_head_size * (1 + ("c2p" in types) + ("p2c" in types)))
+        scale = self._scale()
         # The eager module divides q·k and each position term by the same scale; folding it into the [L, d]
         # query (and position-query) projections scales every term once, before the [L, L] products.
         query = self._heads(self.query_proj(query_states)) * scale  # [B, H, Lq, d]
         key = self._heads(self.key_proj(hidden_states))  # [B, H, Lk, d]
         value = self._heads(self.value_proj(hidden_states))
         b, h, lq, d = query.shape
-        lk = key.size(2)
+        context = self._attend(query, key, value, attention_mask, relative_pos, rel_embeddings, scale)
+        return context.transpose(1, 2).reshape(b, lq, h * d), None
 
-        if self.runs_export(hidden_states):
+    def _scale(self) -> float:
+        # As in eager, the scale counts the configured position terms even when relative attention is off.
+        types = self.pos_att_type
+        return 1.0 / math.sqrt(self.attention_head_size * (1 + ("c2p" in types) + ("p2c" in types)))
+
+    def packed_forward(
+        self, hidden_states: torch.Tensor, layout: PackedLayout, rel_embeddings: torch.Tensor | None, output_attentions
+    ) -> torch.Tensor:
+        """The context ``[1, T, hidden]`` of a packed sequence ``hidden_states`` ``[1, T, hidden]`` whose segments
+        (``layout``) attend only to themselves, each with its own relative positions.
+
+        ``"flex"`` runs one call over the sequence (:func:`~pairrm_hf.models.flex_attention.flex_packed_attention`);
+        otherwise, or where flex cannot run, each segment's slice runs the fused path alone. Inference only."""
+        if self.training or torch.is_grad_enabled() or output_attentions:
+            raise ValueError("packed rows run in inference mode only (eval, no gradients, no attention maps)")
+        scale = self._scale()
+        query = self._heads(self.query_proj(hidden_states)) * scale  # [1, H, T, d]
+        key = self._heads(self.key_proj(hidden_states))
+        value = self._heads(self.value_proj(hidden_states))
+        _, h, length, d = query.shape
+        positional = self.relative_attention and bool(self.pos_att_type)
+        context = None
+        if self.implementation == "flex":
+            c2p = p2c = None
+            if positional:
+                c2p, p2c = self.position_products(query, key, rel_embeddings, scale)
+            context = flex_packed_attention(
+                query,
+                key,
+                value,
+                layout,
+                self._bucket if positional else None,
+                c2p,
+                p2c,
+                self.pos_ebd_size if positional else 0,
+                compiled=self.flex_compiled,
+            )
+        if context is None:
+            context = torch.empty_like(query)
+            for start, stop in layout.spans():
+                everything = torch.ones(1, 1, 1, stop - start, dtype=torch.bool, device=query.device)
+                context[:, :, start:stop] = self._attend(
+                    *(x[:, :, start:stop] for x in (query, key, value)),
+                    everything,
+                    None,
+                    rel_embeddings,
+                    scale,
+                    flex=False,
+                )
+        return context.transpose(1, 2).reshape(1, length, h * d)
+
+    def _bucket(self, relative: torch.Tensor) -> torch.Tensor:
+        """DeBERTa's relative position ids of ``relative`` (``q − k``), as ``build_relative_position`` makes them."""
+        if self.position_buckets > 0 and self.max_relative_positions > 0:
+            relative = make_log_bucket_position(relative, self.position_buckets, self.max_relative_positions)
+        return relative.to(torch.long)
+
+    def _attend(self, query, key, value, attention_mask, relative_pos, rel_embeddings, scale, flex: bool = True):
+        """The context ``[B, H, Lq, d]`` of scaled ``query`` and ``key``/``value`` ``[B, H, L, d]`` under
+        ``attention_mask`` (``[B, 1, L, L]``, ``[B, L, L]`` or broadcastable): export, flex (unless ``flex=False``)
+        or the fused tiles, as :meth:`forward` chooses."""
+        types = self.pos_att_type
+        b, h, lq, d = query.shape
+        lk = key.size(2)
+        if self._runs_export_at(lq, query.device):
             pos_key = pos_query = relative_index = None
             span = 0
             if self.relative_attention and types:
                 relative_index = self.relative_index(query, key, relative_pos)
                 pos_key, pos_query = self.position_projections(rel_embeddings, scale)
                 span = self.pos_ebd_size
-            context = export_attention(query, key, value, attention_mask, relative_index, pos_key, pos_query, span)
-            return context.transpose(1, 2).reshape(b, lq, h * d), None
-        if self.implementation == "flex":
+            return export_attention(query, key, value, attention_mask, relative_index, pos_key, pos_query, span)
+        if flex and self.implementation == "flex":
             context = self._flex(query, key, value, attention_mask, relative_pos, rel_embeddings, scale)
             if context is not None:
-                return context.transpose(1, 2).reshape(b, lq, h * d), None
+                return context
         mask = attention_mask if attention_mask.dim() == 4 else attention_mask.unsqueeze(1)
         mask = None if bool(mask.all()) else ~mask.bool()  # length-bucketed batches are often unpadded
         positions = (
@@ -168,7 +239,7 @@ class PairRMSelfAttention(DisentangledSelfAttention):
                     scores.masked_fill_(rows_mask, torch.finfo(scores.dtype).min)
                 probs = torch.softmax(scores, dim=-1)
                 context[r0:r1, :, start:stop] = torch.matmul(probs, value[r0:r1])
-        return context.transpose(1, 2).reshape(b, lq, h * d), None
+        return context
 
     def runs_fused(
         self, hidden_states: torch.Tensor, output_attentions: bool = False, query_states: torch.Tensor | None = None
@@ -189,11 +260,14 @@ class PairRMSelfAttention(DisentangledSelfAttention):
     def runs_export(self, hidden_states: torch.Tensor) -> bool:
         """Whether a call that :meth:`runs_fused` takes the whole-tensor export forward: ``"export"``, or ``"fused"``
         on a short CPU row with a large head size (:attr:`cpu_export_below_length`)."""
+        return self._runs_export_at(hidden_states.size(1), hidden_states.device)
+
+    def _runs_export_at(self, length: int, device: torch.device) -> bool:
         return self.implementation == "export" or (
             self.implementation == "fused"
-            and hidden_states.device.type == "cpu"
+            and device.type == "cpu"
             and self.attention_head_size >= 32
-            and hidden_states.size(1) < self.cpu_export_below_length
+            and length < self.cpu_export_below_length
         )
 
     def _tile_shape(self, b: int, h: int, lq: int, lk: int, device: torch.device) -> tuple[int, int]:

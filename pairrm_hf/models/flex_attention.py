@@ -50,8 +50,10 @@ __all__ = [
     "MAX_COMPILED_SHAPES",
     "flex_attention",
     "flex_available",
+    "flex_packed_attention",
     "flex_stats",
     "inductor_cache_dir",
+    "offset_tables",
     "padded_length",
     "point_inductor_cache",
     "position_indices",
@@ -259,6 +261,40 @@ def _pad(x: torch.Tensor, dim: int, length: int) -> torch.Tensor:
     return torch.cat([x, x.new_zeros(shape)], dim=dim).contiguous()
 
 
+def _reserve_shape(target: int, key_fn: tuple, rows: int) -> int | None:
+    """The compiled length a call of ``target`` tokens runs at: ``target`` itself while fewer than
+    :data:`MAX_COMPILED_SHAPES` graphs exist, else the next larger compiled length of the same kind, else ``None``
+    (the ``rows`` then run on the fused path and are counted)."""
+    with _STATE.lock:
+        if (target, *key_fn) not in _STATE.shapes and len(_STATE.shapes) >= MAX_COMPILED_SHAPES:
+            larger = sorted(s[0] for s in _STATE.shapes if s[1:] == key_fn and s[0] >= target)
+            if not larger:
+                _STATE.fused_fallback_rows += rows
+                return None
+            target = larger[0]
+        _STATE.shapes.add((target, *key_fn))
+    return target
+
+
+def _run_flex(run, args, score_mod, block_mask, compiled: bool) -> torch.Tensor | None:
+    """One flex call (``[1, H, L, d]`` out), compiled or the uncompiled reference; ``None`` (and flex disabled for
+    the process) when compiling fails."""
+    if not compiled:
+        with warnings.catch_warnings():  # torch warns that uncompiled flex is slow: known, it is the reference
+            warnings.simplefilter("ignore", UserWarning)
+            return run(*args, score_mod=score_mod, block_mask=block_mask, scale=1.0)
+    before, start = _STATE.compiles, time.perf_counter()
+    try:
+        with torch._dynamo.config.patch(recompile_limit=MAX_COMPILED_SHAPES + 8):
+            out = run(*args, score_mod=score_mod, block_mask=block_mask, scale=1.0)
+    except Exception as error:  # noqa: BLE001 - any compiler failure means: use the fused path
+        _disable(f"compiling it failed: {type(error).__name__}: {str(error).strip().splitlines()[0][:200]}")
+        return None
+    if _STATE.compiles != before:
+        _STATE.compile_seconds += time.perf_counter() - start
+    return out
+
+
 def flex_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -294,14 +330,9 @@ def flex_attention(
     # everything a compiled graph depends on besides the length: call shapes, dtype, and the score_mod's tables
     key_fn = (h, d, query.dtype, query.device.type, span, c2p is not None, p2c is not None)
     if compiled:
-        with _STATE.lock:
-            if (target, *key_fn) not in _STATE.shapes and len(_STATE.shapes) >= MAX_COMPILED_SHAPES:
-                larger = sorted(s[0] for s in _STATE.shapes if s[1:] == key_fn and s[0] >= target)
-                if not larger:
-                    _STATE.fused_fallback_rows += b
-                    return None
-                target = larger[0]
-            _STATE.shapes.add((target, *key_fn))
+        target = _reserve_shape(target, key_fn, b)
+        if target is None:
+            return None
     masks = _row_masks(attention_mask, target)
     if masks is None:
         return None
@@ -322,20 +353,114 @@ def flex_attention(
             p2c[row : row + 1] if p2c is not None else None,
             p2c_index,
         )
-        mask = masks[1][row]
         args = (query[row : row + 1], key[row : row + 1], value[row : row + 1])
-        if not compiled:
-            with warnings.catch_warnings():  # torch warns that uncompiled flex is slow: known, it is the reference
-                warnings.simplefilter("ignore", UserWarning)
-                out[row : row + 1] = run(*args, score_mod=score_mod, block_mask=mask, scale=1.0)
-            continue
-        before, start = _STATE.compiles, time.perf_counter()
-        try:
-            with torch._dynamo.config.patch(recompile_limit=MAX_COMPILED_SHAPES + 8):
-                out[row : row + 1] = run(*args, score_mod=score_mod, block_mask=mask, scale=1.0)
-        except Exception as error:  # noqa: BLE001 - any compiler failure means: use the fused path
-            _disable(f"compiling it failed: {type(error).__name__}: {str(error).strip().splitlines()[0][:200]}")
+        context = _run_flex(run, args, score_mod, masks[1][row], compiled)
+        if context is None:
             return None
-        if _STATE.compiles != before:
-            _STATE.compile_seconds += time.perf_counter() - start
+        out[row : row + 1] = context
     return out[:, :, :length]
+
+
+# ------------------------------------------------------------------------------------------------------ packed rows
+def offset_tables(bucket, span: int, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(c2p_lut, p2c_lut)`` (int32 ``[2·length − 1]``): the position-table columns of the offset ``q − k``, stored
+    at ``q − k + length − 1``. ``bucket`` maps relative positions to their (bucketed) ids as DeBERTa does; then
+    ``c2p_index[q, k] = clamp(bucket(q − k) + span)`` and ``p2c_index[q, k] = clamp(span − bucket(k − q))``, the
+    values :func:`position_indices` holds in ``[L, L]`` form."""
+    offsets = torch.arange(-(length - 1), length, dtype=torch.long, device=device)
+    c2p = torch.clamp(bucket(offsets) + span, 0, 2 * span - 1).to(torch.int32)
+    p2c = torch.clamp(span - bucket(-offsets), 0, 2 * span - 1).to(torch.int32)
+    return c2p, p2c
+
+
+def _segment_mask(segments: torch.Tensor, real: int, length: int):
+    """The block mask of a packed sequence: a query sees the keys of its own segment. ``segments`` ``[L']`` int32
+    (padding positions hold ``real``, the number of segments, and see nothing).
+
+    Built from each 128-token block's lowest and highest segment: blocks whose ranges meet are visited, and a pair
+    of whole blocks inside one segment is "full" (no per-element mask)."""
+
+    def mask_mod(b, h, q, kv):
+        return (segments[q] == segments[kv]) & (segments[kv] < real)
+
+    size = _BLOCK_SIZE
+    blocks = -(-length // size)
+    padded = torch.cat([segments, segments.new_full((blocks * size - length,), real)]).view(blocks, size)
+    is_real = padded < real
+    big = torch.iinfo(torch.int32).max
+    low = torch.where(is_real, padded, torch.full_like(padded, big)).amin(-1)
+    high = torch.where(is_real, padded, torch.full_like(padded, -1)).amax(-1)
+    partial = (low[:, None] <= high[None, :]) & (low[None, :] <= high[:, None])
+    whole = is_real.all(-1) & (low == high)  # every token real and of one segment
+    full = whole[:, None] & whole[None, :] & (low[:, None] == low[None, :])
+    partial &= ~full
+    kv_num, kv_indices = partial.sum(-1), torch.argsort((~partial).to(torch.int8), dim=-1, stable=True)
+    full_num, full_indices = full.sum(-1), torch.argsort((~full).to(torch.int8), dim=-1, stable=True)
+    kv_num, kv_indices, full_num, full_indices = (
+        x.to(torch.int32)[None, None].contiguous() for x in (kv_num, kv_indices, full_num, full_indices)
+    )
+    return BlockMask.from_kv_blocks(
+        kv_num, kv_indices, full_num, full_indices, BLOCK_SIZE=size, mask_mod=mask_mod, seq_lengths=(length, length)
+    )
+
+
+def flex_packed_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    layout,
+    bucket,
+    c2p: torch.Tensor | None,
+    p2c: torch.Tensor | None,
+    span: int,
+    *,
+    compiled: bool = True,
+) -> torch.Tensor | None:
+    """Disentangled attention of one packed sequence through flex; ``None`` when flex cannot run (the caller then
+    attends segment by segment).
+
+    Args:
+        query, key, value: ``[1, H, T, d]``, the query already scaled.
+        layout: the :class:`~pairrm_hf.models.packing.PackedLayout` of the ``T`` positions.
+        bucket: relative position → position id (DeBERTa's log buckets, or the identity), elementwise on a tensor;
+            ``None`` when no position term is configured.
+        c2p: ``[1, H, T, 2·span]`` query × position-key products, or ``None``.
+        p2c: ``[1, H, 2·span, T]`` position-query × key products, or ``None``.
+        span: the position embedding span.
+        compiled: ``False`` runs PyTorch's uncompiled flex (the reference; for tests).
+
+    Returns ``[1, H, T, d]``.
+    """
+    if _STATE.disabled is not None and (compiled or _torch_flex_attention is None):
+        _warn_once()
+        return None
+    _, h, length, d = query.shape
+    target = padded_length(length)
+    key_fn = ("packed", h, d, query.dtype, query.device.type, span, c2p is not None, p2c is not None)
+    if compiled:
+        target = _reserve_shape(target, key_fn, len(layout.lengths))
+        if target is None:
+            return None
+    real = len(layout.lengths)
+    segments = _pad(layout.segment_ids(query.device), 0, target)
+    segments[length:] = real
+    mask = _segment_mask(segments, real, target)
+    score_mod = None
+    if bucket is not None and (c2p is not None or p2c is not None):
+        c2p_lut, p2c_lut = offset_tables(bucket, span, target, query.device)
+        shift = target - 1
+        c2p = _pad(c2p, 2, target) if c2p is not None else None
+        p2c = _pad(p2c, 3, target) if p2c is not None else None
+
+        def score_mod(score, b, h, q, kv):
+            offset = q - kv + shift
+            if c2p is not None:
+                score = score + c2p[b, h, q, c2p_lut[offset]]
+            if p2c is not None:
+                score = score + p2c[b, h, p2c_lut[offset], kv]
+            return score
+
+    args = tuple(_pad(x, 2, target) for x in (query, key, value))
+    run = _compiled() if compiled else _torch_flex_attention
+    out = _run_flex(run, args, score_mod, mask, compiled)
+    return None if out is None else out[:, :, :length]

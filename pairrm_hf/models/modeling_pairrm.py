@@ -23,6 +23,7 @@ from transformers.models.deberta_v2.modeling_deberta_v2 import DebertaV2Model, D
 
 from .attention import default_attention, set_attention_implementation
 from .heads import OwnLossMixin, PairHead, pair_loss, prefix_positions
+from .packing import PackedLayout, check_packable
 
 __all__ = ["DebertaV2PairRM", "PairRMOutput", "PAIRRM_CONFIG_DEFAULTS"]
 
@@ -189,6 +190,30 @@ class DebertaV2PairRM(OwnLossMixin, DebertaV2PreTrainedModel):
             attentions=outputs.attentions,
         )
         return result if return_dict else result.to_tuple()
+
+    def packed_logits(self, input_ids: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
+        """Pairwise logits ``[segments]`` of the rows packed in ``input_ids`` ``[1, T]`` (see
+        :func:`~pairrm_hf.models.packing.pack_rows`): each segment is one row, attends only to itself and gives
+        the logit its unpacked row would, to float rounding. Inference only (eval, no gradients)."""
+        if input_ids.dim() != 2 or input_ids.size(0) != 1 or input_ids.size(1) != layout.total:
+            raise ValueError(f"input_ids must be [1, {layout.total}] for this layout, got {list(input_ids.shape)}")
+        backbone = self.pretrained_model
+        check_packable(backbone.config)
+        positions = layout.positions(input_ids.device)
+        hidden = backbone.embeddings(
+            input_ids=input_ids,
+            token_type_ids=torch.zeros_like(input_ids),
+            position_ids=positions,
+            mask=torch.ones_like(input_ids),
+        )
+        rel_embeddings = backbone.encoder.get_rel_embedding()
+        for layer in backbone.encoder.layer:
+            hidden, _ = layer(hidden, layout, rel_embeddings=rel_embeddings)
+        prefixes = torch.stack(
+            [self._prefix_positions(input_ids[:, a:b])[0] + a for a, b in layout.spans()]
+        )  # [segments, 3], positions in the packed sequence
+        _, _, logits = self.head_layer.compare(hidden.expand(len(layout.lengths), -1, -1), prefixes)
+        return logits
 
     def pairwise_loss(self, left: torch.Tensor, right: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """``-mean(logsigmoid(sign(labels) * (left - right)))`` (upstream's "instructgpt" loss, stable form).

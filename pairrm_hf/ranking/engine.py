@@ -39,6 +39,7 @@ import torch
 from ..models.attention import default_attention
 from ..models.flex_attention import flex_stats
 from ..models.modeling_pairrm import DebertaV2PairRM
+from ..models.packing import check_packable, pack_rows
 from ..tokenization.padding import pad_rows
 from ..tokenization.text_pair import TextPairEncoder
 from ..tokenization.tokenization_pairrm import DualEncoder, PairEncoder, PointEncoder
@@ -147,6 +148,20 @@ class EngineOptions:
             raise TypeError(f"progress_callback must be callable or None, got {type(self.progress_callback).__name__}")
 
 
+def check_packing(model, backend: str, compile: bool) -> str:  # noqa: A002 - torch.compile's name
+    """The backend a ``packing=True`` engine runs on (``"torch"``), or ``ValueError`` saying why this model or these
+    options cannot pack rows: packed sequences run through the torch model's layers, uncompiled, and only a pairwise
+    PairRM model has :meth:`~pairrm_hf.models.modeling_pairrm.DebertaV2PairRM.packed_logits`."""
+    if backend == "openvino":
+        raise ValueError("packing=True runs on the torch backend; backend='openvino' cannot pack rows")
+    if compile:
+        raise ValueError("packing=True runs the model uncompiled; drop compile=True (or packing)")
+    if not callable(getattr(model, "packed_logits", None)):
+        raise ValueError(f"packing=True needs a pairwise PairRM model; {type(model).__name__} cannot pack rows")
+    check_packable(model.pretrained_model.config)
+    return "torch"
+
+
 class PairwiseEngine:
     """Runs a :class:`DebertaV2PairRM` over ordered candidate pairs in length-bucketed batches.
 
@@ -176,6 +191,11 @@ class PairwiseEngine:
             see :mod:`pairrm_hf.ranking.openvino_quantization`. An error with the torch backend or without quantize.
         calibration_size: ordered pairs to calibrate on (default
             :data:`~pairrm_hf.ranking.openvino_quantization.CALIBRATION_SIZE`).
+        packing: run each batch's pairs as one packed sequence with no padding, each pair attending only to itself
+            (see :mod:`pairrm_hf.models.packing`): at most ``batch_size`` pairs and ``max_batch_tokens`` real tokens
+            per pass. Same logits to float rounding; with ``attention="flex"`` one block-sparse kernel covers the
+            sequence, otherwise each pair's attention runs on its slice. Runs on the torch backend (``"auto"``
+            picks it; ``"openvino"`` or ``compile`` with it is an error), for pairwise PairRM models.
         backend: ``"auto"``, ``"torch"`` or ``"openvino"``; ``None`` (default) reads ``$PAIRRM_BACKEND``, else
             ``"auto"``. ``"openvino"`` runs the backbone as an OpenVINO model on CPU, converted once and cached (see
             :mod:`pairrm_hf.ranking.openvino_backend`); the torch model stays ``self.model`` for the head and for
@@ -205,12 +225,15 @@ class PairwiseEngine:
         backend: str | None = None,
         calibration=None,
         calibration_size: int | None = None,
+        packing: bool = False,
     ):
         check_positive_int("batch_size", batch_size)
         options = EngineOptions(batch_size, max_batch_tokens, autocast_dtype, bool(show_progress))
         # int8 runs on CPU only: with no device named, pick the CPU even when a GPU is present
         check_quantize(quantize, device)
         requested = check_backend(backend, device=device, dtype=dtype, compile=compile, autocast_dtype=autocast_dtype)
+        if packing:
+            requested = check_packing(model, requested, compile)
         # calibration rows are read and checked now, before the model is moved, converted or run
         calibration = checked_calibration(calibration, calibration_size, quantize=quantize, backend=requested)
         self.device = engine_device(device, quantize=quantize, backend=requested)
@@ -274,6 +297,8 @@ class PairwiseEngine:
         if self.backend == "torch" and quantize == "int8":
             self.reference_model, self.model = self.model, quantize_int8(self.model)
         self.compile = bool(compile)
+        #: whether a batch's pairs run as one packed sequence (no padding; see :mod:`pairrm_hf.models.packing`).
+        self.packing = bool(packing)
         # a one-slot box, shared by every view, so the backbone is compiled once whichever view runs first
         self._compiled: list = [None]
         #: counters of the last call: forward passes, rows, real tokens, padded tokens fed to the model and the
@@ -433,27 +458,37 @@ class PairwiseEngine:
         ex, i, j = pairs[:, 0], pairs[:, 1], pairs[:, 2]
         return src[ex] + cand[offsets[ex] + i] + cand[offsets[ex] + j] + 6
 
-    def _batches(self, lengths: np.ndarray) -> list[np.ndarray]:
-        """Pair indices grouped into batches of similar length, longest first (peak memory shows up at once)."""
+    def _batches(self, lengths: np.ndarray, packed: bool = False) -> list[np.ndarray]:
+        """Pair indices grouped into batches of similar length, longest first (peak memory shows up at once).
+
+        Padded (default): at most ``batch_size`` rows and ``rows × longest ≤ max_batch_tokens``. ``packed``: at most
+        ``batch_size`` rows whose lengths sum to at most ``max_batch_tokens`` (never fewer than one row)."""
         order = np.argsort(-lengths, kind="stable")
         batches, start = [], 0
+        budget = self.max_batch_tokens
         while start < len(order):
             longest = int(lengths[order[start]])
             rows = self.batch_size
-            if self.max_batch_tokens is not None:
-                rows = max(1, min(rows, self.max_batch_tokens // max(longest, 1)))
+            if budget is not None and packed:
+                total = np.cumsum(lengths[order[start : start + rows]])
+                rows = max(1, int(np.searchsorted(total, budget, side="right")))
+            elif budget is not None:
+                rows = max(1, min(rows, budget // max(longest, 1)))
             batches.append(order[start : start + rows])
             start += rows
         return batches
 
-    def _assemble(self, examples: Sequence[EncodedExample], pairs: np.ndarray, batch: np.ndarray, width: int):
+    def _rows(self, examples: Sequence[EncodedExample], pairs: np.ndarray, batch: np.ndarray) -> list[list[int]]:
         enc = self.encoder
         rows = []
         for k in batch:
             ex, i, j = pairs[k]
             e = examples[ex]
             rows.append(enc.pack(e.source, e.candidates[i], e.candidates[j]))
-        return pad_rows(rows, enc.pad_id, width)
+        return rows
+
+    def _assemble(self, examples: Sequence[EncodedExample], pairs: np.ndarray, batch: np.ndarray, width: int):
+        return pad_rows(self._rows(examples, pairs, batch), self.encoder.pad_id, width)
 
     def pair_logits(
         self, examples: Sequence[EncodedExample], pairs: np.ndarray | Sequence[Sequence[int]]
@@ -545,6 +580,15 @@ class PairwiseEngine:
         weights: np.ndarray | None = None,
     ) -> np.ndarray:
         lengths = self._row_lengths(examples, pairs) if len(pairs) else np.zeros(0, dtype=np.int64)
+        if self.packing and not reference:
+            return self._run_batches(
+                lengths,
+                lambda batch, width: pack_rows(self._rows(examples, pairs, batch)),
+                lambda model, ids, layout: model.packed_logits(ids, layout),
+                weights=weights,
+                unit="pair",
+                packed=True,
+            )
         return self._run_batches(
             lengths,
             lambda batch, width: self._assemble(examples, pairs, batch, width),
@@ -563,6 +607,7 @@ class PairwiseEngine:
         reference: bool = False,
         weights: np.ndarray | None = None,
         unit: str = "pair",
+        packed: bool = False,
     ) -> np.ndarray:
         """The one batch loop: rows of these ``lengths`` in length-bucketed batches through the model.
 
@@ -571,7 +616,8 @@ class PairwiseEngine:
         attention_mask, *extra)`` returns one output per row (``[rows, ...]``).
         Returns the float32 outputs in row order and fills ``last_stats``. ``reference`` runs plain fp32 eager
         (no autocast, no compile, fp32 weights); ``weights`` counts how many asked-for items each row stands for
-        (for ``progress_callback``).
+        (for ``progress_callback``). ``packed``: batches are cut by real tokens and ``assemble`` returns
+        ``(input_ids [1, T], PackedLayout)`` (:func:`~pairrm_hf.models.packing.pack_rows`).
         """
         stats = {"forward_calls": 0, "rows": 0, "real_tokens": 0, "padded_tokens": 0, "max_batch_rows": 0}
         out = np.zeros(len(lengths), dtype=np.float32)
@@ -600,9 +646,12 @@ class PairwiseEngine:
             flex = not reference and getattr(model, "attention_implementation", None) == "flex"
             compiles_before = flex_stats()["compiles"] if flex else 0
             with torch.inference_mode(), autocast, attention, self._compiled_backbone(reference):
-                for batch in self._batches(lengths):
+                for batch in self._batches(lengths, packed):
                     width = int(lengths[batch].max())
-                    tensors = [t.to(self.device, non_blocking=True) for t in assemble(batch, width)]
+                    tensors = [
+                        t.to(self.device, non_blocking=True) if isinstance(t, torch.Tensor) else t
+                        for t in assemble(batch, width)
+                    ]
                     value = forward(model, *tensors)
                     value = value.float().cpu().numpy()
                     if out.ndim != value.ndim:
@@ -611,7 +660,7 @@ class PairwiseEngine:
                     stats["forward_calls"] += 1
                     stats["rows"] += len(batch)
                     stats["real_tokens"] += int(lengths[batch].sum())
-                    stats["padded_tokens"] += width * len(batch)
+                    stats["padded_tokens"] += int(lengths[batch].sum()) if packed else width * len(batch)
                     stats["max_batch_rows"] = max(stats["max_batch_rows"], len(batch))
                     if progress is not None:
                         progress.update(len(batch))

@@ -161,6 +161,9 @@ class PairRM:
             :mod:`pairrm_hf.ranking.openvino_quantization`. A ``ValueError`` with ``backend="torch"`` or without
             ``quantize="int8"``.
         calibration_size: ordered pairs of the calibration rows to calibrate on (default 256, spread evenly).
+        packing: run each batch's pairs packed end to end in one sequence, no padding, each attending only to itself
+            (same logits to float rounding; see :mod:`pairrm_hf.models.packing`); meant for GPUs with
+            ``attention="flex"``. Runs on the torch backend; pairwise PairRM models only.
     """
 
     def __init__(
@@ -181,6 +184,7 @@ class PairRM:
         backend: str | None = None,
         calibration=None,
         calibration_size: int | None = None,
+        packing: bool = False,
     ):
         style = getattr(model, "ranking_style", "pairwise")
         if hasattr(model, "check_row_budget"):
@@ -201,6 +205,7 @@ class PairRM:
             backend=backend,
             calibration=calibration,
             calibration_size=calibration_size,
+            packing=packing,
         )
 
     @classmethod
@@ -744,6 +749,7 @@ def shared_pairrm(
     quantize: str | None = None,
     calibration=None,
     calibration_size: int | None = None,
+    packing: bool = False,
 ) -> PairRM:
     """A :class:`PairRM` loaded once per process for these settings and reused by every later call (jobs, ``datasets.map``
     workers, Ray actors, ``label_preferences``). Its options never change: a caller who wants others (a batch size, a
@@ -763,6 +769,7 @@ def shared_pairrm(
         attention,
         quantize,
         None if calibration is None else calibration.fingerprint,
+        bool(packing),
     )
     if key not in _SHARED:
         _SHARED[key] = PairRM.from_pretrained(
@@ -775,6 +782,7 @@ def shared_pairrm(
             attention=attention,
             quantize=quantize,
             calibration=calibration,
+            packing=bool(packing),
         )
     return _SHARED[key]
 

@@ -62,12 +62,14 @@ class PairRMService:
         quantize: str | None = None,
         calibration: str | os.PathLike | None = None,
         calibration_size: int | None = None,
+        packing: bool = False,
         **kwargs: Any,
     ) -> PairRMService:
         """Load ``model`` (any layout :meth:`PairRM.from_pretrained` loads) and serve it; ``backend`` as there
         (default ``"auto"``: OpenVINO on CPU when installed, else torch; ``/health`` says which runs); ``attention``
         picks the self-attention path (``"fused"``/``"eager"``/``"flex"``, see :mod:`pairrm_hf.models.attention`);
-        ``quantize``, ``calibration`` and ``calibration_size`` as there (static int8 on OpenVINO with a calibration)."""
+        ``quantize``, ``calibration`` and ``calibration_size`` as there (static int8 on OpenVINO with a calibration);
+        ``packing`` runs each batch's pairs as one packed sequence (torch backend)."""
         rm = PairRM.from_pretrained(
             model,
             device=device,
@@ -79,6 +81,7 @@ class PairRMService:
             quantize=quantize,
             calibration=calibration,
             calibration_size=calibration_size,
+            packing=packing,
         )
         return cls(rm, model_name=os.fspath(model), **kwargs)
 
