@@ -199,6 +199,26 @@ def position_indices(relative_index: torch.Tensor, span: int) -> tuple[torch.Ten
     return c2p_index, p2c_index
 
 
+def _block_mask(partial: torch.Tensor, full: torch.Tensor, mask_mod, length: int):
+    """A ``BlockMask`` from ``[query block, key block]`` booleans: ``partial`` blocks are visited with ``mask_mod``
+    applied, ``full`` ones without it, the rest skipped."""
+    # per query block: the selected key blocks first, in order (the kernel reads the first `num` of them)
+    kv_num, kv_indices = partial.sum(-1), torch.argsort((~partial).to(torch.int8), dim=-1, stable=True)
+    full_num, full_indices = full.sum(-1), torch.argsort((~full).to(torch.int8), dim=-1, stable=True)
+    kv_num, kv_indices, full_num, full_indices = (
+        x.to(torch.int32)[None, None].contiguous() for x in (kv_num, kv_indices, full_num, full_indices)
+    )
+    return BlockMask.from_kv_blocks(
+        kv_num,
+        kv_indices,
+        full_num,
+        full_indices,
+        BLOCK_SIZE=_BLOCK_SIZE,
+        mask_mod=mask_mod,
+        seq_lengths=(length, length),
+    )
+
+
 def _key_mask(valid: torch.Tensor, length: int):
     """A block mask letting every query see the keys where ``valid`` (``[L']`` bool) is true.
 
@@ -218,15 +238,7 @@ def _key_mask(valid: torch.Tensor, length: int):
     if length % size:
         full[-1] = False  # a short last query block has out-of-range queries: no tile of it is full
     partial = (counts > 0) & ~full
-    # per query block: the selected key blocks first, in order (the kernel reads the first `num` of them)
-    kv_num, kv_indices = partial.sum(-1), torch.argsort((~partial).to(torch.int8), dim=-1, stable=True)
-    full_num, full_indices = full.sum(-1), torch.argsort((~full).to(torch.int8), dim=-1, stable=True)
-    kv_num, kv_indices, full_num, full_indices = (
-        x.to(torch.int32)[None, None].contiguous() for x in (kv_num, kv_indices, full_num, full_indices)
-    )
-    return BlockMask.from_kv_blocks(
-        kv_num, kv_indices, full_num, full_indices, BLOCK_SIZE=size, mask_mod=mask_mod, seq_lengths=(length, length)
-    )
+    return _block_mask(partial, full, mask_mod, length)
 
 
 #: (the attention mask object, padded length, key-valid rows, block masks): every layer of a forward pass gets the
@@ -393,15 +405,7 @@ def _segment_mask(segments: torch.Tensor, real: int, length: int):
     partial = (low[:, None] <= high[None, :]) & (low[None, :] <= high[:, None])
     whole = is_real.all(-1) & (low == high)  # every token real and of one segment
     full = whole[:, None] & whole[None, :] & (low[:, None] == low[None, :])
-    partial &= ~full
-    kv_num, kv_indices = partial.sum(-1), torch.argsort((~partial).to(torch.int8), dim=-1, stable=True)
-    full_num, full_indices = full.sum(-1), torch.argsort((~full).to(torch.int8), dim=-1, stable=True)
-    kv_num, kv_indices, full_num, full_indices = (
-        x.to(torch.int32)[None, None].contiguous() for x in (kv_num, kv_indices, full_num, full_indices)
-    )
-    return BlockMask.from_kv_blocks(
-        kv_num, kv_indices, full_num, full_indices, BLOCK_SIZE=size, mask_mod=mask_mod, seq_lengths=(length, length)
-    )
+    return _block_mask(partial & ~full, full, mask_mod, length)
 
 
 def flex_packed_attention(
