@@ -173,6 +173,9 @@ def test_identity_counts_the_calibration_by_content_and_size(model, tmp_path, mo
     assert identity(batch_size=4) == weight_only  # OpenVINO's int8 does not depend on the batches
     torch_int8 = identity(backend="torch")["quantize"]
     assert torch_int8 == {"method": "int8", "backend": "torch", "calibration": None, "batch_size": 16}
+    # packing changes which rows share torch's dynamic activation scales; fp32 packing changes no identity
+    assert identity(backend="torch", packing=True)["quantize"] == {**torch_int8, "packing": True}
+    assert identity(quantize=None, packing=True) == identity(quantize=None)
     calibrated = identity(calibration=str(first))
     assert calibrated["quantize"]["calibration"]["size"] == 256  # the default, spelled out
     assert identity(calibration=str(copy)) == calibrated

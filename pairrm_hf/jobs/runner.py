@@ -164,7 +164,7 @@ class JobConfig:
     def quantization(self, calibration: Calibration | None = None) -> dict | None:
         """The identity's ``quantize`` entry: ``None`` for full precision, else the method, the backend that applies
         it and the calibration's content digest and size (``None`` for OpenVINO's weight-only int8); for torch's
-        dynamic int8 also the batch size, which changes its numbers.
+        dynamic int8 also the batch size and packing, which change its numbers.
 
         ``backend="auto"`` is resolved from the options as the engine resolves it for int8 (OpenVINO when it is
         installed with nncf, the weights stay fp32 and no other attention was asked for; torch otherwise), before
@@ -185,6 +185,8 @@ class JobConfig:
             # torch's dynamic int8 measures activation ranges per forward batch, so which rows share a batch moves
             # scores by up to the int8 error (OpenVINO's int8 does not depend on it: measured to ~1e-6)
             entry["batch_size"] = self.batch_size
+            if self.packing:  # packed batches hold other rows (and no padding tokens) than padded ones
+                entry["packing"] = True
         return entry
 
     def arguments(self) -> dict:
