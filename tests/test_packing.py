@@ -13,7 +13,7 @@ import torch
 
 from pairrm_hf import PairRM
 from pairrm_hf.models.attention import PairRMSelfAttention
-from pairrm_hf.models.flex_attention import _segment_mask, flex_available
+from pairrm_hf.models.flex_attention import _segment_mask, flex_available, packed_length
 from pairrm_hf.models.modeling_pairrm import DebertaV2PairRM
 from pairrm_hf.models.packing import PackedLayout, pack_rows
 from pairrm_hf.ranking.engine import check_packing
@@ -101,6 +101,11 @@ def test_packed_logits_equal_the_unpacked_rows(overrides, attention):
     others = [0, 2, 3, 4]
     assert torch.allclose(again[others], got[others], atol=1e-6, rtol=0)
     assert not torch.isclose(again[1], got[1])
+
+
+def test_packed_sequences_compile_one_flex_graph_per_power_of_two():
+    assert [packed_length(n) for n in (1, 64, 65, 300, 1024, 1025, 20000)] == [64, 64, 128, 512, 1024, 2048, 32768]
+    assert len({packed_length(n) for n in range(1, 32769)}) == 10
 
 
 @pytest.mark.skipif(not flex_available(), reason="FlexAttention is not available in this torch")
