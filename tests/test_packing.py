@@ -160,6 +160,12 @@ def test_packing_refuses_what_it_cannot_run(tiny_hf_dir):
         model.packed_logits(ids, layout)  # gradients on
     with pytest.raises(ValueError, match=r"input_ids must be \[1, 50\]"), torch.inference_mode():
         model.packed_logits(ids[:, :40], layout)
+    rows = _rows([20, 30])
+    rows[1] = [t for t in rows[1] if t != PREFIXES[1]]  # the second row lost its candidate-1 prefix
+    ids, layout = pack_rows(rows)
+    with pytest.raises(ValueError, match=r"packed segment 1: must contain exactly one .*candidate1=0"):
+        with torch.inference_mode():
+            model.packed_logits(ids, layout)
 
 
 @pytest.mark.slow

@@ -139,7 +139,11 @@ class PairRMSelfAttention(DisentangledSelfAttention):
         return 1.0 / math.sqrt(self.attention_head_size * (1 + ("c2p" in types) + ("p2c" in types)))
 
     def packed_forward(
-        self, hidden_states: torch.Tensor, layout: PackedLayout, rel_embeddings: torch.Tensor | None, output_attentions
+        self,
+        hidden_states: torch.Tensor,
+        layout: PackedLayout,
+        rel_embeddings: torch.Tensor | None,
+        output_attentions: bool = False,
     ) -> torch.Tensor:
         """The context ``[1, T, hidden]`` of a packed sequence ``hidden_states`` ``[1, T, hidden]`` whose segments
         (``layout``) attend only to themselves, each with its own relative positions.

@@ -199,6 +199,7 @@ class DebertaV2PairRM(OwnLossMixin, DebertaV2PreTrainedModel):
             raise ValueError(f"input_ids must be [1, {layout.total}] for this layout, got {list(input_ids.shape)}")
         backbone = self.pretrained_model
         check_packable(backbone.config)
+        prefixes = self._packed_prefix_positions(input_ids, layout)  # checked before any layer runs
         positions = layout.positions(input_ids.device)
         hidden = backbone.embeddings(
             input_ids=input_ids,
@@ -209,11 +210,19 @@ class DebertaV2PairRM(OwnLossMixin, DebertaV2PreTrainedModel):
         rel_embeddings = backbone.encoder.get_rel_embedding()
         for layer in backbone.encoder.layer:
             hidden, _ = layer(hidden, layout, rel_embeddings=rel_embeddings)
-        prefixes = torch.stack(
-            [self._prefix_positions(input_ids[:, a:b])[0] + a for a, b in layout.spans()]
-        )  # [segments, 3], positions in the packed sequence
         _, _, logits = self.head_layer.compare(hidden.expand(len(layout.lengths), -1, -1), prefixes)
         return logits
+
+    def _packed_prefix_positions(self, input_ids: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
+        """Positions ``[segments, 3]`` (in the packed sequence) of each segment's three prefix tokens; a segment
+        without exactly one of each is a ``ValueError`` naming the segment (the row of the batch)."""
+        found = []
+        for segment, (start, stop) in enumerate(layout.spans()):
+            try:
+                found.append(self._prefix_positions(input_ids[:, start:stop])[0] + start)
+            except ValueError as error:
+                raise ValueError(f"packed segment {segment}: {error}".replace("input_ids row 0 ", "")) from None
+        return torch.stack(found)
 
     def pairwise_loss(self, left: torch.Tensor, right: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """``-mean(logsigmoid(sign(labels) * (left - right)))`` (upstream's "instructgpt" loss, stable form).
