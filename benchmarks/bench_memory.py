@@ -114,13 +114,17 @@ def main(argv: list[str] | None = None) -> int:
             "rss_after_load_mb": base.peak / 2**20,
             "setup_peak_rss_mb": setup.peak / 2**20,
             "max_batch_rows": rm.engine.last_stats.get("max_batch_rows") if finished else None,
+            "rss_before_call_mb": mem.start / 2**20,
             "peak_rss_mb": mem.peak / 2**20,
+            "peak_anon_rss_mb": mem.peak_anon / 2**20,
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(
         f"peak RSS − weights: {[round(r['peak_rss_mb'] - r['weights_mb']) for r in rows]} MB "
-        f"(n = {[r['n'] for r in rows]}); spread {np.ptp([r['peak_rss_mb'] for r in rows]):.0f} MB"
+        f"(n = {[r['n'] for r in rows]}); spread {np.ptp([r['peak_rss_mb'] for r in rows]):.0f} MB; "
+        f"anonymous part − weights: {[round(r['peak_anon_rss_mb'] - r['weights_mb']) for r in rows]} MB; "
+        f"rise during the call: {[round(r['peak_rss_mb'] - r['rss_before_call_mb']) for r in rows]} MB"
     )
     if args.json:
         with open(args.json, "w") as f:

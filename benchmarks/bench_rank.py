@@ -79,7 +79,11 @@ OPS = ("rank", "compare", "rank_with_ref")
 
 
 class PeakRSS:
-    """Samples this process's resident memory every few ms; ``peak`` is the max since ``start`` (the RSS on entry)."""
+    """Samples this process's resident memory every few ms; ``peak`` is the max since ``start`` (the RSS on entry).
+
+    ``peak_anon`` is the max of the anonymous part alone (Linux ``RssAnon``; ``0`` where not available): RSS less
+    file-backed pages such as a memory-mapped model file, which the kernel can drop and read back under pressure.
+    """
 
     def __init__(self):
         try:
@@ -88,7 +92,7 @@ class PeakRSS:
             self._proc = psutil.Process()
         except ImportError:  # fall back to /proc (Linux) — resource.getrusage only gives the lifetime max
             self._proc = None
-        self.peak = self.start = 0
+        self.peak = self.start = self.peak_anon = 0
 
     def _rss(self) -> int:
         if self._proc is not None:
@@ -96,8 +100,24 @@ class PeakRSS:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
+    @staticmethod
+    def _anon() -> int:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("RssAnon:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, self._rss())
+        self.peak_anon = max(self.peak_anon, self._anon())
+
     def __enter__(self):
         self.peak = self.start = self._rss()
+        self.peak_anon = self._anon()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -105,12 +125,12 @@ class PeakRSS:
 
     def _loop(self):
         while not self._stop.wait(0.005):
-            self.peak = max(self.peak, self._rss())
+            self._sample()
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._rss())
+        self._sample()
 
 
 def gemm_rate(dtype: torch.dtype, device: torch.device, size: int = 1024, seconds: float = 0.5) -> float:

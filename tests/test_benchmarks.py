@@ -114,3 +114,24 @@ def test_bench_rank_budget_stops_cleanly_and_writes_json(tmp_path):
     assert main(["--shapes", "tiny", "--workloads", "short", "--max-seconds", "0", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["complete"] is False and report["results"] == []
+
+
+@pytest.mark.slow
+def test_bench_head_groups_times_each_grouping_and_skips_rows_over_its_gather_limit(tmp_path):
+    """The tiny shape (4 heads) with all heads, 1 and 3 per group: every grouping matches torch fp32 to 1e-5; rows of
+    3,000 tokens run only where one head's Gather stays within 2^24 elements (3000² · 1 ≤ 2^24 < 3000² · 3)."""
+    pytest.importorskip("openvino")
+    from benchmarks.bench_head_groups import main
+
+    out = tmp_path / "groups.json"
+    argv = ["--shape", "tiny", "--groups", "0", "1", "3", "--batches", "3x40", "1x3000", "--rounds", "1"]
+    assert main([*argv, "--threads", "1", "--json", str(out)]) == 0
+    rows = {(r["batch"], r["heads_per_group"]): r for r in json.loads(out.read_text())}
+    assert set(rows) == {(b, g) for b in ("3x40", "1x3000") for g in (None, 1, 3)}
+    ran = {key for key, row in rows.items() if "seconds" in row}
+    assert ran == {("3x40", None), ("3x40", 1), ("3x40", 3), ("1x3000", 1)}
+    for key in ran:
+        assert rows[key]["max_abs_hidden_diff"] <= 1e-5, rows[key]
+    assert rows[("3x40", None)]["ratio_to_first"] == pytest.approx(1.0)
+    assert "exact-Gather limit (2048)" in rows[("1x3000", None)]["reason"]
+    assert rows[("1x3000", 3)]["gather_heads"] == 3

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from pairrm_hf import PairRM
+from pairrm_hf.models.attention import PairRMSelfAttention
 from pairrm_hf.ranking import openvino_backend
 from pairrm_hf.ranking.openvino_backend import (
     OpenVINOBackbone,
@@ -60,11 +61,21 @@ def test_openvino_logits_match_torch_fp32_in_every_batching(ov_rm, tiny_rm):
 
 @needs_openvino
 def test_long_batches_go_to_openvino_in_few_row_requests_with_the_same_results(ov_rm):
-    """Eager attention's [rows, heads, L, L] tensors would hold ~2 GB per 2048-token row of a base model: a batch
-    is cut by a score budget, and the cut changes no row."""
+    """A batch is cut into requests by two bounds: the score budget (rows × heads × L²) and the position-term Gathers
+    (rows × heads per group × L² ≤ 2^24); each cut is the largest within both, and it changes no row."""
     backbone = ov_rm.engine.openvino_backbone
     heads = backbone.config.num_attention_heads
-    assert backbone.rows_per_request(2048) == max(1, backbone.score_elements_per_request // (heads * 2048 * 2048))
+    budget, safe = backbone.score_elements_per_request, openvino_backend.GATHER_SAFE_ELEMENTS
+    assert backbone.gather_heads == min(PairRMSelfAttention.export_heads_per_group or heads, heads)
+
+    def within(rows: int, length: int) -> bool:
+        return rows * heads * length**2 <= budget and rows * backbone.gather_heads * length**2 <= safe
+
+    for length in (16, 100, 300, 700, 1024, 1500, 2048):
+        rows = backbone.rows_per_request(length)
+        assert within(rows, length) and not within(rows + 1, length), length
+    longest = backbone.longest_row
+    assert longest >= 2048 and within(1, longest) and not within(1, longest + 1)
     assert backbone.rows_per_request(10**6) == 1  # never fewer than one row
     whole = np.stack(ov_rm.comparison_matrices(PROMPTS, CANDS))
     backbone.score_elements_per_request = heads * 300 * 300  # long batches now go a row or two per request
@@ -74,6 +85,94 @@ def test_long_batches_go_to_openvino_in_few_row_requests_with_the_same_results(o
     finally:
         del backbone.score_elements_per_request  # back to the class default
     np.testing.assert_allclose(cut, whole, atol=1e-5, rtol=0)
+
+
+def _ragged(rows: int, length: int, vocab: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (rows, length), generator=gen)
+    mask = torch.ones_like(ids)
+    for r in range(1, rows, 2):  # every other row padded: the gathers span real and padded positions
+        mask[r, length - 37 * r :] = 0
+    return ids, mask
+
+
+@needs_openvino
+def test_large_requests_match_torch_where_one_gather_would_pass_two_to_the_24(ov_rm, tiny_rm, monkeypatch):
+    """Sixteen 1024-token rows of the tiny model with the score budget raised so that only the Gather bound cuts:
+    in one request the position-term Gathers would hold 16 rows × L² × the heads of a group ≥ 2^25 elements, and
+    OpenVINO's Gather, splitting that over two threads, took some values from the wrong head (|Δ| ~3e-3 measured).
+    Cut to at most 2^24 elements per Gather, the rows match torch."""
+    backbone = ov_rm.engine.openvino_backbone
+    monkeypatch.setattr(backbone, "score_elements_per_request", 1 << 30, raising=False)
+    rows = backbone.rows_per_request(1024)
+    assert rows < 16 and rows * backbone.gather_heads * 1024**2 <= openvino_backend.GATHER_SAFE_ELEMENTS
+    assert 16 * backbone.gather_heads * 1024**2 > openvino_backend.GATHER_SAFE_ELEMENTS
+    ids, mask = _ragged(16, 1024, int(backbone.config.vocab_size), seed=3)
+    with torch.inference_mode():
+        got = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+        want = tiny_rm.model.pretrained_model(input_ids=ids, attention_mask=mask).last_hidden_state
+    real = mask.bool()
+    assert float((got[real] - want[real]).abs().max()) <= 1e-5
+
+
+@needs_openvino
+def test_rows_too_long_for_an_exact_gather_run_on_torch_with_one_log_line(ov_rm, tiny_rm, monkeypatch, caplog):
+    """With the Gather bound lowered so that rows over 100 tokens exceed it, such batches run on the torch backbone
+    (the same numbers as torch fp32, said once in the log); shorter rows still go to OpenVINO."""
+    backbone = ov_rm.engine.openvino_backbone
+    monkeypatch.setattr(openvino_backend, "GATHER_SAFE_ELEMENTS", backbone.gather_heads * 100 * 100)
+    assert backbone.longest_row == 100
+    requests = []
+    real_create = backbone.compiled.create_infer_request
+    monkeypatch.setattr(backbone, "compiled", _CountingCompiled(backbone.compiled, requests))
+    long_ids, long_mask = _ragged(3, 150, int(backbone.config.vocab_size), seed=4)
+    short_ids, short_mask = _ragged(2, 90, int(backbone.config.vocab_size), seed=5)
+    with caplog.at_level(logging.WARNING, logger="pairrm_hf.ranking"), torch.inference_mode():
+        for _ in range(2):
+            got = backbone(input_ids=long_ids, attention_mask=long_mask).last_hidden_state
+        assert not requests  # the long rows never reached OpenVINO
+        backbone(input_ids=short_ids, attention_mask=short_mask)
+        want = tiny_rm.model.pretrained_model(input_ids=long_ids, attention_mask=long_mask).last_hidden_state
+    assert len(requests) == 1 and real_create is not None
+    real = long_mask.bool()
+    assert float((got[real] - want[real]).abs().max()) <= 1e-5
+    notes = [r.getMessage() for r in caplog.records if "run on torch, not OpenVINO" in r.getMessage()]
+    assert len(notes) == 1 and "150 tokens" in notes[0] and "at most 100 tokens" in notes[0]
+
+
+class _CountingCompiled:
+    """A compiled model whose infer requests are recorded in ``requests``."""
+
+    def __init__(self, compiled, requests: list):
+        self._compiled, self._requests = compiled, requests
+
+    def create_infer_request(self):
+        request = self._compiled.create_infer_request()
+        self._requests.append(request)
+        return request
+
+
+@needs_openvino
+def test_an_openvino_gather_at_the_bound_is_exact_on_two_threads():
+    """The assumption behind GATHER_SAFE_ELEMENTS, checked on the installed OpenVINO: a dynamic-shape Gather of
+    exactly 2^24 output elements (4 heads × 2^22 indices, the export graph's largest at 2048 tokens) split over two
+    threads gives numpy's result element for element."""
+    import openvino
+    import openvino.opset13 as ops
+
+    heads, count, axis = 4, openvino_backend.GATHER_SAFE_ELEMENTS // 4, 4096
+    data = ops.parameter(openvino.PartialShape([1, -1, -1]), openvino.Type.f32, name="data")
+    index = ops.parameter(openvino.PartialShape([-1]), openvino.Type.i64, name="index")
+    gathered = ops.gather(data, index, ops.constant(np.int64(2)))
+    compiled = openvino.Core().compile_model(
+        openvino.Model([gathered.output(0)], [data, index]), "CPU", {"INFERENCE_NUM_THREADS": 2}
+    )
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal((1, heads, axis), dtype=np.float32)
+    positions = rng.integers(0, axis, count).astype(np.int64)
+    out = compiled({"data": values, "index": positions})[0]
+    assert out.size == openvino_backend.GATHER_SAFE_ELEMENTS
+    np.testing.assert_array_equal(out, values[:, :, positions])
 
 
 @needs_openvino
@@ -311,6 +410,24 @@ def test_torch_backbone_weights_are_released_and_read_back_when_torch_needs_them
     assert report.max_abs_logit_diff == pytest.approx(float(np.abs(ours - want).max()), abs=1e-6)
     reference = tiny_rm.model.state_dict()
     assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
+
+
+@needs_openvino
+def test_weights_read_back_inside_inference_mode_are_ordinary_parameters(tiny_hf_dir, ov_cache, tiny_rm):
+    """A torch pass reached from an engine call (rows too long for OpenVINO, token type ids) reads the weights back
+    under inference mode; they still come back as parameters that track versions and can be trained."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PAIRRM_OPENVINO_CACHE", str(ov_cache))
+        rm = PairRM.from_pretrained(tiny_hf_dir, backend="openvino")
+    stand_in = rm.engine.openvino_backbone
+    assert stand_in.torch_weights_released
+    with torch.inference_mode():
+        backbone = stand_in.torch_backbone
+    params = list(backbone.parameters())
+    assert not stand_in.torch_weights_released and not any(p.is_inference() or p.is_meta for p in params)
+    assert all(p.requires_grad for p in params)
+    reference = tiny_rm.model.pretrained_model.state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in backbone.state_dict().items())
 
 
 @needs_openvino

@@ -90,6 +90,14 @@ class PairRMSelfAttention(DisentangledSelfAttention):
     #: faster (0.82× vs 0.89× at 128, 0.69–0.71× vs 0.93–0.96× at 192–512). ``0`` disables it.
     cpu_export_below_length: int = 128
 
+    #: When the export forward is traced (the graph OpenVINO converts), the scores are built this many heads at a
+    #: time (:func:`.export_attention`'s ``heads_per_group``), so the converted graph holds a group's ``[B, n, L, L]``
+    #: tensors at once instead of every head's. ``None``: all heads at once, as torch always runs them. 2, measured (``benchmarks/bench_head_groups.py``, RESULTS.md Speed III part 8): large shape at
+    #: L = 2048, peak RSS weights + 2.9 GB against + 4.2 GB with all heads, at 1.00–1.06× their speed; and one
+    #: head group's position-term Gather stays exact in OpenVINO up to 2,896-token rows
+    #: (:data:`~pairrm_hf.ranking.openvino_backend.GATHER_SAFE_ELEMENTS`).
+    export_heads_per_group: int | None = 2
+
     #: ``False`` runs flex uncompiled (PyTorch's slow reference of the same kernel): for exactness tests only.
     flex_compiled: bool = True
 
@@ -208,7 +216,12 @@ class PairRMSelfAttention(DisentangledSelfAttention):
                 relative_index = self.relative_index(query, key, relative_pos)
                 pos_key, pos_query = self.position_projections(rel_embeddings, scale)
                 span = self.pos_ebd_size
-            return export_attention(query, key, value, attention_mask, relative_index, pos_key, pos_query, span)
+            # grouping saves OpenVINO memory; torch runs the heads at once (grouped, its export path measured slower)
+            tracing = self.implementation == "export" and torch.jit.is_tracing()
+            group = self.export_heads_per_group if tracing else None
+            return export_attention(
+                query, key, value, attention_mask, relative_index, pos_key, pos_query, span, heads_per_group=group
+            )
         if flex and self.implementation == "flex":
             context = self._flex(query, key, value, attention_mask, relative_pos, rel_embeddings, scale)
             if context is not None:

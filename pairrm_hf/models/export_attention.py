@@ -19,7 +19,12 @@ values; every size is a traced op, so one converted model serves every batch sha
   ``torch.nn.functional.scaled_dot_product_attention`` (q·k, bias, softmax, · V). OpenVINO converts it to its
   ``ScaledDotProductAttention`` op; its CPU plugin lowers that to MatMul + one fused softmax subgraph for this
   pattern (no flash-style kernel; measured a little faster than the same steps written out, within the noise of a
-  shared machine).
+  shared machine);
+* with ``heads_per_group`` (the converted graph uses
+  :attr:`~pairrm_hf.models.attention.PairRMSelfAttention.export_heads_per_group`), the position terms, bias and
+  attention run for a few heads at a time and the contexts are concatenated. OpenVINO's dynamic-shape graph frees a
+  group's ``[B, n, L, L]`` tensors before the next group's are allocated, so a long row's peak holds a group's
+  score tensors rather than every head's (numbers in ``benchmarks/RESULTS.md``, Speed III part 8).
 
 The numbers match the eager module to float rounding (tests hold them to 1e-5). Like the fused path it runs in eval
 mode with gradients off and without attention maps; other calls take transformers' eager code.
@@ -51,6 +56,7 @@ def export_attention(
     pos_key: torch.Tensor | None = None,
     pos_query: torch.Tensor | None = None,
     span: int = 0,
+    heads_per_group: int | None = None,
 ) -> torch.Tensor:
     """The attention context ``[B, H, L, d]`` of ``query`` (already scaled), ``key`` and ``value`` ``[B, H, L, d]``.
 
@@ -58,26 +64,41 @@ def export_attention(
     ``relative_index`` the ``[L, L]`` relative position ids; ``pos_key`` / ``pos_query`` the projected relative
     embeddings ``[1, H, 2·span, d]`` (the position query scaled), ``None`` for a term not configured
     (:meth:`~pairrm_hf.models.attention.PairRMSelfAttention.position_projections`); ``span`` the position span.
+    ``heads_per_group``: score at most this many heads at a time (``None``: all at once); see the module notes.
     """
     b, heads, length = query.shape[:3]
     mask = attention_mask if attention_mask.dim() == 4 else attention_mask.unsqueeze(1)
-    terms = []  # the position terms, [B, H, L, L] each
+    masked = ~mask.bool()
     positions = torch.arange(length, device=query.device)
+    c2p_index = p2c_index = None  # flat [Lq·Lk] gather indices, shared by every row, head and head group
     if pos_key is not None:
         index = torch.clamp(relative_index + span, 0, span * 2 - 1)  # term[q, k] = c2p[q, index[q, k]]
         pos_key, index = _used_columns(pos_key, index)
-        c2p = torch.matmul(query, pos_key.transpose(-1, -2))  # [B, H, L, P]
-        flat = (index + (positions * c2p.size(-1)).unsqueeze(1)).reshape(-1)
-        terms.append(torch.index_select(c2p.flatten(2), 2, flat).view(b, heads, length, length))
+        c2p_index = (index + (positions * pos_key.size(2)).unsqueeze(1)).reshape(-1)
     if pos_query is not None:
         # eager: term[q, k] = p2c[k, clamp(span - rel[k, q])] in [key, position] order, then transposed
         index = torch.clamp(span - relative_index.transpose(0, 1), 0, span * 2 - 1)
         pos_query, index = _used_columns(pos_query, index)
-        p2c = torch.matmul(pos_query, key.transpose(-1, -2))  # [B, H, P, L]
-        flat = (index * length + positions).reshape(-1)
-        terms.append(torch.index_select(p2c.flatten(2), 2, flat).view(b, heads, length, length))
-    # A float mask, not a boolean one: a padded query row (every key masked) then gets eager's uniform weights, not
-    # NaN. q is already scaled, hence scale=1.
-    bias = sum(terms[1:], terms[0]) if terms else torch.zeros(mask.shape, dtype=query.dtype, device=query.device)
-    bias = bias.masked_fill(~mask.bool(), torch.finfo(bias.dtype).min)
-    return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=1.0)  # [B, H, L, d]
+        p2c_index = (index * length + positions).reshape(-1)
+    step = heads if not heads_per_group else min(heads_per_group, heads)
+    contexts = []
+    for h0 in range(0, heads, step):
+        group = slice(h0, min(h0 + step, heads))
+        q, k = query[:, group], key[:, group]
+        n = q.size(1)
+        terms = []  # the position terms, [B, n, L, L] each
+        if c2p_index is not None:
+            c2p = torch.matmul(q, pos_key[:, group].transpose(-1, -2))  # [B, n, L, P]
+            terms.append(torch.index_select(c2p.flatten(2), 2, c2p_index).view(b, n, length, length))
+        if p2c_index is not None:
+            p2c = torch.matmul(pos_query[:, group], k.transpose(-1, -2))  # [B, n, P, L]
+            terms.append(torch.index_select(p2c.flatten(2), 2, p2c_index).view(b, n, length, length))
+        # A float mask, not a boolean one: a padded query row (every key masked) then gets eager's uniform weights,
+        # not NaN. q is already scaled, hence scale=1.
+        if terms:
+            bias = sum(terms[1:], terms[0])
+        else:
+            bias = torch.zeros(mask.shape, dtype=query.dtype, device=query.device)  # broadcast over heads
+        bias = bias.masked_fill(masked, torch.finfo(bias.dtype).min)
+        contexts.append(F.scaled_dot_product_attention(q, k, value[:, group], attn_mask=bias, scale=1.0))
+    return contexts[0] if len(contexts) == 1 else torch.cat(contexts, dim=1)  # [B, H, L, d]

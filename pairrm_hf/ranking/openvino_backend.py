@@ -11,7 +11,11 @@ progress) is the engine's, unchanged.
 * **Conversion.** ``openvino.convert_model`` traces the backbone with batch and length left dynamic, so one converted
   model serves every batch shape. The attention traced is :data:`CONVERTED_ATTENTION`: ``"export"``
   (:mod:`pairrm_hf.models.export_attention`, whole tensors, no data-dependent branch, shared gather indices and
-  position tables cut to the row's length) by default; ``"eager"`` (transformers' module) for comparison.
+  position tables cut to the row's length, attention scored a head group at a time) by default; ``"eager"``
+  (transformers' module) for comparison.
+* **Requests.** A batch goes to OpenVINO in requests bounded by a score budget and by :data:`GATHER_SAFE_ELEMENTS`
+  (OpenVINO's dynamic-shape ``Gather`` is exact only up to 2^24 output elements); a row too long for the second runs
+  on the torch backbone (:attr:`OpenVINOBackbone.longest_row`).
 * **Cache.** The converted model (fp32 IR, or weight-compressed int8) is written once, atomically, under
   ``$HF_HOME/pairrm_hf/openvino/<key>`` (``PAIRRM_OPENVINO_CACHE`` overrides the root) together with OpenVINO's
   compiled-blob cache, so a second process skips both conversion and compilation. ``<key>`` hashes the config
@@ -37,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -50,7 +55,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 
-from ..models.attention import default_attention, set_attention_implementation
+from ..models.attention import PairRMSelfAttention, default_attention, set_attention_implementation
 from ..models.modeling_pairrm import DebertaV2PairRM
 from ..utils.devices import resolve_dtype
 
@@ -59,8 +64,10 @@ __all__ = [
     "BACKEND_ENV",
     "bf16_may_run_on_openvino",
     "engine_device",
+    "gather_heads",
     "INFERENCE_PRECISIONS",
     "CONVERTED_ATTENTION",
+    "GATHER_SAFE_ELEMENTS",
     "GRAPH_VERSIONS",
     "OpenVINOBackbone",
     "auto_backend",
@@ -91,7 +98,15 @@ CONVERTED_ATTENTION = "export"
 
 #: The version of each convertible graph, part of the cache key: bump it when the traced forward changes, so entries
 #: converted from the older graph are never reused.
-GRAPH_VERSIONS = {"eager": "eager-1", "export": "export-1"}
+GRAPH_VERSIONS = {"eager": "eager-1", "export": "export-2"}
+
+#: Most output elements one OpenVINO ``Gather`` may produce. The CPU plugin's JIT ``Gather`` for dynamic shapes
+#: (openvino 2026.4) computes each thread's start position in float32, exact only up to 2^24: a thread starting past it
+#: gathers some elements from the wrong head and reads past its input, which gave wrong values near head boundaries
+#: and the segfaults on 2048-token rows (``benchmarks/RESULTS.md``, Speed III part 8). The export graph's largest
+#: Gathers are one head group's position terms, ``rows × heads_per_group × L²`` elements; requests are sized to keep
+#: them within this, and a row too long for it runs on the torch backbone.
+GATHER_SAFE_ELEMENTS = 1 << 24
 
 #: OpenVINO's floating-point inference precisions on the CPU: ``"f32"`` (the default; within ~1e-6 of torch fp32)
 #: and ``"bf16"`` (what ``dtype``/``autocast_dtype`` ``bfloat16`` ask for).
@@ -302,7 +317,8 @@ def record_checkpoint_identity(backbone: nn.Module, folder: str | os.PathLike) -
 
 def _weights_key(backbone: nn.Module, precision: str, graph: str | None = None) -> str:
     """A cache key for this backbone: config, the weights, precision, library versions and the converted graph
-    (``graph``, default :data:`CONVERTED_ATTENTION`, with its :data:`GRAPH_VERSIONS` entry).
+    (``graph``, default :data:`CONVERTED_ATTENTION`, with its :data:`GRAPH_VERSIONS` entry and, for the export graph,
+    :attr:`~pairrm_hf.models.attention.PairRMSelfAttention.export_heads_per_group`).
 
     The weights are named by their checkpoint files when :func:`record_checkpoint_identity` vouches that they are
     unchanged since loading; otherwise by a CRC-32 of every tensor's bytes, which changes with any weight
@@ -318,6 +334,8 @@ def _weights_key(backbone: nn.Module, precision: str, graph: str | None = None) 
     digest.update(f"{precision}|{openvino.__version__}|{torch.__version__}".encode())
     graph = graph or CONVERTED_ATTENTION
     digest.update(f"graph|{graph}|{GRAPH_VERSIONS[graph]}".encode())
+    if graph == "export":  # the head grouping is traced into the graph
+        digest.update(f"heads_per_group|{PairRMSelfAttention.export_heads_per_group}".encode())
     recorded = backbone.__dict__.get("_pairrm_checkpoint")
     if recorded is not None and recorded[1] == _tensor_versions(backbone):
         digest.update(f"files|{recorded[0]}".encode())
@@ -367,6 +385,14 @@ def _convert(backbone: nn.Module, precision: str, graph: str | None = None):
         # weight-only int8 of the linear layers (per output channel, asymmetric); activations stay fp32
         model = nncf.compress_weights(model)
     return model
+
+
+def gather_heads(heads: int, graph: str | None = None) -> int:
+    """Heads whose position terms one ``Gather`` of the converted ``graph`` (default :data:`CONVERTED_ATTENTION`)
+    holds: the export graph's head group
+    (:attr:`~pairrm_hf.models.attention.PairRMSelfAttention.export_heads_per_group`), every head otherwise."""
+    group = PairRMSelfAttention.export_heads_per_group if (graph or CONVERTED_ATTENTION) == "export" else None
+    return min(group or heads, heads)
 
 
 def load_openvino_backbone(
@@ -441,6 +467,7 @@ def load_openvino_backbone(
         precision="int8-static" if static else precision,
         cache_entry=entry,
         inference_precision=hint,
+        gather_heads=gather_heads(int(backbone.config.num_attention_heads), graph),
     )
     if release_torch_weights:
         stand_in.release_torch_weights()
@@ -521,7 +548,9 @@ def restore_backbone_weights(backbone: nn.Module | None) -> None:
         return
     from safetensors.torch import load_file
 
-    with _RELEASE_LOCK:
+    # inference_mode(False): a restore reached from an engine call (under inference mode) must still give ordinary
+    # parameters, which keep version counters and can be trained
+    with _RELEASE_LOCK, torch.inference_mode(False):
         if "_pairrm_released" not in backbone.__dict__:
             return
         path, shapes, still_the_checkpoint = backbone.__dict__["_pairrm_released"]
@@ -537,6 +566,20 @@ def restore_backbone_weights(backbone: nn.Module | None) -> None:
             backbone.__dict__["_pairrm_checkpoint"] = (identity, _tensor_versions(backbone))
 
 
+_LONG_ROWS_LOGGED: set[tuple[int, int]] = set()
+
+
+def _log_long_rows_once(length: int, longest: int) -> None:
+    if (length, longest) not in _LONG_ROWS_LOGGED:
+        _LONG_ROWS_LOGGED.add((length, longest))
+        logger.warning(
+            "PairRM: rows of %d tokens run on torch, not OpenVINO: OpenVINO's CPU Gather is exact for rows of at most "
+            "%d tokens in this graph (see GATHER_SAFE_ELEMENTS in pairrm_hf.ranking.openvino_backend)",
+            length,
+            longest,
+        )
+
+
 class OpenVINOBackbone(nn.Module):
     """Stands in for a DeBERTa backbone (``model.pretrained_model``) during the engine's forward passes.
 
@@ -548,11 +591,13 @@ class OpenVINOBackbone(nn.Module):
         precision: ``"fp32"``, ``"int8"`` (weights) or ``"int8-static"`` (weights and activations, calibrated).
         inference_precision: ``"f32"`` or ``"bf16"``: what the layers left in floating point compute in.
         cache_entry: the folder holding the converted model and OpenVINO's compiled-blob cache.
+        gather_heads: heads per position-term ``Gather`` in the converted graph (:func:`gather_heads`), which
+            bounds the rows per request (:data:`GATHER_SAFE_ELEMENTS`).
     """
 
-    #: Score elements (rows × heads × L²) per OpenVINO request; 2^25 keeps a request's attention tensors near
-    #: 1.1 GB with the export graph (~34 bytes per score element: 1.64 GB per 2048-token row of a base model, about
-    #: 0.4 GB per row at L = 1024; 2048-token rows go one at a time). Short rows still go in large batches:
+    #: Score elements (rows × heads × L²) per OpenVINO request. 2^25 kept a request's attention tensors near 1 GB
+    #: with the ungrouped export graph (~34 bytes per score element); the grouped graph holds one head group's at a
+    #: time, so it is a loose bound now, kept because it was measured. Short rows still go in large batches:
     #: 256-token rows of a 12-head model, 42 per request.
     score_elements_per_request: int = 1 << 25
 
@@ -564,6 +609,7 @@ class OpenVINOBackbone(nn.Module):
         precision: str,
         cache_entry: Path,
         inference_precision: str = "f32",
+        gather_heads: int | None = None,
     ):
         super().__init__()
         self.compiled = compiled
@@ -573,6 +619,7 @@ class OpenVINOBackbone(nn.Module):
         self.precision = precision
         self.cache_entry = cache_entry
         self.config = torch_backbone.config
+        self.gather_heads = gather_heads or int(self.config.num_attention_heads)
 
     @property
     def torch_backbone(self) -> nn.Module:
@@ -623,6 +670,9 @@ class OpenVINOBackbone(nn.Module):
             )
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        if input_ids.shape[1] > self.longest_row:
+            _log_long_rows_once(input_ids.shape[1], self.longest_row)
+            return self.torch_backbone(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
         ids = np.ascontiguousarray(input_ids.cpu().numpy(), dtype=np.int64)
         mask = np.ascontiguousarray(attention_mask.cpu().numpy(), dtype=np.int64)
         rows = self.rows_per_request(ids.shape[1])
@@ -636,17 +686,28 @@ class OpenVINOBackbone(nn.Module):
         return BaseModelOutput(last_hidden_state=hidden.to(input_ids.device))
 
     def rows_per_request(self, length: int) -> int:
-        """Most rows of ``length`` tokens sent to OpenVINO at once: the converted attention still holds several
-        ``[rows, heads, L, L]`` fp32 tensors at its peak (the export graph: 1.64 GB per row for a base model at
-        L = 2048, measured as the peak-RSS difference between one and two rows per request; transformers' eager
-        graph: 2.2 GB), so a batch is cut into requests of at most :attr:`score_elements_per_request` score
-        elements (never fewer than one row). Rows are independent: the cut changes no result."""
-        return self.request_rows(int(self.config.num_attention_heads), length, self.score_elements_per_request)
+        """Most rows of ``length`` tokens sent to OpenVINO at once.
+
+        Two bounds: the attention's ``[rows, heads, L, L]`` fp32 tensors (a batch is cut into requests of at most
+        :attr:`score_elements_per_request` score elements), and each position-term ``Gather`` within
+        :data:`GATHER_SAFE_ELEMENTS` (``rows × gather_heads × L²``). Never fewer than one row (rows longer than
+        :attr:`longest_row` do not reach OpenVINO). Rows are independent: the cut changes no result."""
+        return self.request_rows(
+            int(self.config.num_attention_heads), length, self.score_elements_per_request, self.gather_heads
+        )
+
+    @property
+    def longest_row(self) -> int:
+        """The longest row OpenVINO runs: one row's position-term ``Gather`` within :data:`GATHER_SAFE_ELEMENTS`
+        (2,896 tokens with 2 heads per group). Longer rows run on the torch backbone, with one log line."""
+        return math.isqrt(GATHER_SAFE_ELEMENTS // self.gather_heads)
 
     @classmethod
-    def request_rows(cls, heads: int, length: int, budget: int | None = None) -> int:
+    def request_rows(cls, heads: int, length: int, budget: int | None = None, gathered: int | None = None) -> int:
         """:meth:`rows_per_request` for a model with ``heads`` attention heads, before any backbone is compiled
         (static int8 calibration feeds the same requests); ``budget`` defaults to the class's
-        :attr:`score_elements_per_request`."""
+        :attr:`score_elements_per_request`, ``gathered`` (heads per ``Gather``) to :func:`gather_heads`."""
         budget = cls.score_elements_per_request if budget is None else budget
-        return max(1, budget // max(heads * length * length, 1))
+        gathered = gather_heads(heads) if gathered is None else gathered
+        square = max(length * length, 1)
+        return max(1, min(budget // (heads * square), GATHER_SAFE_ELEMENTS // (gathered * square)))
