@@ -79,10 +79,13 @@ OPS = ("rank", "compare", "rank_with_ref")
 
 
 class PeakRSS:
-    """Samples this process's resident memory every few ms; ``peak`` is the max since ``start`` (the RSS on entry).
+    """This process's peak resident memory while the block runs; ``peak`` is the max since ``start`` (the RSS on entry).
 
-    ``peak_anon`` is the max of the anonymous part alone (Linux ``RssAnon``; ``0`` where not available): RSS less
+    On Linux the kernel's own high-water mark is reset on entry (``/proc/self/clear_refs``) and read on exit
+    (``VmHWM``), so a peak between two samples is not missed; elsewhere the RSS sampled every few ms is the peak.
+    ``peak_anon`` is the max of the sampled anonymous part alone (``RssAnon``; ``0`` where not available): RSS less
     file-backed pages such as a memory-mapped model file, which the kernel can drop and read back under pressure.
+    A nested block resets the mark for the enclosing one, which then keeps at least its sampled peak.
     """
 
     def __init__(self):
@@ -101,21 +104,36 @@ class PeakRSS:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     @staticmethod
-    def _anon() -> int:
+    def _status(field: str) -> int:
+        """A ``kB`` field of ``/proc/self/status`` in bytes (``0`` where not available)."""
         try:
             with open("/proc/self/status") as f:
                 for line in f:
-                    if line.startswith("RssAnon:"):
+                    if line.startswith(field + ":"):
                         return int(line.split()[1]) * 1024
         except OSError:
             pass
         return 0
+
+    @classmethod
+    def _anon(cls) -> int:
+        return cls._status("RssAnon")
+
+    @staticmethod
+    def _reset_high_water_mark() -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # 5: reset the peak RSS (VmHWM) to the current RSS
+            return True
+        except OSError:
+            return False
 
     def _sample(self) -> None:
         self.peak = max(self.peak, self._rss())
         self.peak_anon = max(self.peak_anon, self._anon())
 
     def __enter__(self):
+        self._exact = self._reset_high_water_mark()
         self.peak = self.start = self._rss()
         self.peak_anon = self._anon()
         self._stop = threading.Event()
@@ -131,6 +149,8 @@ class PeakRSS:
         self._stop.set()
         self._thread.join()
         self._sample()
+        if self._exact:
+            self.peak = max(self.peak, self._status("VmHWM"))
 
 
 def gemm_rate(dtype: torch.dtype, device: torch.device, size: int = 1024, seconds: float = 0.5) -> float:
