@@ -139,6 +139,23 @@ def test_calibration_batches_are_the_engines_own_rows(tiny_rm):
     assert widths == sorted(widths, reverse=True)  # longest first, each batch padded to its own longest row
 
 
+def test_calibration_leaves_out_rows_too_long_for_openvino(tiny_rm, monkeypatch):
+    """Rows over OpenVINO's exact-Gather limit run on torch (``OpenVINOBackbone.longest_row``), so calibrating on
+    them would calibrate nothing OpenVINO runs: with the limit lowered to the shorter batch's width, the longer batch
+    is left out."""
+    from pairrm_hf.ranking import openvino_backend
+
+    calibration = as_calibration(ROWS, 20)
+    whole = tiny_rm.engine.static_int8(calibration)
+    long_width, short_width = (ids.shape[1] for ids, _ in whole.batches)
+    assert long_width > short_width
+    heads = openvino_backend.gather_heads(tiny_rm.model.pretrained_model.config.num_attention_heads)
+    monkeypatch.setattr(openvino_backend, "GATHER_SAFE_ELEMENTS", heads * short_width**2)
+    kept = tiny_rm.engine.static_int8(calibration)
+    # the 4 shorter rows stay (one per request now: the lowered bound cuts requests too); the 16 longer ones go
+    assert [ids.shape for ids, _ in kept.batches] == [(1, short_width)] * 4 and kept.rows == 4
+
+
 def test_calibration_pairs_spread_over_every_row():
     assert calibration_pairs([2, 3], 100).tolist() == [[0, 0, 1], [0, 1, 0]] + [
         [1, i, j] for i in range(3) for j in range(3) if i != j

@@ -29,7 +29,6 @@ same dedup, length bucketing and non-finite policy.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -47,7 +46,6 @@ from ..tokenization.tokenization_pairrm import DualEncoder, PairEncoder, PointEn
 from ..utils.checks import check_positive_int, check_same_length
 from ..utils.devices import resolve_dtype
 from .openvino_backend import (
-    GATHER_SAFE_ELEMENTS,
     OpenVINOBackbone,
     auto_backend,
     bf16_may_run_on_openvino,
@@ -56,6 +54,7 @@ from .openvino_backend import (
     gather_heads,
     load_openvino_backbone,
     log_backend_choice,
+    longest_exact_row,
     restore_backbone_weights,
 )
 from .openvino_quantization import (
@@ -444,7 +443,7 @@ class PairwiseEngine:
         lengths = self._row_lengths(examples, pairs)
         batches = []
         heads = int(self.model.pretrained_model.config.num_attention_heads)
-        longest = math.isqrt(GATHER_SAFE_ELEMENTS // gather_heads(heads))
+        longest = longest_exact_row(gather_heads(heads))
         for batch in self.with_options(batch_size=CALIBRATION_BATCH_ROWS, max_batch_tokens=None)._batches(lengths):
             width = int(lengths[batch].max())
             if width > longest:  # such rows run on torch (OpenVINOBackbone.longest_row): nothing to calibrate

@@ -65,6 +65,7 @@ __all__ = [
     "bf16_may_run_on_openvino",
     "engine_device",
     "gather_heads",
+    "longest_exact_row",
     "INFERENCE_PRECISIONS",
     "CONVERTED_ATTENTION",
     "GATHER_SAFE_ELEMENTS",
@@ -395,6 +396,12 @@ def gather_heads(heads: int, graph: str | None = None) -> int:
     return min(group or heads, heads)
 
 
+def longest_exact_row(gathered: int) -> int:
+    """The longest row whose position-term ``Gather`` (``gathered`` heads × L²) stays within
+    :data:`GATHER_SAFE_ELEMENTS`: 2,896 tokens for 2 heads, 2,048 for 4."""
+    return math.isqrt(GATHER_SAFE_ELEMENTS // gathered)
+
+
 def load_openvino_backbone(
     backbone: nn.Module,
     *,
@@ -700,7 +707,7 @@ class OpenVINOBackbone(nn.Module):
     def longest_row(self) -> int:
         """The longest row OpenVINO runs: one row's position-term ``Gather`` within :data:`GATHER_SAFE_ELEMENTS`
         (2,896 tokens with 2 heads per group). Longer rows run on the torch backbone, with one log line."""
-        return math.isqrt(GATHER_SAFE_ELEMENTS // self.gather_heads)
+        return longest_exact_row(self.gather_heads)
 
     @classmethod
     def request_rows(cls, heads: int, length: int, budget: int | None = None, gathered: int | None = None) -> int:
