@@ -91,10 +91,11 @@ class PairRMSelfAttention(DisentangledSelfAttention):
     cpu_export_below_length: int = 128
 
     #: When the export forward is traced (the graph OpenVINO converts), the scores are built this many heads at a
-    #: time (:func:`.export_attention`'s ``heads_per_group``), so the converted graph holds a group's ``[B, n, L, L]``
-    #: tensors at once instead of every head's. ``None``: all heads at once, as torch always runs them. 2, measured (``benchmarks/bench_head_groups.py``, RESULTS.md Speed III part 8): large shape at
-    #: L = 2048, peak RSS weights + 2.9 GB against + 4.2 GB with all heads, at 1.00–1.06× their speed; and one
-    #: head group's position-term Gather stays exact in OpenVINO up to 2,896-token rows
+    #: time (:func:`.export_attention`'s ``heads_per_group``), so the converted graph holds one group's
+    #: ``[B, n, L, L]`` tensors at once instead of every head's; torch itself always runs every head at once.
+    #: ``None``: no grouping. 2 was measured (``benchmarks/bench_head_groups.py``, RESULTS.md Speed III part 8):
+    #: large shape at L = 2048, peak RSS weights + 2.9 GB against + 4.2 GB with all heads, at 1.00–1.06× their
+    #: speed; and a group's position-term Gather stays exact in OpenVINO up to 2,896-token rows
     #: (:data:`~pairrm_hf.ranking.openvino_backend.GATHER_SAFE_ELEMENTS`).
     export_heads_per_group: int | None = 2
 

@@ -573,15 +573,16 @@ def restore_backbone_weights(backbone: nn.Module | None) -> None:
             backbone.__dict__["_pairrm_checkpoint"] = (identity, _tensor_versions(backbone))
 
 
-_LONG_ROWS_LOGGED: set[tuple[int, int]] = set()
+_LONG_ROWS_LOGGED: set[int] = set()  # the limits already logged: one line per limit, not per row length
 
 
 def _log_long_rows_once(length: int, longest: int) -> None:
-    if (length, longest) not in _LONG_ROWS_LOGGED:
-        _LONG_ROWS_LOGGED.add((length, longest))
+    if longest not in _LONG_ROWS_LOGGED:
+        _LONG_ROWS_LOGGED.add(longest)
         logger.warning(
             "PairRM: rows of %d tokens run on torch, not OpenVINO: OpenVINO's CPU Gather is exact for rows of at most "
-            "%d tokens in this graph (see GATHER_SAFE_ELEMENTS in pairrm_hf.ranking.openvino_backend)",
+            "%d tokens in this graph (see GATHER_SAFE_ELEMENTS in pairrm_hf.ranking.openvino_backend); longer rows "
+            "will too, without another line",
             length,
             longest,
         )
